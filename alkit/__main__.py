@@ -1,0 +1,3 @@
+from alkit.cli import main
+
+raise SystemExit(main())

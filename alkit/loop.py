@@ -1,0 +1,169 @@
+"""The active-learning loop: initial pool plus R rounds for one (features, strategy, seed).
+
+Everything random comes from one seed through named streams, so that all strategies run with
+the same seed share the validation split, the initial pool and the round-0 model (paired
+comparisons), and a run repeated with the same inputs gives identical rows and picks.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from alkit.metrics import classification_metrics, imbalance_metrics
+from alkit.pool import PoolState, check_features, check_labels
+from alkit.probe import LinearHead, ProbeConfig, train_linear_probe
+from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
+
+#: Named random streams: each is ``default_rng([seed, STREAM, round])``.
+STREAMS = {"validation": 0, "initial": 1, "selection": 2, "training": 3}
+
+
+def stream(seed: int, name: str, round_index: int = 0) -> np.random.Generator:
+    """The generator of one named stream (see :data:`STREAMS`) for one round."""
+    return np.random.default_rng([int(seed), STREAMS[name], int(round_index)])
+
+
+def balanced_validation_split(labels: np.ndarray, num_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Bool mask holding out ``per_class`` random points of each class (at most half a class)."""
+    held = np.zeros(labels.shape[0], bool)
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        take = min(per_class, members.size // 2)
+        if take:
+            held[rng.choice(members, size=take, replace=False)] = True
+    return held
+
+
+@dataclass
+class RunResult:
+    """Tidy rows (one per round) plus what does not fit a row."""
+
+    rows: list[dict]
+    picks: list[np.ndarray]             # indices labelled in each round (round 0: the initial pool)
+    validation_indices: np.ndarray
+    label_counts: np.ndarray            # (rounds + 1, C) labelled-set class counts
+    per_class_accuracy: np.ndarray      # (rounds + 1, C) test accuracy per class
+    config: dict = field(default_factory=dict)
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+def _prefixed(prefix: str, metrics: dict) -> dict:
+    return {f"{prefix}{k}": v for k, v in metrics.items() if k != "counts"}
+
+
+def run_active_learning(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    num_classes: int,
+    strategy: str | Strategy | StrategyInfo,
+    *,
+    seed: int,
+    initial_size: int,
+    round_budget: int,
+    rounds: int,
+    val_per_class: int = 0,
+    probe: ProbeConfig = ProbeConfig(),
+    strategy_name: str | None = None,
+    progress: bool = True,
+    on_round: Callable[[dict, np.ndarray], None] | None = None,
+) -> RunResult:
+    """Run the initial random pool plus ``rounds`` query rounds; return a :class:`RunResult`.
+
+    Each round: train a linear probe from scratch on the labelled features (early stopping on
+    the held-out, class-balanced validation split, whose labels are free); evaluate it on the
+    test set; build the pool state (labels of labelled points only, the new head); ask the
+    strategy for ``round_budget`` points; reveal their labels.  The final round trains and
+    evaluates without querying.  ``on_round(row, picks)`` is called after each round.
+    """
+    info = resolve_strategy(strategy)
+    name = strategy_name or info.name
+    check_features(train_features, "train_features")
+    check_features(test_features, "test_features")
+    train_labels = np.asarray(train_labels)
+    test_labels = np.asarray(test_labels)
+    if train_labels.shape != (train_features.shape[0],):
+        raise ValueError(f"train_labels must have shape ({train_features.shape[0]},), got {train_labels.shape}")
+    if test_labels.shape != (test_features.shape[0],):
+        raise ValueError(f"test_labels must have shape ({test_features.shape[0]},), got {test_labels.shape}")
+    if test_features.shape[1] != train_features.shape[1]:
+        raise ValueError("test_features must have the same dimension as train_features")
+    check_labels(train_labels, num_classes, "train_labels", allow_unlabelled=False)
+    check_labels(test_labels, num_classes, "test_labels", allow_unlabelled=False)
+    initial_size = check_budget(initial_size)
+    round_budget = check_budget(round_budget)
+    if rounds < 0:
+        raise ValueError(f"rounds must be ≥ 0, got {rounds}")
+    if val_per_class < 0:
+        raise ValueError(f"val_per_class must be ≥ 0, got {val_per_class}")
+
+    n = train_features.shape[0]
+    held_out = balanced_validation_split(train_labels, num_classes, val_per_class, stream(seed, "validation"))
+    val_idx = np.flatnonzero(held_out)
+    candidates = np.flatnonzero(~held_out)
+    if initial_size > candidates.size:
+        raise ValueError(f"initial_size {initial_size} exceeds the {candidates.size} points outside validation")
+    initial = np.sort(stream(seed, "initial").choice(candidates, size=initial_size, replace=False))
+    labeled = np.zeros(n, bool)
+    labeled[initial] = True
+    pool_distribution = np.bincount(train_labels[~held_out], minlength=num_classes)
+    val_x = np.asarray(train_features[val_idx], np.float32) if val_idx.size else None
+    val_y = train_labels[val_idx] if val_idx.size else None
+
+    rows: list[dict] = []
+    picks = [initial]
+    counts_per_round, per_class_per_round = [], []
+    batch, selection_seconds = initial, 0.0
+    bar = tqdm(range(rounds + 1), desc=f"{name} seed {seed}", disable=not progress, leave=False)
+    for r in bar:
+        lab_idx = np.flatnonzero(labeled)
+        head: LinearHead = train_linear_probe(
+            np.asarray(train_features[lab_idx], np.float32), train_labels[lab_idx], val_x, val_y,
+            num_classes, probe, stream(seed, "training", r),
+        )
+        metrics = classification_metrics(head.logits(test_features), test_labels, num_classes)
+        labeled_imb = imbalance_metrics(train_labels[lab_idx], num_classes, pool_distribution)
+        batch_imb = imbalance_metrics(train_labels[batch], num_classes, pool_distribution)
+        row = {
+            "strategy": name, "oracle": info.oracle, "seed": int(seed), "round": r,
+            "n_labeled": int(lab_idx.size), "batch_size": int(batch.size),
+            "top1": metrics["top1"], "top5": metrics["top5"], "balanced_accuracy": metrics["balanced_accuracy"],
+            "val_top1": head.best_val_accuracy, "probe_epochs": head.best_epoch,
+            **_prefixed("labeled_", labeled_imb), **_prefixed("batch_", batch_imb),
+            "selection_seconds": selection_seconds, "training_seconds": head.seconds,
+        }
+        rows.append(row)
+        counts_per_round.append(labeled_imb["counts"])
+        per_class_per_round.append(metrics["per_class_accuracy"])
+        if on_round is not None:
+            on_round(row, batch)
+        bar.set_postfix(n=lab_idx.size, top1=f"{metrics['top1']:.3f}")
+        if r == rounds:
+            break
+        pool = PoolState(
+            features=train_features, labeled=labeled.copy(), held_out=held_out,
+            labels=np.where(labeled, train_labels, -1).astype(np.int64), num_classes=num_classes,
+            weight=head.weight, bias=head.bias,
+        )
+        started = time.perf_counter()
+        batch = select(pool, info, round_budget, stream(seed, "selection", r + 1),
+                       oracle_labels=train_labels if info.oracle else None)
+        selection_seconds = time.perf_counter() - started
+        labeled[batch] = True
+        picks.append(batch)
+    config = {"strategy": name, "oracle": info.oracle, "seed": int(seed), "initial_size": initial_size,
+              "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
+              "probe": probe.as_dict(), "num_classes": num_classes, "pool_size": n}
+    return RunResult(rows, picks, val_idx, np.stack(counts_per_round), np.stack(per_class_per_round), config)
+
+
+TIMING_COLUMNS = ("selection_seconds", "training_seconds")

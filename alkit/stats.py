@@ -1,0 +1,49 @@
+"""Small statistics over seeds: means with t-intervals, paired differences, areas under curves."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+
+def mean_interval(values: np.ndarray, level: float = 0.95) -> dict:
+    """Mean and two-sided Student-t interval; a single value gives a zero-width interval."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    n = values.size
+    if n == 0:
+        return {"mean": np.nan, "low": np.nan, "high": np.nan, "n": 0}
+    mean = values.mean()
+    if n == 1:
+        return {"mean": mean, "low": mean, "high": mean, "n": 1}
+    half = sps.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def paired_differences(frame: pd.DataFrame, metric: str, baseline: str = "random", by=("n_labeled",)) -> pd.DataFrame:
+    """Per strategy and ``by`` group: mean (and interval) over seeds of metric − baseline's metric
+    for the same seed — paired, so the shared initial pool's luck cancels."""
+    keys = ["seed", *by]
+    base = frame[frame["strategy"] == baseline].set_index(keys)[metric]
+    if base.empty:
+        raise ValueError(f"baseline strategy {baseline!r} has no rows: include it in the sweep")
+    rows = []
+    for strategy, group in frame[frame["strategy"] != baseline].groupby("strategy"):
+        g = group.set_index(keys)[metric]
+        diff = (g - base.reindex(g.index)).dropna().reset_index()
+        for key, sub in diff.groupby(list(by)):
+            key = key if isinstance(key, tuple) else (key,)
+            d = sub[metric].to_numpy()
+            rows.append({"strategy": strategy, **dict(zip(by, key)), **mean_interval(d),
+                         "wins": int((d > 0).sum()), "losses": int((d < 0).sum())})
+    return pd.DataFrame(rows)
+
+
+def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoid area under y(x), divided by the x range (so it is an average metric)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    if x.size < 2 or x[-1] == x[0]:
+        return float(y.mean()) if y.size else float("nan")
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))

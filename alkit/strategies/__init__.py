@@ -1,0 +1,17 @@
+"""Query strategies: plain functions ``(pool, budget, rng) -> global indices``, by name.
+
+Importing this package registers every built-in strategy.
+"""
+from alkit.strategies.registry import (
+    StrategyInfo,
+    available_strategies,
+    register,
+    resolve_strategy,
+    select,
+    strategy_names,
+)
+from alkit.strategies import uncertainty, boundary  # noqa: F401  (registration side effect)
+# diversity / hybrid strategies
+from alkit.strategies import balancing, coreset, badge, partitioned, cluster_margin, typiclust, probcover  # noqa: F401,E501
+
+__all__ = ["StrategyInfo", "available_strategies", "register", "resolve_strategy", "select", "strategy_names"]

@@ -1,0 +1,153 @@
+"""Strategy registry: a name -> plain function ``(pool, budget, rng) -> global indices``.
+
+Anywhere a strategy name is accepted, a user's own callable with that signature is accepted
+too (:func:`resolve_strategy`).  Oracle baselines, which read true labels of unlabelled points,
+are flagged at registration and the flag travels into every result row.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from alkit.pool import PoolState
+
+
+class Strategy(Protocol):
+    def __call__(self, pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    name: str
+    fn: Strategy
+    oracle: bool = False
+    summary: str = ""
+    reference: str = ""
+
+
+_REGISTRY: dict[str, StrategyInfo] = {}
+
+
+def _first_line(doc: str | None) -> str:
+    lines = [line.strip() for line in (doc or "").strip().splitlines()]
+    return lines[0] if lines else ""
+
+
+def register(name: str, *, oracle: bool = False, reference: str = "") -> Callable[[Strategy], Strategy]:
+    """Decorator: register ``fn`` under ``name``.  ``oracle=True`` marks a baseline that reads
+    true labels of unlabelled points (it receives ``pool.oracle_labels``)."""
+
+    def decorate(fn: Strategy) -> Strategy:
+        if name in _REGISTRY:
+            raise ValueError(f"strategy name {name!r} is already registered")
+        _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference)
+        fn.strategy_name = name  # type: ignore[attr-defined]
+        fn.oracle = oracle  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
+
+
+def available_strategies() -> list[StrategyInfo]:
+    """All registered strategies, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def strategy_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def resolve_strategy(strategy: str | Strategy | StrategyInfo) -> StrategyInfo:
+    """Turn a registered name or a user's callable into a :class:`StrategyInfo`."""
+    if isinstance(strategy, StrategyInfo):
+        return strategy
+    if isinstance(strategy, str):
+        if strategy not in _REGISTRY:
+            raise ValueError(
+                f"strategy {strategy!r} is unknown; choose one of {', '.join(_REGISTRY)} or pass a callable"
+            )
+        return _REGISTRY[strategy]
+    if callable(strategy):
+        try:
+            n_params = len(inspect.signature(strategy).parameters)
+        except (TypeError, ValueError):
+            n_params = 3
+        if n_params < 3:
+            raise ValueError("strategy callable must accept (pool, budget, rng) and return pool indices")
+        name = getattr(strategy, "strategy_name", None) or getattr(strategy, "__name__", type(strategy).__name__)
+        return StrategyInfo(name, strategy, bool(getattr(strategy, "oracle", False)), _first_line(strategy.__doc__))
+    raise ValueError(f"strategy must be a registered name or a callable, got {type(strategy).__name__}")
+
+
+def check_budget(budget: object) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise ValueError(f"budget must be a positive integer, got {budget!r}")
+    if budget <= 0:
+        raise ValueError(f"budget must be a positive integer (> 0), got {budget}")
+    return int(budget)
+
+
+def as_generator(seed_or_rng: int | np.random.Generator | None) -> np.random.Generator:
+    if isinstance(seed_or_rng, np.random.Generator):
+        return seed_or_rng
+    if seed_or_rng is None or isinstance(seed_or_rng, (int, np.integer)):
+        if seed_or_rng is None:
+            raise ValueError("seed must be given (an int or numpy Generator): results must be reproducible")
+        return np.random.default_rng(int(seed_or_rng))
+    raise ValueError(f"seed must be an int or a numpy Generator, got {type(seed_or_rng).__name__}")
+
+
+def select(
+    pool: PoolState,
+    strategy: str | Strategy | StrategyInfo,
+    budget: int,
+    seed: int | np.random.Generator,
+    *,
+    oracle_labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """Run one query: ``min(budget, eligible)`` unique global indices of eligible points.
+
+    Validates the budget and the strategy's answer (unique, eligible, right count), so that a
+    user's own strategy is held to the same contract as the registered ones.  ``oracle_labels``
+    is attached to the pool for oracle baselines only.
+    """
+    info = resolve_strategy(strategy)
+    budget = check_budget(budget)
+    rng = as_generator(seed)
+    if info.oracle:
+        if oracle_labels is None and pool.oracle_labels is None:
+            raise ValueError(
+                f"strategy {info.name!r} is an oracle baseline and needs the true labels of the pool (oracle_labels)"
+            )
+        if oracle_labels is not None:
+            from dataclasses import replace
+
+            pool = replace(pool, oracle_labels=np.asarray(oracle_labels))
+    elif pool.oracle_labels is not None:
+        from dataclasses import replace
+
+        pool = replace(pool, oracle_labels=None)  # honest strategies never see hidden labels
+    n_eligible = int(pool.eligible.sum())
+    if n_eligible == 0:
+        raise ValueError("the pool has no eligible (unlabelled, not held-out) point left to query")
+    want = min(budget, n_eligible)
+    picks = np.asarray(info.fn(pool, want, rng))
+    return check_picks(picks, pool, want, info.name)
+
+
+def check_picks(picks: np.ndarray, pool: PoolState, want: int, name: str) -> np.ndarray:
+    if picks.ndim != 1 or (picks.size and not np.issubdtype(picks.dtype, np.integer)):
+        raise ValueError(f"strategy {name!r} must return a 1-D array of integer indices, got {picks.dtype} {picks.shape}")
+    picks = picks.astype(np.int64)
+    if picks.size != want:
+        raise ValueError(f"strategy {name!r} returned {picks.size} indices, expected {want}")
+    if picks.size and (picks.min() < 0 or picks.max() >= pool.size):
+        raise ValueError(f"strategy {name!r} returned indices outside [0, {pool.size})")
+    if np.unique(picks).size != picks.size:
+        raise ValueError(f"strategy {name!r} returned duplicate indices")
+    if not pool.eligible[picks].all():
+        raise ValueError(f"strategy {name!r} returned labelled or held-out points")
+    return picks

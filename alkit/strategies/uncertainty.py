@@ -1,0 +1,87 @@
+"""Random baselines and the classic uncertainty scores on model outputs."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
+from alkit.scores import entropy, least_confidence_scores, margin_scores, take_smallest
+from alkit.strategies.registry import register
+
+
+def score_eligible(
+    pool: PoolState, score_fn: Callable[[np.ndarray], np.ndarray], chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(eligible indices, score_fn(logits) for each)``, in one chunked pass over the pool."""
+    idx = pool.eligible_indices()
+    scores = np.empty(idx.size, np.float64)
+    for start, (chunk, _, logits) in zip(range(0, idx.size, chunk_rows), pool.iter_chunks(idx, chunk_rows)):
+        scores[start:start + chunk.size] = score_fn(logits)
+    return idx, scores
+
+
+@register("random", reference="uniform sampling without replacement")
+def random_sampling(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Random: ``budget`` eligible points drawn uniformly without replacement."""
+    idx = pool.eligible_indices()
+    return np.sort(rng.choice(idx, size=min(budget, idx.size), replace=False))
+
+
+@register("balanced_random", oracle=True, reference="Emam et al. 2021 (BalancedRandom baseline)")
+def balanced_random(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """ORACLE BalancedRandom: ⌊b/C⌋ random points per true class (+1 for b mod C random classes).
+
+    Reads the true labels of unlabelled points, so it is a reference, never a real strategy.
+    Classes with too few eligible points give their unused quota to a uniform random draw
+    from the rest, so exactly ``budget`` points are returned.
+    """
+    if pool.oracle_labels is None:
+        raise ValueError("balanced_random is an oracle baseline: the pool must carry oracle_labels")
+    idx = pool.eligible_indices()
+    classes = pool.oracle_labels[idx]
+    quotas = class_quotas(budget, pool.num_classes, rng)
+    picks = []
+    for c in range(pool.num_classes):
+        members = idx[classes == c]
+        take = min(quotas[c], members.size)
+        if take:
+            picks.append(rng.choice(members, size=take, replace=False))
+    chosen = np.concatenate(picks) if picks else np.empty(0, np.int64)
+    shortfall = budget - chosen.size
+    if shortfall > 0:
+        rest = np.setdiff1d(idx, chosen)
+        chosen = np.concatenate([chosen, rng.choice(rest, size=shortfall, replace=False)])
+    return np.sort(chosen)
+
+
+def class_quotas(budget: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """q_c = ⌊b/C⌋, plus 1 for b mod C classes drawn at random (the paper's quota rule)."""
+    quotas = np.full(num_classes, budget // num_classes, np.int64)
+    extra = rng.choice(num_classes, size=budget % num_classes, replace=False)
+    quotas[extra] += 1
+    return quotas
+
+
+@register("confidence", reference="Lewis & Gale 1994; Emam et al. 2021 (Confidence)")
+def least_confidence(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Least confidence: the ``budget`` points with the smallest max_k p_k, p = softmax(ℓ)."""
+    pool.require_model("confidence")
+    idx, scores = score_eligible(pool, least_confidence_scores)
+    return idx[take_smallest(scores, budget, rng)]
+
+
+@register("margin", reference="Scheffer et al. 2001; Emam et al. 2021 (Margin)")
+def margin(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Margin: the ``budget`` points with the smallest p₍₁₎ − p₍₂₎ (top-two softmax gap)."""
+    pool.require_model("margin")
+    idx, scores = score_eligible(pool, margin_scores)
+    return idx[take_smallest(scores, budget, rng)]
+
+
+@register("entropy", reference="Shannon entropy sampling (Settles 2009 survey)")
+def max_entropy(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Entropy: the ``budget`` points with the largest H(p) = −Σ_k p_k log p_k."""
+    pool.require_model("entropy")
+    idx, scores = score_eligible(pool, lambda logits: -entropy(logits))
+    return idx[take_smallest(scores, budget, rng)]

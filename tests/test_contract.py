@@ -1,0 +1,123 @@
+"""One contract over every registered strategy."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from alkit.pool import PoolState
+from alkit.strategies import available_strategies, register, select
+from alkit.strategies.registry import _REGISTRY
+from conftest import build_pool
+
+NAMES = [info.name for info in available_strategies()]
+PAPER_STRATEGIES = {"random", "balanced_random", "confidence", "margin", "entropy", "mase", "base", "balancing",
+                    "coreset", "badge", "partitioned_coreset", "partitioned_badge", "margin_clustering",
+                    "typiclust", "probcover"}
+
+
+def run(pool, name, budget, seed, truth):
+    return select(pool, name, budget, seed, oracle_labels=truth if _REGISTRY[name].oracle else None)
+
+
+def test_every_paper_strategy_is_registered_and_documented():
+    assert PAPER_STRATEGIES <= set(NAMES)
+    for info in available_strategies():
+        assert info.summary, f"{info.name} has no docstring summary"
+        assert len(info.fn.__doc__) > 60, f"{info.name}: the docstring must give the paper and the formula"
+    oracles = {i.name for i in available_strategies() if i.oracle}
+    assert oracles == {"balanced_random"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_basic(small_pool, name):
+    pool, truth = small_pool
+    picks = run(pool, name, 17, 3, truth)
+    assert picks.dtype == np.int64 and picks.shape == (17,)
+    assert np.unique(picks).size == 17
+    assert not pool.labeled[picks].any() and not pool.held_out[picks].any()
+    again = run(pool, name, 17, 3, truth)
+    np.testing.assert_array_equal(np.sort(picks), np.sort(again))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_budget_larger_than_pool(small_pool, name):
+    pool, truth = small_pool
+    n_eligible = int(pool.eligible.sum())
+    picks = run(pool, name, n_eligible + 50, 1, truth)
+    np.testing.assert_array_equal(np.sort(picks), pool.eligible_indices())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_model_predicts_one_class(small_pool, name):
+    pool, truth = small_pool
+    weight = np.zeros_like(pool.weight)
+    bias = np.zeros_like(pool.bias)
+    bias[2] = 5.0
+    one_class = replace(pool, weight=weight, bias=bias)
+    picks = run(one_class, name, 11, 0, truth)
+    assert np.unique(picks).size == 11 and one_class.eligible[picks].all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_more_classes_than_budget(name):
+    pool, truth = build_pool(num_classes=20, n_max=15, dim=6, n_labeled=40, n_held=10, seed=5)
+    picks = run(pool, name, 7, 2, truth)
+    assert np.unique(picks).size == 7 and pool.eligible[picks].all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_float16_memmap(tmp_path, small_pool, name):
+    pool, truth = small_pool
+    path = tmp_path / "f.npy"
+    np.save(path, pool.features.astype(np.float16))
+    mm = replace(pool, features=np.load(path, mmap_mode="r"))
+    picks = run(mm, name, 9, 4, truth)
+    assert np.unique(picks).size == 9 and mm.eligible[picks].all()
+
+
+def test_honest_strategies_never_see_hidden_labels(small_pool):
+    pool, truth = small_pool
+    seen = {}
+
+    def spy(state: PoolState, budget, rng):
+        """Spy strategy for the test."""
+        seen["oracle"] = state.oracle_labels
+        seen["labels"] = state.labels.copy()
+        return state.eligible_indices()[:budget]
+
+    leaky = replace(pool, oracle_labels=truth)
+    select(leaky, spy, 3, 0)
+    assert seen["oracle"] is None
+    assert (seen["labels"][~pool.labeled] == -1).all()
+
+
+def test_oracle_requires_labels(small_pool):
+    pool, _ = small_pool
+    with pytest.raises(ValueError, match="oracle"):
+        select(pool, "balanced_random", 5, 0)
+
+
+def test_user_callable_and_registration(small_pool):
+    pool, _ = small_pool
+
+    def farthest_from_origin(state, budget, rng):
+        """Pick the points with the largest feature norm."""
+        idx = state.eligible_indices()
+        norms = np.linalg.norm(state.features_of(idx), axis=1)
+        return idx[np.argsort(-norms)[:budget]]
+
+    picks = select(pool, farthest_from_origin, 4, 0)
+    idx = pool.eligible_indices()
+    expected = idx[np.argsort(-np.linalg.norm(pool.features_of(idx), axis=1))[:4]]
+    np.testing.assert_array_equal(picks, expected)
+
+    def bad(state, budget, rng):
+        """Returns a labelled point."""
+        return state.labeled_indices()[:budget]
+
+    with pytest.raises(ValueError, match="labelled or held-out"):
+        select(pool, bad, 3, 0)
+    with pytest.raises(ValueError, match="already registered"):
+        register("margin")(farthest_from_origin)
