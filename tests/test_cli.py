@@ -1,0 +1,102 @@
+"""The command line as the README shows it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alkit.cli import main
+from alkit.synthetic import gaussian_mixture
+
+
+@pytest.fixture()
+def arrays(tmp_path):
+    data = gaussian_mixture(5, 40, 6, separation=3.0, seed=0)
+    y = np.full(data.train_labels.size, -1, np.int64)
+    y[:25] = data.train_labels[:25]
+    np.save(tmp_path / "F.npy", data.train_features.astype(np.float16))
+    np.save(tmp_path / "Y.npy", y)
+    np.save(tmp_path / "Ytrue.npy", data.train_labels)
+    w = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    np.savez(tmp_path / "HEAD.npz", W=w, b=np.zeros(5, np.float32))
+    return tmp_path
+
+
+def test_select_with_and_without_head(arrays, capsys):
+    out = arrays / "PICKS.npy"
+    base = ["select", "--strategy", "margin", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Y.npy"),
+            "--budget", "7", "--seed", "0", "--out", str(out)]
+    assert main(base) == 0
+    picks = np.load(out)
+    assert picks.dtype == np.int64 and picks.size == 7 and (picks >= 25).all()
+    assert main(base + ["--head", str(arrays / "HEAD.npz")]) == 0
+    with_head = np.load(out)
+    assert with_head.size == 7 and (with_head >= 25).all()
+    assert main(base[:2] + ["base"] + base[3:] + ["--head", str(arrays / "HEAD.npz"), "--num-classes", "5"]) == 0
+
+
+def test_select_is_reproducible_through_a_subprocess(arrays):
+    cmd = [sys.executable, "-m", "alkit", "select", "--strategy", "coreset", "--features", str(arrays / "F.npy"),
+           "--labels", str(arrays / "Y.npy"), "--budget", "5", "--seed", "3"]
+    for name in ("a.npy", "b.npy"):
+        done = subprocess.run(cmd + ["--out", str(arrays / name)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.load(arrays / "a.npy"), np.load(arrays / "b.npy"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--strategy": "nope"}, "strategy 'nope' is unknown"),
+    ({"--budget": "0"}, "--budget"),
+    ({"--features": "missing.npy"}, "--features: file not found"),
+    ({"--labels": "Ybad.npy"}, "--labels: must hold one entry per feature row"),
+    ({"--strategy": "balanced_random"}, "oracle baseline"),
+    ({"--head": "HEADbad.npz"}, "--head: W must be"),
+    ({"--num-classes": "3"}, "--labels: values must be -1"),
+])
+def test_select_bad_input_is_one_clear_line(arrays, capsys, change, message):
+    np.save(arrays / "Ybad.npy", np.zeros(3, np.int64))
+    np.savez(arrays / "HEADbad.npz", W=np.zeros((5, 2), np.float32), b=np.zeros(5, np.float32))
+    args = {"--strategy": "margin", "--features": "F.npy", "--labels": "Y.npy", "--budget": "3", "--seed": "0",
+            "--out": "P.npy"}
+    args.update(change)
+    argv = ["select"]
+    for k, v in args.items():
+        argv += [k, str(arrays / v) if v.endswith((".npy", ".npz")) else v]
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def exit_code(argv):
+    """The status ``python -m alkit`` would exit with (argparse errors raise SystemExit)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_select_nan_features(arrays, capsys):
+    x = np.load(arrays / "F.npy").astype(np.float32)
+    x[3, 2] = np.nan
+    np.save(arrays / "Fnan.npy", x)
+    code = main(["select", "--strategy", "random", "--features", str(arrays / "Fnan.npy"), "--labels",
+                 str(arrays / "Y.npy"), "--budget", "3", "--seed", "0", "--out", str(arrays / "P.npy")])
+    assert code == 2 and "NaN or inf" in capsys.readouterr().err
+
+
+def test_strategies_lists_registry(capsys):
+    assert main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    assert "balanced_random  oracle" in out and "margin" in out and "base" in out
+
+
+def test_run_writes_csv(arrays):
+    out = arrays / "rows.csv"
+    assert main(["run", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Ytrue.npy"),
+                 "--strategies", "random,margin", "--seeds", "0,1", "--initial", "10", "--budget", "10",
+                 "--rounds", "2", "--val-per-class", "2", "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 2 * 2 * 3 and set(frame["strategy"]) == {"random", "margin"}
