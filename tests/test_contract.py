@@ -121,3 +121,11 @@ def test_user_callable_and_registration(small_pool):
         select(pool, bad, 3, 0)
     with pytest.raises(ValueError, match="already registered"):
         register("margin")(farthest_from_origin)
+
+
+def test_readme_lists_every_registered_strategy():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in NAMES if f"`{name}`" not in readme]
+    assert not missing, f"README strategy table lacks {missing}"
