@@ -90,7 +90,10 @@ def test_select_nan_features(arrays, capsys):
 def test_strategies_lists_registry(capsys):
     assert main(["strategies"]) == 0
     out = capsys.readouterr().out
-    assert "balanced_random  oracle" in out and "margin" in out and "base" in out
+    import re
+
+    assert re.search(r"^balanced_random\s+oracle\s+ORACLE", out, re.M)
+    assert re.search(r"^margin\s+Margin", out, re.M) and not re.search(r"^margin\s+oracle", out, re.M)
 
 
 def test_run_writes_csv(arrays):

@@ -1,0 +1,326 @@
+"""BADGE (Ash et al., ICLR 2020): k-means++ (D²) seeding on last-layer gradient embeddings.
+
+For a point with features z, probabilities p = softmax(ℓ) and predicted label ŷ = argmax ℓ, the
+gradient of the cross-entropy (target ŷ) with respect to the last layer's weights is
+g = (p − e_ŷ) ⊗ z, a C·D vector (per sample: no mean-reduction factor).  The fast path never
+forms it: with r = p − e_ŷ,
+
+    ⟨g_i, g_j⟩ = ⟨r_i, r_j⟩·⟨z_i, z_j⟩,   ‖g_i‖² = ‖r_i‖²·‖z_i‖²,
+    ‖g_i − g_j‖² = ‖g_i‖² + ‖g_j‖² − 2⟨r_i, r_j⟩⟨z_i, z_j⟩,
+
+so each new centre costs one chunked pass over the features (N×D) and over r (N×C).  r is
+cached in float32 if N×C×4 fits ``cache_bytes`` (default 2 GiB), else recomputed chunk by chunk
+from the logits on every pass — never stored whole at ImageNet scale (N×C float32 = 5 GB).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Union
+
+import numpy as np
+import torch
+
+from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
+from alkit.strategies._dense import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CENTER_BLOCK,
+    RowStore,
+    as_device,
+    feature_store,
+    gather_rows,
+    row_sqnorms,
+    pool_work,
+    rows_work,
+    sqdist64,
+    threads_by_size,
+)
+from alkit.strategies.registry import register
+
+#: Logits of the rows: an (N, C) array (memmap allowed) or ``f(global_indices, float32 features)``.
+LogitsSource = Union[np.ndarray, Callable[[np.ndarray, np.ndarray], np.ndarray]]
+#: The authors' adaptive pooling of the (C, D) gradient (partitioned BADGE): 16 rows, 512 cells.
+AUTHORS_POOL_H, AUTHORS_POOL_AREA = 16, 512
+
+
+# ----------------------------------------------------------------------------- building blocks
+def gradient_factor(logits: np.ndarray) -> np.ndarray:
+    """r = softmax(ℓ) − e_ŷ, row by row, in float64 (ŷ = first argmax)."""
+    logits = np.asarray(logits, np.float64)
+    r = logits - logits.max(axis=1, keepdims=True)
+    np.exp(r, out=r)
+    r /= r.sum(axis=1, keepdims=True)
+    r[np.arange(r.shape[0]), logits.argmax(axis=1)] -= 1.0
+    return r
+
+
+def gradient_embedding(features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Explicit g = (p − e_ŷ) ⊗ z, shape (n, C·D), float64 (reference / small pools only)."""
+    r = gradient_factor(logits)
+    z = np.asarray(features, np.float64)
+    return (r[:, :, None] * z[:, None, :]).reshape(z.shape[0], -1)
+
+
+def adaptive_pool_matrix(length: int, out: int) -> np.ndarray:
+    """(length, out) matrix A with x @ A = torch's ``adaptive_avg_pool1d(x, out)``.
+
+    Bin i averages x[floor(i·L/out) : ceil((i+1)·L/out)].  Average pooling of the (C, D)
+    gradient r ⊗ z over a rectangle of bins is the product of the 1-D averages, so the pooled
+    embedding is (r A_C) ⊗ (z A_D) and stays factorised.
+    """
+    a = np.zeros((length, out), np.float64)
+    for i in range(out):
+        lo, hi = (i * length) // out, -((-(i + 1) * length) // out)
+        a[lo:hi, i] = 1.0 / (hi - lo)
+    return a
+
+
+def authors_pool_shape(num_classes: int, dim: int) -> tuple[int, int]:
+    """(h, w) of the authors' partitioned-BADGE pooling: h = min(16, C), w = ⌊512 / h⌋.
+
+    As with torch's adaptive pooling, w may exceed D (bins then repeat features)."""
+    h = min(AUTHORS_POOL_H, num_classes)
+    return h, AUTHORS_POOL_AREA // h
+
+
+def _logits_rows(source: LogitsSource, rows: np.ndarray, features: np.ndarray, chunk_rows: int) -> np.ndarray:
+    if callable(source):
+        return np.asarray(source(rows, gather_rows(features, rows, chunk_rows)), np.float32)
+    return gather_rows(source, rows, chunk_rows)
+
+
+def d2_draw(d2: np.ndarray, chosen: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw of a position with probability ∝ D² (chosen points weigh 0).
+
+    ``u`` is one uniform number in [0, 1): the position is the first j with
+    Σ_{i≤j} w_i > u·Σ w.  If every weight is 0 (all points coincide with a centre, or the model
+    is certain everywhere so every g = 0), the draw is uniform over the points not yet chosen.
+    """
+    w = np.where(chosen, 0.0, np.nan_to_num(np.maximum(d2, 0.0), nan=0.0, posinf=0.0))
+    cdf = np.cumsum(w)
+    total = cdf[-1] if cdf.size else 0.0
+    if not total > 0.0:
+        free = np.flatnonzero(~chosen)
+        return int(free[min(int(u * free.size), free.size - 1)])
+    j = int(np.searchsorted(cdf, u * total, side="right"))
+    if j >= w.size or w[j] == 0.0:  # u·total rounded onto the end: the last positive weight
+        j = int(np.flatnonzero(w > 0)[-1])
+    return j
+
+
+def d2_probabilities(d2: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The k-means++ sampling distribution P(j) = D²_j / Σ D² (chosen points 0; uniform if all 0)."""
+    w = np.where(chosen, 0.0, np.maximum(d2, 0.0))
+    total = w.sum()
+    if not total > 0:
+        return (~chosen) / max((~chosen).sum(), 1)
+    return w / total
+
+
+def _check(candidate_indices, center_indices, n_rows):
+    cand = np.asarray(candidate_indices, np.int64).ravel()
+    cent = None if center_indices is None else np.asarray(center_indices, np.int64).ravel()
+    for name, idx in (("candidate_indices", cand), ("center_indices", cent)):
+        if idx is not None and idx.size and (idx.min() < 0 or idx.max() >= n_rows or np.unique(idx).size != idx.size):
+            raise ValueError(f"{name} must be distinct rows in [0, {n_rows})")
+    if cent is not None and cent.size and np.intersect1d(cand, cent).size:
+        raise ValueError("candidate_indices and center_indices must be disjoint")
+    return cand, cent
+
+
+# ----------------------------------------------------------------------------- fast path
+@threads_by_size(rows_work())
+def kmeans_pp_gradient(
+    features: np.ndarray,
+    logits: LogitsSource,
+    candidate_indices: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    center_indices: np.ndarray | None = None,
+    pool_shape: tuple[int, int] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    center_block: int = DEFAULT_CENTER_BLOCK,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    device: str | torch.device | None = None,
+    return_d2: bool = False,
+    timings: dict | None = None,
+):
+    """k-means++ seeding on gradient embeddings without forming them; returns global row ids.
+
+    ``center_indices=None`` (Ash et al.): the first centre is the candidate with the largest
+    ‖g‖ (first on ties), as in the BADGE code; each next one is drawn with probability
+    ∝ D²(g_i) = min_c ‖g_i − g_c‖² over the chosen centres.
+    ``center_indices`` given (Emam et al.'s code): those rows (e.g. the labelled set) are the
+    initial centres, so every pick is D²-drawn; if it is empty the first pick is uniform.
+    One ``rng.random()`` is consumed per D² draw (``rng.integers`` for a uniform first pick), in
+    the same order as :func:`kmeans_pp_reference`, so both give the same picks.
+    ``pool_shape=(h, w)`` replaces g by the (h, w) adaptive average pooling of the (C, D)
+    gradient, (r A_C) ⊗ (z A_D) — the authors' partitioned BADGE.
+    ``return_d2`` also returns the D² weights (float64, over candidates; 0 for points chosen
+    before it) that the last draw used.  ``timings``, if a dict, receives ``setup_s``,
+    ``picks_s`` and the cache modes of z and r.
+    """
+    t0 = time.perf_counter()
+    cand, cent = _check(candidate_indices, center_indices, features.shape[0])
+    k = min(int(k), cand.size)
+    if k <= 0:
+        return (np.empty(0, np.int64), np.empty(0)) if return_d2 else np.empty(0, np.int64)
+    dev = as_device(device)
+    first_rows = _logits_rows(logits, cand[:1], features, chunk_rows)
+    n_classes, dim = first_rows.shape[1], features.shape[1]
+    pool_c = pool_z = None
+    if pool_shape is not None:
+        pool_c = adaptive_pool_matrix(n_classes, int(pool_shape[0]))
+        pool_z = adaptive_pool_matrix(dim, int(pool_shape[1])).astype(np.float32)
+
+    def r_rows(rows: np.ndarray) -> np.ndarray:
+        r = gradient_factor(_logits_rows(logits, rows, features, chunk_rows))
+        return (r if pool_c is None else r @ pool_c).astype(np.float32)
+
+    def z_rows(rows: np.ndarray) -> np.ndarray:
+        z = gather_rows(features, rows, chunk_rows)
+        return z if pool_z is None else z @ pool_z
+
+    if pool_z is None:
+        zs = feature_store(features, cand, chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=dev)
+    else:
+        zs = RowStore(cand.size, pool_z.shape[1], lambda s, e: z_rows(cand[s:e]), chunk_rows=chunk_rows,
+                      cache_bytes=cache_bytes, device=dev)
+    rs = RowStore(cand.size, n_classes if pool_c is None else pool_c.shape[1], lambda s, e: r_rows(cand[s:e]),
+                  chunk_rows=chunk_rows, cache_bytes=max(cache_bytes - zs.nbytes, 0), device=dev)
+    gnorm2 = row_sqnorms(zs, torch.float64) * row_sqnorms(rs, torch.float64)   # ‖g‖² = ‖r‖²‖z‖²
+    d2 = torch.full((cand.size,), float("inf"), dtype=torch.float64, device=dev)
+    chosen = np.zeros(cand.size, bool)
+    picks: list[int] = []
+
+    def update(zc: torch.Tensor, rc: torch.Tensor, gc: torch.Tensor, block_rows: int | None = None) -> None:
+        """D² ← min(D², ‖g − g_c‖²) for a block of centres (columns of zc, rc)."""
+        single = zc.shape[0] == 1
+        for (start, stop, zb), (_, _, rb) in zip(zs.chunks(block_rows), rs.chunks(block_rows)):
+            if single:  # one new centre: two matrix-vector products, no reduction
+                inner = torch.mv(rb, rc[0]).double() * torch.mv(zb, zc[0]).double()
+                dist = gnorm2[start:stop] + gc[0] - 2.0 * inner
+            else:
+                inner = (rb @ rc.T).double() * (zb @ zc.T).double()
+                dist = (gnorm2[start:stop, None] + gc[None, :] - 2.0 * inner).min(dim=1).values
+            torch.minimum(d2[start:stop], dist, out=d2[start:stop])
+
+    def add_center(pos: int) -> None:
+        zc, rc = zs.rows(np.array([pos])), rs.rows(np.array([pos]))
+        update(zc, rc, gnorm2[pos:pos + 1])
+        chosen[pos] = True
+        picks.append(pos)
+
+    if cent is not None and cent.size:
+        rows_per_block = max(1, min(chunk_rows, (1 << 23) // max(center_block, 1)))
+        for c0 in range(0, cent.size, center_block):
+            rows = cent[c0:c0 + center_block]
+            zc = torch.from_numpy(z_rows(rows)).to(dev)
+            rc = torch.from_numpy(r_rows(rows)).to(dev)
+            gc = (zc.double() ** 2).sum(1) * (rc.double() ** 2).sum(1)
+            update(zc, rc, gc, rows_per_block)
+    elif cent is not None:
+        add_center(int(rng.integers(cand.size)))
+    else:
+        add_center(int(torch.argmax(gnorm2)))
+    last = None
+    t1 = time.perf_counter()
+    while len(picks) < k:
+        last = d2.cpu().numpy().copy()  # the draw's weights (the tensor is updated in place next)
+        last[chosen] = 0.0
+        add_center(d2_draw(last, chosen, rng.random()))
+    out = cand[np.asarray(picks, np.int64)]
+    if timings is not None:
+        timings.update(setup_s=t1 - t0, picks_s=time.perf_counter() - t1, z_cache=zs.mode, r_cache=rs.mode)
+    if return_d2:
+        if last is None:
+            last = d2.cpu().numpy().copy()
+            last[chosen] = 0.0
+        return out, last
+    return out
+
+
+# ----------------------------------------------------------------------------- reference
+def kmeans_pp_reference(
+    features: np.ndarray,
+    logits: LogitsSource,
+    candidate_indices: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    center_indices: np.ndarray | None = None,
+    pool_shape: tuple[int, int] | None = None,
+):
+    """Plain k-means++ on explicit (n, C·D) float64 gradient embeddings (small pools only).
+
+    Same rules and the same random draws as :func:`kmeans_pp_gradient`.  With ``pool_shape``
+    the explicit (C, D) gradients are average-pooled with torch's ``adaptive_avg_pool2d``.
+    """
+    cand, cent = _check(candidate_indices, center_indices, features.shape[0])
+    k = min(int(k), cand.size)
+    if k <= 0:
+        return np.empty(0, np.int64)
+
+    def embed(rows: np.ndarray) -> np.ndarray:
+        z = np.asarray(features[rows], np.float64)
+        lg = _logits_rows(logits, rows, features, DEFAULT_CHUNK_ROWS)
+        g = gradient_embedding(z, lg)
+        if pool_shape is not None:
+            g3 = torch.from_numpy(g.reshape(rows.size, lg.shape[1], z.shape[1]))
+            g = torch.nn.functional.adaptive_avg_pool2d(g3, tuple(int(s) for s in pool_shape)).reshape(rows.size, -1).numpy()
+        return g
+
+    g = embed(cand)
+    chosen = np.zeros(cand.size, bool)
+    if cent is not None and cent.size:
+        d2 = sqdist64(g, embed(cent)).min(axis=1)
+        picks: list[int] = []
+    else:
+        first = int(rng.integers(cand.size)) if cent is not None else int(np.argmax((g * g).sum(axis=1)))
+        picks = [first]
+        chosen[first] = True
+        d2 = sqdist64(g, g[first:first + 1])[:, 0]
+    while len(picks) < k:
+        j = d2_draw(d2, chosen, rng.random())
+        picks.append(j)
+        chosen[j] = True
+        d2 = np.minimum(d2, sqdist64(g, g[j:j + 1])[:, 0])
+    return cand[np.asarray(picks, np.int64)]
+
+
+# ----------------------------------------------------------------------------- strategy
+def pool_logits_source(pool: PoolState) -> LogitsSource:
+    """The pool's logits: the precomputed array if any, else computed chunk-wise from the head."""
+    pool.require_model("badge")
+    if pool.logits is not None:
+        return pool.logits
+    return lambda rows, feats: pool.logits_of(rows, feats)
+
+
+@register("badge", reference="Ash et al. 2020 (ICLR), BADGE")
+@threads_by_size(pool_work)
+def badge(
+    pool: PoolState,
+    budget: int,
+    rng: np.random.Generator,
+    *,
+    labeled_centers: bool = False,
+    pool_shape: tuple[int, int] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    device: str | None = None,
+) -> np.ndarray:
+    """BADGE: k-means++ (D²) seeding on gradient embeddings g = (p − e_ŷ) ⊗ z.
+
+    Ash, Zhang, Krishnamurthy, Langford, Agarwal, "Deep Batch Active Learning by Diverse,
+    Uncertain Gradient Lower Bounds", ICLR 2020.  g is the gradient of the cross-entropy with
+    the predicted label ŷ as target w.r.t. the linear head, per sample.  As in the BADGE code,
+    the first centre is the eligible point with the largest ‖g‖; each next centre is drawn with
+    P(x) = D²(x) / Σ D², D²(x) = min over chosen centres ‖g_x − g_c‖² (k-means++ seeding).
+    ``labeled_centers=True`` follows Emam et al.'s code instead: the labelled points are the
+    initial centres and every pick is D²-drawn.  Exact on the whole pool, never forming g.
+    """
+    centers = np.flatnonzero(pool.labeled & ~pool.held_out).astype(np.int64) if labeled_centers else None
+    return kmeans_pp_gradient(pool.features, pool_logits_source(pool), pool.eligible_indices(), budget, rng,
+                              center_indices=centers, pool_shape=pool_shape, chunk_rows=chunk_rows,
+                              cache_bytes=cache_bytes, device=device)

@@ -1,0 +1,169 @@
+"""ProbCover (Yehuda, Dekel, Hacohen, Weinshall, NeurIPS 2022): greedy max coverage of δ-balls.
+
+Beyond the paper reproduced here (Emam et al. 2021).  On L2-normalised features, the graph has
+an edge x → y iff ‖z_x − z_y‖ < δ (self-loops included) over labelled ∪ eligible points
+(validation points excluded).  Points within δ of a labelled point start covered.  Greedy step,
+as in the authors' code (``deep-al/pycls/al/prob_cover.py``): pick the point with the most
+uncovered out-neighbours (first on ties), mark them covered.  Once everything is covered
+(maximum degree 0) the remaining picks are uniform among the eligible points left (the
+authors' loop would then return index 0 repeatedly).
+
+δ: pass ``delta``; by default it is estimated without labels by the paper's purity rule: with
+k-means pseudo-labels (K = C clusters), a ball B(x, δ) is pure when all its points share x's
+pseudo-label, i.e. δ ≤ d_diff(x), the distance from x to the nearest point of another cluster;
+δ is the largest value with purity ≥ α = 0.95, i.e. the 5 % quantile of d_diff, measured on at
+most ``purity_sample`` balls (rng) against every point.
+
+Memory: the graph is built chunk by chunk (rows × all, float32 GEMM, d² = 2 − 2 cos) and kept
+as CSR (int32 neighbour ids), O(|E|); more than ``max_edges`` edges raises a ValueError asking
+for a smaller δ.  Cost: O(N²·D) to build (exact range search), O(|E|) for the greedy picks.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
+from alkit.strategies._dense import RowStore, as_device, gather_rows, pool_work, threads_by_size
+from alkit.strategies.registry import register
+from alkit.strategies.typiclust import kmeans
+
+PURITY_ALPHA = 0.95
+PURITY_SAMPLE = 2000
+MAX_EDGES = 50_000_000
+
+
+def normalised_store(features, indices, chunk_rows=DEFAULT_CHUNK_ROWS, cache_bytes=2 * 1024**3, device=None) -> RowStore:
+    """Rows ``features[indices] / ‖·‖`` (zero rows stay zero) as a float32 :class:`RowStore`."""
+    indices = np.asarray(indices, np.int64)
+
+    def load(start, stop):
+        x = gather_rows(features, indices[start:stop], chunk_rows)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.where(norm > 0, norm, 1.0)
+
+    return RowStore(indices.size, features.shape[1], load, chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=device)
+
+
+def delta_graph(store: RowStore, delta: float, max_edges: int = MAX_EDGES, block_rows: int = 2048) -> sp.csr_matrix:
+    """CSR adjacency (bool) of ‖x − y‖ < δ over the rows of ``store`` (unit vectors)."""
+    n = store.n
+    thr = float(delta) ** 2
+    indptr = [np.zeros(1, np.int64)]
+    cols: list[np.ndarray] = []
+    total = 0
+    for start, stop, rows in store.chunks(block_rows):
+        hits = []
+        for c0, c1, other in store.chunks():
+            d2 = 2.0 - 2.0 * (rows @ other.T)
+            r, c = torch.nonzero(d2 < thr, as_tuple=True)
+            hits.append((r.cpu().numpy(), c.cpu().numpy() + c0))
+        r = np.concatenate([h[0] for h in hits])
+        c = np.concatenate([h[1] for h in hits])
+        r_self = np.arange(stop - start)  # self-loops even if rounding puts d² a hair above 0
+        r = np.concatenate([r, r_self])
+        c = np.concatenate([c, r_self + start])
+        key = np.unique(r.astype(np.int64) * n + c)
+        r, c = key // n, key % n
+        total += c.size
+        if total > max_edges:
+            raise ValueError(
+                f"delta={delta:g} gives more than max_edges={max_edges} edges on {n} points; "
+                "choose a smaller delta (or raise max_edges if memory allows)"
+            )
+        cols.append(c.astype(np.int32))
+        indptr.append(indptr[-1][-1] + np.cumsum(np.bincount(r, minlength=stop - start)))
+    indptr_arr = np.concatenate(indptr)
+    data = np.ones(total, bool)
+    return sp.csr_matrix((data, np.concatenate(cols) if cols else np.empty(0, np.int32), indptr_arr), shape=(n, n))
+
+
+def estimate_delta(
+    store: RowStore,
+    pseudo_labels: np.ndarray,
+    rng: np.random.Generator,
+    alpha: float = PURITY_ALPHA,
+    sample: int = PURITY_SAMPLE,
+) -> float:
+    """Largest δ with ball purity ≥ ``alpha`` under ``pseudo_labels`` (ProbCover's rule), on ≤ ``sample`` balls."""
+    n = store.n
+    centres = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    x = store.rows(centres)
+    lab_c = torch.from_numpy(pseudo_labels[centres]).to(x.device)
+    d_diff = torch.full((centres.size,), float("inf"), device=x.device)
+    for start, stop, other in store.chunks():
+        d2 = (2.0 - 2.0 * (x @ other.T)).clamp(min=0)
+        same = lab_c[:, None] == torch.from_numpy(pseudo_labels[start:stop]).to(x.device)[None, :]
+        d2[same] = float("inf")
+        d_diff = torch.minimum(d_diff, d2.min(dim=1).values)
+    d = np.sort(np.sqrt(d_diff.cpu().numpy()))  # +inf where the sample sees one pseudo-class only
+    q = d[min(int(np.floor((1.0 - alpha) * d.size)), d.size - 1)]
+    return float(q) if np.isfinite(q) else 2.0  # every ball pure: the diameter of the unit sphere
+
+
+def max_coverage_greedy(
+    graph: sp.csr_matrix, covered_by: np.ndarray, eligible: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Greedy max coverage: positions of ``k`` eligible points, each covering the most uncovered
+    out-neighbours (first on ties); ``covered_by`` are the positions whose balls start covered."""
+    n = graph.shape[0]
+    graph_t = graph.T.tocsr()  # in-neighbours: who covers y
+    covered = np.zeros(n, bool)
+    start_rows = graph[np.asarray(covered_by, np.int64)]
+    covered[start_rows.indices] = True
+    degrees = graph @ (~covered).astype(np.int64)
+    degrees = np.asarray(degrees).ravel()
+    degrees[~eligible] = -1
+    taken = np.zeros(n, bool)
+    picks: list[int] = []
+    for _ in range(min(k, int(eligible.sum()))):
+        j = int(np.argmax(degrees))
+        if degrees[j] <= 0:  # all covered: uniform among the eligible points left
+            free = np.flatnonzero(eligible & ~taken)
+            j = int(free[rng.integers(free.size)])
+        else:
+            nbrs = graph.indices[graph.indptr[j]:graph.indptr[j + 1]]
+            new = nbrs[~covered[nbrs]]
+            covered[new] = True
+            if new.size:
+                who = np.concatenate([graph_t.indices[graph_t.indptr[y]:graph_t.indptr[y + 1]] for y in new])
+                degrees -= np.bincount(who, minlength=n)
+        taken[j] = True
+        degrees[j] = -1
+        picks.append(j)
+    return np.asarray(picks, np.int64)
+
+
+@register("probcover", reference="Yehuda, Dekel, Hacohen, Weinshall 2022 (NeurIPS), ProbCover")
+@threads_by_size(pool_work)
+def probcover(
+    pool: PoolState,
+    budget: int,
+    rng: np.random.Generator,
+    *,
+    delta: float | None = None,
+    alpha: float = PURITY_ALPHA,
+    purity_sample: int = PURITY_SAMPLE,
+    max_edges: int = MAX_EDGES,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    device: str | None = None,
+) -> np.ndarray:
+    """ProbCover: on the graph ‖z_x − z_y‖ < δ (unit-normalised features), greedily take the point covering the most uncovered points.
+
+    Yehuda, Dekel, Hacohen, Weinshall, "Active Learning Through a Covering Lens", NeurIPS 2022.
+    Maximises |∪_{x∈L∪S} B(x, δ)| greedily: x* = argmax_x |B(x, δ) \\ covered|.  δ defaults to
+    the largest radius whose balls are ≥ 95 % pure under k-means pseudo-labels (K = C).
+    """
+    relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
+    eligible = pool.eligible[relevant]
+    store = normalised_store(pool.features, relevant, chunk_rows, device=as_device(device))
+    if delta is None:
+        pseudo = kmeans(pool.features, relevant, pool.num_classes, rng, normalize=True, chunk_rows=chunk_rows,
+                        device=device)
+        delta = estimate_delta(store, pseudo, rng, alpha, purity_sample)
+    if not delta > 0:
+        raise ValueError(f"delta must be positive, got {delta}")
+    graph = delta_graph(store, float(delta), max_edges)
+    picks = max_coverage_greedy(graph, np.flatnonzero(~eligible), eligible, budget, rng)
+    return relevant[picks]

@@ -1,0 +1,440 @@
+"""Diversity and hybrid strategies: hand-made cases and fast-vs-reference equality.
+
+coreset / badge / balancing have a plain reference implementation each; the fast paths must
+give the very same picks on random inputs (float32 and float16-memmap features, chunk sizes
+smaller than N so chunking is exercised).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alkit import make_pool, select
+from alkit.strategies.badge import (
+    adaptive_pool_matrix,
+    d2_draw,
+    d2_probabilities,
+    gradient_embedding,
+    gradient_factor,
+    kmeans_pp_gradient,
+    kmeans_pp_reference,
+)
+from alkit.strategies.balancing import balancing_greedy, balancing_mode, balancing_reference
+from alkit.strategies.cluster_margin import average_linkage_clusters, condensed_sqrt_distances, round_robin
+from alkit.strategies.coreset import k_center_greedy, k_center_greedy_reference
+from alkit.strategies.partitioned import partition_pool, split_sizes
+from alkit.strategies.probcover import delta_graph, estimate_delta, normalised_store
+from alkit.strategies.typiclust import kmeans, typicality
+
+DIVERSITY = ["coreset", "badge", "partitioned_coreset", "partitioned_badge", "balancing", "margin_clustering",
+             "typiclust", "probcover"]
+
+
+def as_memmap(x: np.ndarray, tmp_path, name="f.npy") -> np.ndarray:
+    path = tmp_path / name
+    np.save(path, x)
+    return np.load(path, mmap_mode="r")
+
+
+def random_features(rng, n, d, dtype, tmp_path=None, offset=2.0):
+    x = (rng.standard_normal((n, d)) + offset).astype(dtype)
+    return as_memmap(x, tmp_path) if (tmp_path is not None and dtype == np.float16) else x
+
+
+def gaussian_pool(seed=0, n=400, d=8, c=5, n_labeled=30, **kw):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    x = (rng.standard_normal((c, d))[y] * 3 + rng.standard_normal((n, d))).astype(np.float32)
+    labels = np.full(n, -1)
+    lab = rng.choice(n, n_labeled, replace=False)
+    labels[lab] = y[lab]
+    w = rng.standard_normal((c, d)).astype(np.float32) * 0.5
+    return make_pool(x, labels, c, weight=w, bias=np.zeros(c, np.float32), **kw), y
+
+
+# ----------------------------------------------------------------------------- coreset
+def test_k_center_greedy_on_a_line():
+    # 1-D points; labelled centre at 0.  Farthest first: 15, then 7 (min(7, 8)), then 3 (min(3, 4)) …
+    x = np.array([[0.0], [1.0], [3.0], [7.0], [15.0], [10.0]], np.float32)
+    picks = k_center_greedy(x, [0], [1, 2, 3, 4, 5], 3, np.random.default_rng(0))
+    assert picks.tolist() == [4, 3, 2]
+    assert k_center_greedy_reference(x, [0], [1, 2, 3, 4, 5], 3, np.random.default_rng(0)).tolist() == [4, 3, 2]
+
+
+def test_k_center_greedy_without_centres_starts_at_a_random_candidate():
+    x = np.arange(20, dtype=np.float32)[:, None] ** 1.5
+    cand = np.arange(3, 20)
+    first = cand[np.random.default_rng(5).integers(cand.size)]
+    picks = k_center_greedy(x, [], cand, 4, np.random.default_rng(5))
+    assert picks[0] == first
+    # then the farthest from it: one of the two ends
+    far = cand[np.argmax(np.abs(x[cand, 0] - x[first, 0]))]
+    assert picks[1] == far
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_k_center_greedy_fast_equals_reference(seed, dtype, tmp_path):
+    rng = np.random.default_rng(seed)
+    n, d = 500, 24
+    x = random_features(rng, n, d, dtype, tmp_path)
+    perm = rng.permutation(n)
+    n_cent = [0, 7, 150][seed]
+    cent, cand = perm[:n_cent], perm[n_cent:]
+    fast = k_center_greedy(x, cent, cand, 40, np.random.default_rng(seed), chunk_rows=61, center_block=17)
+    ref = k_center_greedy_reference(x, cent, cand, 40, np.random.default_rng(seed))
+    np.testing.assert_array_equal(fast, ref)
+
+
+def test_k_center_greedy_streams_when_the_cache_is_too_small():
+    rng = np.random.default_rng(3)
+    x = random_features(rng, 300, 16, np.float32)
+    fast = k_center_greedy(x, np.arange(20), np.arange(20, 300), 25, rng, chunk_rows=50, cache_bytes=0)
+    ref = k_center_greedy_reference(x, np.arange(20), np.arange(20, 300), 25, rng)
+    np.testing.assert_array_equal(fast, ref)
+
+
+def test_k_center_greedy_with_duplicate_points_stays_valid():
+    x = np.zeros((30, 4), np.float32)
+    x[10:] = 1.0
+    picks = k_center_greedy(x, [0], np.arange(1, 30), 29, np.random.default_rng(0))
+    assert sorted(picks.tolist()) == list(range(1, 30))
+    assert picks[0] == 10  # the first point at distance 1 (first index on an exact tie)
+
+
+# ----------------------------------------------------------------------------- BADGE
+def test_gradient_embedding_is_the_last_layer_cross_entropy_gradient():
+    rng = np.random.default_rng(0)
+    n, d, c = 6, 5, 4
+    z = rng.standard_normal((n, d))
+    w, b = rng.standard_normal((c, d)), rng.standard_normal(c)
+    logits = z @ w.T + b
+    g = gradient_embedding(z, logits)
+    for i in range(n):
+        wt = torch.tensor(w, requires_grad=True)
+        out = wt @ torch.tensor(z[i]) + torch.tensor(b)
+        loss = torch.nn.functional.cross_entropy(out[None], out.argmax()[None], reduction="sum")
+        (grad,) = torch.autograd.grad(loss, wt)
+        np.testing.assert_allclose(g[i], grad.numpy().ravel(), rtol=1e-10, atol=1e-12)
+
+
+def test_gradient_embedding_inner_product_identity():
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((7, 6))
+    logits = rng.standard_normal((7, 9)) * 3
+    g, r = gradient_embedding(z, logits), gradient_factor(logits)
+    np.testing.assert_allclose(g @ g.T, (r @ r.T) * (z @ z.T), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose((g * g).sum(1), (r * r).sum(1) * (z * z).sum(1), rtol=1e-12)
+
+
+def test_kmeans_pp_d2_probabilities_on_a_hand_case():
+    # Equal logits [0, 0]: p = (½, ½), ŷ = 0, r = (−½, ½), ‖r‖² = ½, so ‖g_i − g_j‖² = ½ (z_i − z_j)².
+    z = np.array([[0.0], [1.0], [3.0], [10.0]], np.float32)
+    logits = np.zeros((4, 2), np.float32)
+    picks, d2 = kmeans_pp_gradient(z, logits, np.arange(4), 2, np.random.default_rng(0), return_d2=True)
+    assert picks[0] == 3  # largest ‖g‖ = ‖r‖·|z| first
+    np.testing.assert_allclose(d2, 0.5 * np.array([100.0, 81.0, 49.0, 0.0]), rtol=1e-6)
+    chosen = np.array([False, False, False, True])
+    np.testing.assert_allclose(d2_probabilities(d2, chosen), np.array([100, 81, 49, 0]) / 230, rtol=1e-6)
+    # inverse CDF: cumulative weights 100, 181, 230 (× ½)
+    assert d2_draw(d2, chosen, 0.40) == 0 and d2_draw(d2, chosen, 0.5) == 1 and d2_draw(d2, chosen, 0.99) == 2
+    # the second pick is the draw of the generator's first uniform number
+    u = np.random.default_rng(0).random()
+    assert picks[1] == d2_draw(d2, chosen, u)
+
+
+def test_d2_draw_is_uniform_over_free_points_when_all_weights_vanish():
+    chosen = np.array([True, False, False, True, False])
+    assert [d2_draw(np.zeros(5), chosen, u) for u in (0.0, 0.34, 0.67, 0.999)] == [1, 2, 4, 4]
+
+
+def test_adaptive_pool_matrix_matches_torch():
+    for length, out in [(10, 16), (2048, 32), (7, 3), (5, 5)]:
+        x = torch.randn(3, 1, length, dtype=torch.float64)
+        expected = torch.nn.functional.adaptive_avg_pool1d(x, out)[:, 0].numpy()
+        np.testing.assert_allclose(x[:, 0].numpy() @ adaptive_pool_matrix(length, out), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("mode", ["ash", "labelled", "empty"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kmeans_pp_gradient_fast_equals_reference(seed, mode, dtype, tmp_path):
+    rng = np.random.default_rng(seed)
+    n, d, c = 240, 10, 6
+    x = random_features(rng, n, d, dtype, tmp_path, offset=0.5)
+    logits = (rng.standard_normal((n, c)) * 2).astype(np.float32)
+    perm = rng.permutation(n)
+    n_cent = {"ash": 0, "labelled": 40, "empty": 0}[mode]
+    cent = None if mode == "ash" else perm[:n_cent]
+    cand = perm[n_cent:]
+    for shape in (None, (3, 4)):
+        fast = kmeans_pp_gradient(x, logits, cand, 30, np.random.default_rng(seed), center_indices=cent,
+                                  pool_shape=shape, chunk_rows=37, center_block=9)
+        ref = kmeans_pp_reference(x, logits, cand, 30, np.random.default_rng(seed), center_indices=cent,
+                                  pool_shape=shape)
+        np.testing.assert_array_equal(fast, ref)
+
+
+def test_kmeans_pp_gradient_d2_matches_explicit_embeddings():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((150, 7)).astype(np.float32)
+    logits = rng.standard_normal((150, 5)).astype(np.float32)
+    cand = np.arange(150)
+    picks, d2 = kmeans_pp_gradient(x, logits, cand, 12, np.random.default_rng(1), chunk_rows=40, return_d2=True)
+    g = gradient_embedding(x, logits)
+    sq = ((g[:, None, :] - g[None, picks[:-1], :]) ** 2).sum(-1).min(axis=1)
+    chosen = np.isin(cand, picks[:-1])
+    np.testing.assert_allclose(d2_probabilities(d2, chosen), d2_probabilities(sq, chosen), rtol=1e-5, atol=1e-9)
+
+
+def test_kmeans_pp_gradient_without_a_cache_recomputes_from_a_head():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    w, b = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    head = lambda rows, feats: feats @ w.T + b  # noqa: E731
+    fast = kmeans_pp_gradient(x, head, np.arange(200), 15, np.random.default_rng(0), chunk_rows=33, cache_bytes=0)
+    ref = kmeans_pp_reference(x, x @ w.T + b, np.arange(200), 15, np.random.default_rng(0))
+    np.testing.assert_array_equal(fast, ref)
+
+
+# ----------------------------------------------------------------------------- partitioned
+def test_split_sizes_and_partition_budgets():
+    assert split_sizes(23, 10).tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+    pool, _ = gaussian_pool(n=233, n_labeled=21)
+    parts = partition_pool(pool, 23, np.random.default_rng(0), n_partitions=10)
+    labs, eligs, budgets = zip(*parts)
+    assert list(budgets) == split_sizes(23, 10).tolist()
+    assert sorted(np.concatenate(eligs).tolist()) == pool.eligible_indices().tolist()
+    assert sorted(np.concatenate(labs).tolist()) == pool.labeled_indices().tolist()
+    assert [e.size for e in eligs] == split_sizes(pool.eligible.sum(), 10).tolist()
+
+
+@pytest.mark.parametrize("name", ["partitioned_coreset", "partitioned_badge"])
+def test_partitioned_variants_respect_partition_budgets(name):
+    pool, _ = gaussian_pool(seed=1, n=300, n_labeled=40)
+    budget = 27
+    picks = select(pool, name, budget, 11)
+    parts = partition_pool(pool, budget, np.random.default_rng(11), n_partitions=10)
+    for lab, elig, b in parts:
+        assert np.isin(picks, elig).sum() == b
+    # each partition runs the base algorithm alone: k-center greedy on (L_i, U_i)
+    if name == "partitioned_coreset":
+        rng = np.random.default_rng(11)
+        parts = partition_pool(pool, budget, rng, n_partitions=10)
+        expected = np.concatenate([k_center_greedy(pool.features, lab, elig, b, rng) for lab, elig, b in parts if b])
+        np.testing.assert_array_equal(picks, expected)
+
+
+def test_partitioned_subsets_like_the_authors():
+    pool, _ = gaussian_pool(n=300, n_labeled=40)
+    parts = partition_pool(pool, 10, np.random.default_rng(0), n_partitions=4, subset_labeled=20, subset_unlabeled=50)
+    assert sum(p[0].size for p in parts) == 20 and sum(p[1].size for p in parts) == 50
+    picks = select(pool, lambda p, b, r: __import__("alkit").strategies.partitioned.partitioned_coreset(
+        p, b, r, n_partitions=4, subset_labeled=20, subset_unlabeled=50), 10, 0)
+    assert picks.size == 10
+
+
+# ----------------------------------------------------------------------------- balancing
+def test_balancing_mode_rule():
+    assert not balancing_mode(np.zeros(5, int), 10)  # nothing labelled: no majority class
+    assert balancing_mode(np.array([5, 1, 5]), 4)  # |m|·(5 − 1) = 4 ≥ 4
+    assert not balancing_mode(np.array([5, 1, 5]), 5)
+    assert not balancing_mode(np.array([3, 3, 3]), 1)
+
+
+def test_balancing_picks_the_point_near_the_rarest_class():
+    # class 0 labelled around (0, 0) ×5, class 2 around (0, 10) ×5, class 1 once at (10, 0)
+    lab_x = [[0, 0], [0.1, 0], [0, 0.1], [-0.1, 0], [0, -0.1], [0, 10], [0.1, 10], [0, 10.1], [-0.1, 10], [0, 9.9],
+             [10, 0]]
+    lab_y = [0] * 5 + [2] * 5 + [1]
+    cand_x = [[5, 5], [9, 0.5], [1, 1], [2, 9], [9.5, 9.5]]
+    x = np.array(lab_x + cand_x, np.float32)
+    lab = np.arange(11)
+    picks = balancing_greedy(x, lab, np.array(lab_y), np.arange(11, 16), 3, 2, np.random.default_rng(0))
+    assert picks[0] == 12  # (9, 0.5): nearest the rarest centre (10, 0), far from (0, 0) and (0, 10)
+    # the same with the formula written out (nearest majority centre)
+    mu = {0: x[:5].mean(0), 1: x[10], 2: x[5:10].mean(0)}
+    cx = x[11:16].astype(np.float64)
+    score = ((cx - mu[1]) ** 2).sum(1) / np.minimum(((cx - mu[0]) ** 2).sum(1), ((cx - mu[2]) ** 2).sum(1))
+    assert 11 + int(np.argmin(score)) == picks[0]
+
+
+def test_balancing_counts_batch_picks_by_prediction_not_truth():
+    # After the first pick is predicted as the rarest class (1), class 1 is no longer rarest.
+    x = np.array([[0, 0], [0, 10], [10, 0], [9, 0], [0.5, 9], [5, 5]], np.float32)
+    labels = np.array([0, 2, 1])
+    predicted = np.array([-1, -1, -1, 1, 2, 0])
+    # counts (2, 1, 2)-like imbalance: label twice class 0 and class 2 via duplicated rows
+    lab = np.array([0, 1, 2])
+    picks = balancing_greedy(x, lab, labels, np.array([3, 4, 5]), 3, 3, np.random.default_rng(0), predicted)
+    ref = balancing_reference(x, lab, labels, np.array([3, 4, 5]), 3, 3, np.random.default_rng(0), predicted)
+    np.testing.assert_array_equal(picks, ref)
+
+
+def test_balancing_without_labels_is_random():
+    x = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
+    cand = np.arange(50)
+    picks = balancing_greedy(x, [], np.array([], int), cand, 4, 1, np.random.default_rng(7))
+    assert picks[0] == cand[np.random.default_rng(7).integers(50)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_balancing_fast_equals_reference(seed, dtype, tmp_path):
+    rng = np.random.default_rng(seed)
+    n, d, c = 400, 6, 6
+    x = random_features(rng, n, d, dtype, tmp_path)
+    perm = rng.permutation(n)
+    n_lab = [0, 12, 60, 120][seed]
+    lab, cand = perm[:n_lab], perm[n_lab:]
+    lab_y = np.minimum(rng.geometric(0.35, n_lab) - 1, c - 1)  # long-tailed labelled counts
+    predicted = rng.integers(0, c, n)
+    for k in (15, 60):
+        fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted, chunk_rows=47,
+                                center_block=2)
+        ref = balancing_reference(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted)
+        np.testing.assert_array_equal(fast, ref)
+
+
+def test_balancing_fast_equals_reference_in_a_long_balancing_run():
+    rng = np.random.default_rng(9)
+    n, d, c = 500, 5, 8
+    x = random_features(rng, n, d, np.float32)
+    lab, cand = np.arange(80), np.arange(80, n)
+    lab_y = np.where(np.arange(80) < 60, 0, np.arange(80) % 3 + 1)  # one big class, a few small ones
+    predicted = rng.integers(0, c, n)
+    counts = np.bincount(lab_y, minlength=c)
+    assert balancing_mode(counts, 50)  # every step of this run starts in balancing mode
+    fast = balancing_greedy(x, lab, lab_y, cand, c, 50, np.random.default_rng(0), predicted, chunk_rows=64)
+    ref = balancing_reference(x, lab, lab_y, cand, c, 50, np.random.default_rng(0), predicted)
+    np.testing.assert_array_equal(fast, ref)
+
+
+# ----------------------------------------------------------------------------- cluster-margin
+def test_round_robin_from_the_smallest_cluster():
+    clusters = np.array([0, 0, 0, 2, 2, 1, 1, 1, 1, 3])
+    key = np.array([.3, .1, .2, .5, .4, .9, .8, .7, .6, 0])
+    # sizes: 3→1, 2→2, 0→3, 1→4; each visit takes the cluster's lowest key
+    assert round_robin(clusters, key, 10).tolist() == [9, 4, 1, 8, 3, 2, 7, 0, 6, 5]
+    assert round_robin(clusters, key, 3).tolist() == [9, 4, 1]
+
+
+def test_average_linkage_finds_separated_blobs():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal((20, 3)) * 0.1 + m for m in ([0, 0, 0], [10, 0, 0], [0, 10, 0])])
+    ids = average_linkage_clusters(x, 3, rng)
+    assert len(set(ids[:20])) == len(set(ids[20:40])) == len(set(ids[40:])) == 1 and len(set(ids)) == 3
+    from scipy.spatial.distance import pdist
+    np.testing.assert_allclose(condensed_sqrt_distances(x, chunk_rows=7), pdist(x), rtol=1e-9, atol=1e-9)
+    # capped: 25 points clustered, the rest assigned to the nearest cluster mean
+    ids = average_linkage_clusters(x, 3, rng, max_points=25)
+    assert len(set(ids[:20])) == len(set(ids[20:40])) == len(set(ids[40:])) == 1 and len(set(ids)) == 3
+
+
+def test_margin_clustering_takes_candidates_among_the_lowest_margins():
+    pool, _ = gaussian_pool(seed=2, n=300)
+    from alkit.scores import margin_scores
+    from alkit.strategies.uncertainty import score_eligible
+    idx, margins = score_eligible(pool, margin_scores)
+    picks = select(pool, "margin_clustering", 10, 0)
+    lowest = idx[np.argsort(margins)[:100]]  # k_m = 10·b
+    assert np.isin(picks, lowest).all()
+
+
+# ----------------------------------------------------------------------------- typiclust
+def test_typicality_is_inverse_mean_knn_distance():
+    x = np.array([[0.0], [1.0], [3.0]])
+    np.testing.assert_allclose(typicality(x, 1), 1 / (np.array([1.0, 1.0, 2.0]) + 1e-5))
+
+
+def test_typiclust_picks_the_densest_point_of_the_uncovered_cluster():
+    rng = np.random.default_rng(0)
+    blob_a = rng.standard_normal((40, 2)) * 0.3                      # holds the labelled point
+    angle = np.linspace(0, 2 * np.pi, 30, endpoint=False)
+    ring = np.stack([np.cos(angle), np.sin(angle)], 1) * 2.0         # sparse ring ...
+    core = rng.standard_normal((10, 2)) * 0.05                       # ... around a dense core
+    blob_b = np.concatenate([ring, core]) + [20, 0]
+    x = np.concatenate([blob_a, blob_b]).astype(np.float32)
+    labels = np.full(80, -1)
+    labels[3] = 0
+    pool = make_pool(x, labels, 2)
+    picks = select(pool, "typiclust", 1, 0)  # |L| + b = 2 clusters: the two blobs
+    expected = 40 + int(np.argmax(typicality(blob_b, 20)))
+    assert picks.tolist() == [expected]
+    assert expected >= 70  # a point of the dense core of the cluster without labels
+
+
+def test_kmeans_is_seeded_and_separates_blobs():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.standard_normal((30, 4)) * 0.1 + m for m in (0, 5, 10)]).astype(np.float32)
+    a = kmeans(x, np.arange(90), 3, np.random.default_rng(3))
+    b = kmeans(x, np.arange(90), 3, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert all(len(set(a[i * 30:(i + 1) * 30])) == 1 for i in range(3)) and len(set(a)) == 3
+    # fitted on a subsample, then all assigned
+    c = kmeans(x, np.arange(90), 3, np.random.default_rng(3), points_per_centroid=5)
+    assert all(len(set(c[i * 30:(i + 1) * 30])) == 1 for i in range(3))
+
+
+# ----------------------------------------------------------------------------- probcover
+def test_probcover_first_pick_is_the_max_degree_point():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 3)).astype(np.float32)
+    pool = make_pool(x, np.full(120, -1), 3)
+    delta = 0.5
+    picks = select(pool, lambda p, b, r: __import__("alkit").strategies.probcover.probcover(p, b, r, delta=delta), 3, 0)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    adj = np.linalg.norm(u[:, None] - u[None], axis=-1) < delta
+    assert picks[0] == int(np.argmax(adj.sum(1)))
+    # the second pick covers the most points not covered by the first
+    uncovered = ~adj[picks[0]]
+    gain = (adj & uncovered[None, :]).sum(1)
+    gain[picks[0]] = -1
+    assert picks[1] == int(np.argmax(gain))
+
+
+def test_probcover_labelled_balls_start_covered():
+    x = np.array([[1, 0], [1, 0.01], [1, 0.02], [0, 1], [0.01, 1], [-1, 0]], np.float32)
+    labels = np.array([0, -1, -1, -1, -1, -1])
+    pool = make_pool(x, labels, 2)
+    fn = __import__("alkit").strategies.probcover.probcover
+    picks = select(pool, lambda p, b, r: fn(p, b, r, delta=0.1), 2, 0)
+    assert picks[0] == 3  # points 1, 2 are covered by labelled 0: the (3, 4) pair is worth most
+    assert picks[1] == 5
+
+
+def test_delta_graph_and_purity_delta():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((90, 4)).astype(np.float32)
+    store = normalised_store(x, np.arange(90), chunk_rows=25)
+    graph = delta_graph(store, 0.8, block_rows=16).toarray()
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    dist = np.linalg.norm(u[:, None] - u[None], axis=-1)
+    expected = dist < 0.8
+    np.fill_diagonal(expected, True)
+    np.testing.assert_array_equal(graph, expected)
+    pseudo = (u[:, 0] > 0).astype(np.int64)
+    delta = estimate_delta(store, pseudo, np.random.default_rng(0), alpha=0.9, sample=90)
+    d_diff = np.where(pseudo[:, None] != pseudo[None, :], dist, np.inf).min(1)
+    assert np.mean(d_diff >= delta - 1e-6) >= 0.9
+    assert np.mean(d_diff >= delta + 1e-3) < 0.9 + 1.0 / 90
+    with pytest.raises(ValueError, match="delta"):
+        delta_graph(store, 2.0, max_edges=100)
+
+
+# ----------------------------------------------------------------------------- contract bits
+@pytest.mark.parametrize("name", DIVERSITY)
+def test_edge_cases(name, tmp_path):
+    rng = np.random.default_rng(0)
+    n, d, c = 120, 6, 8
+    x = as_memmap(rng.standard_normal((n, d)).astype(np.float16), tmp_path)
+    w = np.zeros((c, d), np.float32)
+    b = np.zeros(c, np.float32)
+    b[2] = 30.0  # the model predicts one class only
+    for labels in (np.full(n, -1), np.where(np.arange(n) < 10, np.arange(n) % 3, -1)):
+        pool = make_pool(x, labels, c, weight=w, bias=b)
+        for budget in (1, 5, 500):  # C > budget, budget > pool
+            picks = select(pool, name, budget, 4)
+            assert picks.size == min(budget, pool.eligible.sum())
+            np.testing.assert_array_equal(picks, select(pool, name, budget, 4))
