@@ -10,7 +10,7 @@ STAMP := $(VENV)/.alkit-installed
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv test reproduce-figures demo benchmarks clean-venv
+.PHONY: venv test reproduce-figures reproduce-results demo benchmarks clean-venv
 
 venv: $(STAMP)
 
@@ -24,11 +24,21 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Until the paper notebooks land, the figures are a short demo on synthetic pools.
+# Every figure (PNG+PDF) and table (CSV+Markdown) from the results committed in results/runs/cpu,
+# offline, by executing notebooks a-e with papermill (copies in notebooks/executed/, ignored).
 reproduce-figures: $(STAMP)
-	$(PY) -m alkit.demo --out results/demo
+	$(PY) -m alkit.reproduce figures
 
-demo: reproduce-figures
+# SCALE=smoke: every notebook end to end on tiny data (CI; synthetic stand-ins without ../shared).
+# SCALE=cpu: the offline sweeps into results/runs/cpu (resumable), then the figures.
+# SCALE=paper: the authors' schedule; see docs/results.md (GPU, your ImageNet and checkpoints).
+SCALE ?= smoke
+reproduce-results: $(STAMP)
+	$(PY) -m alkit.reproduce results --scale $(SCALE)
+
+# A one-minute demo on synthetic Gaussian mixtures (no data needed).
+demo: $(STAMP)
+	$(PY) -m alkit.demo --out results/demo
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_base_mase.py

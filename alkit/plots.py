@@ -1,74 +1,220 @@
-"""Plots of per-round rows: metric against labels, per strategy, mean and 95 % interval over seeds."""
+"""Plots of per-round rows: one plot per panel, stable colours, oracle baselines dashed.
+
+Every function draws on one ``ax`` and returns it; :func:`by_dataset` lays the same plot out
+side by side for several data sets (CIFAR-10 beside Tiny-ImageNet-200).
+"""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
+from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from alkit.stats import mean_interval, paired_differences
 
+#: Readable names for the metric columns of the loop's rows.
+METRIC_LABELS = {
+    "top1": "test top-1 accuracy",
+    "top5": "test top-5 accuracy",
+    "balanced_accuracy": "test balanced accuracy",
+    "labeled_normalized_entropy": "labelled set: class entropy (1 = balanced)",
+    "batch_normalized_entropy": "queried batch: class entropy (1 = balanced)",
+    "labeled_gini": "labelled set: Gini of class counts (0 = balanced)",
+    "batch_gini": "queried batch: Gini of class counts (0 = balanced)",
+    "batch_distinct_classes": "queried batch: distinct classes",
+    "labeled_classes_without_label": "classes with no label",
+    "batch_kl_from_pool": "queried batch: KL from pool class distribution",
+    "labeled_kl_from_pool": "labelled set: KL from pool class distribution",
+    "labeled_max_min_ratio": "labelled set: max/min class count",
+}
 
-def strategy_colors(strategies: list[str]) -> dict[str, tuple]:
-    """Stable colours: the same strategy has the same colour in every figure."""
+
+#: tab20 comes in (dark, light) pairs of one hue: take all dark ones first so that neighbours differ.
+_DISTINCT_ORDER = list(range(0, 20, 2)) + list(range(1, 20, 2))
+
+
+def strategy_colors(strategies: Sequence[str]) -> dict[str, tuple]:
+    """Stable colours: a registered strategy gets the same colour in every figure whatever else is
+    drawn (by its place in the registry); random is black; a user's strategy gets a colour from a
+    hash of its name."""
     import seaborn as sns
 
+    from alkit.strategies import strategy_names
+
     palette = sns.color_palette("tab20", 20)
-    ordered = sorted(strategies)
-    return {s: ("black" if s == "random" else palette[i % 20]) for i, s in enumerate(ordered)}
+    registered = [s for s in strategy_names() if s != "random"]
+    colors = {}
+    for s in strategies:
+        if s == "random":
+            colors[s] = (0.0, 0.0, 0.0)
+        elif s in registered:
+            colors[s] = palette[_DISTINCT_ORDER[registered.index(s) % 20]]
+        else:
+            colors[s] = palette[zlib.crc32(s.encode()) % 20]
+    return colors
 
 
-def _label(strategy: str, frame: pd.DataFrame) -> str:
-    oracle = frame.loc[frame["strategy"] == strategy, "oracle"].any() if "oracle" in frame else False
-    return f"{strategy} (oracle)" if oracle else strategy
+def _is_oracle(frame: pd.DataFrame, strategy: str) -> bool:
+    return bool("oracle" in frame and frame.loc[frame["strategy"] == strategy, "oracle"].astype(bool).any())
+
+
+def strategy_label(strategy: str, frame: pd.DataFrame) -> str:
+    """Name, '(oracle)' for oracle baselines, and the seed count when it is below the others'."""
+    label = f"{strategy} (oracle)" if _is_oracle(frame, strategy) else strategy
+    if "seed" in frame:
+        seeds = frame.groupby("strategy")["seed"].nunique()
+        if strategy in seeds and seeds[strategy] < seeds.max():
+            label += f" [{seeds[strategy]} seed{'s' if seeds[strategy] > 1 else ''}]"
+    return label
+
+
+def _ordered(strategies) -> list[str]:
+    """Registry order (random first), user strategies last: legends read the same everywhere."""
+    from alkit.strategies import strategy_names
+
+    order = {s: i for i, s in enumerate(strategy_names())}
+    return sorted(strategies, key=lambda s: (order.get(s, len(order)), s))
+
+
+def _style(frame: pd.DataFrame, strategy: str, colors: dict) -> dict:
+    emphasised = strategy in ("random", "base")
+    return {"color": colors[strategy], "linestyle": "--" if _is_oracle(frame, strategy) else "-",
+            "lw": 2.2 if emphasised else 1.3, "marker": "o", "ms": 2.5, "label": strategy_label(strategy, frame),
+            "zorder": 3 if emphasised else 2}
 
 
 def plot_metric(frame: pd.DataFrame, metric: str, ax=None, x: str = "n_labeled", title: str | None = None,
-                ylabel: str | None = None):
+                ylabel: str | None = None, band: bool = True):
     """``metric`` against ``x`` for each strategy: mean over seeds and its 95 % t-interval."""
-    ax = ax or plt.gca()
+    ax = ax if ax is not None else plt.gca()
+    if metric not in frame:
+        raise ValueError(f"metric {metric!r} is not a column of the rows; choose one of {', '.join(frame.columns)}")
     colors = strategy_colors(list(frame["strategy"].unique()))
-    for strategy, group in frame.groupby("strategy", sort=True):
+    for strategy in _ordered(frame["strategy"].unique()):
+        group = frame[frame["strategy"] == strategy]
         stats = group.groupby(x)[metric].apply(lambda v: pd.Series(mean_interval(v.to_numpy()))).unstack()
-        style = "--" if group["oracle"].any() else "-"
-        ax.plot(stats.index, stats["mean"], style, color=colors[strategy], label=_label(strategy, frame), lw=1.5,
-                marker="o", ms=2.5)
-        ax.fill_between(stats.index, stats["low"], stats["high"], color=colors[strategy], alpha=0.15, lw=0)
-    ax.set_xlabel("labelled points" if x == "n_labeled" else x)
-    ax.set_ylabel(ylabel or metric)
+        ax.plot(stats.index, stats["mean"], **_style(frame, strategy, colors))
+        if band:
+            ax.fill_between(stats.index, stats["low"], stats["high"], color=colors[strategy], alpha=0.12, lw=0)
+    ax.set_xlabel({"n_labeled": "labelled points", "round": "round"}.get(x, x))
+    ax.set_ylabel(ylabel or METRIC_LABELS.get(metric, metric))
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return ax
 
 
 def plot_difference_from_random(frame: pd.DataFrame, metric: str = "top1", ax=None, baseline: str = "random",
-                                title: str | None = None):
-    """Each strategy minus ``baseline``, paired by seed and round: mean and 95 % interval."""
-    ax = ax or plt.gca()
-    diffs = paired_differences(frame, metric, baseline)
+                                title: str | None = None, x: str = "n_labeled"):
+    """Each strategy minus ``baseline``, paired by seed at each ``x``: mean and 95 % interval."""
+    ax = ax if ax is not None else plt.gca()
+    diffs = paired_differences(frame, metric, baseline, by=(x,))
     colors = strategy_colors(list(frame["strategy"].unique()))
-    for strategy, group in diffs.groupby("strategy", sort=True):
-        style = "--" if frame.loc[frame["strategy"] == strategy, "oracle"].any() else "-"
-        ax.plot(group["n_labeled"], group["mean"], style, color=colors[strategy], label=_label(strategy, frame),
-                lw=1.5, marker="o", ms=2.5)
-        ax.fill_between(group["n_labeled"], group["low"], group["high"], color=colors[strategy], alpha=0.15, lw=0)
+    for strategy in _ordered(diffs["strategy"].unique()):
+        group = diffs[diffs["strategy"] == strategy].sort_values(x)
+        ax.plot(group[x], group["mean"], **_style(frame, strategy, colors))
+        ax.fill_between(group[x], group["low"], group["high"], color=colors[strategy], alpha=0.12, lw=0)
     ax.axhline(0.0, color="black", lw=1)
-    ax.set_xlabel("labelled points")
-    ax.set_ylabel(f"{metric} − {baseline}")
+    ax.set_xlabel({"n_labeled": "labelled points", "round": "round"}.get(x, x))
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} − {baseline}")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return ax
 
 
+def plot_bars(table: pd.DataFrame, value: str, ax=None, low: str | None = None, high: str | None = None,
+              title: str | None = None, xlabel: str | None = None, zero_line: bool = True):
+    """Horizontal bars of ``value`` per strategy (rows of a summary table), with an interval."""
+    ax = ax if ax is not None else plt.gca()
+    table = table.set_index("strategy").loc[_ordered(table["strategy"].unique())].reset_index()
+    colors = strategy_colors(list(table["strategy"]))
+    y = range(len(table))
+    err = None
+    if low and high:
+        err = [(table[value] - table[low]).clip(lower=0).to_numpy(), (table[high] - table[value]).clip(lower=0).to_numpy()]
+    ax.barh(list(y), table[value], xerr=err, color=[colors[s] for s in table["strategy"]],
+            hatch=None, alpha=0.85, error_kw={"lw": 1, "capsize": 2})
+    labels = [f"{s} (oracle)" if o else s for s, o in zip(table["strategy"], table.get("oracle", [False] * len(table)))]
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    if zero_line:
+        ax.axvline(0.0, color="black", lw=1)
+    ax.set_xlabel(xlabel or value)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    return ax
+
+
+def plot_balance_vs_benefit(summary: pd.DataFrame, ax=None, title: str | None = None,
+                            x: str = "mean_batch_entropy", y: str = "auc_diff"):
+    """One point per strategy (rows of :func:`alkit.report.summary_table`): batch balance against
+    the paired difference from random, with the 95 % interval of the latter."""
+    ax = ax if ax is not None else plt.gca()
+    table = summary[summary["strategy"] != "random"]
+    colors = strategy_colors(list(table["strategy"]))
+    most = int(table["seeds"].max()) if "seeds" in table and len(table) else 0
+    for row in table.itertuples(index=False):
+        s = row.strategy
+        marker = "D" if row.oracle else "o"
+        seeds_note = f" [{row.seeds} seed{'s' if row.seeds > 1 else ''}]" if getattr(row, "seeds", most) < most else ""
+        yerr = [[max(getattr(row, y) - row.auc_diff_low, 0)], [max(row.auc_diff_high - getattr(row, y), 0)]]
+        ax.errorbar(getattr(row, x), getattr(row, y), yerr=yerr, fmt=marker, color=colors[s], ms=6 if s == "base" else 4,
+                    mfc="none" if row.oracle else colors[s], capsize=2, lw=1,
+                    label=(f"{s} (oracle)" if row.oracle else s) + seeds_note)
+        ax.annotate(s + seeds_note, (getattr(row, x), getattr(row, y)), fontsize=6, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.axhline(0.0, color="black", lw=1)
+    ax.set_xlabel(METRIC_LABELS.get("batch_normalized_entropy") if x == "mean_batch_entropy" else x)
+    ax.set_ylabel("Δ area under top-1 curve vs random" if y == "auc_diff" else y)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def by_dataset(frame: pd.DataFrame, draw: Callable, datasets: Sequence[str], titles: dict[str, str] | None = None,
+               width: float = 6.0, height: float = 4.4, legend: bool = True, suptitle: str | None = None):
+    """One panel per data set, side by side: ``draw(rows_of_that_dataset, ax, title)``."""
+    fig, axes = plt.subplots(1, len(datasets), figsize=(width * len(datasets), height), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sub = frame[frame["dataset"] == ds]
+        if sub.empty:
+            ax.text(0.5, 0.5, f"no results for {ds}", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        draw(sub, ax, (titles or {}).get(ds, ds))
+    if legend:
+        handles, labels = {}, []
+        for ax in axes[0]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                   frameon=False)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def stamp(fig, text: str, color: str = "firebrick") -> None:
+    """A line of small print under the figure (what the data are: synthetic, caveats)."""
+    fig.text(0.01, -0.02, text, fontsize=8, color=color, ha="left", va="top", wrap=True)
+
+
 def save_figure(fig, stem: str | Path, formats=("png", "pdf")) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically."""
+    """Write ``stem.png`` and ``stem.pdf`` atomically (PDF without a timestamp, so re-renders of
+    the same results give the same bytes)."""
     from alkit.io import atomic_write
 
     paths = []
     for fmt in formats:
         path = Path(f"{stem}.{fmt}")
-        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight"))
+        meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None} if fmt == "png" else None
+        atomic_write(path, lambda tmp, fmt=fmt, meta=meta: fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight",
+                                                                       metadata=meta))
         paths.append(path)
     return paths

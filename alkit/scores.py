@@ -16,13 +16,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted
 
 
+def _torch_view(logits: np.ndarray):
+    """A torch view of float32 logits (the fast path), or None for other dtypes (numpy path).
+
+    float32 chunks from the streaming pass are scored with torch's vectorised, multi-threaded
+    softmax (several times faster than numpy here); float64 input keeps the numpy formulas.
+    """
+    if isinstance(logits, np.ndarray) and logits.dtype == np.float32 and logits.ndim == 2 and logits.shape[1] >= 2:
+        return _as_tensor(logits)
+    return None
+
+
 def least_confidence_scores(logits: np.ndarray) -> np.ndarray:
     """max_k p_k: the least confident points have the smallest value."""
+    t = _torch_view(logits)
+    if t is not None:
+        import torch
+
+        with torch.no_grad():
+            return torch.softmax(t, dim=1).max(dim=1).values.numpy()
     return softmax(logits).max(axis=1)
 
 
 def margin_scores(logits: np.ndarray) -> np.ndarray:
     """p₍₁₎ − p₍₂₎, the gap between the two most probable classes (0 for a single class)."""
+    t = _torch_view(logits)
+    if t is not None:
+        import torch
+
+        with torch.no_grad():
+            top2 = torch.softmax(t, dim=1).topk(2, dim=1).values
+            return (top2[:, 0] - top2[:, 1]).numpy()
     probs = softmax(logits)
     if probs.shape[1] < 2:
         return np.zeros(probs.shape[0], probs.dtype)
@@ -32,6 +56,13 @@ def margin_scores(logits: np.ndarray) -> np.ndarray:
 
 def entropy(logits: np.ndarray) -> np.ndarray:
     """Shannon entropy −Σ p log p of the predicted distribution (natural log)."""
+    t = _torch_view(logits)
+    if t is not None:
+        import torch
+
+        with torch.no_grad():
+            log_probs = torch.log_softmax(t, dim=1)
+            return -(log_probs.exp() * log_probs).sum(dim=1).numpy()
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_norm
@@ -86,3 +117,127 @@ def take_smallest(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.nd
         candidates = np.arange(n)
     order = np.lexsort((tiebreak[candidates], scores[candidates]))
     return candidates[order[:k]].astype(np.int64)
+
+
+# --------------------------------------------------------------------------- streaming
+# The score-based strategies make one pass over the pool: read a chunk of features (float16
+# memory maps are converted chunk by chunk), compute its logits with one GEMM, score them, drop
+# them.  These helpers do that pass with torch (MKL GEMM and vectorised float16 conversion,
+# both several times faster than numpy here) and keep every (chunk × C) buffer preallocated.
+
+#: Bytes of one (chunk × C) float32 buffer: a few of them stay in the last-level cache.
+_CHUNK_TARGET_BYTES = 16 * 1024 * 1024
+
+
+def auto_chunk_rows(num_classes: int, dim: int = 0) -> int:
+    """Rows per chunk so that a (rows × C) float32 block is about 16 MB (256 to 16,384 rows)."""
+    rows = _CHUNK_TARGET_BYTES // (4 * max(int(num_classes), int(dim) // 2, 1))
+    return int(min(16_384, max(256, 1 << (int(rows).bit_length() - 1))))
+
+
+def _as_tensor(array: np.ndarray):
+    """A torch view of a (possibly read-only) numpy array, without the non-writable warning."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def read_rows(features: np.ndarray, indices: np.ndarray, out=None):
+    """Float32 torch tensor of ``features[indices]`` (memory maps welcome; sorted is fastest).
+
+    A contiguous run is read as a slice; a sparse chunk reads the span it covers when that is
+    at most twice its size (one sequential read), else gathers rows.  float16 is converted by
+    torch (vectorised F16C), one chunk at a time, into ``out`` (a reusable float32 tensor with
+    at least ``len(indices) × D`` elements) when given — fresh large allocations page-fault.
+    A contiguous float32 run is returned as a view, without a copy.
+    """
+    import torch
+
+    n, dim = indices.size, features.shape[1]
+    if n == 0:
+        return torch.empty((0, dim), dtype=torch.float32)
+    lo, hi = int(indices[0]), int(indices[-1]) + 1
+    ordered = n == 1 or bool(np.all(np.diff(indices) > 0))
+    if ordered and hi - lo == n:
+        block = _as_tensor(features[lo:hi])
+    elif ordered and hi - lo <= 2 * n:
+        block = _as_tensor(features[lo:hi])[torch.from_numpy(indices - lo)]
+    else:
+        block = _as_tensor(features[indices])
+    if block.dtype == torch.float32:
+        return block
+    if out is None:
+        return block.float()
+    target = out.view(-1)[: n * dim].view(n, dim)
+    target.copy_(block)
+    return target
+
+
+def iter_logits(pool, indices: np.ndarray, chunk_rows: int | None = None, with_features: bool = False):
+    """Yield ``(start, indices_chunk, logits)`` over ``indices`` (or ``(..., logits, features)``).
+
+    ``logits`` (a float32 torch tensor, rows × C) and ``features`` live in buffers that are
+    *reused* by the next chunk: copy what must outlive the iteration.  Uses the pool's precomputed logits when it
+    has them, else ℓ = z Wᵀ + b with ``torch.addmm`` in float32.
+    """
+    import torch
+
+    if chunk_rows is None:
+        chunk_rows = auto_chunk_rows(pool.num_classes, pool.dim)
+    if pool.logits is None and pool.weight is None:
+        raise ValueError("the pool has neither logits nor a linear head (weight, bias)")
+    weight_t = bias_t = None
+    if pool.logits is None:
+        weight_t = torch.from_numpy(np.ascontiguousarray(pool.weight, np.float32))
+        bias_t = torch.from_numpy(np.ascontiguousarray(pool.bias, np.float32))
+    rows = min(chunk_rows, max(indices.size, 1))
+    buffer = torch.empty((rows, pool.num_classes), dtype=torch.float32)
+    feature_buffer = torch.empty(rows * pool.dim, dtype=torch.float32)
+    with torch.no_grad():
+        for start in range(0, indices.size, chunk_rows):
+            idx = indices[start:start + chunk_rows]
+            feats = None
+            out = buffer[: idx.size]
+            if pool.logits is not None:
+                out.copy_(read_rows(pool.logits, idx))
+                if with_features:
+                    feats = read_rows(pool.features, idx, feature_buffer)
+            else:
+                feats = read_rows(pool.features, idx, feature_buffer)
+                torch.addmm(bias_t, feats, weight_t.T, out=out)
+            yield (start, idx, out, feats) if with_features else (start, idx, out)
+
+
+def boundary_distances_(logits, weight_dist, zero_offdiagonal: bool | None = None, scratch=None):
+    """In-place torch version of :func:`boundary_distances` on a (n × C) float32 tensor.
+
+    Overwrites ``logits`` with r (r_ŷ = inf) and returns ``(pred, d)`` with d = min_c r_c.
+    Same float32 arithmetic as the numpy version (|ℓ_ŷ − ℓ_c| / ‖w_ŷ − w_c‖), so the values
+    agree bit for bit given the same logits.  ``zero_offdiagonal``: whether some ‖w_i − w_j‖,
+    i ≠ j, is 0 (then 0/0 entries are set to inf); computed when None.  ``scratch``: an
+    optional float32 tensor with at least n × C elements, reused for ‖w_ŷ − w_c‖ rows.
+    """
+    import torch
+
+    n = logits.shape[0]
+    if zero_offdiagonal is None:
+        zero_offdiagonal = bool((weight_dist == 0).sum() > weight_dist.shape[0])
+    pred = logits.argmax(dim=1)  # first maximum, as numpy (and faster than max(dim) here)
+    top = logits.gather(1, pred[:, None])[:, 0]
+    torch.sub(top[:, None], logits, out=logits)  # ℓ_ŷ − ℓ_c ≥ 0 exactly (ℓ_ŷ is the maximum)
+    if scratch is not None:
+        denom = scratch.view(-1)[: logits.numel()].view(logits.shape)
+        torch.index_select(weight_dist, 0, pred, out=denom)
+    else:
+        denom = weight_dist.index_select(0, pred)
+    logits.div_(denom)
+    if zero_offdiagonal:
+        logits.masked_fill_(denom == 0, float("inf"))
+    del denom
+    logits.scatter_(1, pred[:, None], float("inf"))
+    d = logits.amin(dim=1) if n else torch.empty(0)
+    return pred, d, top

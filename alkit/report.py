@@ -1,0 +1,340 @@
+"""From per-round rows to the summary table and one verdict per claim of the paper.
+
+Everything here is a pure function of the rows that the sweeps wrote (``alkit.experiment``), so
+``make reproduce-figures`` regenerates every table from the committed results, offline.
+
+Verdict rule (also in the notebook ``e_summary`` and ``docs/results.md``)
+-------------------------------------------------------------------------
+Per data set and strategy, ``auc`` is the area under the test top-1 curve against labelled points
+(divided by the labelled range, so it is an average accuracy) for one seed, and ``auc_diff`` is
+that strategy's ``auc`` minus random's for the same seed (same validation split, initial pool and
+round-0 model).  A strategy **wins** on a data set when the 95 % Student-t interval over seeds of
+``auc_diff`` lies entirely above 0, **loses** when it lies entirely below 0; otherwise it **ties**.
+Oracle baselines are never judged.  *Popular* strategies are the paper's
+(:data:`POPULAR_STRATEGIES`); TypiClust and ProbCover are reported but not judged.
+Balance is the normalised class entropy (1 = balanced) of the labelled set after the last round,
+and of the queried batches averaged over rounds.
+
+1. *Toy results do not carry over to many classes, because of imbalance.*  (i) some popular
+   strategy wins on the toy data set but does not win on the many-class one; (ii) the popular
+   strategies' labelled sets fall further below random's balance on the many-class data set than
+   on the toy one.  Supported: (i) and (ii); not supported: neither; inconclusive: one.
+2. *Popular strategies fail to beat random.*  Supported: no popular strategy wins on any judged
+   data set; not supported: on every judged data set at least half of them win; inconclusive:
+   otherwise.
+3. *BASE beats random consistently, with more balanced batches.*  Supported: BASE wins on every
+   judged data set and its batches are at least as balanced as the median popular strategy's on
+   each; not supported: on some judged data set BASE's mean ``auc_diff`` is ≤ 0; inconclusive:
+   otherwise.
+
+A strategy with fewer than :data:`MIN_SEEDS` seeds on a data set is not judged there (it is listed);
+with fewer for random itself, every verdict is "inconclusive".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from alkit.io import atomic_write
+from alkit.stats import area_under_curve, mean_interval
+
+#: The strategies whose failure the paper reports (margin, confidence, coreset, BADGE, …).
+POPULAR_STRATEGIES = ("confidence", "margin", "entropy", "mase", "coreset", "badge", "partitioned_coreset",
+                      "partitioned_badge", "margin_clustering", "balancing")
+#: Data sets on which the claims are judged: the toy one and its many-class counterpart.
+TOY_DATASET = "cifar10"
+#: Fewer seeds than this per judged data set make every verdict "inconclusive": with 2 seeds a
+#: 95 % t-interval is so wide that "no strategy wins" would say nothing.
+MIN_SEEDS = 3
+MANY_CLASS_DATASET = "tiny-imagenet"
+
+VERDICT_RULE = __doc__[__doc__.index("Verdict rule"):].split("\n", 2)[2].strip()
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A relative path is taken from the repository root (the folder with pyproject.toml above the
+    working directory), so notebooks give the same paths whether run from notebooks/ or the root."""
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "alkit").is_dir():
+            return folder / path
+    return here / path
+
+
+def dataset_titles(frame: pd.DataFrame) -> dict[str, str]:
+    """Panel titles that say what the numbers are made of (a stand-in says so)."""
+    from alkit.experiment import DATASETS
+
+    titles = {}
+    for ds, group in frame.groupby("dataset"):
+        title = DATASETS[ds].title if ds in DATASETS else ds
+        sources = sorted(set(group["data_source"].astype(str))) if "data_source" in group else []
+        titles[ds] = f"{title}\n[{'; '.join(sources)}]" if sources else title
+    return titles
+
+
+def figure_note(frame: pd.DataFrame) -> str:
+    """Small print for a figure: seeds, intervals, caveats, and a loud line for synthetic data."""
+    from alkit.experiment import DATASETS
+
+    lines = []
+    sources = " ".join(set(frame["data_source"].astype(str))) if "data_source" in frame else ""
+    if "synthetic" in sources.lower() or "SYNTHETIC" in sources:
+        lines.append("SYNTHETIC DATA: these panels are not measurements on the paper's data sets.")
+    seeds = frame.groupby("dataset")["seed"].nunique()
+    lines.append("Mean over seeds with 95 % t-interval (" + ", ".join(f"{d}: {n} seeds" for d, n in seeds.items())
+                 + "); differences are paired by seed.")
+    for ds in frame["dataset"].unique():
+        if ds in DATASETS and DATASETS[ds].caveat and "synthetic" not in sources.lower():
+            lines.append(f"{DATASETS[ds].title}: {DATASETS[ds].caveat}.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-seed numbers
+# --------------------------------------------------------------------------------------------
+
+def per_seed_auc(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+    """One row per (dataset, strategy, seed): area under ``metric`` against labelled points."""
+    rows = []
+    for (ds, strategy, seed), run in frame.groupby(["dataset", "strategy", "seed"], sort=True):
+        run = run.sort_values("n_labeled")
+        rows.append({"dataset": ds, "strategy": strategy, "seed": int(seed),
+                     "oracle": bool(run["oracle"].astype(bool).any()),
+                     "auc": area_under_curve(run["n_labeled"].to_numpy(), run[metric].to_numpy()),
+                     "final": float(run[metric].iloc[-1]), "rounds": int(run["round"].max())})
+    return pd.DataFrame(rows)
+
+
+def _paired(per_seed: pd.DataFrame, column: str, baseline: str) -> pd.DataFrame:
+    """``column`` minus the baseline's for the same (dataset, seed)."""
+    base = per_seed[per_seed["strategy"] == baseline].set_index(["dataset", "seed"])[column]
+    out = per_seed.copy()
+    out[f"{column}_diff"] = out[column].to_numpy() - base.reindex(
+        pd.MultiIndex.from_frame(out[["dataset", "seed"]])).to_numpy()
+    return out
+
+
+def outcome(low: float, high: float) -> str:
+    """'win' if the interval lies above 0, 'loss' if below, else 'tie'."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "tie"
+    return "win" if low > 0 else "loss" if high < 0 else "tie"
+
+
+def summary_table(frame: pd.DataFrame, metric: str = "top1", baseline: str = "random") -> pd.DataFrame:
+    """Per data set × strategy: AUC, paired difference from ``baseline`` (mean, 95 % interval, seeds
+    won), final accuracy, final balance of the labelled set and mean balance of the batches."""
+    if frame.empty:
+        raise ValueError("frame: no rows to summarise")
+    per_seed = _paired(_paired(per_seed_auc(frame, metric), "auc", baseline), "final", baseline)
+    last = frame.loc[frame.groupby(["dataset", "strategy", "seed"])["round"].idxmax()]
+    queried = frame[frame["round"] > 0]
+    rows = []
+    for (ds, strategy), group in per_seed.groupby(["dataset", "strategy"], sort=False):
+        diff = group["auc_diff"].to_numpy()
+        interval = mean_interval(diff)
+        final_rows = last[(last["dataset"] == ds) & (last["strategy"] == strategy)]
+        batches = queried[(queried["dataset"] == ds) & (queried["strategy"] == strategy)]
+        is_base = strategy == baseline
+        rows.append({
+            "dataset": ds, "strategy": strategy, "oracle": bool(group["oracle"].any()), "seeds": int(len(group)),
+            "final_labels": int(final_rows["n_labeled"].max()),
+            f"auc_{metric}": float(group["auc"].mean()),
+            "auc_diff": np.nan if is_base else float(interval["mean"]),
+            "auc_diff_low": np.nan if is_base else float(interval["low"]),
+            "auc_diff_high": np.nan if is_base else float(interval["high"]),
+            "wins": np.nan if is_base else int((diff > 0).sum()),
+            "outcome": "baseline" if is_base else ("oracle" if group["oracle"].any() else
+                                                    f"n/a ({len(group)} seed)" if len(group) < 2 else
+                                                    outcome(interval["low"], interval["high"])),
+            f"final_{metric}": float(group["final"].mean()),
+            "final_diff": np.nan if is_base else float(group["final_diff"].mean()),
+            "final_balanced_accuracy": float(final_rows["balanced_accuracy"].mean()),
+            "final_labeled_entropy": float(final_rows["labeled_normalized_entropy"].mean()),
+            "final_labeled_gini": float(final_rows["labeled_gini"].mean()),
+            "final_classes_without_label": float(final_rows["labeled_classes_without_label"].mean()),
+            "mean_batch_entropy": float(batches["batch_normalized_entropy"].mean()) if len(batches) else np.nan,
+            "mean_batch_distinct_classes": float(batches["batch_distinct_classes"].mean()) if len(batches) else np.nan,
+        })
+    table = pd.DataFrame(rows)
+    table["wins"] = table["wins"].astype("Int64")  # a count, blank for the baseline
+    from alkit.plots import _ordered
+
+    order = {s: i for i, s in enumerate(_ordered(table["strategy"].unique()))}
+    return table.sort_values(["dataset", "strategy"], key=lambda col: col.map(order) if col.name == "strategy"
+                             else col).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Verdicts
+# --------------------------------------------------------------------------------------------
+
+def _popular(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The popular strategies judged on ``dataset``: those with at least MIN_SEEDS seeds."""
+    sub = table[(table["dataset"] == dataset) & table["strategy"].isin(POPULAR_STRATEGIES) & ~table["oracle"]
+                & (table["seeds"] >= MIN_SEEDS)]
+    return sub.set_index("strategy")
+
+
+def _balance_gap(table: pd.DataFrame, dataset: str) -> float:
+    """Random's final labelled-set entropy minus the popular strategies' mean (> 0: less balanced)."""
+    sub = table[table["dataset"] == dataset].set_index("strategy")
+    popular = _popular(table, dataset)
+    if "random" not in sub.index or popular.empty:
+        return float("nan")
+    return float(sub.loc["random", "final_labeled_entropy"] - popular["final_labeled_entropy"].mean())
+
+
+def claim_verdicts(table: pd.DataFrame, toy: str = TOY_DATASET, many: str = MANY_CLASS_DATASET,
+                   judged: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per claim of the paper: verdict and the numbers behind it (rule: module docstring)."""
+    judged = list(judged or [d for d in (toy, many) if d in set(table["dataset"])])
+    missing = [d for d in (toy, many) if d not in set(table["dataset"])]
+    rows = []
+    # The baseline needs MIN_SEEDS seeds; a strategy with fewer is left out of the judgement (listed).
+    few = {}
+    for ds in judged:
+        sub = table[table["dataset"] == ds].set_index("strategy")
+        if "random" not in sub.index or sub.loc["random", "seeds"] < MIN_SEEDS:
+            few[ds] = int(sub.loc["random", "seeds"]) if "random" in sub.index else 0
+    unjudged = table[table["dataset"].isin(judged) & (table["seeds"] < MIN_SEEDS)]
+
+    # Claim 1 -------------------------------------------------------------------------------
+    if missing:
+        rows.append({"claim": 1, "verdict": "inconclusive", "evidence": f"no results for {', '.join(missing)}"})
+    else:
+        toy_pop, many_pop = _popular(table, toy), _popular(table, many)
+        transfer_fails = sorted(s for s in toy_pop.index
+                                if toy_pop.loc[s, "outcome"] == "win" and many_pop.get("outcome", {}).get(s) != "win")
+        gap_toy, gap_many = _balance_gap(table, toy), _balance_gap(table, many)
+        imbalance = bool(np.isfinite(gap_toy) and np.isfinite(gap_many) and gap_many > gap_toy)
+        n_true = int(bool(transfer_fails)) + int(imbalance)
+        verdict = {2: "supported", 1: "inconclusive", 0: "not supported"}[n_true]
+        rows.append({"claim": 1, "verdict": verdict, "evidence": (
+            f"(i) win on {toy} but not on {many}: {', '.join(transfer_fails) or 'none'}; "
+            f"(ii) labelled-set entropy below random's: {gap_toy:+.4f} on {toy} vs {gap_many:+.4f} on {many} "
+            f"({'larger' if imbalance else 'not larger'} on the many-class set)")})
+
+    # Claim 2 -------------------------------------------------------------------------------
+    counts = {}
+    for ds in judged:
+        pop = _popular(table, ds)
+        counts[ds] = (int((pop["outcome"] == "win").sum()), int(len(pop)),
+                      sorted(pop.index[pop["outcome"] == "win"]))
+    if not counts:
+        verdict = "inconclusive"
+    elif all(k == 0 for k, _, _ in counts.values()):
+        verdict = "supported"
+    elif all(m and k >= m / 2 for k, m, _ in counts.values()):
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
+    rows.append({"claim": 2, "verdict": verdict, "evidence": "; ".join(
+        f"{ds}: {k}/{m} popular strategies win" + (f" ({', '.join(w)})" if w else "")
+        for ds, (k, m, w) in counts.items()) or "no judged data set"})
+
+    # Claim 3 -------------------------------------------------------------------------------
+    parts, wins_all, balanced_all, not_better = [], True, True, False
+    for ds in judged:
+        sub = table[table["dataset"] == ds].set_index("strategy")
+        if "base" not in sub.index:
+            parts.append(f"{ds}: BASE not run")
+            wins_all = balanced_all = False
+            continue
+        base = sub.loc["base"]
+        if base["seeds"] < MIN_SEEDS:
+            parts.append(f"{ds}: BASE has {int(base['seeds'])} seeds (< {MIN_SEEDS})")
+            wins_all = balanced_all = False
+            continue
+        median_pop = float(_popular(table, ds)["mean_batch_entropy"].median())
+        balanced = bool(base["mean_batch_entropy"] >= median_pop)
+        wins_all &= base["outcome"] == "win"
+        balanced_all &= balanced
+        not_better |= bool(base["auc_diff"] <= 0)
+        parts.append(f"{ds}: AUC diff {base['auc_diff']:+.4f} [{base['auc_diff_low']:+.4f}, {base['auc_diff_high']:+.4f}] "
+                     f"({base['outcome']}, {int(base['wins'])}/{int(base['seeds'])} seeds), batch entropy "
+                     f"{base['mean_batch_entropy']:.3f} vs popular median {median_pop:.3f}")
+    if not judged:
+        verdict = "inconclusive"
+    elif not_better:
+        verdict = "not supported"
+    elif wins_all and balanced_all:
+        verdict = "supported"
+    else:
+        verdict = "inconclusive"
+    rows.append({"claim": 3, "verdict": verdict, "evidence": "; ".join(parts) or "no judged data set"})
+
+    claims = {1: "Results on a toy data set (CIFAR-10) do not carry over to many classes, because active "
+                 "learners pick class-imbalanced batches there",
+              2: "Popular AL strategies fail to beat random sampling",
+              3: "BASE beats random sampling consistently, with more class-balanced batches"}
+    out = pd.DataFrame(rows)
+    if few:
+        out["evidence"] = (f"random has fewer than {MIN_SEEDS} seeds ({', '.join(f'{d}: {n}' for d, n in few.items())}): "
+                           + out["verdict"] + " by the rule, reported as inconclusive; " + out["evidence"])
+        out["verdict"] = "inconclusive"
+    if len(unjudged):
+        out["evidence"] += ("; not judged (fewer than %d seeds): " % MIN_SEEDS
+                            + ", ".join(f"{r.strategy} on {r.dataset} ({r.seeds})" for r in unjudged.itertuples()))
+    out.insert(1, "statement", out["claim"].map(claims))
+    out["judged_on"] = ", ".join(judged)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tables on disk
+# --------------------------------------------------------------------------------------------
+
+def _fmt(value) -> str:
+    if value is pd.NA:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else ""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return "" if np.isnan(value) else str(value)
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def write_table(table: pd.DataFrame, stem: str | Path, title: str | None = None) -> list[Path]:
+    """``stem.csv`` and ``stem.md`` (atomic)."""
+    stem = Path(stem)
+    csv = atomic_write(stem.with_suffix(".csv"), lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+    text = (f"## {title}\n\n" if title else "") + to_markdown(table)
+    md = atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(text))
+    return [csv, md]
+
+
+def compact_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns people read first, with readable names (for the README)."""
+    cols = {"dataset": "data set", "strategy": "strategy", "seeds": "seeds", "auc_top1": "AUC top-1",
+            "auc_diff": "Δ AUC vs random", "auc_diff_low": "95 % low", "auc_diff_high": "95 % high",
+            "wins": "seeds won", "outcome": "outcome", "final_top1": "final top-1",
+            "final_labeled_entropy": "final labelled entropy", "mean_batch_entropy": "mean batch entropy"}
+    sub = table[[c for c in cols if c in table]].rename(columns=cols)
+    sub["strategy"] = [f"{s} (oracle)" if o else s for s, o in zip(table["strategy"], table["oracle"])]
+    return sub
+
+
+def runs_inventory(frame: pd.DataFrame) -> pd.DataFrame:
+    """Which (dataset, strategy) have how many finished seeds: what the figures rest on."""
+    return (frame.groupby(["dataset", "strategy"])["seed"].agg(lambda s: ",".join(map(str, sorted(set(s)))))
+            .rename("seeds").reset_index())

@@ -1,0 +1,264 @@
+"""Run the companion notebooks and sweeps: what ``make reproduce-figures`` / ``reproduce-results`` call.
+
+``python -m alkit.reproduce figures``          every figure and table from results/ (offline, no experiment)
+``python -m alkit.reproduce results --scale smoke``  every notebook end to end on tiny data (CI)
+``python -m alkit.reproduce results --scale cpu``    the offline sweeps into results/runs/cpu, then figures
+``python -m alkit.reproduce results --scale paper``  the authors' schedule (GPU, your ImageNet + checkpoints)
+``python -m alkit.reproduce sync`` / ``check``        write / compare the .ipynb twins of notebooks/*.py
+
+Notebooks are executed with papermill; executed copies go to ``notebooks/executed/`` (ignored by
+git), never over the source notebooks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+EXECUTED_DIR = NOTEBOOK_DIR / "executed"
+#: One notebook per artefact of the paper, in the order they are run.
+NOTEBOOKS = ("a_toy_vs_many_class", "b_class_imbalance", "c_long_tailed_cifar10", "d_imagenet_linear_eval",
+             "e_summary", "f_playground")
+#: Rendered from committed results by ``make reproduce-figures`` (the playground computes, so not it).
+FIGURE_NOTEBOOKS = NOTEBOOKS[:5]
+#: Data sets of each scale's sweep, in priority order (what runs first when time is short).
+SWEEP_DATASETS = {"smoke": ("cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-synthetic"),
+                  "cpu": ("cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-synthetic"),
+                  "paper": ("imagenet",)}
+COMMITTED_RUNS = "results/runs/cpu"
+#: The cpu sweep in priority order, so that a sweep cut short holds the most useful runs: the
+#: strategies with one chunked pass per round (and the baselines) on the toy and the many-class
+#: data, then on the long tail (about a minute per run each); then the paper's subsampled
+#: diversity methods and the clustering hybrids (4-10 minutes per CIFAR-10 run on 2 cores); then
+#: the full-pool diversity methods (minutes per round); the synthetic ImageNet-shaped pool.
+#: Every phase runs seed by seed and skips finished runs.
+CPU_TIER1 = ("random", "balanced_random", "confidence", "margin", "entropy", "mase", "base")
+CPU_TIER2 = ("partitioned_coreset", "partitioned_badge", "margin_clustering", "typiclust", "probcover")
+CPU_TIER3 = ("coreset", "badge", "balancing")
+#: On Tiny-ImageNet a run costs minutes (200-class probe on up to 22 k points): the strategies the
+#: claims turn on (random, BASE, margin, confidence) get all their seeds before the others.
+TINY_FIRST = ("random", "base", "margin", "confidence")
+CPU_PHASES = (
+    ("cifar10", CPU_TIER1),
+    ("tiny-imagenet", TINY_FIRST), ("tiny-imagenet", tuple(s for s in CPU_TIER1 if s not in TINY_FIRST)),
+    ("cifar10-lt", CPU_TIER1),
+    ("cifar10", CPU_TIER2), ("tiny-imagenet", CPU_TIER2),
+    ("cifar10", CPU_TIER3), ("tiny-imagenet", CPU_TIER3),
+    ("cifar10-lt", CPU_TIER2 + CPU_TIER3),
+    ("imagenet-synthetic", None),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# .py <-> .ipynb pairs
+# --------------------------------------------------------------------------------------------
+
+def notebook_sources(names=NOTEBOOKS) -> list[Path]:
+    return [NOTEBOOK_DIR / f"{name}.py" for name in names]
+
+
+def _cells(notebook) -> list[tuple[str, str, tuple]]:
+    return [(c.cell_type, c.source.strip(), tuple(sorted(c.metadata.get("tags", [])))) for c in notebook.cells]
+
+
+def pair_mismatches(names=NOTEBOOKS) -> list[str]:
+    """Where a ``.py`` and its ``.ipynb`` disagree (cell types, sources, tags), or an ``.ipynb``
+    carries outputs or lacks the kernelspec papermill needs.  Empty when all pairs agree."""
+    import jupytext
+    import nbformat
+
+    problems = []
+    for py in notebook_sources(names):
+        ipynb = py.with_suffix(".ipynb")
+        if not ipynb.exists():
+            problems.append(f"{ipynb.name}: missing (run `python -m alkit.reproduce sync`)")
+            continue
+        from_py = jupytext.read(py)
+        stored = nbformat.read(ipynb, as_version=4)
+        if _cells(from_py) != _cells(stored):
+            problems.append(f"{ipynb.name}: cells differ from {py.name} (run `python -m alkit.reproduce sync`)")
+        if any(c.get("outputs") or c.get("execution_count") for c in stored.cells if c.cell_type == "code"):
+            problems.append(f"{ipynb.name}: holds outputs; commit notebooks without outputs")
+        if stored.metadata.get("kernelspec", {}).get("name") != "python3":
+            problems.append(f"{ipynb.name}: kernelspec python3 missing (papermill needs it)")
+        if not any("parameters" in c.metadata.get("tags", []) for c in stored.cells):
+            problems.append(f"{ipynb.name}: no cell tagged 'parameters'")
+    return problems
+
+
+def sync_pairs(names=NOTEBOOKS) -> list[Path]:
+    """Write each ``.ipynb`` from its ``.py`` (the reviewed source), without outputs."""
+    import jupytext
+
+    written = []
+    for py in notebook_sources(names):
+        notebook = jupytext.read(py)
+        jupytext.write(notebook, py.with_suffix(".ipynb"))
+        written.append(py.with_suffix(".ipynb"))
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Executing notebooks
+# --------------------------------------------------------------------------------------------
+
+def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> Path:
+    """Run ``notebooks/<name>.ipynb`` with papermill in the repository root; the executed copy goes
+    to ``out_dir`` (never over the source)."""
+    import papermill
+
+    source = NOTEBOOK_DIR / f"{name}.ipynb"
+    if not source.exists():
+        raise ValueError(f"notebook {source} is missing: run `python -m alkit.reproduce sync`")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.ipynb"
+    started = time.perf_counter()
+    papermill.execute_notebook(str(source), str(target), parameters=parameters, cwd=str(REPO), kernel_name="python3",
+                               progress_bar=False, execution_timeout=timeout)
+    shown = target.relative_to(REPO) if target.is_relative_to(REPO) else target
+    print(f"  {name}: {time.perf_counter() - started:.1f} s -> {shown}", flush=True)
+    return target
+
+
+def _parameters(name: str, scale: str, results: str, figures: str, tables: str, run_missing: bool,
+                source: str) -> dict:
+    params = {"SCALE": scale, "RESULTS_DIR": results, "FIGURES_DIR": figures, "RUN_MISSING": run_missing,
+              "SOURCE": source}
+    if name == "e_summary":
+        params["TABLES_DIR"] = tables
+    if name == "f_playground":  # the playground computes its own small runs and keeps them out of results/
+        params = {"SCALE": "smoke", "SOURCE": source, "FIGURES_DIR": str(Path(figures).parent / "playground")}
+    return params
+
+
+def reproduce_figures(results: str = COMMITTED_RUNS, figures: str = "results/figures",
+                      tables: str = "results/tables", out_dir: Path = EXECUTED_DIR / "figures") -> None:
+    """Every figure and table from the finished runs under ``results`` — nothing is recomputed.
+    A notebook whose data set has no finished runs yet is skipped with a message."""
+    from alkit.experiment import finished_runs
+
+    needs = {"a_toy_vs_many_class": ("cifar10", "tiny-imagenet"), "b_class_imbalance": ("cifar10", "tiny-imagenet"),
+             "c_long_tailed_cifar10": ("cifar10-lt",), "d_imagenet_linear_eval": ("imagenet-synthetic",),
+             "e_summary": ()}
+    for name in FIGURE_NOTEBOOKS:
+        missing = [d for d in needs[name] if not finished_runs(REPO / results, d)]
+        if missing:
+            print(f"  {name}: skipped, no finished runs of {', '.join(missing)} under {results}", flush=True)
+            continue
+        execute(name, _parameters(name, "cpu", results, figures, tables, False, "auto"), out_dir)
+
+
+def run_smoke(base: str | Path = "notebooks/executed/smoke", source: str = "auto", data_root: str | None = None,
+              names=NOTEBOOKS) -> list[Path]:
+    """Every notebook end to end at smoke scale; runs, figures, tables and executed copies all go
+    under ``base`` (never into results/)."""
+    base = Path(base)
+    executed = []
+    for name in names:
+        params = _parameters(name, "smoke", str(base / "runs"), str(base / "figures"), str(base / "tables"), True,
+                             source)
+        if data_root:
+            params["DATA_ROOT"] = data_root
+        executed.append(execute(name, params, base if base.is_absolute() else REPO / base))
+    return executed
+
+
+def run_phases(phases, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
+               extract: bool = True, wait_seconds: float = 0.0) -> None:
+    """Run ``(dataset, strategies)`` phases in order.  With ``extract=False`` a phase whose features
+    are not cached yet is put off (and retried first once they are) instead of extracting them,
+    for up to ``wait_seconds`` of waiting — so a sweep can start while features are extracted."""
+    from alkit import experiment
+
+    # One run at a time (seed-major inside a phase), so that priorities are checked again after every
+    # run: a data set whose features arrive mid-sweep starts after the current run, not a whole phase.
+    pending = []
+    for dataset, strategies in phases:
+        config = experiment.sweep_config(dataset, scale, strategies=strategies)
+        pending += [(dataset, (strategy,), seed) for seed in config.seeds for strategy in config.strategy_list()]
+    waited = 0.0
+    loaded, checked = {}, {}   # data per data set; when a data set's missing features were last looked for
+    while pending:
+        progressed = False
+        for phase in list(pending):
+            dataset, strategies, seed = phase
+            started = time.perf_counter()
+            if dataset not in loaded:  # load once per data set, and look for missing features once a minute
+                if started - checked.get(dataset, -1e9) < 60:
+                    continue
+                checked[dataset] = started
+                try:
+                    loaded[dataset] = experiment.load_study_data(dataset, scale, source=source, data_root=data_root,
+                                                                 extract=extract)
+                except experiment.FeaturesNotCached as exc:
+                    print(f"[{dataset}] put off: {exc}", flush=True)
+                    continue
+            frame = experiment.run_configured_sweep(dataset, scale, out, data=loaded[dataset], strategies=list(strategies),
+                                                    seeds=[seed], progress=False)
+            pending.remove(phase)
+            progressed = True
+            print(f"[{dataset}] {strategies[0]} seed {seed}: {time.perf_counter() - started:.0f} s "
+                  f"(top-1 at the end {frame['top1'].iloc[-1]:.4f}) -> {out}/{dataset}", flush=True)
+            break  # back to the first pending phase: priorities hold as features arrive
+        if pending and not progressed:
+            if waited >= wait_seconds:
+                raise SystemExit(f"gave up waiting for features: {', '.join(sorted({p[0] for p in pending}))}")
+            time.sleep(15)
+            waited += 15
+
+
+def reproduce_results(scale: str, source: str = "auto", data_root: str | None = None, extract: bool = True,
+                      wait_seconds: float = 0.0) -> None:
+    """``smoke``: every notebook end to end on tiny data into notebooks/executed/smoke/.
+    ``cpu`` / ``paper``: the sweeps (resumable, in priority order), then the figures."""
+    if scale == "smoke":
+        run_smoke(source=source, data_root=data_root)
+        return
+    out = COMMITTED_RUNS if scale == "cpu" else f"results/runs/{scale}"
+    phases = CPU_PHASES if scale == "cpu" else [(d, None) for d in SWEEP_DATASETS[scale]]
+    run_phases(phases, scale, out, source=source, data_root=data_root, extract=extract, wait_seconds=wait_seconds)
+    if scale == "cpu":
+        reproduce_figures(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m alkit.reproduce", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    fig = sub.add_parser("figures", help="render figures/tables from committed results (offline)")
+    fig.add_argument("--results", default=COMMITTED_RUNS)
+    res = sub.add_parser("results", help="run a scale end to end")
+    res.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="smoke")
+    res.add_argument("--source", choices=("auto", "features", "synthetic"), default="auto")
+    res.add_argument("--data-root", default=None)
+    res.add_argument("--no-extract", action="store_true",
+                     help="never extract features: put off a data set until its features are cached")
+    res.add_argument("--wait-minutes", type=float, default=0.0,
+                     help="with --no-extract: how long to wait for features before giving up")
+    sub.add_parser("sync", help="write notebooks/*.ipynb from notebooks/*.py")
+    sub.add_parser("check", help="check that each .py/.ipynb pair agrees")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    started = time.perf_counter()
+    if args.command == "sync":
+        for path in sync_pairs():
+            print("wrote", path.relative_to(REPO))
+    elif args.command == "check":
+        problems = pair_mismatches()
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1 if problems else 0
+    elif args.command == "figures":
+        reproduce_figures(args.results)
+    else:
+        reproduce_results(args.scale, args.source, args.data_root, extract=not args.no_extract,
+                          wait_seconds=60 * args.wait_minutes)
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

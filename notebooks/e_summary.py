@@ -1,0 +1,82 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # (e) Summary: every data set × strategy, and a verdict per claim of the paper
+#
+# Per data set and strategy: the area under the top-1 curve against labelled points (an average
+# accuracy over the budget range), its difference from random paired by seed with the 95 %
+# interval and the number of seeds won, the final accuracy, and the final class balance of the
+# labelled set and the mean balance of the batches. Then one verdict per claim, computed from
+# those numbers by the rule printed below (the same rule is in `alkit/report.py` and
+# `docs/results.md`).
+
+# %% tags=["parameters"]
+SCALE = "cpu"
+DATASETS = ["cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-synthetic"]  # those with results are used
+TOY_DATASET = "cifar10"                # claim 1 compares the toy data set ...
+MANY_CLASS_DATASET = "tiny-imagenet"   # ... with the many-class one; claims 2-3 are judged on both
+BACKBONE = "efficientnet_lite0"
+STRATEGIES = None
+SEEDS = None
+ROUNDS = None
+INITIAL_SIZE = None
+ROUND_BUDGET = None
+RESULTS_DIR = "results/runs/cpu"
+FIGURES_DIR = "results/figures"
+TABLES_DIR = "results/tables"
+RUN_MISSING = False
+SOURCE = "auto"
+DATA_ROOT = None
+
+# %%
+import pandas as pd
+
+from alkit import experiment, plots, report
+
+available = [d for d in DATASETS
+             if RUN_MISSING or experiment.finished_runs(report.resolve_path(RESULTS_DIR), d)]
+rows = experiment.results_for(
+    available, SCALE, report.resolve_path(RESULTS_DIR), run_missing=RUN_MISSING, source=SOURCE,
+    data_root=DATA_ROOT, backbone=BACKBONE, strategies=STRATEGIES, seeds=SEEDS, rounds=ROUNDS,
+    initial_size=INITIAL_SIZE, round_budget=ROUND_BUDGET)
+figures, tables = report.resolve_path(FIGURES_DIR), report.resolve_path(TABLES_DIR)
+summary = report.summary_table(rows)
+report.write_table(summary, tables / "summary", "Per data set × strategy (full)")
+report.write_table(report.compact_summary(summary), tables / "summary_compact", "Per data set × strategy")
+report.write_table(report.runs_inventory(rows), tables / "runs_inventory", "Finished runs behind every number")
+pd.set_option("display.max_colwidth", 200)
+report.compact_summary(summary)
+
+# %% [markdown]
+# ## Difference from random: area under the top-1 curve, paired by seed
+
+# %%
+fig = plots.by_dataset(summary[summary["strategy"] != "random"],
+                       lambda sub, ax, t: plots.plot_bars(sub, "auc_diff", ax, "auc_diff_low", "auc_diff_high", title=t,
+                                                          xlabel="Δ area under top-1 curve vs random"),
+                       available, report.dataset_titles(rows), width=4.6, height=5.0, legend=False)
+plots.stamp(fig, report.figure_note(rows))
+plots.save_figure(fig, figures / "e_auc_difference")
+
+# %% [markdown]
+# ## Verdicts
+# The rule, exactly as applied:
+
+# %%
+print(report.VERDICT_RULE)
+
+# %%
+verdicts = report.claim_verdicts(summary, toy=TOY_DATASET, many=MANY_CLASS_DATASET)
+report.write_table(verdicts, tables / "claims", "Claims of the paper: verdicts from the measured numbers")
+verdicts

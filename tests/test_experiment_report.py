@@ -1,0 +1,163 @@
+"""Sweeps as data (one file per run, atomic, resumable) and the summary / verdict rules."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alkit import experiment, report
+from alkit.probe import ProbeConfig
+from alkit.stats import area_under_curve, mean_interval
+from alkit.synthetic import gaussian_mixture
+
+FAST = ProbeConfig(max_epochs=5, batch_size=128)
+
+
+def _sweep(out, strategies=("random", "margin"), seeds=(0, 1), rounds=2):
+    data = gaussian_mixture(4, 40, 8, separation=3.0, n_test_per_class=10, seed=3)
+    return experiment.run_sweep(data.train_features, data.train_labels, data.test_features, data.test_labels,
+                                4, list(strategies), list(seeds), initial_size=8, round_budget=8, rounds=rounds,
+                                val_per_class=2, probe=FAST, out_dir=out, dataset="toy", progress=False)
+
+
+def test_sweep_writes_one_result_per_run_with_provenance(tmp_path):
+    frame = _sweep(tmp_path)
+    stems = experiment.finished_runs(tmp_path)
+    assert sorted(s.name for s in stems) == ["margin__seed0", "margin__seed1", "random__seed0", "random__seed1"]
+    meta = json.loads(stems[0].with_suffix(".json").read_text())
+    assert {"git_commit", "python", "torch", "time_utc", "wall_seconds", "command"} <= set(meta["provenance"])
+    assert meta["run_key"]["strategy"] == stems[0].name.split("__")[0]
+    assert not list(tmp_path.glob(".*.tmp"))
+    with np.load(stems[0].with_suffix(".npz")) as arrays:
+        assert {"picks_round0", "picks_round1", "picks_round2", "label_counts", "per_class_accuracy"} <= set(arrays.files)
+    assert len(frame) == 4 * 3 and set(frame["dataset"]) == {"toy"}
+    # runs go seed by seed, so a sweep cut short holds complete pairs
+    assert list(frame.drop_duplicates(["strategy", "seed"])["seed"]) == [0, 0, 1, 1]
+
+
+def test_sweep_resumes_without_recomputing_and_reruns_changed_settings(tmp_path, monkeypatch):
+    first = _sweep(tmp_path)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished run was recomputed")
+
+    monkeypatch.setattr(experiment, "run_active_learning", boom)
+    again = _sweep(tmp_path)
+    cols = [c for c in first.columns if not c.endswith("_seconds")]
+    pd.testing.assert_frame_equal(first[cols], again[cols], check_dtype=False)
+    with pytest.raises(AssertionError, match="recomputed"):
+        _sweep(tmp_path, rounds=3)  # another schedule must not reuse the old runs
+
+
+def test_interrupted_run_leaves_no_result(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = experiment.run_active_learning
+
+    def fail_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "run_active_learning", fail_second)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path)
+    assert [s.name for s in experiment.finished_runs(tmp_path)] == ["random__seed0"]
+
+
+def test_configuration_errors_name_the_argument():
+    with pytest.raises(ValueError, match="scale"):
+        experiment.sweep_config("cifar10", "huge")
+    with pytest.raises(ValueError, match="dataset"):
+        experiment.sweep_config("mnist", "cpu")
+    with pytest.raises(ValueError, match="unknown sweep setting"):
+        experiment.sweep_config("cifar10", "cpu", budget=3)
+    with pytest.raises(ValueError, match="source"):
+        experiment.load_study_data("cifar10", "smoke", source="web")
+    assert experiment.sweep_config("cifar10", "cpu", seeds=[7]).seeds == (7,)
+
+
+def test_cpu_scale_matches_the_issue():
+    cifar, tiny = experiment.sweep_config("cifar10", "cpu"), experiment.sweep_config("tiny-imagenet", "cpu")
+    assert (cifar.initial_size, cifar.round_budget) == (1000, 1000) and cifar.rounds >= 10
+    assert (tiny.initial_size, tiny.round_budget, tiny.rounds) == (30 * 200, 10 * 200, 8)
+    assert len(cifar.seeds) >= 5 and len(tiny.seeds) >= 5
+    paper = experiment.sweep_config("imagenet", "paper")
+    assert (paper.initial_size, paper.round_budget, paper.rounds) == (30_000, 10_000, 8)
+
+
+def test_synthetic_standin_says_so():
+    data = experiment.load_study_data("tiny-imagenet", "smoke", source="synthetic")
+    assert data.synthetic and "synthetic" in data.label
+    lt = experiment.load_study_data("cifar10-lt", "smoke", source="synthetic")
+    counts = np.bincount(lt.train_labels)
+    assert counts[0] == 10 * counts[-1]  # ρ = 0.1
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def _rows(dataset, strategy, seed, top1_by_round, oracle=False, entropy=1.0):
+    return [{"dataset": dataset, "strategy": strategy, "oracle": oracle, "seed": seed, "round": r,
+             "n_labeled": 100 * (r + 1), "top1": acc, "balanced_accuracy": acc,
+             "labeled_normalized_entropy": entropy, "labeled_gini": 0.0, "labeled_classes_without_label": 0,
+             "batch_normalized_entropy": entropy, "batch_distinct_classes": 10}
+            for r, acc in enumerate(top1_by_round)]
+
+
+def test_summary_pairs_by_seed_and_computes_the_area():
+    rows = []
+    for seed, luck in enumerate([0.0, 0.1, -0.1]):  # seed luck shared by both strategies
+        rows += _rows("toy", "random", seed, [0.5 + luck, 0.6 + luck, 0.7 + luck])
+        rows += _rows("toy", "margin", seed, [0.5 + luck, 0.62 + luck, 0.72 + luck])
+    table = report.summary_table(pd.DataFrame(rows)).set_index("strategy")
+    # AUC of (0.5, 0.62, 0.72) over x = 100..300 (trapezoid / range) minus random's
+    assert table.loc["margin", "auc_diff"] == pytest.approx((0.02 / 2 + (0.02 + 0.02) / 2) / 2)
+    assert table.loc["margin", "auc_diff_low"] == pytest.approx(table.loc["margin", "auc_diff"])  # no spread
+    assert table.loc["margin", "outcome"] == "win" and table.loc["margin", "wins"] == 3
+    assert table.loc["random", "outcome"] == "baseline"
+    assert area_under_curve([0, 1, 2], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
+    assert mean_interval(np.array([1.0, 2.0, 3.0]))["mean"] == 2.0
+
+
+def _summary(outcomes: dict[str, dict[str, str]], base_diff=None, entropies=None) -> pd.DataFrame:
+    rows = []
+    for ds, per_strategy in outcomes.items():
+        rows.append({"dataset": ds, "strategy": "random", "oracle": False, "seeds": 5, "auc_diff": np.nan,
+                     "auc_diff_low": np.nan, "auc_diff_high": np.nan, "wins": pd.NA, "outcome": "baseline",
+                     "final_labeled_entropy": 1.0, "mean_batch_entropy": 1.0})
+        for s, out in per_strategy.items():
+            d = {"win": 0.01, "tie": 0.0, "loss": -0.01}[out] if s != "base" or base_diff is None else base_diff[ds]
+            rows.append({"dataset": ds, "strategy": s, "oracle": False, "seeds": 5, "auc_diff": d,
+                         "auc_diff_low": d - 0.005, "auc_diff_high": d + 0.005, "wins": 5 if d > 0 else 0,
+                         "outcome": out, "final_labeled_entropy": (entropies or {}).get((ds, s), 0.99),
+                         "mean_batch_entropy": 0.995 if s == "base" else 0.98})
+    return pd.DataFrame(rows)
+
+
+def test_verdict_rules():
+    table = _summary({"cifar10": {"margin": "win", "confidence": "win", "base": "win"},
+                      "tiny-imagenet": {"margin": "tie", "confidence": "loss", "base": "win"}},
+                     entropies={("cifar10", "margin"): 0.999, ("cifar10", "confidence"): 0.999,
+                                ("tiny-imagenet", "margin"): 0.95, ("tiny-imagenet", "confidence"): 0.95})
+    v = report.claim_verdicts(table).set_index("claim")["verdict"]
+    assert v[1] == "supported"          # wins on the toy set do not carry over, and imbalance grows
+    assert v[2] == "inconclusive"       # all popular ones win on CIFAR-10, none on Tiny
+    assert v[3] == "supported"          # BASE wins on both with more balanced batches
+
+    none_win = _summary({"cifar10": {"margin": "tie", "base": "tie"}, "tiny-imagenet": {"margin": "loss", "base": "tie"}},
+                        base_diff={"cifar10": -0.001, "tiny-imagenet": 0.002})
+    v = report.claim_verdicts(none_win).set_index("claim")["verdict"]
+    assert v[2] == "supported" and v[3] == "not supported"
+
+    few = none_win.copy()
+    few.loc[few["strategy"] == "random", "seeds"] = 2
+    assert set(report.claim_verdicts(few)["verdict"]) == {"inconclusive"}
+
+
+def test_markdown_table_has_a_row_per_row():
+    md = report.to_markdown(pd.DataFrame({"a": [1, 2], "b": ["x|y", None]}))
+    lines = md.strip().splitlines()
+    assert len(lines) == 4 and "x\\|y" in lines[2]

@@ -1,0 +1,268 @@
+"""Feature extraction and cache: shapes, reuse, resume bit-identical, stale/partial caches, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from image_fixtures import CIFAR_ARCHIVE, TINY_ARCHIVE, cifar_slice, make_imagefolder, tiny_slice
+
+from alkit import features as fx
+from alkit.backbones import load_backbone
+from alkit.datasets import ImageDataset, LongTailSpec, load_dataset
+from alkit.features import (ExtractionInterrupted, Preprocessing, extract_features, get_features,
+                            load_cached_features)
+from alkit.features_cli import main as features_main
+
+RES = 32  # tiny inputs keep every extraction here well under a second
+COUNTS = {"train": {"ant": 7, "bee": 6, "cat": 5}, "test": {"ant": 2, "bee": 2, "cat": 2}}
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Nothing a test does lands in the user's cache ($ALKIT_CACHE or ~/.cache/alkit)."""
+    monkeypatch.setenv("ALKIT_CACHE", str(tmp_path / "alkit-cache"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny batches are dominated by per-op threading overhead, which on a
+    shared 2-core machine made these tests ~50× slower with two threads (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_imagefolder(tmp_path_factory.mktemp("images") / "data", COUNTS)
+
+
+@pytest.fixture
+def train(folder, tmp_path) -> ImageDataset:
+    return load_dataset("imagefolder", folder, "train", cache_dir=tmp_path / "cache")
+
+
+def _extract(dataset, backbone, cache, **kw):
+    kw = {"resolution": RES, "batch_size": 4, "shard_size": 8, "progress": False, "device": "cpu", **kw}
+    return extract_features(dataset, backbone, cache_dir=cache, **kw)
+
+
+def test_extraction_writes_float16_memmap_labels_and_meta(train, backbone, tmp_path):
+    result = _extract(train, backbone, tmp_path / "cache")
+    features, labels, meta = load_cached_features(result.directory)
+    assert isinstance(features, np.memmap) and features.dtype == np.float16 and features.shape == (18, 1280)
+    assert labels.dtype == np.int64 and np.array_equal(labels, train.labels)
+    assert np.array_equal(np.load(result.directory / "indices.npy"), np.arange(18))
+    for key in ("dataset", "split", "backbone", "weights_sha256", "resolution", "versions", "n", "dim",
+                "preprocessing", "extraction", "content_sha256", "class_names"):
+        assert key in meta, key
+    assert meta["resolution"] == RES and meta["n"] == 18 and meta["dim"] == 1280
+    assert meta["weights_sha256"] == backbone.weights_sha256 and meta["versions"]["torch"]
+    assert meta["class_names"] == ["ant", "bee", "cat"] and meta["extraction"]["sessions"] == 1
+    assert not (result.directory / "partial").exists()
+    # The numbers are those of the backbone on the preprocessed images (up to float16 rounding).
+    prep = result.meta["preprocessing"]
+    pixels = torch.from_numpy(np.stack([Preprocessing(**{**prep, "mean": tuple(prep["mean"]), "std": tuple(prep["std"])})
+                                        .pixels(train.load_image(i)) for i in range(3)]))
+    direct = backbone(Preprocessing(RES, mean=backbone.mean, std=backbone.std).normalize(pixels)).numpy()
+    np.testing.assert_allclose(features[:3].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
+
+
+def test_cache_is_reused_without_recomputing(train, backbone, tmp_path, monkeypatch):
+    first = _extract(train, backbone, tmp_path / "cache")
+    monkeypatch.setattr(fx, "_pixel_batches", lambda *a, **k: pytest.fail("recomputed a cached entry"))
+    again = _extract(train, backbone, tmp_path / "cache")
+    assert again.directory == first.directory
+
+
+def test_interrupted_extraction_resumes_bit_identical(train, backbone, tmp_path):
+    reference = _extract(train, backbone, tmp_path / "uninterrupted")
+    cache = tmp_path / "interrupted"
+    with pytest.raises(ExtractionInterrupted):
+        _extract(train, backbone, cache, stop_after_batches=3)  # 2 batches = shard 0 saved, batch 3 lost
+    entry = fx.cache_entry_dir(cache, train, backbone, fx.default_preprocessing(train, backbone, RES))
+    assert sorted(p.name for p in (entry / "partial").glob("shard_*.npy")) == ["shard_000000.npy"]
+    with pytest.raises(ValueError, match="interrupted"):
+        load_cached_features(entry)  # a partial entry is never used
+    resumed = _extract(train, backbone, cache)
+    assert resumed.meta["extraction"]["sessions"] == 2
+    assert np.array_equal(np.asarray(resumed.features).view(np.uint16),
+                          np.asarray(reference.features).view(np.uint16))
+
+
+def test_crash_inside_a_batch_resumes_bit_identical(train, backbone, tmp_path, monkeypatch):
+    reference = _extract(train, backbone, tmp_path / "uninterrupted")
+    calls = {"n": 0}
+    original = ImageDataset.load_image
+
+    def flaky(self, index):
+        calls["n"] += 1
+        if calls["n"] == 13:  # in the second shard
+            raise OSError("disk hiccup")
+        return original(self, index)
+
+    monkeypatch.setattr(ImageDataset, "load_image", flaky)
+    with pytest.raises(OSError, match="hiccup"):
+        _extract(train, backbone, tmp_path / "crashed")
+    monkeypatch.setattr(ImageDataset, "load_image", original)
+    resumed = _extract(train, backbone, tmp_path / "crashed")
+    assert np.array_equal(np.asarray(resumed.features), np.asarray(reference.features))
+
+
+def test_resume_with_other_settings_starts_over(train, backbone, tmp_path, caplog):
+    with pytest.raises(ExtractionInterrupted):
+        _extract(train, backbone, tmp_path / "cache", stop_after_batches=2)
+    result = _extract(train, backbone, tmp_path / "cache", batch_size=2)
+    assert "other settings" in caplog.text and result.meta["extraction"]["sessions"] == 1
+
+
+def test_damaged_cache_is_rebuilt_not_used(train, backbone, tmp_path, caplog):
+    first = _extract(train, backbone, tmp_path / "cache")
+    np.save(first.directory / "features.npy", np.zeros((3, 4), np.float16))
+    with pytest.raises(ValueError, match="inconsistent"):
+        load_cached_features(first.directory)
+    rebuilt = _extract(train, backbone, tmp_path / "cache")
+    assert rebuilt.features.shape == (18, 1280) and "discarding" in caplog.text
+
+
+def test_key_changes_with_everything_that_changes_the_numbers(folder, train, backbone, tmp_path):
+    prep = fx.default_preprocessing(train, backbone, RES)
+    key = fx.cache_key(train, backbone, prep)
+    assert fx.cache_key(train, backbone, fx.default_preprocessing(train, backbone, RES + 8)) != key
+    test = load_dataset("imagefolder", folder, "test", cache_dir=tmp_path / "cache")
+    assert fx.cache_key(test, backbone, prep) != key
+    limited = load_dataset("imagefolder", folder, "train", limit=6, cache_dir=tmp_path / "cache")
+    assert fx.cache_key(limited, backbone, prep) != key
+    other_weights = load_backbone()
+    other_weights.weights_sha256 = "0" * 64
+    assert fx.cache_key(train, other_weights, prep) != key
+    bilinear = Preprocessing(RES, interpolation="bilinear", mean=backbone.mean, std=backbone.std)
+    assert fx.cache_key(train, backbone, bilinear) != key
+
+
+def test_cached_only_never_extracts(folder, backbone, tmp_path):
+    options = dict(resolution=RES, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    with pytest.raises(fx.FeaturesNotCached, match="python -m alkit features"):
+        get_features("imagefolder", folder, "test", backbone, cached_only=True, **options)
+    made = get_features("imagefolder", folder, "test", backbone, **options)
+    assert get_features("imagefolder", folder, "test", backbone, cached_only=True, **options).directory == made.directory
+
+
+def test_limit_extracts_a_stratified_slice(folder, backbone, tmp_path):
+    result = get_features("imagefolder", folder, "train", backbone, limit=6, resolution=RES,
+                          cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    assert np.bincount(result.labels).tolist() == [2, 2, 2] and result.meta["subset"]["limit"]["n"] == 6
+
+
+def test_long_tailed_features_are_rows_of_the_full_split(folder, backbone, tmp_path):
+    lt = get_features("imagefolder", folder, "train", backbone, lt=LongTailSpec(0.5, seed=1), resolution=RES,
+                      cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    full = get_features("imagefolder", folder, "train", backbone, resolution=RES, cache_dir=tmp_path / "cache",
+                        progress=False, device="cpu")
+    assert np.bincount(lt.labels).tolist() == [5, 3, 2]  # floor(5 · 0.5^(c/2)), n_max = smallest class
+    assert np.array_equal(np.asarray(lt.features), np.asarray(full.features)[lt.indices])
+    assert lt.meta["derived_from"]["key"] == full.meta["key"] and lt.meta["dataset"] == "imagefolder-lt"
+    again = get_features("imagefolder", folder, "train", backbone, lt=LongTailSpec(0.5, seed=1), resolution=RES,
+                         cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    assert again.directory == lt.directory
+
+
+def test_preprocessing_shapes_and_bad_values():
+    from PIL import Image
+
+    wide = Image.new("RGB", (40, 20), (255, 0, 0))
+    assert Preprocessing(16, "stretch").pixels(wide).shape == (16, 16, 3)
+    assert Preprocessing(16, "center_crop").pixels(wide).shape == (16, 16, 3)
+    with pytest.raises(ValueError, match="resolution"):
+        Preprocessing(4)
+    with pytest.raises(ValueError, match="resize"):
+        Preprocessing(16, "squash")
+    with pytest.raises(ValueError, match="device"):
+        fx.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            fx.resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_extracts_and_prints_the_paths(folder, tmp_path, capsys):
+    argv = ["--dataset", "imagefolder", "--root", str(folder), "--split", "test", "--out", str(tmp_path / "c"),
+            "--resolution", str(RES), "--quiet", "--json"]
+    assert features_main(argv) == 0
+    paths = json.loads(capsys.readouterr().out)
+    features = np.load(paths["features"], mmap_mode="r")
+    assert features.shape == (6, 1280) and np.load(paths["labels"]).tolist() == [0, 0, 1, 1, 2, 2]
+    assert json.loads(open(paths["meta"]).read())["split"] == "test"
+    assert features_main(argv[:-1]) == 0  # found in the cache; human-readable lines
+    assert "meta:" in capsys.readouterr().out
+
+
+def test_core_cli_accepts_the_cached_features(folder, tmp_path, capsys):
+    """``python -m alkit select`` reads features.npy / labels.npy as written by the cache."""
+    from alkit.cli import main as alkit_main
+
+    argv = ["--dataset", "imagefolder", "--root", str(folder), "--split", "train", "--out", str(tmp_path / "c"),
+            "--resolution", str(RES), "--quiet", "--json"]
+    assert features_main(argv) == 0
+    paths = json.loads(capsys.readouterr().out)
+    labels = np.load(paths["labels"])
+    partial = np.full_like(labels, -1)
+    partial[[0, 7, 13]] = labels[[0, 7, 13]]  # one labelled image per class
+    np.save(tmp_path / "partial.npy", partial)
+    picks = tmp_path / "picks.npy"
+    assert alkit_main(["select", "--strategy", "margin", "--features", paths["features"], "--labels",
+                       str(tmp_path / "partial.npy"), "--budget", "4", "--seed", "0", "--out", str(picks),
+                       "--probe-epochs", "3"]) == 0
+    chosen = np.load(picks)
+    assert chosen.size == 4 and not np.isin(chosen, [0, 7, 13]).any()
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--dataset", "mnist", "--split", "train"], "--dataset"),
+    (["--dataset", "imagefolder", "--root", "/no/such/dir", "--split", "train"], "root"),
+    (["--dataset", "cifar10", "--root", "/no/such/dir", "--split", "train", "--imbalance-ratio", "0.1"],
+     "--imbalance-ratio"),
+    (["--dataset", "imagefolder", "--root", "/no/such/dir", "--split", "train", "--limit", "0"], "--limit"),
+    (["--dataset", "cifar10-lt", "--root", "/no/such/dir", "--split", "train", "--imbalance-ratio", "2"],
+     "imbalance_ratio"),
+])
+def test_cli_bad_input_exits_2_with_one_line(argv, named, capsys):
+    assert features_main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and named in err[0] and "Traceback" not in err[0]
+
+
+def test_cli_unknown_backbone_and_corrupt_weights(folder, tmp_path, capsys):
+    base = ["--dataset", "imagefolder", "--root", str(folder), "--split", "test", "--out", str(tmp_path / "c")]
+    assert features_main(base + ["--backbone", "nope"]) == 2
+    assert "backbone" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\0" * 100)
+    assert features_main(base + ["--backbone", "simclr_resnet18_cifar", "--weights", str(corrupt)]) == 2
+    assert "corrupt.pth" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the shared archives (skipped when absent)
+
+@pytest.mark.skipif(not CIFAR_ARCHIVE.is_file(), reason="shared CIFAR-10 archive absent")
+def test_shared_cifar10_slice(backbone, tmp_path):
+    test = load_dataset("cifar10", cifar_slice(), "test", limit=200, cache_dir=tmp_path)
+    result = _extract(test, backbone, tmp_path / "cache", batch_size=50, shard_size=100)
+    assert result.features.shape == (200, 1280) and np.bincount(result.labels).tolist() == [20] * 10
+    assert result.meta["class_names"][0] == "airplane"
+
+
+@pytest.mark.skipif(not TINY_ARCHIVE.is_file(), reason="shared Tiny-ImageNet archive absent")
+def test_shared_tiny_imagenet_slice(backbone, tmp_path):
+    test = load_dataset("tiny-imagenet", tiny_slice(), "test", cache_dir=tmp_path)
+    result = _extract(test, backbone, tmp_path / "cache", batch_size=50, shard_size=100)
+    assert result.features.shape == (200, 1280) and result.num_classes == 200
+    assert np.isfinite(np.asarray(result.features, np.float32)).all()
