@@ -360,7 +360,13 @@ def _unpack(archive: Path, destination: Path) -> int:
             return len(members)
     with tarfile.open(archive) as tf:
         members = tf.getmembers()
-        tf.extractall(destination, filter="data")  # "data" filter rejects absolute paths and links out
+        try:
+            tf.extractall(destination, filter="data")  # rejects absolute paths and links leading out
+        except TypeError:  # Python without extraction filters (< 3.10.12 / 3.11.4): check by hand
+            for m in members:
+                if Path(m.name).is_absolute() or ".." in Path(m.name).parts or m.issym() or m.islnk():
+                    raise ValueError(f"archive {archive} holds an unsafe member {m.name!r}") from None
+            tf.extractall(destination)
         return sum(1 for m in members if m.isfile())
 
 

@@ -93,7 +93,8 @@ def markdown(results: list[dict], full: list[dict], info: dict) -> str:
                   "| data set | split | images | px | threads | batch | compute (min) | images/s | sessions |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in full:
-            lines.append(f"| {r['dataset']} | {r['split']} | {r['n']} | {r['resolution']} | {r['threads']} | "
+            threads = r["threads"] if isinstance(r["threads"], int) else "/".join(map(str, r["threads"]))
+            lines.append(f"| {r['dataset']} | {r['split']} | {r['n']} | {r['resolution']} | {threads} | "
                          f"{r['batch_size']} | {r['compute_seconds'] / 60:.1f} | {r['images_per_second']} | "
                          f"{r['sessions']} |")
     return "\n".join(lines) + "\n"
@@ -109,7 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--out", default=str(REPO / "results" / "benchmarks"))
     parser.add_argument("--cache", default=None, help="cache holding full extractions to report")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the Markdown from the existing JSON (no measurement)")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.report_only:
+        saved = json.loads((out / "extract_throughput.json").read_text())
+        write_text(out / "extract_throughput.md", markdown(saved["results"], saved["full_extractions"],
+                                                           saved["provenance"]))
+        return 0
 
     backbone = load_backbone()
     results = []
@@ -129,7 +138,6 @@ def main(argv: list[str] | None = None) -> int:
 
     full = full_extractions(Path(args.cache) if args.cache else default_cache_dir())
     info = provenance(benchmark="extract_throughput", backbone="efficientnet_lite0")
-    out = Path(args.out)
     write_json(out / "extract_throughput.json", {"results": results, "full_extractions": full, "provenance": info})
     write_text(out / "extract_throughput.md", markdown(results, full, info))
     print(f"wrote {out / 'extract_throughput.json'} and .md")
