@@ -219,15 +219,23 @@ def streaming_bandwidth(path: str | Path, chunk_rows: int = 65_536) -> dict:
             total += float(read_rows(feats, idx, buffer).sum())
         seconds = time.perf_counter() - started
         out.append({"seconds": seconds, "gb_per_s": feats.nbytes / seconds / 1e9})
-    raw = []
-    for _ in range(2):  # raw bytes only (no float16 -> float32 conversion)
-        started = time.perf_counter()
-        acc = 0
-        for start in range(0, feats.shape[0], chunk_rows):
-            acc += int(np.asarray(feats[start:start + chunk_rows]).view(np.uint16)[:, ::512].sum())
-        raw.append(time.perf_counter() - started)
     return {"file_bytes": int(feats.nbytes), "passes": out, "convert_sum_gb_per_s": out[-1]["gb_per_s"],
-            "touch_only_seconds": raw[-1]}
+            **ram_bandwidth()}
+
+
+def ram_bandwidth(n_bytes: int = 1 << 30, repeats: int = 3) -> dict:
+    """GB/s of a float32 matrix-vector product over ``n_bytes`` already in RAM (best of
+    ``repeats``): the memory-bandwidth floor of one k-center / k-means++ pick."""
+    import torch
+
+    x = torch.ones(n_bytes // 4 // 2048, 2048)
+    v = torch.ones(2048)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        torch.mv(x, v)
+        best = min(best, time.perf_counter() - started)
+    return {"ram_mv_bytes": int(x.numel() * 4), "ram_mv_seconds": best, "ram_mv_gb_per_s": x.numel() * 4 / best / 1e9}
 
 
 # ----------------------------------------------------------------------- the pools

@@ -231,9 +231,10 @@ def markdown(data: dict) -> str:
     for key, r in rows.items():
         if r.get("mode") == "extrapolated":
             bw = data.get("bandwidth", {}).get(str(r["n_total"]), {})
-            ref_bw = bw.get("convert_sum_gb_per_s")
-            extra = (f"; the measured streaming rate over the same file (float16 → float32 convert + sum) is "
-                     f"{ref_bw:.1f} GB/s") if ref_bw else ""
+            ref_bw, ram_bw = bw.get("convert_sum_gb_per_s"), bw.get("ram_mv_gb_per_s")
+            extra = (f"; measured on this machine: {ref_bw:.2f} GB/s to stream the same float16 file (convert + sum)"
+                     if ref_bw else "") + (f", {ram_bw:.1f} GB/s for a float32 matrix-vector product in RAM"
+                                           if ram_bw else "")
             notes.append(f"- {key}: {r['seconds_per_pick']:.2f} s per pick, {M.fmt_bytes(r['bytes_per_pick'])} streamed per "
                          f"pick = {r['gb_per_s_per_pick']:.2f} GB/s ({r.get('cache_mode') or r.get('z_cache')}"
                          f"{', r: ' + r['r_cache'] if 'r_cache' in r else ''}){extra}.")
