@@ -31,7 +31,7 @@ reproduce-figures: $(STAMP)
 
 # SCALE=smoke: every notebook end to end on tiny data (CI; synthetic stand-ins without ../shared).
 # SCALE=cpu: the offline sweeps into results/runs/cpu (resumable), then the figures.
-# SCALE=paper: the authors' schedule; see docs/results.md (GPU, your ImageNet and checkpoints).
+# SCALE=paper: the authors' schedule; see README "Paper scale" (GPU, your ImageNet and checkpoints).
 SCALE ?= smoke
 reproduce-results: $(STAMP)
 	$(PY) -m alkit.reproduce results --scale $(SCALE)

@@ -3,7 +3,7 @@
 Everything here is a pure function of the rows that the sweeps wrote (``alkit.experiment``), so
 ``make reproduce-figures`` regenerates every table from the committed results, offline.
 
-Verdict rule (also in the notebook ``e_summary`` and ``docs/results.md``)
+Verdict rule (also in the notebook ``e_summary`` and the README)
 -------------------------------------------------------------------------
 Per data set and strategy, ``auc`` is the area under the test top-1 curve against labelled points
 (divided by the labelled range, so it is an average accuracy) for one seed, and ``auc_diff`` is

@@ -19,7 +19,7 @@
 # interval and the number of seeds won, the final accuracy, and the final class balance of the
 # labelled set and the mean balance of the batches. Then one verdict per claim, computed from
 # those numbers by the rule printed below (the same rule is in `alkit/report.py` and
-# `docs/results.md`).
+# the README).
 
 # %% tags=["parameters"]
 SCALE = "cpu"

@@ -7,7 +7,7 @@ algorithm runs on each partition alone and the picks are concatenated.  (Emam et
 idea from Citovsky et al. 2021.)  Since ⌊b/P⌋ + [i < b mod P] ≤ ⌊n/P⌋ + [i < n mod P] whenever
 b ≤ n, every partition can always fill its budget.
 
-Differences from the authors' code (see docs/deviations_strategies.md): by default the *whole*
+Differences from the authors' code (see DEVIATIONS.md): by default the *whole*
 pool is partitioned — the authors first drew random subsets (``subset_labeled=50_000``,
 ``subset_unlabeled=80_000`` at ImageNet scale), available here as keyword arguments; and when a
 subset is smaller than the budget we enlarge it so that exactly b points are returned.
