@@ -32,13 +32,13 @@ SWEEP_DATASETS = {"smoke": ("cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-
 COMMITTED_RUNS = "results/runs/cpu"
 #: The cpu sweep in priority order, so that a sweep cut short holds the most useful runs: the
 #: strategies with one chunked pass per round (and the baselines) on the toy and the many-class
-#: data, then on the long tail (about a minute per run each); then the paper's subsampled
-#: diversity methods and the clustering hybrids (4-10 minutes per CIFAR-10 run on 2 cores); then
-#: the full-pool diversity methods (minutes per round); the synthetic ImageNet-shaped pool.
-#: Every phase runs seed by seed and skips finished runs.
+#: data, then on the long tail (about a minute per run each); then the paper's two diversity
+#: methods, coreset and BADGE, on the whole pool and as the authors ran them (partitioned); then the
+#: later methods (clustering hybrids, TypiClust, ProbCover, class balancing); the synthetic
+#: ImageNet-shaped pool.  Every phase runs seed by seed and skips finished runs.
 CPU_TIER1 = ("random", "balanced_random", "confidence", "margin", "entropy", "mase", "base")
-CPU_TIER2 = ("partitioned_coreset", "partitioned_badge", "margin_clustering", "typiclust", "probcover")
-CPU_TIER3 = ("coreset", "badge", "balancing")
+CPU_PAPER_DIVERSITY = ("coreset", "badge", "partitioned_coreset", "partitioned_badge")
+CPU_LATER = ("typiclust", "probcover", "margin_clustering", "balancing")
 #: On Tiny-ImageNet a run costs minutes (200-class probe on up to 22 k points): the strategies the
 #: claims turn on (random, BASE, margin, confidence) get all their seeds before the others.
 TINY_FIRST = ("random", "base", "margin", "confidence")
@@ -46,10 +46,8 @@ CPU_PHASES = (
     ("cifar10", CPU_TIER1),
     ("tiny-imagenet", TINY_FIRST), ("tiny-imagenet", tuple(s for s in CPU_TIER1 if s not in TINY_FIRST)),
     ("cifar10-lt", CPU_TIER1),
-    ("cifar10", CPU_TIER2[:2]), ("tiny-imagenet", CPU_TIER2[:2]),   # partitioned coreset / BADGE: ~3 min a run
-    ("cifar10", CPU_TIER2[2:]), ("tiny-imagenet", CPU_TIER2[2:]),   # clustering hybrids: ~10 min a CIFAR run
-    ("cifar10", CPU_TIER3), ("tiny-imagenet", CPU_TIER3),
-    ("cifar10-lt", CPU_TIER2 + CPU_TIER3),
+    ("cifar10", CPU_PAPER_DIVERSITY), ("tiny-imagenet", CPU_PAPER_DIVERSITY), ("cifar10-lt", CPU_PAPER_DIVERSITY),
+    ("cifar10", CPU_LATER), ("tiny-imagenet", CPU_LATER), ("cifar10-lt", CPU_LATER),
     ("imagenet-synthetic", None),
 )
 

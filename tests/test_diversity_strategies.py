@@ -103,6 +103,44 @@ def test_k_center_greedy_with_duplicate_points_stays_valid():
     assert picks[0] == 10  # the first point at distance 1 (first index on an exact tie)
 
 
+@pytest.mark.parametrize("lazy,eager_centers", [(True, None), (True, 0), (True, 3), (False, None)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers, dtype, tmp_path):
+    # Lazy refreshes (every labelled centre pending, a few compared up front, or all up front) and
+    # the eager pass-per-pick version must all take the reference's picks, in its order.
+    rng = np.random.default_rng(11)
+    x = random_features(rng, 700, 12, dtype, tmp_path)
+    perm = rng.permutation(700)
+    cent, cand = perm[:60], perm[60:]
+    fast = k_center_greedy(x, cent, cand, 80, np.random.default_rng(2), chunk_rows=97, center_block=13,
+                           lazy=lazy, eager_centers=eager_centers)
+    ref = k_center_greedy_reference(x, cent, cand, 80, np.random.default_rng(2))
+    np.testing.assert_array_equal(fast, ref)
+
+
+def test_k_center_greedy_lazy_with_duplicates_and_no_centres_equals_reference():
+    rng = np.random.default_rng(4)
+    x = np.repeat(rng.standard_normal((40, 6)).astype(np.float32), 3, axis=0)   # every point three times
+    for eager in (0, None):
+        fast = k_center_greedy(x, [], np.arange(120), 60, np.random.default_rng(9), lazy=True, eager_centers=eager)
+        ref = k_center_greedy_reference(x, [], np.arange(120), 60, np.random.default_rng(9))
+        np.testing.assert_array_equal(fast, ref)
+
+
+def test_k_center_greedy_lazy_refreshes_few_rows_on_clustered_data():
+    # 30 tight, far-apart clusters: a new centre lowers the minima of its own cluster only, so the
+    # lazy version must get by without a full pass and refresh far fewer rows than k passes would.
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((30, 16)) * 50
+    x = (means[rng.integers(0, 30, 3000)] + rng.standard_normal((3000, 16))).astype(np.float32)
+    info: dict = {}
+    fast = k_center_greedy(x, np.arange(10), np.arange(10, 3000), 100, np.random.default_rng(0), timings=info)
+    np.testing.assert_array_equal(fast, k_center_greedy_reference(x, np.arange(10), np.arange(10, 3000), 100,
+                                                                  np.random.default_rng(0)))
+    assert info["full_passes"] == 0
+    assert info["refreshed_rows"] < 100 * 2990 / 20
+
+
 # ----------------------------------------------------------------------------- BADGE
 def test_gradient_embedding_is_the_last_layer_cross_entropy_gradient():
     rng = np.random.default_rng(0)
