@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from alkit import make_pool, select
+from alkit.strategies import badge as badge_module
 from alkit.strategies.badge import (
+    BoundedD2Sampler,
     adaptive_pool_matrix,
     d2_draw,
     d2_probabilities,
@@ -192,6 +194,88 @@ def test_adaptive_pool_matrix_matches_torch():
         x = torch.randn(3, 1, length, dtype=torch.float64)
         expected = torch.nn.functional.adaptive_avg_pool1d(x, out)[:, 0].numpy()
         np.testing.assert_allclose(x[:, 0].numpy() @ adaptive_pool_matrix(length, out), expected, rtol=1e-12)
+
+
+def test_bounded_d2_sampler_inverse_cdf_on_a_hand_case():
+    sampler = BoundedD2Sampler(np.array([1.0, 0.0, 3.0, 0.0, 4.0]), block=2)   # cumulative 1, 1, 4, 4, 8
+    assert [sampler.propose(u) for u in (0.0, 0.12, 0.13, 0.49, 0.5, 0.999)] == [0, 0, 2, 2, 4, 4]
+    sampler.set(4, 0.0)
+    np.testing.assert_allclose(sampler.sums, [1.0, 3.0, 0.0])
+    assert sampler.propose(0.99) == 2
+    assert BoundedD2Sampler(np.zeros(4)).propose(0.5) is None
+
+
+def test_bounded_d2_sampler_draws_the_exact_d2_distribution_from_loose_bounds():
+    # True weights v; bounds exceed them by a lot for some entries (stale), not at all for others,
+    # including bounds > 0 over true weights 0.  Accepted draws must follow v / Σv, not the bounds.
+    v = np.array([5.0, 0.0, 1.0, 3.0, 0.5, 0.0, 2.0, 4.0])
+    slack = np.array([0.0, 6.0, 9.0, 0.0, 4.0, 0.0, 0.0, 7.0])
+    rng = np.random.default_rng(123)
+    n_draws = 20000
+    counts = np.zeros(v.size)
+    for _ in range(n_draws):
+        sampler = BoundedD2Sampler(v + slack, block=3)
+        j, _ = sampler.draw(rng, lambda i: slack[i] == 0.0, lambda i: v[i])
+        counts[j] += 1
+    p = v / v.sum()
+    sigma = np.sqrt(p * (1 - p) / n_draws)
+    assert np.all(np.abs(counts / n_draws - p) <= 5 * sigma + 1e-12), (counts / n_draws, p)
+    # the same draws from the bounds themselves would be far off: the test can tell them apart
+    q = (v + slack) / (v + slack).sum()
+    assert np.max(np.abs(q - p) / np.maximum(sigma, 1e-3)) > 20
+
+
+@pytest.mark.parametrize("mode", ["ash", "labelled"])
+def test_lazy_kmeans_pp_gradient_has_the_reference_joint_distribution(mode):
+    # Joint law of the first two D²-drawn picks from 6 candidates against the explicit embeddings.
+    rng = np.random.default_rng(7)
+    n, d, c = 9, 3, 4
+    x = rng.standard_normal((n, d)).astype(np.float32) + 0.3
+    logits = (rng.standard_normal((n, c)) * 1.5).astype(np.float32)
+    cent = np.array([0, 1, 2]) if mode == "labelled" else None
+    cand = np.arange(3, 9)
+    g = gradient_embedding(x.astype(np.float64), logits)
+    k = 3 if mode == "ash" else 2      # ash: the first pick is the largest ‖g‖, then two draws
+    chosen = np.zeros(cand.size, bool)
+    if mode == "ash":
+        first = int(np.argmax((g[cand] ** 2).sum(1)))
+        chosen[first] = True
+        centres = g[cand[[first]]]
+    else:
+        centres = g[cent]
+    expected = {}
+    d2_a = ((g[cand, None, :] - centres[None]) ** 2).sum(-1).min(1)
+    for a, pa in enumerate(d2_probabilities(d2_a, chosen)):
+        if pa == 0:
+            continue
+        chosen_a = chosen.copy()
+        chosen_a[a] = True
+        d2_b = np.minimum(d2_a, ((g[cand] - g[cand[a]]) ** 2).sum(1))
+        for b, pb in enumerate(d2_probabilities(d2_b, chosen_a)):
+            if pb > 0:
+                expected[(a, b)] = pa * pb
+    n_runs = 2000
+    counts: dict = {}
+    for seed in range(n_runs):
+        picks = kmeans_pp_gradient(x, logits, cand, k, np.random.default_rng(seed), center_indices=cent, lazy=True)
+        pos = tuple(int(np.flatnonzero(cand == p)[0]) for p in picks[-2:])
+        counts[pos] = counts.get(pos, 0) + 1
+    assert set(counts) <= set(expected)
+    for key, p in expected.items():
+        sigma = np.sqrt(p * (1 - p) / n_runs)
+        assert abs(counts.get(key, 0) / n_runs - p) <= 5 * sigma + 1e-3, (key, counts.get(key, 0) / n_runs, p)
+
+
+def test_lazy_kmeans_pp_gradient_falls_back_to_full_passes_and_stays_valid(monkeypatch, tmp_path):
+    monkeypatch.setattr(badge_module, "LAZY_MAX_TRIALS", 1)
+    rng = np.random.default_rng(5)
+    x = random_features(rng, 400, 8, np.float16, tmp_path, offset=0.5)
+    logits = (rng.standard_normal((400, 5)) * 2).astype(np.float32)
+    info: dict = {}
+    picks = kmeans_pp_gradient(x, logits, np.arange(400), 60, np.random.default_rng(0), lazy=True, cache_bytes=0,
+                               chunk_rows=33, timings=info)
+    assert picks.size == 60 and np.unique(picks).size == 60
+    assert info["lazy"] and info["full_passes"] > 0 and info["refreshes"] > 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])

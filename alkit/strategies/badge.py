@@ -116,6 +116,68 @@ def d2_probabilities(d2: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return w / total
 
 
+class BoundedD2Sampler:
+    """Exact D² draws from *upper bounds* of the weights, tightened on demand (rejection sampling).
+
+    Holds bounds w_j ≥ D²_j ≥ 0.  A draw proposes j with probability w_j / Σw (inverse CDF over
+    block sums, then within the block); if w_j is known to be exact the proposal is accepted,
+    else the caller's ``exact(j)`` gives D²_j and j is accepted with probability D²_j / w_j — else
+    w_j ← D²_j and the draw repeats.  Each trial accepts j with probability D²_j / Σw, so the
+    accepted j has probability D²_j / Σ D², the k-means++ distribution, whatever the slack of the
+    bounds; slack only costs trials.  Blocks make a proposal and an update O(N/B + B).
+    """
+
+    def __init__(self, bounds: np.ndarray, block: int = 4096) -> None:
+        self.w = np.nan_to_num(np.maximum(np.asarray(bounds, np.float64), 0.0), nan=0.0, posinf=0.0)
+        if not np.all(np.isfinite(np.asarray(bounds, np.float64)[self.w > 0])):
+            raise ValueError("bounds must be finite")
+        self.block = max(1, int(block))
+        self.reset(self.w)
+
+    def reset(self, bounds: np.ndarray) -> None:
+        self.w = np.nan_to_num(np.maximum(np.asarray(bounds, np.float64), 0.0), nan=0.0, posinf=0.0)
+        self.sums = np.add.reduceat(self.w, np.arange(0, self.w.size, self.block)) if self.w.size else np.zeros(0)
+
+    def set(self, j: int, value: float) -> None:
+        self.w[j] = max(float(value), 0.0)
+        b0 = (j // self.block) * self.block
+        self.sums[j // self.block] = self.w[b0:b0 + self.block].sum()   # exact, no drift
+
+    def propose(self, u: float) -> int | None:
+        """The position j with cumulative bound first exceeding u·Σw (None if Σw = 0)."""
+        cum = np.cumsum(self.sums)
+        total = cum[-1] if cum.size else 0.0
+        if not total > 0.0:
+            return None
+        target = u * total
+        b = min(int(np.searchsorted(cum, target, side="right")), cum.size - 1)
+        while self.sums[b] == 0.0:   # rounding landed past the last positive block
+            b -= 1
+        b0 = b * self.block
+        w = self.w[b0:b0 + self.block]
+        inner = np.cumsum(w)
+        j = int(np.searchsorted(inner, target - (cum[b - 1] if b else 0.0), side="right"))
+        if j >= w.size or w[j] == 0.0:
+            j = int(np.flatnonzero(w > 0)[-1])
+        return b0 + j
+
+    def draw(self, rng: np.random.Generator, is_exact: Callable[[int], bool], exact: Callable[[int], float],
+             max_trials: int | None = None) -> tuple[int | None, int]:
+        """(accepted position or None if every bound is 0, rejected trials).  Stops early, returning
+        (None, trials) with trials = ``max_trials``, so the caller can tighten every bound at once."""
+        trials = 0
+        while max_trials is None or trials < max_trials:
+            j = self.propose(rng.random())
+            if j is None or is_exact(j):
+                return j, trials
+            value = max(float(exact(j)), 0.0)
+            if rng.random() * self.w[j] < value:
+                return j, trials
+            self.set(j, value)
+            trials += 1
+        return None, trials
+
+
 def _check(candidate_indices, center_indices, n_rows):
     cand = np.asarray(candidate_indices, np.int64).ravel()
     cent = None if center_indices is None else np.asarray(center_indices, np.int64).ravel()
@@ -143,6 +205,7 @@ def kmeans_pp_gradient(
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     device: str | torch.device | None = None,
     return_d2: bool = False,
+    lazy: bool = False,
     timings: dict | None = None,
 ):
     """k-means++ seeding on gradient embeddings without forming them; returns global row ids.
@@ -158,7 +221,18 @@ def kmeans_pp_gradient(
     gradient, (r A_C) ⊗ (z A_D) — the authors' partitioned BADGE.
     ``return_d2`` also returns the D² weights (float64, over candidates; 0 for points chosen
     before it) that the last draw used.  ``timings``, if a dict, receives ``setup_s``,
-    ``picks_s`` and the cache modes of z and r.
+    ``picks_s``, the cache modes of z and r, and with ``lazy`` the counts ``rejections``,
+    ``refreshes`` and ``full_passes``.
+
+    ``lazy=True`` (exact in distribution, not draw for draw): instead of a pass over every
+    candidate per new centre, each candidate keeps the D² over the centres it has been compared
+    with — an upper bound of its D² — and draws go through :class:`BoundedD2Sampler`: a
+    proposed candidate is compared with the centres it missed and accepted with probability
+    D²/bound.  Every pick has the k-means++ distribution P(x) = D²(x)/Σ D², but the random
+    stream is used differently, so the picks differ from :func:`kmeans_pp_reference`'s for
+    the same seed.  After :data:`LAZY_MAX_TRIALS` rejections in one pick, every candidate is
+    brought up to date in one pass (so a pick never costs much more than without ``lazy``).
+    ``return_d2`` implies ``lazy=False``.
     """
     t0 = time.perf_counter()
     cand, cent = _check(candidate_indices, center_indices, features.shape[0])
@@ -225,19 +299,88 @@ def kmeans_pp_gradient(
         add_center(int(torch.argmax(gnorm2)))
     last = None
     t1 = time.perf_counter()
+    counters = {"rejections": 0, "refreshes": 0, "full_passes": 0}
+    if lazy and not return_d2 and len(picks) < k:
+        _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, update, chunk_rows, counters)
     while len(picks) < k:
         last = d2.cpu().numpy().copy()  # the draw's weights (the tensor is updated in place next)
         last[chosen] = 0.0
         add_center(d2_draw(last, chosen, rng.random()))
     out = cand[np.asarray(picks, np.int64)]
     if timings is not None:
-        timings.update(setup_s=t1 - t0, picks_s=time.perf_counter() - t1, z_cache=zs.mode, r_cache=rs.mode)
+        timings.update(setup_s=t1 - t0, picks_s=time.perf_counter() - t1, z_cache=zs.mode, r_cache=rs.mode,
+                       lazy=bool(lazy and not return_d2), **counters)
     if return_d2:
         if last is None:
             last = d2.cpu().numpy().copy()
             last[chosen] = 0.0
         return out, last
     return out
+
+
+#: Rejected proposals in one lazy pick before every candidate is brought up to date at once.
+LAZY_MAX_TRIALS = 32
+
+
+def _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, update, chunk_rows, counters) -> None:
+    """The lazy pick loop of :func:`kmeans_pp_gradient` (``d2`` is exact for every candidate on entry)."""
+    dev = d2.device
+    zc = torch.empty((k, zs.width), dtype=torch.float32, device=dev)
+    rc = torch.empty((k, rs.width), dtype=torch.float32, device=dev)
+    gc = torch.empty(k, dtype=torch.float64, device=dev)
+    n_new = 0                                        # centres picked in this loop: zc[:n_new]
+    seen = np.zeros(d2.shape[0], np.int64)           # centres of this loop each candidate has seen
+    weights = d2.cpu().numpy().copy()
+    weights[chosen] = 0.0
+    sampler = BoundedD2Sampler(weights)
+
+    def exact(j: int) -> float:
+        s = int(seen[j])
+        zj, rj = zs.rows(np.array([j]))[0], rs.rows(np.array([j]))[0]
+        inner = torch.mv(rc[s:n_new], rj).double() * torch.mv(zc[s:n_new], zj).double()
+        value = min(float(d2[j]), float((gnorm2[j] + gc[s:n_new] - 2.0 * inner).min()))
+        d2[j] = value
+        seen[j] = n_new
+        counters["refreshes"] += 1
+        return value
+
+    def full_pass() -> None:
+        counters["full_passes"] += 1
+        for start in range(0, d2.shape[0], zs.chunk_rows):
+            stop = min(start + zs.chunk_rows, d2.shape[0])
+            low = int(seen[start:stop].min())
+            if low < n_new:
+                _update_rows(zs, rs, gnorm2, d2, start, stop, zc[low:n_new], rc[low:n_new], gc[low:n_new])
+        seen[:] = n_new
+        fresh = d2.cpu().numpy().copy()
+        fresh[chosen] = 0.0
+        sampler.reset(fresh)
+
+    while len(picks) < k:
+        j, trials = sampler.draw(rng, lambda i: seen[i] == n_new, exact, LAZY_MAX_TRIALS)
+        counters["rejections"] += trials
+        if j is None and trials >= LAZY_MAX_TRIALS:
+            full_pass()
+            j, _ = sampler.draw(rng, lambda i: True, exact)
+        if j is None:   # every weight 0: uniform over the points not chosen yet (as d2_draw)
+            free = np.flatnonzero(~chosen)
+            j = int(free[min(int(rng.random() * free.size), free.size - 1)])
+        zc[n_new], rc[n_new] = zs.rows(np.array([j]))[0], rs.rows(np.array([j]))[0]
+        gc[n_new] = gnorm2[j]
+        n_new += 1
+        chosen[j] = True
+        d2[j] = 0.0
+        sampler.set(j, 0.0)
+        seen[j] = n_new
+        picks.append(j)
+
+
+def _update_rows(zs, rs, gnorm2, d2, start, stop, zc, rc, gc) -> None:
+    """D²[start:stop] ← min(D², ‖g − g_c‖²) over the centres (rows of zc, rc; ‖g_c‖² = gc)."""
+    zb, rb = zs.block(start, stop), rs.block(start, stop)
+    inner = (rb @ rc.T).double() * (zb @ zc.T).double()
+    dist = (gnorm2[start:stop, None] + gc[None, :] - 2.0 * inner).min(dim=1).values
+    torch.minimum(d2[start:stop], dist, out=d2[start:stop])
 
 
 # ----------------------------------------------------------------------------- reference
@@ -309,6 +452,7 @@ def badge(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     device: str | None = None,
+    lazy: bool = True,
 ) -> np.ndarray:
     """BADGE: k-means++ (D²) seeding on gradient embeddings g = (p − e_ŷ) ⊗ z.
 
@@ -319,8 +463,11 @@ def badge(
     P(x) = D²(x) / Σ D², D²(x) = min over chosen centres ‖g_x − g_c‖² (k-means++ seeding).
     ``labeled_centers=True`` follows Emam et al.'s code instead: the labelled points are the
     initial centres and every pick is D²-drawn.  Exact on the whole pool, never forming g.
+    ``lazy`` (default): D² kept as upper bounds and draws by rejection — the same distribution
+    per pick at a fraction of the cost (see :func:`kmeans_pp_gradient`); ``lazy=False`` draws
+    exactly as :func:`kmeans_pp_reference` for the same seed.
     """
     centers = np.flatnonzero(pool.labeled & ~pool.held_out).astype(np.int64) if labeled_centers else None
     return kmeans_pp_gradient(pool.features, pool_logits_source(pool), pool.eligible_indices(), budget, rng,
                               center_indices=centers, pool_shape=pool_shape, chunk_rows=chunk_rows,
-                              cache_bytes=cache_bytes, device=device)
+                              cache_bytes=cache_bytes, device=device, lazy=lazy)
