@@ -73,7 +73,8 @@ def strategy_task(n_total: int, strategy: str, seed: int, num_classes: int = 100
 
 
 def coreset_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: int, center_block: int = 1024) -> dict:
-    """k-center greedy at full size: ``picks`` picks timed, set-up against one centre block timed."""
+    """Eager k-center greedy (one pass over the candidates per pick) at full size: ``picks`` picks
+    timed, set-up against one centre block timed, the rest extrapolated — the per-pick bandwidth."""
     from alkit.strategies.coreset import k_center_greedy
 
     pool = M.imagenet_like(n_total)
@@ -81,18 +82,18 @@ def coreset_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: 
     labeled, weight, bias = M.labeled_and_head(pool, n_labeled)
     state = M.pool_state(pool, labeled, weight, bias)
     cand = state.eligible_indices()
-    record: dict = {"strategy": "coreset", "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
+    record: dict = {"strategy": "coreset (eager)", "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
                     "mode": "extrapolated", "picks_timed": picks, "cache_bytes": cache_bytes,
                     "feature_file_bytes": int(pool.features.nbytes)}
     no_centres: dict = {}
     with M.section(record):
         k_center_greedy(pool.features, np.empty(0, np.int64), cand, picks, np.random.default_rng(seed),
-                        cache_bytes=cache_bytes, timings=no_centres)
+                        cache_bytes=cache_bytes, timings=no_centres, lazy=False)
     block: dict = {}
     sub = labeled[:center_block]
     with M.section(record.setdefault("block_section", {})):
         k_center_greedy(pool.features, sub, cand, 1, np.random.default_rng(seed), cache_bytes=cache_bytes,
-                        timings=block)
+                        timings=block, lazy=False)
     per_pick = no_centres["picks_s"] / max(picks - 1, 1)  # the first pick (random) is in the set-up
     centre_cost = max(block["setup_s"] - no_centres["setup_s"], 0.0) / sub.size
     itemsize = 4 if no_centres["cache_mode"] == "float32 cache" else 2
@@ -106,7 +107,8 @@ def coreset_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: 
 
 
 def badge_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: int) -> dict:
-    """k-means++ on gradient embeddings at full size: ``picks`` picks timed, the rest extrapolated."""
+    """Eager k-means++ on gradient embeddings (one pass per pick) at full size: ``picks`` picks timed,
+    the rest extrapolated — the per-pick bandwidth."""
     from alkit.strategies.badge import kmeans_pp_gradient, pool_logits_source
 
     pool = M.imagenet_like(n_total)
@@ -114,13 +116,13 @@ def badge_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: in
     labeled, weight, bias = M.labeled_and_head(pool, n_labeled)
     state = M.pool_state(pool, labeled, weight, bias)
     cand = state.eligible_indices()
-    record: dict = {"strategy": "badge", "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
+    record: dict = {"strategy": "badge (eager)", "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
                     "mode": "extrapolated", "picks_timed": picks, "cache_bytes": cache_bytes,
                     "feature_file_bytes": int(pool.features.nbytes)}
     timings: dict = {}
     with M.section(record):
         kmeans_pp_gradient(pool.features, pool_logits_source(state), cand, picks, np.random.default_rng(seed),
-                           cache_bytes=cache_bytes, timings=timings)
+                           cache_bytes=cache_bytes, timings=timings, lazy=False)
     per_pick = timings["picks_s"] / max(picks - 1, 1)  # the first centre (largest ‖g‖) is in the set-up
     z_bytes = cand.size * pool.features.shape[1] * (4 if timings["z_cache"] == "float32 cache" else 2)
     r_bytes = cand.size * pool.num_classes * 4
@@ -191,6 +193,36 @@ def reference_task(kind: str, n_rows: int, picks: int, seed: int) -> dict:
     return out
 
 
+def lazy_vs_eager_task(kind: str, n_total: int, seed: int) -> dict:
+    """The strategy's lazy default against its eager version (a pass per pick), same process, same
+    pool state and the paper's scaled round.  Coreset: picks compared for equality.  BADGE: the
+    lazy draws have the same distribution but use the random stream differently (tests check the
+    distribution), so only the time is compared."""
+    from alkit.strategies.badge import badge
+    from alkit.strategies.coreset import coreset
+
+    pool = M.imagenet_like(n_total)
+    n_labeled, budget = M.schedule(n_total)
+    labeled, weight, bias = M.labeled_and_head(pool, n_labeled)
+    state = M.pool_state(pool, labeled, weight, bias)
+    fn = coreset if kind == "coreset" else badge
+    out: dict = {"kind": kind, "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size)}
+    picks = {}
+    for lazy in (True, False):
+        rec: dict = {}
+        with M.section(rec):
+            if kind == "coreset":
+                from alkit.strategies.coreset import coreset_centers, k_center_greedy
+                picks[lazy] = k_center_greedy(state.features, coreset_centers(state), state.eligible_indices(), budget,
+                                              np.random.default_rng(seed), lazy=lazy, timings=rec.setdefault("timings", {}))
+            else:
+                picks[lazy] = fn(state, budget, np.random.default_rng(seed), lazy=lazy)
+        out["lazy" if lazy else "eager"] = rec
+    out["speedup"] = out["eager"]["seconds"] / out["lazy"]["seconds"]
+    out["identical"] = bool(np.array_equal(picks[True], picks[False])) if kind == "coreset" else None
+    return out
+
+
 # --------------------------------------------------------------------------- report
 def _load() -> dict:
     path = OUT.with_suffix(".json")
@@ -252,6 +284,18 @@ def markdown(data: dict) -> str:
                 continue
             lines.append(f"| {int(key):,} | {r['seconds_per_epoch']:.1f} | {M.fmt_bytes(r['peak_rss'])} | "
                          f"{M.fmt_bytes(r['extra_anon'])} | {r['epochs']} |")
+    lve = data.get("lazy_vs_eager", {})
+    if lve:
+        lines += ["", "## Lazy (default) vs eager (one pass over the pool per pick), same process, same state", "",
+                  "| strategy | N | labelled | picks | lazy | eager | speed-up | identical picks |", "|---|---|---|---|---|---|---|---|"]
+        for r in lve.values():
+            if "error" in r:
+                lines.append(f"| {r.get('kind')} | {r.get('n_total')} | | | error: {r['error'][:80]} | | | |")
+                continue
+            same = {True: "True", False: "False", None: "same distribution (tests)"}[r["identical"]]
+            lines.append(f"| {r['kind']} | {r['n_total']:,} | {r['n_labeled']:,} | {r['budget']:,} | "
+                         f"{M.fmt_seconds(r['lazy']['seconds'])} | {M.fmt_seconds(r['eager']['seconds'])} | "
+                         f"{r['speedup']:.1f}× | {same} |")
     refs = data.get("references", {})
     if refs:
         lines += ["", "## Fast paths vs plain references (same process, same data: first rows of the 100 k pool)", "",
@@ -277,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000,1281167")
     parser.add_argument("--strategies", default="all", help="comma-separated names, or 'all'")
     parser.add_argument("--timeout", type=float, default=1500, help="seconds per (strategy, N) before giving up")
-    parser.add_argument("--extrapolate", default="coreset,badge",
-                        help="strategies timed on --picks picks and extrapolated at 1.28 M")
+    parser.add_argument("--extrapolate", default="",
+                        help="also time the eager (pass per pick) versions of these (coreset,badge) on --picks picks "
+                             "at N > 200 k and extrapolate: the per-pick bandwidth")
+    parser.add_argument("--lazy-vs-eager", default="",
+                        help="N at which to time coreset and BADGE lazy against eager in one process (e.g. 100000)")
     parser.add_argument("--picks", type=int, default=20)
     parser.add_argument("--cache-gib", type=float, default=2.0, help="row cache of coreset/BADGE in the extrapolated runs")
     parser.add_argument("--references", action="store_true", help="also run the reference comparisons")
@@ -305,12 +352,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.bandwidth and not args.quick:
             data["bandwidth"][str(n)] = M.run_isolated(bandwidth_task, timeout=args.timeout, n_total=n)
         for name in names:
-            print(f"{name} @ N = {n:,} ...", flush=True)
             if n > 200_000 and name in extrapolate and not args.quick:
+                print(f"{name} (eager, {args.picks} picks) @ N = {n:,} ...", flush=True)
                 task = coreset_extrapolated_task if name == "coreset" else badge_extrapolated_task
                 row = M.run_isolated(task, timeout=args.timeout, n_total=n, picks=args.picks, seed=args.seed,
                                      cache_bytes=cache)
-            elif args.quick:
+                row.update(n_total=n, command=command.strip())
+                data["rows"][f"{row.get('strategy', name + ' (eager)')}@{n}"] = row
+            print(f"{name} @ N = {n:,} ...", flush=True)
+            if args.quick:
                 row = M.run_isolated(strategy_task, timeout=args.timeout, n_total=n, strategy=name, seed=args.seed,
                                      num_classes=100, dim=256)
             else:
@@ -329,6 +379,13 @@ def main(argv: list[str] | None = None) -> int:
             row.update(command=command.strip())
             data.setdefault("probe", {})[str(n_labeled)] = row
             print("   ", {k: row.get(k) for k in ("seconds_per_epoch", "peak_rss", "extra_anon", "error")}, flush=True)
+    for n in ([int(v) for v in args.lazy_vs_eager.split(",")] if args.lazy_vs_eager and not args.quick else []):
+        for kind in ("coreset", "badge"):
+            print(f"lazy vs eager {kind} @ N = {n:,} ...", flush=True)
+            row = M.run_isolated(lazy_vs_eager_task, timeout=args.timeout, kind=kind, n_total=n, seed=args.seed)
+            row.update(kind=kind, n_total=n, command=command.strip())
+            data.setdefault("lazy_vs_eager", {})[f"{kind}@{n}"] = row
+            write_json(OUT.with_suffix(".json"), data)
     if args.references and not args.quick:
         # Largest N whose reference fits ~3 GB: the pairwise float64 matrix (N² · 8 B) for coreset,
         # explicit (N, C·D) float64 embeddings (N · 2.05 M · 8 B) for BADGE.
