@@ -343,6 +343,15 @@ def compact_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_inventory(frame: pd.DataFrame) -> pd.DataFrame:
-    """Which (dataset, strategy) have how many finished seeds: what the figures rest on."""
-    return (frame.groupby(["dataset", "strategy"])["seed"].agg(lambda s: ",".join(map(str, sorted(set(s)))))
-            .rename("seeds").reset_index())
+    """Which (dataset, strategy) have how many finished seeds: what the figures rest on; with the
+    mean wall time per run spent selecting and training (summed over rounds, as measured on the
+    machine each run records in its provenance)."""
+    keys = ["dataset", "strategy"]
+    out = (frame.groupby(keys)["seed"].agg(lambda s: ",".join(map(str, sorted(set(s)))))
+           .rename("seeds").reset_index())
+    timing = [c for c in ("selection_seconds", "training_seconds") if c in frame]
+    if timing:
+        per_run = frame.groupby(keys + ["seed"])[timing].sum().groupby(level=keys).mean().round(1)
+        per_run.columns = [c.replace("_seconds", " s / run") for c in timing]
+        out = out.merge(per_run.reset_index(), on=keys, how="left")
+    return out

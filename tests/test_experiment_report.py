@@ -161,3 +161,17 @@ def test_markdown_table_has_a_row_per_row():
     md = report.to_markdown(pd.DataFrame({"a": [1, 2], "b": ["x|y", None]}))
     lines = md.strip().splitlines()
     assert len(lines) == 4 and "x\\|y" in lines[2]
+
+
+def test_runs_inventory_lists_seeds_and_mean_time_per_run():
+    import pandas as pd
+
+    from alkit.report import runs_inventory
+
+    rows = pd.DataFrame({
+        "dataset": ["d"] * 4, "strategy": ["s"] * 4, "seed": [0, 0, 1, 1], "round": [0, 1, 0, 1],
+        "selection_seconds": [0.0, 2.0, 0.0, 4.0], "training_seconds": [1.0, 1.0, 2.0, 2.0]})
+    table = runs_inventory(rows)
+    assert table.loc[0, "seeds"] == "0,1"
+    assert table.loc[0, "selection s / run"] == 3.0      # (2 + 4) / 2 runs
+    assert table.loc[0, "training s / run"] == 3.0       # (2 + 4) / 2 runs
