@@ -120,6 +120,23 @@ def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers,
     np.testing.assert_array_equal(fast, ref)
 
 
+@pytest.mark.parametrize("top_rows", [1, 5, 64])
+def test_k_center_greedy_with_a_small_top_set_equals_the_reference(top_rows, monkeypatch):
+    # The top set (candidates with the largest stored minima) is rebuilt often when small; the
+    # picks must not depend on it.
+    from alkit.strategies import coreset as coreset_module
+
+    monkeypatch.setattr(coreset_module, "TOP_ROWS", top_rows)
+    rng = np.random.default_rng(8)
+    x = random_features(rng, 1600, 10, np.float32)   # more candidates than MAX_REFINE
+    perm = rng.permutation(1600)
+    for n_cent, eager in ((0, None), (40, 0), (40, None)):
+        cent, cand = perm[:n_cent], perm[n_cent:]
+        fast = k_center_greedy(x, cent, cand, 70, np.random.default_rng(1), eager_centers=eager)
+        ref = k_center_greedy_reference(x, cent, cand, 70, np.random.default_rng(1))
+        np.testing.assert_array_equal(fast, ref)
+
+
 def test_k_center_greedy_lazy_with_duplicates_and_no_centres_equals_reference():
     rng = np.random.default_rng(4)
     x = np.repeat(rng.standard_normal((40, 6)).astype(np.float32), 3, axis=0)   # every point three times

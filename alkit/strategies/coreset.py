@@ -51,6 +51,8 @@ def _check_indices(candidate_indices: np.ndarray, center_indices: np.ndarray, n_
     return cand, cent
 
 
+#: Candidates with the largest stored minima kept aside, so that a pick scans these, not all N.
+TOP_ROWS = 4096
 #: Stale candidates brought up to date together when the current maximum is stale (one GEMM).
 REFRESH_ROWS = 256
 #: Labelled centres compared with every candidate up front when there are too many to compare
@@ -177,22 +179,67 @@ def k_center_greedy(
         counters["refreshes"] += 1
         counters["refreshed_rows"] += int(positions.numel())
 
+    # The TOP_ROWS largest stored values at the last rebuild, and the smallest of them, `floor`:
+    # stored values only ever decrease, so every candidate outside `top` stays ≤ floor and the
+    # maximum, near-ties and largest stale rows can be found in `top` (O(TOP_ROWS) per pick, not
+    # O(N)) as long as some value in it is still > floor.
+    top_state: dict = {"top": None, "floor": float("inf")}
+
+    def rebuild_top() -> None:
+        m = min(TOP_ROWS, cand.size)
+        values, idx = torch.topk(mind, m)
+        top_state["top"] = idx
+        top_state["floor"] = float(values[-1]) if m < cand.size else float("-inf")
+
+    def top_rows() -> torch.Tensor | None:
+        """The top set if it certainly holds the maximum (after one rebuild if needed), else None."""
+        for attempt in range(2):
+            top = top_state["top"]
+            if top is not None and float(mind[top].max()) > top_state["floor"]:
+                return top
+            if attempt == 0:
+                rebuild_top()
+        return None
+
+    def argmax_stored() -> int:
+        top = top_rows()
+        if top is None:   # ties at the floor (e.g. all +inf): global argmax
+            return int(torch.argmax(mind))
+        local = mind[top]
+        return int(top[local == local.max()].min())   # first position on an exact tie, as argmax
+
+    def at_least(threshold: float) -> torch.Tensor:
+        """Positions (ascending) whose stored value is ≥ threshold."""
+        top = top_rows()
+        if top is not None and threshold > top_state["floor"]:
+            return torch.sort(top[mind[top] >= threshold]).values
+        return torch.nonzero(mind >= threshold).flatten()
+
+    def largest(width: int) -> torch.Tensor:
+        top = top_rows()
+        if top is not None:
+            return top[torch.topk(mind[top], min(width, top.numel())).indices]
+        return torch.topk(mind, width).indices
+
+    pass_floor = [eager]   # no candidate has seen fewer centres than this (cost of a full pass)
+
     def up_to_date(threshold: float, best: int, work: list[int]) -> bool:
         """Refresh stale candidates among ``best`` and those whose stored value is ≥ ``threshold``
         (at most 8·4^retry ≤ :data:`REFRESH_ROWS` of the largest); False if any was stale."""
         # Few candidates usually need it: start with a handful, widen on every retry of this pick.
         width = min(REFRESH_ROWS, 8 * 4 ** work[1], cand.size)
         work[1] += 1
-        top = torch.nonzero(mind >= threshold).flatten() if threshold > float("-inf") else None
-        if top is None or top.numel() > width:
-            top = torch.topk(mind, width).indices
-        top = torch.cat([top, torch.tensor([best], device=top.device)]).unique()
-        stale = top[seen[top] < n_centers]
+        rows = at_least(threshold) if threshold > float("-inf") else None
+        if rows is None or rows.numel() > width:
+            rows = largest(width)
+        rows = torch.cat([rows, torch.tensor([best], device=rows.device)]).unique()
+        stale = rows[seen[rows] < n_centers]
         if stale.numel() == 0:
             return True
         work[0] += int(stale.numel()) * (n_centers - int(seen[stale].min()))
-        if work[0] > cand.size * max(n_centers - int(seen.min()), 1):
+        if work[0] > cand.size * max(n_centers - pass_floor[0], 1):
             full_pass()   # refreshes cost more than one pass would: do the pass
+            pass_floor[0] = n_centers
         else:
             refresh(stale)
         return False
@@ -245,7 +292,7 @@ def k_center_greedy(
     while len(picks) < k:
         work = [0, 0]   # refresh work this pick (row × centre pairs), retries
         while True:
-            best = int(torch.argmax(mind))
+            best = argmax_stored()
             if int(seen[best]) < n_centers:   # stale maximum: refresh the top stale candidates
                 up_to_date(float("-inf"), best, work)
                 continue
@@ -255,7 +302,7 @@ def k_center_greedy(
                 continue
             break
         if tie_rtol > 0:
-            near = torch.nonzero(mind >= mind[best] - 2.0 * tol).flatten().cpu().numpy()
+            near = at_least(float(mind[best]) - 2.0 * tol).cpu().numpy()
             if 1 < near.size <= MAX_REFINE:
                 refined += 1
                 best = int(near[np.argmax(exact_min_sqdist(near, tol))])
