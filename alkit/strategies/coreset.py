@@ -227,7 +227,12 @@ def k_center_greedy(
         """Refresh stale candidates among ``best`` and those whose stored value is ≥ ``threshold``
         (at most 8·4^retry ≤ :data:`REFRESH_ROWS` of the largest); False if any was stale."""
         # Few candidates usually need it: start with a handful, widen on every retry of this pick.
-        width = min(REFRESH_ROWS, 8 * 4 ** work[1], cand.size)
+        # Against many pending (labelled) centres a refresh reads them all whatever the row count,
+        # so it then takes many rows at once.
+        if n_centers - int(seen[best]) > LAZY_FIRST_CENTERS:
+            width = min(TOP_ROWS, REFRESH_ROWS * 4 ** work[1], cand.size)
+        else:
+            width = min(REFRESH_ROWS, 8 * 4 ** work[1], cand.size)
         work[1] += 1
         rows = at_least(threshold) if threshold > float("-inf") else None
         if rows is None or rows.numel() > width:
