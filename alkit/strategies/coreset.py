@@ -59,8 +59,8 @@ REFRESH_ROWS = 256
 #: eagerly (|cand| · |centres| · D above :data:`EAGER_WORK`); the others are compared lazily.
 LAZY_FIRST_CENTERS = 1024
 EAGER_WORK = 1 << 36
-#: ... and when there are more than this many candidates per pick (measured on Tiny-ImageNet,
-#: 80 k candidates, 20 k centres, 2 k picks: lazy set-up 3× slower than one eager GEMM).
+#: ... and when there are more than this many candidates per pick: a lazy refresh then reads every
+#: pending centre, which costs more than one eager GEMM when picks are not few.
 LAZY_SETUP_RATIO = 64
 
 
@@ -93,7 +93,8 @@ def k_center_greedy(
     is the true maximum, since every other stored value bounds its own minimum from above.
     Otherwise the :data:`REFRESH_ROWS` largest stale candidates are compared with the centres
     they miss (one small GEMM) and the step repeats.  A new centre lowers few candidates' minima
-    in practice (measured on CIFAR-10 and Tiny-ImageNet features: 1.1–1.6 refreshes per pick), so
+    in practice (1.1 refreshes per pick on the 100 k ImageNet-shaped pool, ``bench_scale.py
+    --lazy-vs-eager``), so
     a pick costs ~|centres added since| · D instead of a pass over all candidates; when refreshes
     pile up (more than a pass would cost) every stale candidate is brought up to date in one
     chunked pass, so a pick never costs much more than the eager version.  ``lazy=False`` is
