@@ -199,24 +199,22 @@ def lazy_vs_eager_task(kind: str, n_total: int, seed: int) -> dict:
     lazy draws have the same distribution but use the random stream differently (tests check the
     distribution), so only the time is compared."""
     from alkit.strategies.badge import badge
-    from alkit.strategies.coreset import coreset
+    from alkit.strategies.coreset import coreset_centers, k_center_greedy
 
     pool = M.imagenet_like(n_total)
     n_labeled, budget = M.schedule(n_total)
     labeled, weight, bias = M.labeled_and_head(pool, n_labeled)
     state = M.pool_state(pool, labeled, weight, bias)
-    fn = coreset if kind == "coreset" else badge
     out: dict = {"kind": kind, "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size)}
     picks = {}
     for lazy in (True, False):
         rec: dict = {}
         with M.section(rec):
             if kind == "coreset":
-                from alkit.strategies.coreset import coreset_centers, k_center_greedy
                 picks[lazy] = k_center_greedy(state.features, coreset_centers(state), state.eligible_indices(), budget,
                                               np.random.default_rng(seed), lazy=lazy, timings=rec.setdefault("timings", {}))
             else:
-                picks[lazy] = fn(state, budget, np.random.default_rng(seed), lazy=lazy)
+                picks[lazy] = badge(state, budget, np.random.default_rng(seed), lazy=lazy)
         out["lazy" if lazy else "eager"] = rec
     out["speedup"] = out["eager"]["seconds"] / out["lazy"]["seconds"]
     out["identical"] = bool(np.array_equal(picks[True], picks[False])) if kind == "coreset" else None

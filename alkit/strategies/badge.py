@@ -301,7 +301,7 @@ def kmeans_pp_gradient(
     t1 = time.perf_counter()
     counters = {"rejections": 0, "refreshes": 0, "full_passes": 0}
     if lazy and not return_d2 and len(picks) < k:
-        _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, update, chunk_rows, counters)
+        _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, counters)
     while len(picks) < k:
         last = d2.cpu().numpy().copy()  # the draw's weights (the tensor is updated in place next)
         last[chosen] = 0.0
@@ -322,7 +322,7 @@ def kmeans_pp_gradient(
 LAZY_MAX_TRIALS = 32
 
 
-def _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, update, chunk_rows, counters) -> None:
+def _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, counters) -> None:
     """The lazy pick loop of :func:`kmeans_pp_gradient` (``d2`` is exact for every candidate on entry)."""
     dev = d2.device
     zc = torch.empty((k, zs.width), dtype=torch.float32, device=dev)

@@ -146,12 +146,18 @@ def k_center_greedy(
     seen = torch.full((cand.size,), eager, dtype=torch.int64, device=dev)   # centres [0, seen) compared
     rows_per_block = max(1, min(chunk_rows, (1 << 24) // max(center_block, 1)))
 
-    def compare(start: int, stop: int, block: torch.Tensor, c0: int, c1: int) -> None:
-        """mind[start:stop] ← min(mind, ‖row − centre‖²) over centres c0:c1, in centre blocks."""
+    def min_sqdist(block: torch.Tensor, block_sq: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
+        """min over centres c0:c1 of ‖row − centre‖² (float32), for each row of ``block``, in centre blocks."""
+        best = torch.full((block.shape[0],), float("inf"), dtype=torch.float32, device=dev)
         for b0 in range(c0, c1, center_block):
             b1 = min(b0 + center_block, c1)
-            d2 = torch.addmm(sq[start:stop, None] + center_sq[None, b0:b1], block, centers[b0:b1].T, alpha=-2.0)
-            torch.minimum(mind[start:stop], d2.min(dim=1).values, out=mind[start:stop])
+            d2 = torch.addmm(block_sq[:, None] + center_sq[None, b0:b1], block, centers[b0:b1].T, alpha=-2.0)
+            torch.minimum(best, d2.min(dim=1).values, out=best)
+        return best
+
+    def compare(start: int, stop: int, block: torch.Tensor, c0: int, c1: int) -> None:
+        """mind[start:stop] ← min(mind, ‖row − centre‖²) over centres c0:c1."""
+        torch.minimum(mind[start:stop], min_sqdist(block, sq[start:stop], c0, c1), out=mind[start:stop])
 
     if eager:
         for start, stop, block in store.chunks(rows_per_block):
@@ -172,10 +178,7 @@ def k_center_greedy(
         """Compare the candidates at ``positions`` with the centres they have not seen yet."""
         low = int(seen[positions].min())
         block = store.rows(positions.cpu().numpy())
-        for b0 in range(low, n_centers, center_block):
-            b1 = min(b0 + center_block, n_centers)
-            d2 = torch.addmm(sq[positions, None] + center_sq[None, b0:b1], block, centers[b0:b1].T, alpha=-2.0)
-            mind[positions] = torch.minimum(mind[positions], d2.min(dim=1).values)
+        mind[positions] = torch.minimum(mind[positions], min_sqdist(block, sq[positions], low, n_centers))
         seen[positions] = n_centers
         counters["refreshes"] += 1
         counters["refreshed_rows"] += int(positions.numel())
