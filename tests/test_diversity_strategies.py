@@ -24,7 +24,7 @@ from alkit.strategies.badge import (
 )
 from alkit.strategies.balancing import balancing_greedy, balancing_mode, balancing_reference
 from alkit.strategies.cluster_margin import average_linkage_clusters, condensed_sqrt_distances, round_robin
-from alkit.strategies.coreset import k_center_greedy, k_center_greedy_reference
+from alkit.strategies.coreset import k_center_greedy, k_center_greedy_reference, merge_nearest
 from alkit.strategies.partitioned import partition_pool, split_sizes
 from alkit.strategies.probcover import delta_graph, estimate_delta, normalised_store
 from alkit.strategies.typiclust import kmeans, typicality
@@ -158,6 +158,74 @@ def test_k_center_greedy_lazy_refreshes_few_rows_on_clustered_data():
                                                                   np.random.default_rng(0)))
     assert info["full_passes"] == 0
     assert info["refreshed_rows"] < 100 * 2990 / 20
+
+
+def test_merge_nearest_hand_cases():
+    # (min, argmin, runner-up) per row; the runner-up is the best *other* centre.
+    cur = (torch.tensor([1.0, 1.0, 1.0]), torch.tensor([3, 3, 3]), torch.tensor([5.0, 5.0, 5.0]))
+    found = (torch.tensor([0.5, 2.0, 1.0]), torch.tensor([7, 9, 3]), torch.tensor([2.0, 4.0, 4.0]))
+    m, i, r = merge_nearest(cur, found)
+    assert m.tolist() == [0.5, 1.0, 1.0]
+    assert i.tolist() == [7, 3, 3]
+    # row 0: new closer centre, old min becomes runner-up; row 1: new centre is the runner-up;
+    # row 2: centre 3 met twice — counted once, so the runner-up is the other block's 4, not 1.
+    assert r.tolist() == [1.0, 2.0, 4.0]
+
+
+def test_merge_nearest_over_blocks_equals_the_whole_row():
+    rng = np.random.default_rng(0)
+    d = torch.from_numpy(rng.random((50, 40)).astype(np.float32))
+
+    def summary(cols):
+        v, j = torch.topk(d[:, cols], 2, dim=1, largest=False)
+        return v[:, 0], torch.as_tensor(cols)[j[:, 0]], v[:, 1]
+
+    cuts = [0, 7, 8, 23, 40]
+    acc = summary(list(range(cuts[0], cuts[1])))
+    for a, b in zip(cuts[1:-1], cuts[2:]):
+        acc = merge_nearest(acc, summary(list(range(a, b))) if b - a > 1 else
+                            (d[:, a], torch.full((50,), a), torch.full((50,), float("inf"))))
+    whole = summary(list(range(40)))
+    for got, want in zip(acc, whole):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("eager_centers", [None, 0, 2])
+def test_k_center_greedy_near_ties_are_ranked_like_the_reference(eager_centers):
+    # Candidates at exactly equal float64 distance from the centres (signed unit vectors times 3
+    # and 6, lengths jittered by < 1e-4, centres at the origin and far away): every pick is a near
+    # tie that float32 cannot settle.  Each candidate's nearest centre is unique, so the float64
+    # re-ranking needs one pair per candidate; the picks must still be the reference's.
+    dim = 12
+    jitter = 1.0 + np.random.default_rng(5).uniform(0.0, 1e-4, (2 * dim, 1))
+    axes = np.concatenate([np.eye(dim), -np.eye(dim)]) * 3.0 * jitter
+    centres = np.array([[0.0] * dim, [40.0] * dim, [-40.0] * dim])
+    x = np.concatenate([centres, axes, axes[::-1] * 2.0]).astype(np.float32)
+    cent, cand = np.arange(3), np.arange(3, x.shape[0])
+    info: dict = {}
+    fast = k_center_greedy(x, cent, cand, 30, np.random.default_rng(0), eager_centers=eager_centers, timings=info)
+    np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, 30, np.random.default_rng(0)))
+    assert info["refined"] > 0 and info["lone_refined"] > 0
+
+
+def test_k_center_greedy_pivot_bounds_cut_refreshes_and_keep_the_picks():
+    # 40 clusters, 400 labelled centres of which 16 become pivots: the pivot groups make most
+    # starting bounds exact, so far fewer candidates are refreshed against the pending centres.
+    rng = np.random.default_rng(3)
+    means = rng.standard_normal((40, 24)) * 6
+    x = (means[rng.integers(0, 40, 6000)] + rng.standard_normal((6000, 24))).astype(np.float32)
+    perm = rng.permutation(6000)
+    cent, cand = perm[:400], perm[400:]
+    ref = k_center_greedy_reference(x, cent, cand, 60, np.random.default_rng(0))
+    rows = {}
+    for pivots in (True, False):
+        info: dict = {}
+        fast = k_center_greedy(x, cent, cand, 60, np.random.default_rng(0), eager_centers=16, pivot_bounds=pivots,
+                               timings=info)
+        np.testing.assert_array_equal(fast, ref)
+        assert info["pivots"] == (16 if pivots else 0)
+        rows[pivots] = info["refreshed_rows"]
+    assert rows[True] * 3 < rows[False]
 
 
 # ----------------------------------------------------------------------------- BADGE

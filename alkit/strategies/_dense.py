@@ -67,11 +67,13 @@ class RowStore:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         device: torch.device | str | None = None,
         native: tuple[Callable[[int, int], np.ndarray], Callable[[torch.Tensor], torch.Tensor], int] | None = None,
+        take: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.n, self.width = int(n), int(width)
         self.chunk_rows = max(1, int(chunk_rows))
         self.device = as_device(device)
         self._load = load
+        self._take = take
         self._f32: torch.Tensor | None = None
         self._native: torch.Tensor | None = None
         self._native_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -115,6 +117,8 @@ class RowStore:
             return self._f32[torch.from_numpy(positions).to(self.device)]
         if self._native is not None:
             return self._native_fn(self._native[torch.from_numpy(positions).to(self.device)])
+        if self._take is not None:   # one sorted read of the rows, not one read per row
+            return torch.from_numpy(np.ascontiguousarray(self._take(positions), dtype=np.float32)).to(self.device)
         return torch.cat([self.block(int(p), int(p) + 1) for p in positions]) if positions.size else torch.empty(
             (0, self.width), dtype=torch.float32, device=self.device
         )
@@ -145,7 +149,10 @@ def feature_store(
     shift_t = None if shift is None else torch.from_numpy(shift).to(dev)
 
     def load(start: int, stop: int) -> np.ndarray:
-        block = gather_rows(features, indices[start:stop], chunk_rows)
+        return take(indices[start:stop])
+
+    def take(rows: np.ndarray) -> np.ndarray:
+        block = gather_rows(features, rows, chunk_rows)
         if normalize:
             norm = np.linalg.norm(block, axis=1, keepdims=True)
             block /= np.where(norm > 0, norm, 1.0)
@@ -163,7 +170,7 @@ def feature_store(
     itemsize = np.dtype(features.dtype).itemsize
     native = (native_load, native_fn, itemsize) if itemsize < 4 and not normalize else None
     return RowStore(indices.size, features.shape[1], load, chunk_rows=chunk_rows, cache_bytes=cache_bytes,
-                    device=dev, native=native)
+                    device=dev, native=native, take=lambda positions: take(indices[positions]))
 
 
 def row_sqnorms(store: RowStore, dtype: torch.dtype = torch.float32) -> torch.Tensor:
