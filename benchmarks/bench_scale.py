@@ -64,8 +64,18 @@ def strategy_task(n_total: int, strategy: str, seed: int, num_classes: int = 100
     oracle = pool.labels if info.oracle else None
     record: dict = {"strategy": strategy, "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
                     "mode": "full", "feature_file_bytes": int(pool.features.nbytes)}
+    timings: dict = {}
+    if strategy == "coreset":   # same call as select(state, "coreset", ...), with its set-up / pick split
+        from alkit.strategies.coreset import coreset
+
+        def chosen(pool_state, k, rng):
+            return coreset(pool_state, k, rng, timings=timings)
+    else:
+        chosen = strategy
     with M.section(record):
-        picks = select(state, strategy, budget, seed, oracle_labels=oracle)
+        picks = select(state, chosen, budget, seed, oracle_labels=oracle)
+    if timings:
+        record["timings"] = timings
     record.update(n_picks=int(picks.size), digest=_digest(picks),
                   distinct_classes=int(np.unique(pool.labels[picks]).size),
                   max_class_count=int(np.bincount(pool.labels[picks]).max()))
@@ -270,6 +280,12 @@ def markdown(data: dict) -> str:
                          f"{', r: ' + r['r_cache'] if 'r_cache' in r else ''}){extra}.")
         if "error" in r:
             notes.append(f"- {key}: {r['error'][:200]}")
+        t = r.get("timings")
+        if t and "picks_s" in t and "error" not in r:
+            notes.append(f"- {key}: set-up {t['setup_s']:.1f} s, {r['budget']:,} picks {t['picks_s']:.1f} s "
+                         f"({1000 * t['picks_s'] / max(r['budget'], 1):.1f} ms per pick: refreshes {t.get('refresh_s', 0):.1f} s "
+                         f"over {t.get('refreshed_rows', 0):,} rows, float64 re-ranking {t.get('refine_s', 0):.1f} s); "
+                         f"{t.get('pivots', 0):,} pivots, row store {t['cache_mode']}.")
     if notes:
         lines += ["", "Notes:"] + notes
     probe = data.get("probe", {})

@@ -492,6 +492,7 @@ def coreset(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     device: str | None = None,
+    timings: dict | None = None,
 ) -> np.ndarray:
     """Coreset: k-center greedy — repeatedly take the eligible point farthest from all labelled/chosen points.
 
@@ -499,7 +500,8 @@ def coreset(
     ICLR 2018 (greedy 2-approximation of the k-center problem).  With S the labelled set plus the
     points chosen so far, each step picks u = argmax_{x eligible} min_{s∈S} ‖z_x − z_s‖₂ over
     frozen features z.  With no labelled point, the first centre is a random eligible point.
-    Exact on the whole pool (no subsampling): see :func:`k_center_greedy`.
+    Exact on the whole pool (no subsampling): see :func:`k_center_greedy` (``timings``, if a
+    dict, receives its set-up / pick split and counters).
     """
     return k_center_greedy(pool.features, coreset_centers(pool), pool.eligible_indices(), budget, rng,
-                           chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=device)
+                           chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=device, timings=timings)
