@@ -80,8 +80,9 @@ EAGER_WORK = 1 << 36
 #: pending centre, which costs more than one eager GEMM when picks are not few.
 LAZY_SETUP_RATIO = 64
 #: Each pending labelled centre joins the groups of this many of its nearest pivots (see
-#: ``tighten_by_pivot_groups``): measured on a 4,000-candidate sample of the 1.28 M pool with 1,024
-#: pivots, 1 → 24 % of starting bounds exact, 8 → 84 %, 16 → 95 % (work ∝ this number).
+#: ``tighten_by_pivot_groups``): on a 4,000-candidate sample of the 1.28 M pool with 1,024 pivots,
+#: 1 → 24 % of starting bounds exact, 8 → 84 %, 16 → 95 % (work ∝ this number;
+#: ``benchmarks/coreset_pivot_bounds.py``).
 PIVOT_SHARE = 16
 
 
