@@ -116,7 +116,7 @@ def k_center_greedy(
     is the true maximum, since every other stored value bounds its own minimum from above.
     Otherwise the :data:`REFRESH_ROWS` largest stale candidates are compared with the centres
     they miss (one small GEMM) and the step repeats.  A new centre lowers few candidates' minima
-    in practice (1.1 refreshes per pick on the 100 k ImageNet-shaped pool, ``bench_scale.py
+    in practice (1.0 refreshes per pick on the 100 k ImageNet-shaped pool, ``bench_scale.py
     --lazy-vs-eager``), so
     a pick costs ~|centres added since| · D instead of a pass over all candidates; when refreshes
     pile up (more than a pass would cost) every stale candidate is brought up to date in one
