@@ -88,6 +88,18 @@ def test_cpu_scale_matches_the_issue():
     assert (paper.initial_size, paper.round_budget, paper.rounds) == (30_000, 10_000, 8)
 
 
+def test_cpu_phases_cover_every_strategy_of_every_cpu_data_set_once():
+    # Reordering the sweep must never drop a (data set, strategy) the cpu scale promises.
+    from alkit.reproduce import CPU_PHASES, SWEEP_DATASETS
+
+    planned: dict[str, list[str]] = {}
+    for dataset, strategies in CPU_PHASES:
+        planned.setdefault(dataset, []).extend(experiment.sweep_config(dataset, "cpu", strategies=strategies).strategy_list())
+    assert set(planned) == set(SWEEP_DATASETS["cpu"])
+    for dataset, names in planned.items():
+        assert sorted(names) == sorted(experiment.sweep_config(dataset, "cpu").strategy_list()), dataset
+
+
 def test_synthetic_standin_says_so():
     data = experiment.load_study_data("tiny-imagenet", "smoke", source="synthetic")
     assert data.synthetic and "synthetic" in data.label
