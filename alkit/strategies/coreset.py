@@ -235,13 +235,13 @@ def k_center_greedy(
             pivot_of.append(torch.topk(d2, share, dim=1, largest=False).indices)
         pair_pivot = torch.cat(pivot_of).flatten()
         pair_centre = pending.repeat_interleave(share)
-        cent_order = pair_centre[torch.argsort(pair_pivot, stable=True)]
-        cent_ends = torch.cumsum(torch.bincount(pair_pivot, minlength=eager), 0).tolist()
-        cand_order = torch.argsort(nearest_pivot, stable=True)          # positions ascending within a group
-        cand_ends = torch.cumsum(torch.bincount(nearest_pivot, minlength=eager), 0).tolist()
-        for g in range(eager):
-            group = cand_order[(cand_ends[g - 1] if g else 0):cand_ends[g]]
-            ids = cent_order[(cent_ends[g - 1] if g else 0):cent_ends[g]]
+
+        def by_pivot(members: torch.Tensor, pivot: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """``members`` split into one group per pivot (stable: ascending order kept within a group)."""
+            return torch.split(members[torch.argsort(pivot, stable=True)], torch.bincount(pivot, minlength=eager).tolist())
+
+        positions = torch.arange(cand.size, device=dev)
+        for group, ids in zip(by_pivot(positions, nearest_pivot), by_pivot(pair_centre, pair_pivot)):
             if group.numel() == 0 or ids.numel() == 0:
                 continue
             for rows in torch.split(group, rows_per_block):
