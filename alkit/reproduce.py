@@ -220,15 +220,43 @@ def run_phases(phases, scale: str, out: str, *, source: str = "auto", data_root:
             waited += 15
 
 
+def only_phases(phases, scale: str, datasets=None, strategies=None) -> list[tuple[str, tuple[str, ...]]]:
+    """``phases`` restricted to ``datasets`` and ``strategies`` (None: all), in the same order."""
+    from alkit import experiment
+
+    known_datasets = {d for d, _ in phases}
+    for name in datasets or ():
+        if name not in known_datasets:
+            raise ValueError(f"--datasets: {name!r} is not swept at scale {scale!r}; "
+                             f"choose from {', '.join(sorted(known_datasets))}")
+    kept, known_strategies = [], set()
+    for dataset, names in phases:
+        names = tuple(names or experiment.sweep_config(dataset, scale).strategy_list())
+        known_strategies.update(names)
+        if datasets and dataset not in datasets:
+            continue
+        names = tuple(n for n in names if not strategies or n in strategies)
+        if names:
+            kept.append((dataset, names))
+    for name in strategies or ():
+        if name not in known_strategies:
+            raise ValueError(f"--strategies: {name!r} is not swept at scale {scale!r}; "
+                             f"choose from {', '.join(sorted(known_strategies))}")
+    return kept
+
+
 def reproduce_results(scale: str, source: str = "auto", data_root: str | None = None, extract: bool = True,
-                      wait_seconds: float = 0.0) -> None:
+                      wait_seconds: float = 0.0, datasets=None, strategies=None) -> None:
     """``smoke``: every notebook end to end on tiny data into notebooks/executed/smoke/.
-    ``cpu`` / ``paper``: the sweeps (resumable, in priority order), then the figures."""
+    ``cpu`` / ``paper``: the sweeps (resumable, in priority order; ``datasets`` / ``strategies``
+    run only those runs), then the figures."""
     if scale == "smoke":
         run_smoke(source=source, data_root=data_root)
         return
     out = COMMITTED_RUNS if scale == "cpu" else f"results/runs/{scale}"
     phases = CPU_PHASES if scale == "cpu" else [(d, None) for d in SWEEP_DATASETS[scale]]
+    if datasets or strategies:
+        phases = only_phases(phases, scale, datasets, strategies)
     run_phases(phases, scale, out, source=source, data_root=data_root, extract=extract, wait_seconds=wait_seconds)
     if scale == "cpu":
         reproduce_figures(out)
@@ -247,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="never extract features: put off a data set until its features are cached")
     res.add_argument("--wait-minutes", type=float, default=0.0,
                      help="with --no-extract: how long to wait for features before giving up")
+    res.add_argument("--datasets", type=lambda v: v.split(","), default=None,
+                     help="comma-separated: run only these data sets of the scale (default: all)")
+    res.add_argument("--strategies", type=lambda v: v.split(","), default=None,
+                     help="comma-separated: run only these strategies (default: all)")
     sub.add_parser("sync", help="write notebooks/*.ipynb from notebooks/*.py")
     sub.add_parser("check", help="check that each .py/.ipynb pair agrees")
     args = parser.parse_args(argv)
@@ -263,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "figures":
         reproduce_figures(args.results)
     else:
+        if args.scale == "smoke" and (args.datasets or args.strategies):
+            parser.error("--datasets / --strategies apply to the cpu and paper sweeps, not to smoke")
         reproduce_results(args.scale, args.source, args.data_root, extract=not args.no_extract,
-                          wait_seconds=60 * args.wait_minutes)
+                          wait_seconds=60 * args.wait_minutes, datasets=args.datasets, strategies=args.strategies)
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 

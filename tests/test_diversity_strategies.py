@@ -26,7 +26,8 @@ from alkit.strategies.balancing import balancing_greedy, balancing_mode, balanci
 from alkit.strategies.cluster_margin import average_linkage_clusters, condensed_sqrt_distances, round_robin
 from alkit.strategies.coreset import k_center_greedy, k_center_greedy_reference, merge_nearest
 from alkit.strategies.partitioned import partition_pool, split_sizes
-from alkit.strategies.probcover import delta_graph, estimate_delta, normalised_store
+from alkit.strategies import probcover as probcover_module
+from alkit.strategies.probcover import delta_graph, estimate_delta, max_coverage_greedy, normalised_store
 from alkit.strategies.typiclust import kmeans, typicality
 
 DIVERSITY = ["coreset", "badge", "partitioned_coreset", "partitioned_badge", "balancing", "margin_clustering",
@@ -628,6 +629,66 @@ def test_delta_graph_and_purity_delta():
     assert np.mean(d_diff >= delta + 1e-3) < 0.9 + 1.0 / 90
     with pytest.raises(ValueError, match="delta"):
         delta_graph(store, 2.0, max_edges=100)
+
+
+def _probcover_on_rows(x, pool, budget, seed, delta):
+    """Plain path: graph built on labelled ∪ eligible rows only, no cache."""
+    relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible)
+    graph = delta_graph(normalised_store(x, relevant), delta)
+    eligible = pool.eligible[relevant]
+    return relevant[max_coverage_greedy(graph, np.flatnonzero(~eligible), eligible, budget, np.random.default_rng(seed))]
+
+
+def test_probcover_shared_graph_matches_a_graph_on_the_round_rows(monkeypatch):
+    """δ and the graph are computed once on all rows and kept; each round uses the induced subgraph,
+    which must give the picks of a graph built on its labelled ∪ eligible rows alone."""
+    probcover_module.clear_cache()
+    builds = []
+    real_build = probcover_module.delta_graph
+    monkeypatch.setattr(probcover_module, "delta_graph", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((400, 5)).astype(np.float32)
+    truth = rng.integers(0, 4, 400)
+    delta = 0.6
+    for seed in range(3):   # different validation rows and labelled sets per seed, as in a sweep
+        r = np.random.default_rng(100 + seed)
+        held_out = r.random(400) < 0.1
+        labels = np.where((r.random(400) < 0.05) & ~held_out, truth, -1)
+        pool = make_pool(x, labels, 4, held_out=held_out)
+        picks = select(pool, lambda p, b, g: probcover_module.probcover(p, b, g, delta=delta), 30, seed)
+        np.testing.assert_array_equal(picks, _probcover_on_rows(x, pool, 30, seed, delta))
+        assert not held_out[picks].any() and not pool.labeled[picks].any()
+    assert len(builds) == 1   # one build for all three calls
+    # new feature bytes: a new graph (the digest covers the data, not the array's identity)
+    x[7, 0] += 1.0
+    pool = make_pool(x, np.full(400, -1), 4)
+    select(pool, lambda p, b, g: probcover_module.probcover(p, b, g, delta=delta), 5, 0)
+    assert len(builds) == 2
+    probcover_module.clear_cache()
+
+
+def test_probcover_delta_is_a_property_of_the_features():
+    """Default δ: one estimate per feature matrix (seeded by delta_seed), whatever the round's rng;
+    equal to the purity rule run on all rows with that seed."""
+    probcover_module.clear_cache()
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((3, 6)) * 3
+    x = (centres[rng.integers(0, 3, 300)] + rng.standard_normal((300, 6))).astype(np.float32)
+    pool = make_pool(x, np.full(300, -1), 3)
+    a = select(pool, "probcover", 10, 0)
+    assert len(probcover_module._DELTAS) == 1
+    (delta,) = probcover_module._DELTAS.values()
+    seeded = np.random.default_rng(probcover_module.DELTA_SEED)
+    pseudo = kmeans(x, np.arange(300), 3, seeded, normalize=True)
+    assert delta == estimate_delta(normalised_store(x, np.arange(300)), pseudo, seeded)
+    select(pool, "probcover", 10, 1)
+    assert len(probcover_module._DELTAS) == 1   # another seed, same δ
+    probcover_module.clear_cache()
+    np.testing.assert_array_equal(a, select(pool, "probcover", 10, 0))   # cold cache: same picks
+    np.testing.assert_array_equal(
+        a, select(pool, lambda p, b, g: probcover_module.probcover(p, b, g, cache=False), 10, 0))
+    assert not probcover_module._DELTAS or len(probcover_module._DELTAS) == 1
+    probcover_module.clear_cache()
 
 
 # ----------------------------------------------------------------------------- contract bits

@@ -100,6 +100,19 @@ def test_cpu_phases_cover_every_strategy_of_every_cpu_data_set_once():
         assert sorted(names) == sorted(experiment.sweep_config(dataset, "cpu").strategy_list()), dataset
 
 
+def test_only_phases_keeps_the_order_and_names_bad_filters():
+    from alkit.reproduce import CPU_PHASES, only_phases
+
+    kept = only_phases(CPU_PHASES, "cpu", datasets=["cifar10-lt", "cifar10"], strategies=["probcover", "random"])
+    flat = [(d, n) for d, names in kept for n in names]
+    assert sorted(set(flat)) == sorted({(d, n) for d in ("cifar10", "cifar10-lt") for n in ("probcover", "random")})
+    assert flat.index(("cifar10", "random")) < flat.index(("cifar10", "probcover"))  # sweep priority kept
+    with pytest.raises(ValueError, match="--strategies: 'probcovr'"):
+        only_phases(CPU_PHASES, "cpu", strategies=["probcovr"])
+    with pytest.raises(ValueError, match="--datasets: 'imagenet'"):
+        only_phases(CPU_PHASES, "cpu", datasets=["imagenet"])
+
+
 def test_synthetic_standin_says_so():
     data = experiment.load_study_data("tiny-imagenet", "smoke", source="synthetic")
     assert data.synthetic and "synthetic" in data.label

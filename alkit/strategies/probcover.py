@@ -12,13 +12,22 @@ authors' loop would then return index 0 repeatedly).
 k-means pseudo-labels (K = C clusters), a ball B(x, δ) is pure when all its points share x's
 pseudo-label, i.e. δ ≤ d_diff(x), the distance from x to the nearest point of another cluster;
 δ is the largest value with purity ≥ α = 0.95, i.e. the 5 % quantile of d_diff, measured on at
-most ``purity_sample`` balls (rng) against every point.
+most ``purity_sample`` balls against every point.  As in the authors' code, δ is a property of
+the data set, not of the round: it is estimated once per feature matrix, over all its rows
+(features only, no labels) with a fixed seed ``delta_seed``, and so is the δ-graph.  The graph of
+labelled ∪ eligible points that a round needs is the subgraph of that one induced by its rows,
+the same edges a graph built on those rows alone would have.  Both are kept in memory
+(``cache=True``, keyed by a digest of the feature bytes), so later rounds and seeds on the same
+features skip the O(N²·D) build; ``clear_cache()`` frees them.  Where labelled ∪ eligible is
+under half the rows, δ and the graph are computed on those rows only.
 
 Memory: the graph is built chunk by chunk (rows × all, float32 GEMM, d² = 2 − 2 cos) and kept
 as CSR (int32 neighbour ids), O(|E|); more than ``max_edges`` edges raises a ValueError asking
 for a smaller δ.  Cost: O(N²·D) to build (exact range search), O(|E|) for the greedy picks.
 """
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,6 +41,27 @@ from alkit.strategies.typiclust import kmeans
 PURITY_ALPHA = 0.95
 PURITY_SAMPLE = 2000
 MAX_EDGES = 50_000_000
+DELTA_SEED = 0
+
+#: (digest, ...) -> δ, and (digest, δ, max_edges) -> graph; one graph at a time (it can be GBs).
+_DELTAS: dict[tuple, float] = {}
+_GRAPHS: dict[tuple, sp.csr_matrix] = {}
+
+
+def clear_cache() -> None:
+    """Forget the kept δ estimates and δ-graphs."""
+    _DELTAS.clear()
+    _GRAPHS.clear()
+
+
+def rows_digest(features, rows: np.ndarray | None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> str:
+    """Digest of the bytes of ``features`` (all rows) and of the row ids ``rows`` (None: all)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((tuple(features.shape), str(features.dtype))).encode())
+    for start in range(0, features.shape[0], chunk_rows):
+        h.update(np.ascontiguousarray(features[start:start + chunk_rows]).data)
+    h.update(b"all" if rows is None else np.ascontiguousarray(rows, np.int64).data)
+    return h.hexdigest()
 
 
 def normalised_store(features, indices, chunk_rows=DEFAULT_CHUNK_ROWS, cache_bytes=2 * 1024**3, device=None) -> RowStore:
@@ -146,6 +176,8 @@ def probcover(
     alpha: float = PURITY_ALPHA,
     purity_sample: int = PURITY_SAMPLE,
     max_edges: int = MAX_EDGES,
+    delta_seed: int = DELTA_SEED,
+    cache: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str | None = None,
 ) -> np.ndarray:
@@ -153,17 +185,44 @@ def probcover(
 
     Yehuda, Dekel, Hacohen, Weinshall, "Active Learning Through a Covering Lens", NeurIPS 2022.
     Maximises |∪_{x∈L∪S} B(x, δ)| greedily: x* = argmax_x |B(x, δ) \\ covered|.  δ defaults to
-    the largest radius whose balls are ≥ 95 % pure under k-means pseudo-labels (K = C).
+    the largest radius whose balls are ≥ 95 % pure under k-means pseudo-labels (K = C), estimated
+    once per feature matrix with the seed ``delta_seed`` (``rng`` only breaks ties once all is
+    covered).  ``cache``: keep δ and the graph for the next call on the same features.
     """
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     eligible = pool.eligible[relevant]
-    store = normalised_store(pool.features, relevant, chunk_rows, device=as_device(device))
+    on_all_rows = 2 * relevant.size >= pool.size   # share δ and the graph with every round and seed
+    rows = np.arange(pool.size, dtype=np.int64) if on_all_rows else relevant
+    key = rows_digest(pool.features, None if on_all_rows else rows, chunk_rows) if cache else None
+    stores: list[RowStore] = []
+
+    def store() -> RowStore:
+        if not stores:
+            stores.append(normalised_store(pool.features, rows, chunk_rows, device=as_device(device)))
+        return stores[0]
+
     if delta is None:
-        pseudo = kmeans(pool.features, relevant, pool.num_classes, rng, normalize=True, chunk_rows=chunk_rows,
-                        device=device)
-        delta = estimate_delta(store, pseudo, rng, alpha, purity_sample)
+        delta_key = (key, pool.num_classes, float(alpha), int(purity_sample), int(delta_seed))
+        if cache and delta_key in _DELTAS:
+            delta = _DELTAS[delta_key]
+        else:
+            seeded = np.random.default_rng(delta_seed)
+            pseudo = kmeans(pool.features, rows, pool.num_classes, seeded, normalize=True, chunk_rows=chunk_rows,
+                            device=device)
+            delta = estimate_delta(store(), pseudo, seeded, alpha, purity_sample)
+            if cache:
+                _DELTAS[delta_key] = delta
     if not delta > 0:
         raise ValueError(f"delta must be positive, got {delta}")
-    graph = delta_graph(store, float(delta), max_edges)
+    graph_key = (key, float(delta), int(max_edges))
+    if cache and graph_key in _GRAPHS:
+        graph = _GRAPHS[graph_key]
+    else:
+        graph = delta_graph(store(), float(delta), max_edges)
+        if cache:
+            _GRAPHS.clear()
+            _GRAPHS[graph_key] = graph
+    if on_all_rows:
+        graph = graph[relevant][:, relevant]   # induced subgraph, in the order of relevant
     picks = max_coverage_greedy(graph, np.flatnonzero(~eligible), eligible, budget, rng)
     return relevant[picks]
