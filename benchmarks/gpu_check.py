@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", default=",".join(DEVICE_STRATEGIES))
     parser.add_argument("--timeout", type=float, default=180, help="seconds per strategy and part")
     parser.add_argument("--budget-s", type=float, default=420, help="stop starting new work after this many seconds")
-    parser.add_argument("--commit", default=None, help="commit to record when the tree has no .git (a copied tree)")
+    parser.add_argument("--commit", default=None, help="commit to record (for a copied tree, whose .git may be missing or stale)")
     parser.add_argument("--out", default=str(M.RESULTS / "gpu_check"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda", help="device under test ('cpu': a dry run of this script)")
@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     commit = git_commit()
     data = {"command": "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": args.commit if commit == "unknown" and args.commit else commit,
+            # a copied tree's .git can be stale: the commit the caller names wins
+            "commit": args.commit or commit,
             "torch": torch.__version__, "device": args.device, "machine": M.machine(), "agree_n": args.agree_n, "time_n": args.time_n,
             "agreement": {}, "timing": {}, "cpu_reference": _cpu_reference(args.time_n)}
     started = time.perf_counter()
