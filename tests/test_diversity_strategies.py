@@ -585,6 +585,24 @@ def test_kmeans_is_seeded_and_separates_blobs():
     assert all(len(set(c[i * 30:(i + 1) * 30])) == 1 for i in range(3))
 
 
+def test_cluster_sums_are_the_sequential_float64_sums():
+    """Each cluster's rows added one after another in index order, in float64: bit-identical to a
+    plain loop; empty clusters are zero; counts are the cluster sizes."""
+    from alkit.strategies.typiclust import _cluster_sums
+
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy((rng.standard_normal((3000, 37)) * 10 ** rng.uniform(-3, 3, (3000, 1))).astype(np.float32))
+    ids = torch.from_numpy(rng.integers(0, 50, 3000))
+    ids[ids == 7] = 8   # one empty cluster
+    sums, counts = _cluster_sums(x, ids, 50)
+    expected = np.zeros((50, 37))
+    for row, cluster in zip(x.numpy().astype(np.float64), ids.numpy()):
+        expected[cluster] += row
+    assert np.array_equal(sums.numpy(), expected)
+    assert counts[7] == 0 and not sums[7].any()
+    np.testing.assert_array_equal(counts.numpy(), np.bincount(ids.numpy(), minlength=50))
+
+
 # ----------------------------------------------------------------------------- probcover
 def test_probcover_first_pick_is_the_max_degree_point():
     rng = np.random.default_rng(0)
