@@ -4,7 +4,9 @@ Beyond the paper reproduced here (Emam et al. 2021).  On L2-normalised features,
 an edge x → y iff ‖z_x − z_y‖ < δ (self-loops included) over labelled ∪ eligible points
 (validation points excluded).  Points within δ of a labelled point start covered.  Greedy step,
 as in the authors' code (``deep-al/pycls/al/prob_cover.py``): pick the point with the most
-uncovered out-neighbours (first on ties), mark them covered.  Once everything is covered
+uncovered out-neighbours, mark them covered; ties are broken uniformly at random (``ties="first"``:
+the lowest index, as the authors' ``argmax``, which makes the picks depend on the order the pool is
+stored in — see DEVIATIONS.md).  Once everything is covered
 (maximum degree 0) the remaining picks are uniform among the eligible points left (the
 authors' loop would then return index 0 repeatedly).
 
@@ -133,10 +135,14 @@ def estimate_delta(
 
 
 def max_coverage_greedy(
-    graph: sp.csr_matrix, covered_by: np.ndarray, eligible: np.ndarray, k: int, rng: np.random.Generator
+    graph: sp.csr_matrix, covered_by: np.ndarray, eligible: np.ndarray, k: int, rng: np.random.Generator,
+    ties: str = "random",
 ) -> np.ndarray:
     """Greedy max coverage: positions of ``k`` eligible points, each covering the most uncovered
-    out-neighbours (first on ties); ``covered_by`` are the positions whose balls start covered."""
+    out-neighbours; ``covered_by`` are the positions whose balls start covered.  Ties for the most:
+    ``"random"`` (uniform, rng) or ``"first"`` (lowest position, the authors' argmax)."""
+    if ties not in ("random", "first"):
+        raise ValueError(f"ties must be 'random' or 'first', got {ties!r}")
     n = graph.shape[0]
     graph_t = graph.T.tocsr()  # in-neighbours: who covers y
     covered = np.zeros(n, bool)
@@ -149,6 +155,10 @@ def max_coverage_greedy(
     picks: list[int] = []
     for _ in range(min(k, int(eligible.sum()))):
         j = int(np.argmax(degrees))
+        if ties == "random" and degrees[j] > 0:
+            tied = np.flatnonzero(degrees == degrees[j])
+            if tied.size > 1:
+                j = int(tied[rng.integers(tied.size)])
         if degrees[j] <= 0:  # all covered: uniform among the eligible points left
             free = np.flatnonzero(eligible & ~taken)
             j = int(free[rng.integers(free.size)])
@@ -177,6 +187,7 @@ def probcover(
     purity_sample: int = PURITY_SAMPLE,
     max_edges: int = MAX_EDGES,
     delta_seed: int = DELTA_SEED,
+    ties: str = "random",
     cache: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str | None = None,
@@ -186,9 +197,12 @@ def probcover(
     Yehuda, Dekel, Hacohen, Weinshall, "Active Learning Through a Covering Lens", NeurIPS 2022.
     Maximises |∪_{x∈L∪S} B(x, δ)| greedily: x* = argmax_x |B(x, δ) \\ covered|.  δ defaults to
     the largest radius whose balls are ≥ 95 % pure under k-means pseudo-labels (K = C), estimated
-    once per feature matrix with the seed ``delta_seed`` (``rng`` only breaks ties once all is
-    covered).  ``cache``: keep δ and the graph for the next call on the same features.
+    once per feature matrix with the seed ``delta_seed`` (``rng`` only breaks ties).
+    ``ties``: how ties for the largest gain are broken, ``"random"`` (rng) or ``"first"``
+    (the authors' lowest index).  ``cache``: keep δ and the graph for the next call on the same features.
     """
+    if ties not in ("random", "first"):
+        raise ValueError(f"ties must be 'random' or 'first', got {ties!r}")
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     eligible = pool.eligible[relevant]
     on_all_rows = 2 * relevant.size >= pool.size   # share δ and the graph with every round and seed
@@ -224,5 +238,5 @@ def probcover(
             _GRAPHS[graph_key] = graph
     if on_all_rows:
         graph = graph[relevant][:, relevant]   # induced subgraph, in the order of relevant
-    picks = max_coverage_greedy(graph, np.flatnonzero(~eligible), eligible, budget, rng)
+    picks = max_coverage_greedy(graph, np.flatnonzero(~eligible), eligible, budget, rng, ties)
     return relevant[picks]
