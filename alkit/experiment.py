@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from alkit.io import atomic_write, provenance, write_json
+from alkit.io import atomic_write, loaded_commit, provenance, write_json
 from alkit.loop import RunResult, run_active_learning
 from alkit.probe import ProbeConfig
 from alkit.strategies.registry import Strategy, resolve_strategy, strategy_names
@@ -494,6 +494,7 @@ def run_configured_sweep(
     ``overrides`` change the configured schedule (``seeds``, ``strategies``, ``rounds``, ...);
     the run key records them, so results made with other settings are never mixed in.
     """
+    loaded_commit()   # pin the provenance's commit to the code this process started with
     config = sweep_config(dataset, scale, **overrides)
     data = data or load_study_data(dataset, scale, source=source, data_root=data_root, backbone=backbone,
                                    cache_dir=cache_dir, config=config, progress=progress, extract=extract,

@@ -55,16 +55,30 @@ def _jsonable(obj: Any) -> Any:
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
-    """The current commit (with '+dirty' if the tree has changes), or 'unknown'."""
+    """The current commit, with '+dirty' if tracked files outside ``results/`` have changes (the
+    outputs a sweep rewrites are not code), or 'unknown'."""
     cwd = Path(cwd) if cwd else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)results"], cwd=cwd, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit or "unknown") + ("+dirty" if commit and dirty else "")
+
+
+_LOADED_COMMIT: str | None = None
+
+
+def loaded_commit() -> str:
+    """The commit of the code this process runs: read at the first call and kept, so that a long
+    sweep (which calls this when it starts) never records a commit made while it ran."""
+    global _LOADED_COMMIT
+    if _LOADED_COMMIT is None:
+        _LOADED_COMMIT = git_commit()
+    return _LOADED_COMMIT
 
 
 def provenance(**extra: Any) -> dict:
@@ -73,7 +87,7 @@ def provenance(**extra: Any) -> dict:
 
     info = {
         "command": " ".join(sys.argv),
-        "git_commit": git_commit(),
+        "git_commit": loaded_commit(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "torch": torch.__version__,

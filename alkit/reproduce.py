@@ -182,7 +182,9 @@ def run_phases(phases, scale: str, out: str, *, source: str = "auto", data_root:
     are not cached yet is put off (and retried first once they are) instead of extracting them,
     for up to ``wait_seconds`` of waiting — so a sweep can start while features are extracted."""
     from alkit import experiment
+    from alkit.io import loaded_commit
 
+    loaded_commit()   # every run of this sweep records the commit it started from
     # One run at a time (seed-major inside a phase), so that priorities are checked again after every
     # run: a data set whose features arrive mid-sweep starts after the current run, not a whole phase.
     pending = []

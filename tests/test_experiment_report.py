@@ -200,3 +200,37 @@ def test_runs_inventory_lists_seeds_and_mean_time_per_run():
     assert table.loc[0, "seeds"] == "0,1"
     assert table.loc[0, "selection s / run"] == 3.0      # (2 + 4) / 2 runs
     assert table.loc[0, "training s / run"] == 3.0       # (2 + 4) / 2 runs
+
+
+def test_provenance_commit_is_the_one_the_process_started_with(monkeypatch):
+    from alkit import io
+
+    monkeypatch.setattr(io, "_LOADED_COMMIT", None)
+    monkeypatch.setattr(io, "git_commit", lambda cwd=None: "aaa")
+    assert io.loaded_commit() == "aaa"
+    monkeypatch.setattr(io, "git_commit", lambda cwd=None: "bbb")   # a commit made while the sweep runs
+    assert io.provenance()["git_commit"] == "aaa"
+
+
+def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path):
+    import shutil
+    import subprocess
+
+    from alkit.io import git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "results" / "fig.txt").write_text("1")
+    (tmp_path / "pkg" / "code.py").write_text("1")
+    subprocess.run(git + ["init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["add", "."], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path / "pkg") == head
+    (tmp_path / "results" / "fig.txt").write_text("2")   # a regenerated figure
+    assert git_commit(tmp_path / "pkg") == head
+    (tmp_path / "pkg" / "code.py").write_text("2")
+    assert git_commit(tmp_path / "pkg") == head + "+dirty"
