@@ -29,16 +29,13 @@ OUT = M.RESULTS / "probcover_delta"
 def measure(dataset: str) -> dict:
     from alkit import experiment
     from alkit.strategies import probcover as P
-    from alkit.strategies.typiclust import kmeans
 
     data = experiment.load_study_data(dataset, "cpu", extract=False, progress=False)
     x = data.train_features
     rows = np.arange(x.shape[0])
     started = time.perf_counter()
-    seeded = np.random.default_rng(P.DELTA_SEED)
-    pseudo = kmeans(x, rows, int(data.num_classes), seeded, normalize=True)
     store = P.normalised_store(x, rows)
-    delta = P.estimate_delta(store, pseudo, seeded)
+    delta = P.purity_delta(x, rows, int(data.num_classes), store=store)
     delta_s = time.perf_counter() - started
     started = time.perf_counter()
     graph = P.delta_graph(store, delta)

@@ -29,6 +29,7 @@ for a smaller δ.  Cost: O(N²·D) to build (exact range search), O(|E|) for the
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -134,6 +135,33 @@ def estimate_delta(
     return float(q) if np.isfinite(q) else 2.0  # every ball pure: the diameter of the unit sphere
 
 
+def check_ties(ties: str) -> None:
+    if ties not in ("random", "first"):
+        raise ValueError(f"ties must be 'random' or 'first', got {ties!r}")
+
+
+def purity_delta(
+    features,
+    rows: np.ndarray,
+    num_classes: int,
+    *,
+    alpha: float = PURITY_ALPHA,
+    sample: int = PURITY_SAMPLE,
+    seed: int = DELTA_SEED,
+    store: RowStore | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    device: str | None = None,
+) -> float:
+    """ProbCover's default δ for ``features[rows]``: k-means pseudo-labels (K = ``num_classes``,
+    normalised rows), then :func:`estimate_delta`, both drawn from ``default_rng(seed)``.
+    ``store``: the normalised rows if already built (else built here)."""
+    seeded = np.random.default_rng(seed)
+    pseudo = kmeans(features, rows, num_classes, seeded, normalize=True, chunk_rows=chunk_rows, device=device)
+    if store is None:
+        store = normalised_store(features, rows, chunk_rows, device=as_device(device))
+    return estimate_delta(store, pseudo, seeded, alpha, sample)
+
+
 def max_coverage_greedy(
     graph: sp.csr_matrix, covered_by: np.ndarray, eligible: np.ndarray, k: int, rng: np.random.Generator,
     ties: str = "random",
@@ -141,8 +169,7 @@ def max_coverage_greedy(
     """Greedy max coverage: positions of ``k`` eligible points, each covering the most uncovered
     out-neighbours; ``covered_by`` are the positions whose balls start covered.  Ties for the most:
     ``"random"`` (uniform, rng) or ``"first"`` (lowest position, the authors' argmax)."""
-    if ties not in ("random", "first"):
-        raise ValueError(f"ties must be 'random' or 'first', got {ties!r}")
+    check_ties(ties)
     n = graph.shape[0]
     graph_t = graph.T.tocsr()  # in-neighbours: who covers y
     covered = np.zeros(n, bool)
@@ -201,29 +228,24 @@ def probcover(
     ``ties``: how ties for the largest gain are broken, ``"random"`` (rng) or ``"first"``
     (the authors' lowest index).  ``cache``: keep δ and the graph for the next call on the same features.
     """
-    if ties not in ("random", "first"):
-        raise ValueError(f"ties must be 'random' or 'first', got {ties!r}")
+    check_ties(ties)   # before the graph build, which can take minutes
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     eligible = pool.eligible[relevant]
     on_all_rows = 2 * relevant.size >= pool.size   # share δ and the graph with every round and seed
     rows = np.arange(pool.size, dtype=np.int64) if on_all_rows else relevant
     key = rows_digest(pool.features, None if on_all_rows else rows, chunk_rows) if cache else None
-    stores: list[RowStore] = []
 
-    def store() -> RowStore:
-        if not stores:
-            stores.append(normalised_store(pool.features, rows, chunk_rows, device=as_device(device)))
-        return stores[0]
+    @functools.cache
+    def store() -> RowStore:   # built only when δ or the graph is not kept already
+        return normalised_store(pool.features, rows, chunk_rows, device=as_device(device))
 
     if delta is None:
         delta_key = (key, pool.num_classes, float(alpha), int(purity_sample), int(delta_seed))
         if cache and delta_key in _DELTAS:
             delta = _DELTAS[delta_key]
         else:
-            seeded = np.random.default_rng(delta_seed)
-            pseudo = kmeans(pool.features, rows, pool.num_classes, seeded, normalize=True, chunk_rows=chunk_rows,
-                            device=device)
-            delta = estimate_delta(store(), pseudo, seeded, alpha, purity_sample)
+            delta = purity_delta(pool.features, rows, pool.num_classes, alpha=alpha, sample=purity_sample,
+                                 seed=delta_seed, store=store(), chunk_rows=chunk_rows, device=device)
             if cache:
                 _DELTAS[delta_key] = delta
     if not delta > 0:
