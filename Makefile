@@ -33,8 +33,10 @@ reproduce-figures: $(STAMP)
 # SCALE=cpu: the offline sweeps into results/runs/cpu (resumable), then the figures.
 # SCALE=paper: the authors' schedule; see README "Paper scale" (GPU, your ImageNet and checkpoints).
 SCALE ?= smoke
+# JOBS=2: the cpu / paper sweeps on two worker processes (one torch thread each on 2 cores).
+JOBS ?= 1
 reproduce-results: $(STAMP)
-	$(PY) -m alkit.reproduce results --scale $(SCALE)
+	$(PY) -m alkit.reproduce results --scale $(SCALE) $(if $(filter-out smoke,$(SCALE)),--jobs $(JOBS))
 
 # A one-minute demo on synthetic Gaussian mixtures (no data needed).
 demo: $(STAMP)

@@ -123,6 +123,7 @@ def run_active_learning(
     picks = [initial]
     counts_per_round, per_class_per_round = [], []
     batch, selection_seconds = initial, 0.0
+    memo: dict = {}   # work a strategy reuses across this run's rounds (PoolState.memo)
     bar = tqdm(range(rounds + 1), desc=f"{name} seed {seed}", disable=not progress, leave=False)
     for r in bar:
         lab_idx = np.flatnonzero(labeled)
@@ -152,7 +153,7 @@ def run_active_learning(
         pool = PoolState(
             features=train_features, labeled=labeled.copy(), held_out=held_out,
             labels=np.where(labeled, train_labels, -1).astype(np.int64), num_classes=num_classes,
-            weight=head.weight, bias=head.bias,
+            weight=head.weight, bias=head.bias, memo=memo,
         )
         started = time.perf_counter()
         batch = select(pool, info, round_budget, stream(seed, "selection", r + 1),

@@ -69,6 +69,10 @@ class PoolState:
     logits: optional precomputed (N, C) model outputs (e.g. from a fine-tuned network).  When
         None they are computed on the fly, chunk by chunk, from ``weight`` and ``bias``.
     oracle_labels: true labels of *every* point.  Only set for oracle baselines.
+    memo: a dict that lives for one active-learning run (the loop passes the same one every
+        round), where a strategy may keep work that later rounds of that run reuse when their
+        inputs are unchanged — e.g. TypiClust's clustering.  None (the default, a one-off
+        selection) means nothing is kept.  Its contents never carry labels of unlabelled points.
     """
 
     features: np.ndarray
@@ -80,6 +84,7 @@ class PoolState:
     bias: np.ndarray | None = None
     logits: np.ndarray | None = None
     oracle_labels: np.ndarray | None = field(default=None, repr=False)
+    memo: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = self.features.shape[0] if getattr(self.features, "ndim", 0) == 2 else None
@@ -108,6 +113,8 @@ class PoolState:
                 )
         if self.logits is not None and self.logits.shape != (n, self.num_classes):
             raise ValueError(f"logits must have shape ({n}, {self.num_classes}), got {self.logits.shape}")
+        if self.memo is not None and not isinstance(self.memo, dict):
+            raise ValueError(f"memo must be a dict (one per run) or None, got {type(self.memo).__name__}")
         if self.oracle_labels is not None:
             if self.oracle_labels.shape != (n,):
                 raise ValueError(f"oracle_labels must have shape ({n},), got {self.oracle_labels.shape}")

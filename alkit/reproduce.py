@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,13 +178,17 @@ def run_smoke(base: str | Path = "notebooks/executed/smoke", source: str = "auto
 
 
 def run_phases(phases, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
-               extract: bool = True, wait_seconds: float = 0.0) -> None:
+               extract: bool = True, wait_seconds: float = 0.0, jobs: int = 1) -> None:
     """Run ``(dataset, strategies)`` phases in order.  With ``extract=False`` a phase whose features
     are not cached yet is put off (and retried first once they are) instead of extracting them,
-    for up to ``wait_seconds`` of waiting — so a sweep can start while features are extracted."""
+    for up to ``wait_seconds`` of waiting — so a sweep can start while features are extracted.
+    ``jobs`` > 1 runs that many worker processes (see :func:`run_parallel`).  The sweep's wall time
+    is appended to ``<out>/sweep_times.json``."""
     from alkit import experiment
     from alkit.io import loaded_commit
 
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer (worker processes), got {jobs!r}")
     loaded_commit()   # every run of this sweep records the commit it started from
     # One run at a time (seed-major inside a phase), so that priorities are checked again after every
     # run: a data set whose features arrive mid-sweep starts after the current run, not a whole phase.
@@ -191,6 +196,131 @@ def run_phases(phases, scale: str, out: str, *, source: str = "auto", data_root:
     for dataset, strategies in phases:
         config = experiment.sweep_config(dataset, scale, strategies=strategies)
         pending += [(dataset, (strategy,), seed) for seed in config.seeds for strategy in config.strategy_list()]
+    started, started_epoch = time.perf_counter(), time.time()
+    if jobs > 1:
+        run_parallel(pending, scale, out, source=source, data_root=data_root, jobs=jobs)
+    else:
+        _run_serial(pending, scale, out, source=source, data_root=data_root, extract=extract,
+                    wait_seconds=wait_seconds)
+    written = sum(1 for d, (s,), seed in pending
+                  if _mtime(experiment.run_path(Path(out) / d, s, seed).with_suffix(".json")) >= started_epoch)
+    _log_sweep(out, scale, jobs, len(pending), written, time.perf_counter() - started)
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else -1.0
+
+
+def _log_sweep(out: str, scale: str, jobs: int, planned: int, ran: int, seconds: float) -> None:
+    """Append this sweep's wall time to ``<out>/sweep_times.json`` (rewritten atomically): how many
+    runs it planned, how many it ran (the others were finished already), with how many workers."""
+    import json
+
+    import torch
+
+    from alkit.io import loaded_commit, write_json
+
+    path = Path(out) / "sweep_times.json"
+    try:
+        log = json.loads(path.read_text()) if path.exists() else []
+    except ValueError:
+        log = []
+    log.append({"scale": scale, "command": " ".join(sys.argv), "git_commit": loaded_commit(), "jobs": jobs,
+                "torch_threads": torch.get_num_threads() if jobs == 1 else _worker_threads(jobs),
+                "cpu_count": os.cpu_count(), "runs_planned": planned, "runs_run": ran,
+                "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, log)
+
+
+def _worker_threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+#: Strategies whose runs share work across seeds inside one process (ProbCover's δ and δ-graph
+#: are cached per feature matrix): in a parallel sweep all seeds of such a strategy go to one worker.
+SHARED_ACROSS_SEEDS = ("probcover",)
+
+_WORKER_DATA: dict = {}
+
+
+def _worker_init(commit: str, threads: int) -> None:
+    import torch
+
+    from alkit import io
+
+    torch.set_num_threads(threads)
+    io._LOADED_COMMIT = commit   # the parent's commit: the code the sweep started with
+    parent = os.getppid()
+
+    def leave_with_parent() -> None:   # a killed sweep leaves no worker running (runs are saved atomically)
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=leave_with_parent, daemon=True).start()
+
+
+def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: str, source: str,
+                data_root: str | None) -> str:
+    from alkit import experiment
+
+    started = time.perf_counter()
+    if dataset not in _WORKER_DATA:   # once per data set and worker
+        _WORKER_DATA[dataset] = experiment.load_study_data(dataset, scale, source=source, data_root=data_root,
+                                                           extract=False, progress=False)
+    frame = experiment.run_configured_sweep(dataset, scale, out, data=_WORKER_DATA[dataset], strategies=[strategy],
+                                            seeds=seeds, progress=False)
+    finals = frame.groupby("seed")["top1"].last()
+    return (f"[{dataset}] {strategy} seed {','.join(map(str, seeds))}: {time.perf_counter() - started:.0f} s "
+            f"(top-1 at the end {', '.join(f'{v:.4f}' for v in finals)}) -> {out}/{dataset}")
+
+
+def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
+                 jobs: int = 2) -> None:
+    """Run ``pending`` ((dataset, (strategy,), seed) in priority order; finished ones are skipped) on
+    ``jobs`` worker processes with
+    cpu_count // jobs torch threads each.  On 2 cores, two one-thread workers keep both cores busy
+    through the many small steps (probe epochs, per-cluster loops) where one two-thread process
+    leaves one idle.  Each worker loads a data set once; all seeds of a :data:`SHARED_ACROSS_SEEDS`
+    strategy go to one worker.  Features must be cached (nothing is extracted in parallel)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from alkit.io import loaded_commit
+
+    tasks, grouped = [], {}
+    for dataset, (strategy,), seed in pending:
+        if strategy in SHARED_ACROSS_SEEDS:
+            if (dataset, strategy) not in grouped:
+                grouped[(dataset, strategy)] = []
+                tasks.append((dataset, strategy, grouped[(dataset, strategy)]))
+            grouped[(dataset, strategy)].append(seed)
+        else:
+            tasks.append((dataset, strategy, [seed]))
+    context = multiprocessing.get_context("spawn")   # no fork of a process that has started torch threads
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                             initargs=(loaded_commit(), _worker_threads(jobs))) as executor:
+        futures = [executor.submit(_worker_run, d, s, seeds, scale, out, source, data_root) for d, s, seeds in tasks]
+        remaining = set(futures)
+        while remaining:
+            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    print(future.result(), flush=True)
+                except Exception as exc:
+                    for other in remaining:
+                        other.cancel()
+                    if type(exc).__name__ == "FeaturesNotCached":
+                        raise SystemExit(f"{exc}\n(a parallel sweep never extracts: cache the features first, "
+                                         "or run with --jobs 1)") from exc
+                    raise
+
+
+def _run_serial(pending, scale: str, out: str, *, source: str, data_root: str | None, extract: bool,
+                wait_seconds: float) -> None:
+    from alkit import experiment
+
     waited = 0.0
     loaded, checked = {}, {}   # data per data set; when a data set's missing features were last looked for
     while pending:
@@ -248,20 +378,24 @@ def only_phases(phases, scale: str, datasets=None, strategies=None) -> list[tupl
 
 
 def reproduce_results(scale: str, source: str = "auto", data_root: str | None = None, extract: bool = True,
-                      wait_seconds: float = 0.0, datasets=None, strategies=None) -> None:
+                      wait_seconds: float = 0.0, datasets=None, strategies=None, jobs: int = 1,
+                      out: str | None = None) -> None:
     """``smoke``: every notebook end to end on tiny data into notebooks/executed/smoke/.
     ``cpu`` / ``paper``: the sweeps (resumable, in priority order; ``datasets`` / ``strategies``
     run only those runs), then the figures."""
     if scale == "smoke":
         run_smoke(source=source, data_root=data_root)
         return
-    out = COMMITTED_RUNS if scale == "cpu" else f"results/runs/{scale}"
+    out = out or (COMMITTED_RUNS if scale == "cpu" else f"results/runs/{scale}")
     phases = CPU_PHASES if scale == "cpu" else [(d, None) for d in SWEEP_DATASETS[scale]]
     if datasets or strategies:
         phases = only_phases(phases, scale, datasets, strategies)
-    run_phases(phases, scale, out, source=source, data_root=data_root, extract=extract, wait_seconds=wait_seconds)
-    if scale == "cpu":
+    run_phases(phases, scale, out, source=source, data_root=data_root, extract=extract, wait_seconds=wait_seconds,
+               jobs=jobs)
+    if scale == "cpu" and Path(out).resolve() == (REPO / COMMITTED_RUNS).resolve():
         reproduce_figures(out)
+    elif scale == "cpu":   # the committed figures and tables stay those of the committed runs
+        print(f"runs in {out}; figures from them: python -m alkit.reproduce figures --results {out}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="comma-separated: run only these data sets of the scale (default: all)")
     res.add_argument("--strategies", type=lambda v: v.split(","), default=None,
                      help="comma-separated: run only these strategies (default: all)")
+    res.add_argument("--jobs", type=int, default=1,
+                     help="worker processes (cpu count // jobs torch threads each); > 1 needs cached features")
+    res.add_argument("--out", default=None, help=f"runs folder (default {COMMITTED_RUNS} for cpu)")
     sub.add_parser("sync", help="write notebooks/*.ipynb from notebooks/*.py")
     sub.add_parser("check", help="check that each .py/.ipynb pair agrees")
     args = parser.parse_args(argv)
@@ -299,8 +436,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.scale == "smoke" and (args.datasets or args.strategies):
             parser.error("--datasets / --strategies apply to the cpu and paper sweeps, not to smoke")
+        if args.jobs < 1:
+            parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
+        if args.scale == "smoke" and (args.jobs != 1 or args.out):
+            parser.error("--jobs / --out apply to the cpu and paper sweeps, not to smoke")
         reproduce_results(args.scale, args.source, args.data_root, extract=not args.no_extract,
-                          wait_seconds=60 * args.wait_minutes, datasets=args.datasets, strategies=args.strategies)
+                          wait_seconds=60 * args.wait_minutes, datasets=args.datasets, strategies=args.strategies,
+                          jobs=args.jobs, out=args.out)
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -603,6 +603,63 @@ def test_cluster_sums_are_the_sequential_float64_sums():
     np.testing.assert_array_equal(counts.numpy(), np.bincount(ids.numpy(), minlength=50))
 
 
+def _counting_kmeans(monkeypatch):
+    from alkit.strategies import typiclust as typiclust_module
+
+    calls = []
+    real = typiclust_module.kmeans
+
+    def counted(*args, **kwargs):
+        calls.append(args[2])   # n_clusters
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(typiclust_module, "kmeans", counted)
+    return calls
+
+
+def test_typiclust_reuses_the_run_clustering_only_while_k_and_rows_stay(monkeypatch):
+    """With a run memo, a second round with the same K and clustered rows reuses the first
+    round's k-means (and picks as a one-off call with that round's rng would); a new K, or
+    ``reuse_clusters=False``, or no memo, clusters again."""
+    from dataclasses import replace
+
+    calls = _counting_kmeans(monkeypatch)
+    pool, _ = gaussian_pool(seed=3, n=300, n_labeled=20)
+    memo = {}
+    first = select(replace(pool, memo=memo), "typiclust", 10, 5)      # K = 20 + 10 = 30
+    assert calls == [30]
+    np.testing.assert_array_equal(first, select(pool, "typiclust", 10, 5))   # no memo: same picks
+    assert calls == [30, 30]
+    labels = pool.labels.copy()
+    labels[first] = 0
+    later = replace(pool, labeled=labels >= 0, labels=labels, memo=memo)
+    select(later, "typiclust", 0 + 10, 6)   # K = 40: a new clustering
+    assert calls == [30, 30, 40]
+    select(later, "typiclust", 10, 7)       # same K, same rows: reused
+    assert calls == [30, 30, 40]
+    fn = __import__("alkit").strategies.typiclust.typiclust
+    select(later, lambda p, b, r: fn(p, b, r, reuse_clusters=False), 10, 7)
+    assert calls == [30, 30, 40, 40]
+    held = later.held_out.copy()
+    held[np.flatnonzero(~later.labeled)[:5]] = True   # other clustered rows
+    select(replace(later, held_out=held), "typiclust", 10, 7)
+    assert calls == [30, 30, 40, 40, 40]
+
+
+def test_loop_clusters_once_per_typiclust_run_when_k_is_capped(monkeypatch):
+    from alkit.loop import run_active_learning
+
+    calls = _counting_kmeans(monkeypatch)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    x = (rng.standard_normal((3, 6))[y] * 3 + rng.standard_normal((400, 6))).astype(np.float32)
+    fn = __import__("alkit").strategies.typiclust.typiclust
+    run = run_active_learning(x, y, x[:60], y[:60], 3, lambda p, b, r: fn(p, b, r, max_clusters=25), seed=0,
+                              initial_size=20, round_budget=10, rounds=3, progress=False)
+    assert calls == [25]                       # K = min(|L| + b, 25) = 25 in every round
+    assert len(run.picks) == 4 and len(np.unique(np.concatenate(run.picks))) == 50
+
+
 # ----------------------------------------------------------------------------- probcover
 def test_probcover_first_pick_is_the_max_degree_point():
     rng = np.random.default_rng(0)

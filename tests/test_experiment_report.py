@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,6 +113,34 @@ def test_only_phases_keeps_the_order_and_names_bad_filters():
         only_phases(CPU_PHASES, "cpu", strategies=["probcovr"])
     with pytest.raises(ValueError, match="--datasets: 'imagenet'"):
         only_phases(CPU_PHASES, "cpu", datasets=["imagenet"])
+
+
+def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
+    """Two worker processes give the same rows and picks as one process; ProbCover's seeds go to
+    one worker; a rerun skips every finished run; each sweep appends its wall time."""
+    import json
+
+    from alkit.reproduce import run_phases
+
+    phases = [("cifar10", ("random", "margin", "probcover"))]
+    run_phases(phases, "smoke", str(tmp_path / "serial"), source="synthetic")
+    run_phases(phases, "smoke", str(tmp_path / "parallel"), source="synthetic", jobs=2)
+    for name in ("random", "margin", "probcover"):
+        for seed in (0, 1):
+            stems = [experiment.run_path(tmp_path / d / "cifar10", name, seed) for d in ("serial", "parallel")]
+            a, b = (pd.read_csv(s.with_suffix(".csv")) for s in stems)
+            pd.testing.assert_frame_equal(a.drop(columns=["selection_seconds", "training_seconds"]),
+                                          b.drop(columns=["selection_seconds", "training_seconds"]))
+            with np.load(stems[0].with_suffix(".npz")) as x, np.load(stems[1].with_suffix(".npz")) as y:
+                assert all(np.array_equal(x[k], y[k]) for k in x.files)
+            meta = json.loads(stems[1].with_suffix(".json").read_text())
+            assert meta["provenance"]["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    run_phases(phases, "smoke", str(tmp_path / "parallel"), source="synthetic", jobs=2)
+    log = json.loads((tmp_path / "parallel" / "sweep_times.json").read_text())
+    assert [(e["jobs"], e["runs_planned"], e["runs_run"]) for e in log] == [(2, 6, 6), (2, 6, 0)]
+    assert all(e["wall_seconds"] > 0 for e in log)
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        run_phases(phases, "smoke", str(tmp_path / "x"), source="synthetic", jobs=0)
 
 
 def test_synthetic_standin_says_so():

@@ -15,10 +15,16 @@ the squared ones returned by faiss ``IndexFlatL2`` (we follow the paper); k-mean
 own seeded Lloyd (k-means++ init, fitted on at most 256·K points as faiss does, then every
 point assigned) instead of sklearn's KMeans / MiniBatchKMeans; an exhausted cluster is skipped
 (their loop would fail) and, once every kept cluster is exhausted, dropped clusters are used.
-Cost: k-means O(iters·256K·K·D + N·K·D); typicality O(s²·D) per visited cluster of size s,
+Within one active-learning run the clustering is computed once and reused while K and the
+clustered rows stay the same (``reuse_clusters``; they always do at this package's budgets: K
+reaches 500 in the first round and the clustered rows are the pool minus the fixed validation
+split), where the authors' code re-clusters the same rows every round (DEVIATIONS.md).
+Cost: k-means O(iters·256K·K·D + N·K·D), once per run; typicality O(s²·D) per visited cluster of size s,
 computed once per cluster, then each visit costs O(s·(k + visits)) from sorted neighbour lists.
 """
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import scipy.sparse as sp
@@ -197,6 +203,21 @@ class _ClusterKNN:
         return np.where(take, self.dist, 0.0).sum(1) / k
 
 
+def _clusters(pool: PoolState, relevant: np.ndarray, n_clusters: int, rng: np.random.Generator,
+              reuse: bool, chunk_rows: int, device: str | None) -> np.ndarray:
+    """k-means ids of ``relevant``; kept in ``pool.memo`` and reused while K and the rows stay the same.
+
+    The key holds the features' identity (object and shape: the memo lives for one run, over one
+    feature matrix), K and a digest of the clustered row ids."""
+    if not reuse or pool.memo is None:
+        return kmeans(pool.features, relevant, n_clusters, rng, chunk_rows=chunk_rows, device=device)
+    key = ("typiclust.kmeans", id(pool.features), pool.features.shape, int(n_clusters),
+           hashlib.blake2b(relevant.tobytes(), digest_size=16).hexdigest())
+    if key not in pool.memo:
+        pool.memo[key] = kmeans(pool.features, relevant, n_clusters, rng, chunk_rows=chunk_rows, device=device)
+    return pool.memo[key]
+
+
 @register("typiclust", reference="Hacohen, Dekel, Weinshall 2022 (ICML), TypiClust")
 @threads_by_size(pool_work)
 def typiclust(
@@ -207,6 +228,7 @@ def typiclust(
     max_clusters: int = MAX_CLUSTERS,
     min_cluster_size: int = MIN_CLUSTER_SIZE,
     k_nn: int = K_NN,
+    reuse_clusters: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str | None = None,
 ) -> np.ndarray:
@@ -216,10 +238,15 @@ def typiclust(
     Low Budgets", ICML 2022.  typicality(x) = (1/k Σ_{y∈kNN(x)} ‖z_x − z_y‖)⁻¹, k = min(20, n/2),
     the neighbours being the available points of x's cluster; clusters sorted by (labelled
     count ↑, size ↓), visited cyclically, one pick per visit.  See the module docstring.
+
+    ``reuse_clusters``: within one run (``pool.memo`` set by the loop), later rounds reuse the
+    clustering of the first round that had the same K and the same clustered rows; False
+    re-clusters every round (the authors' code; their unseeded k-means then differs between rounds
+    only by its random start).
     """
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     n_clusters = min(int((pool.labeled & ~pool.held_out).sum()) + budget, int(max_clusters), relevant.size)
-    clusters = kmeans(pool.features, relevant, n_clusters, rng, chunk_rows=chunk_rows, device=device)
+    clusters = _clusters(pool, relevant, n_clusters, rng, reuse_clusters, chunk_rows, device)
     eligible = pool.eligible[relevant]
     ids, sizes = np.unique(clusters, return_counts=True)
     labelled_counts = np.bincount(clusters[~eligible], minlength=ids.max() + 1)[ids]
