@@ -33,8 +33,9 @@ reproduce-figures: $(STAMP)
 # SCALE=cpu: the offline sweeps into results/runs/cpu (resumable), then the figures.
 # SCALE=paper: the authors' schedule; see README "Paper scale" (GPU, your ImageNet and checkpoints).
 SCALE ?= smoke
-# JOBS=2: the cpu / paper sweeps on two worker processes (one torch thread each on 2 cores).
-JOBS ?= 1
+# JOBS: worker processes of the cpu / paper sweeps, each with cpu count // JOBS torch threads; the cpu
+# sweep defaults to 2 (see README *Cost*), the paper sweep to 1.
+JOBS ?= $(if $(filter cpu,$(SCALE)),2,1)
 reproduce-results: $(STAMP)
 	$(PY) -m alkit.reproduce results --scale $(SCALE) $(if $(filter-out smoke,$(SCALE)),--jobs $(JOBS))
 

@@ -355,3 +355,19 @@ def runs_inventory(frame: pd.DataFrame) -> pd.DataFrame:
         per_run.columns = [c.replace("_seconds", " s / run") for c in timing]
         out = out.merge(per_run.reset_index(), on=keys, how="left")
     return out
+
+
+def sweep_times(results_dir: str | Path) -> pd.DataFrame:
+    """The sweeps that wrote ``results_dir`` (its ``sweep_times.json``, appended by every
+    ``python -m alkit.reproduce results`` sweep): when, at which commit, with how many workers and
+    threads, how many runs planned and run, and the wall time in minutes.  Empty if there is none."""
+    import json
+
+    path = Path(results_dir) / "sweep_times.json"
+    if not path.is_file():
+        return pd.DataFrame()
+    table = pd.DataFrame(json.loads(path.read_text()))
+    table["wall_minutes"] = (table["wall_seconds"] / 60).round(1)
+    cols = ["finished_utc", "git_commit", "command", "jobs", "torch_threads", "cpu_count", "runs_planned",
+            "runs_run", "wall_minutes"]
+    return table[[c for c in cols if c in table]]

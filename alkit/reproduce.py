@@ -33,11 +33,11 @@ SWEEP_DATASETS = {"smoke": ("cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-
 COMMITTED_RUNS = "results/runs/cpu"
 #: The cpu sweep in priority order, so that a sweep cut short holds the most useful runs: the
 #: strategies with one chunked pass per round (and the baselines) on the toy and the many-class
-#: data, then on the long tail (about a minute per run each); then the paper's two diversity
+#: data, then on the long tail (3-37 s per run); then the paper's two diversity
 #: methods, BADGE and coreset, on the whole pool and as the authors ran them (partitioned); then the
 #: later methods — first the two the claims judge (margin-clustering, class balancing), then the
-#: two only reported (TypiClust, ProbCover: 6-7 min per CIFAR-10 run); the synthetic
-#: ImageNet-shaped pool.  Every phase runs seed by seed and skips finished runs.
+#: two only reported (TypiClust, ProbCover); the synthetic ImageNet-shaped pool.  Every phase runs
+#: seed by seed and skips finished runs.  Per-run times: results/benchmarks/rerun_comparison.md.
 CPU_TIER1 = ("random", "balanced_random", "confidence", "margin", "entropy", "mase", "base")
 CPU_PAPER_DIVERSITY = ("coreset", "badge", "partitioned_coreset", "partitioned_badge")
 CPU_LATER_JUDGED = ("margin_clustering", "balancing")
@@ -49,11 +49,11 @@ CPU_PHASES = (
     ("cifar10", CPU_TIER1),
     ("tiny-imagenet", TINY_FIRST), ("tiny-imagenet", tuple(s for s in CPU_TIER1 if s not in TINY_FIRST)),
     ("cifar10-lt", CPU_TIER1),
-    # Cheapest runs first (measured on 2 shared cores): lazy BADGE and the partitioned variants take
-    # 1-2 min per CIFAR-10 run; BADGE 3 min per Tiny-ImageNet run; everything on the small long-tailed
-    # pool a few minutes; full-pool coreset pays one GEMM of candidates × labelled centres per round
-    # (about 10 min per CIFAR-10 run); the partitioned variants on Tiny-ImageNet 4-10 min; full-pool
-    # coreset on Tiny-ImageNet (90 k candidates × up to 20 k centres per round) last.
+    # Cheapest runs first (one-thread worker, idle machine): lazy BADGE and the partitioned variants
+    # take under a minute per CIFAR-10 run; BADGE 1 min per Tiny-ImageNet run; the long-tailed pool
+    # 10-90 s; full-pool coreset about 1.7 min per CIFAR-10 run; the partitioned variants on
+    # Tiny-ImageNet 1-2 min; full-pool coreset on Tiny-ImageNet (90 k candidates × up to 20 k
+    # centres per round, about 5 min) last.
     ("cifar10", ("badge", "partitioned_coreset", "partitioned_badge")), ("tiny-imagenet", ("badge",)),
     ("cifar10-lt", CPU_PAPER_DIVERSITY), ("cifar10", ("coreset",)),
     ("tiny-imagenet", ("partitioned_coreset", "partitioned_badge")), ("tiny-imagenet", ("coreset",)),
@@ -198,7 +198,7 @@ def run_phases(phases, scale: str, out: str, *, source: str = "auto", data_root:
         pending += [(dataset, (strategy,), seed) for seed in config.seeds for strategy in config.strategy_list()]
     started, started_epoch = time.perf_counter(), time.time()
     if jobs > 1:
-        run_parallel(pending, scale, out, source=source, data_root=data_root, jobs=jobs)
+        run_parallel(pending, scale, out, source=source, data_root=data_root, jobs=jobs, extract=extract)
     else:
         _run_serial(pending, scale, out, source=source, data_root=data_root, extract=extract,
                     wait_seconds=wait_seconds)
@@ -277,16 +277,19 @@ def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: 
 
 
 def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
-                 jobs: int = 2) -> None:
+                 jobs: int = 2, extract: bool = True, worker=None) -> None:
     """Run ``pending`` ((dataset, (strategy,), seed) in priority order; finished ones are skipped) on
     ``jobs`` worker processes with
     cpu_count // jobs torch threads each.  On 2 cores, two one-thread workers keep both cores busy
     through the many small steps (probe epochs, per-cluster loops) where one two-thread process
     leaves one idle.  Each worker loads a data set once; all seeds of a :data:`SHARED_ACROSS_SEEDS`
-    strategy go to one worker.  Features must be cached (nothing is extracted in parallel)."""
+    strategy go to one worker.  Workers never extract features: when a data set's are not cached,
+    this process extracts them (``extract=True``, else it stops with the message) and then hands
+    that data set's runs out again.  ``worker`` (tests) replaces the function that runs one task."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    from alkit import experiment
     from alkit.io import loaded_commit
 
     tasks, grouped = [], {}
@@ -301,19 +304,30 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
     context = multiprocessing.get_context("spawn")   # no fork of a process that has started torch threads
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
                              initargs=(loaded_commit(), _worker_threads(jobs))) as executor:
-        futures = [executor.submit(_worker_run, d, s, seeds, scale, out, source, data_root) for d, s, seeds in tasks]
-        remaining = set(futures)
+        worker = worker or _worker_run
+        task_of = {executor.submit(worker, *task, scale, out, source, data_root): task for task in tasks}
+        remaining, extracted = set(task_of), set()
         while remaining:
             done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
             for future in done:
                 try:
                     print(future.result(), flush=True)
-                except Exception as exc:
+                except experiment.FeaturesNotCached as exc:
+                    dataset = task_of[future][0]
+                    if not extract:
+                        for other in remaining:
+                            other.cancel()
+                        raise SystemExit(f"{exc}\n(--no-extract: cache the features first)") from exc
+                    if dataset not in extracted:   # once; the other workers go on meanwhile
+                        print(f"[{dataset}] extracting features before its runs", flush=True)
+                        experiment.load_study_data(dataset, scale, source=source, data_root=data_root, extract=True)
+                        extracted.add(dataset)
+                    again = executor.submit(worker, *task_of[future], scale, out, source, data_root)
+                    task_of[again] = task_of[future]
+                    remaining.add(again)
+                except Exception:
                     for other in remaining:
                         other.cancel()
-                    if type(exc).__name__ == "FeaturesNotCached":
-                        raise SystemExit(f"{exc}\n(a parallel sweep never extracts: cache the features first, "
-                                         "or run with --jobs 1)") from exc
                     raise
 
 
@@ -416,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--strategies", type=lambda v: v.split(","), default=None,
                      help="comma-separated: run only these strategies (default: all)")
     res.add_argument("--jobs", type=int, default=1,
-                     help="worker processes (cpu count // jobs torch threads each); > 1 needs cached features")
+                     help="worker processes, with cpu count // jobs torch threads each (make: JOBS=2)")
     res.add_argument("--out", default=None, help=f"runs folder (default {COMMITTED_RUNS} for cpu)")
     sub.add_parser("sync", help="write notebooks/*.ipynb from notebooks/*.py")
     sub.add_parser("check", help="check that each .py/.ipynb pair agrees")

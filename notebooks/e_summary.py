@@ -55,6 +55,9 @@ summary = report.summary_table(rows)
 report.write_table(summary, tables / "summary", "Per data set × strategy (full)")
 report.write_table(report.compact_summary(summary), tables / "summary_compact", "Per data set × strategy")
 report.write_table(report.runs_inventory(rows), tables / "runs_inventory", "Finished runs behind every number")
+sweeps = report.sweep_times(report.resolve_path(RESULTS_DIR))
+if not sweeps.empty:   # the real wall time of the sweeps that wrote these runs
+    report.write_table(sweeps, tables / "sweep_times", "Sweeps that wrote these runs (wall time)")
 pd.set_option("display.max_colwidth", 200)
 report.compact_summary(summary)
 

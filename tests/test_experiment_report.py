@@ -139,8 +139,45 @@ def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
     log = json.loads((tmp_path / "parallel" / "sweep_times.json").read_text())
     assert [(e["jobs"], e["runs_planned"], e["runs_run"]) for e in log] == [(2, 6, 6), (2, 6, 0)]
     assert all(e["wall_seconds"] > 0 for e in log)
+    table = report.sweep_times(tmp_path / "parallel")
+    assert table["runs_run"].tolist() == [6, 0] and (table["wall_minutes"] >= 0).all()
+    assert report.sweep_times(tmp_path / "serial")["jobs"].tolist() == [1]
+    assert report.sweep_times(tmp_path / "nothing").empty
     with pytest.raises(ValueError, match="jobs must be a positive integer"):
         run_phases(phases, "smoke", str(tmp_path / "x"), source="synthetic", jobs=0)
+
+
+def _worker_needing_features(dataset, strategy, seeds, scale, out, source, data_root):
+    """Stands in for a sweep worker: fails as an uncached data set does until ``out/<dataset>.cached`` exists."""
+    from pathlib import Path
+
+    if not (Path(out) / f"{dataset}.cached").exists():
+        raise experiment.FeaturesNotCached(f"features of {dataset} are not in the cache yet")
+    (Path(out) / f"{dataset}-{strategy}-{seeds[0]}.done").touch()
+    return f"{dataset} {strategy} {seeds}"
+
+
+def test_parallel_sweep_extracts_missing_features_once_in_the_parent(tmp_path, monkeypatch):
+    from alkit.reproduce import run_parallel
+
+    extracted = []
+
+    def fake_load(dataset, scale, **kw):   # the parent's extraction
+        assert kw["extract"] is True
+        extracted.append(dataset)
+        (tmp_path / f"{dataset}.cached").touch()
+
+    monkeypatch.setattr(experiment, "load_study_data", fake_load)
+    pending = [("cifar10", ("random",), 0), ("cifar10", ("margin",), 0), ("cifar10", ("random",), 1)]
+    run_parallel(pending, "cpu", str(tmp_path), jobs=2, worker=_worker_needing_features)
+    assert extracted == ["cifar10"]
+    assert sorted(p.name for p in tmp_path.glob("*.done")) == ["cifar10-margin-0.done", "cifar10-random-0.done",
+                                                                "cifar10-random-1.done"]
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(SystemExit, match="not in the cache yet"):
+        run_parallel(pending, "cpu", str(other), jobs=2, extract=False, worker=_worker_needing_features)
+    assert extracted == ["cifar10"]
 
 
 def test_synthetic_standin_says_so():
