@@ -268,7 +268,7 @@ IN_MEMORY_BYTES = 4 * 1024**3
 def in_memory_float32(features: np.ndarray, max_bytes: int = IN_MEMORY_BYTES) -> np.ndarray:
     """``features`` as one in-memory float32 array if that takes at most ``max_bytes``, else as given
     (a larger float16 memory map stays streamed in chunks)."""
-    if isinstance(features, np.ndarray) and type(features) is np.ndarray and features.dtype == np.float32:
+    if type(features) is np.ndarray and features.dtype == np.float32:   # not a memmap: already in memory
         return features
     if features.shape[0] * features.shape[1] * 4 > max_bytes:
         return features

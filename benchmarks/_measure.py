@@ -319,3 +319,12 @@ def fmt_seconds(s: float | None) -> str:
     if s >= 600:
         return f"{s / 60:.1f} min"
     return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
+
+
+def save(stem: Path, data: dict, markdown: str) -> None:
+    """``stem.json`` (``data``) and ``stem.md`` (``markdown``), written atomically; the Markdown is printed."""
+    from alkit.io import write_json, write_text
+
+    write_json(stem.with_suffix(".json"), data)
+    write_text(stem.with_suffix(".md"), markdown)
+    print(markdown)

@@ -63,7 +63,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from alkit.io import provenance, write_json, write_text
+    from alkit.io import provenance
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", required=True)
@@ -89,10 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in table.itertuples(index=False):
         lines.append(f"| {r.dataset} | {r.strategy} | {r.runs} | {r.same} | {r.max_abs_final_top1_diff:.4f} | "
                      f"{r.threads_old} | {r.threads_new} | {r.wall_min_old:.1f} | {r.wall_min_new:.1f} |")
-    write_json(OUT.with_suffix(".json"), {"command": command, "runs": runs.to_dict("records"),
-                                          "provenance": provenance()})
-    write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    M.save(OUT, {"command": command, "runs": runs.to_dict("records"), "provenance": provenance()},
+           "\n".join(lines) + "\n")
     return 0
 
 

@@ -59,7 +59,7 @@ def markdown(data: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from alkit.io import provenance, write_json, write_text
+    from alkit.io import provenance
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="cifar10-lt,cifar10,tiny-imagenet")
@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         data["rows"][dataset] = measure(dataset)
         print("   ", data["rows"][dataset], flush=True)
     data["provenance"] = provenance(wall_seconds=time.perf_counter() - started, machine=M.machine())
-    write_json(OUT.with_suffix(".json"), data)
-    write_text(OUT.with_suffix(".md"), markdown(data))
-    print(markdown(data))
+    M.save(OUT, data, markdown(data))
     return 0
 
 

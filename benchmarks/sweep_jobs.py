@@ -20,30 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _measure as M  # noqa: E402
+from compare_runs import compare  # noqa: E402
 
 OUT = M.RESULTS / "sweep_jobs"
 SCORE_BASED = "random,balanced_random,confidence,margin,entropy,mase,base"
 
 
-def same_labelled_sets(a: Path, b: Path) -> tuple[int, int]:
-    """(runs whose every round labels the same set of points in both folders, runs compared)."""
-    same = total = 0
-    for npz in sorted(a.rglob("*__seed*.npz")):
-        other = b / npz.relative_to(a)
-        with np.load(npz) as x, np.load(other) as y:
-            rounds = sorted(k for k in x.files if k.startswith("picks_round"))
-            total += 1
-            same += all(set(x[k].tolist()) == set(y[k].tolist()) for k in rounds)
-    return same, total
-
-
 def main(argv: list[str] | None = None) -> int:
-    from alkit.io import provenance, write_json, write_text
+    from alkit.io import provenance
     from alkit.reproduce import CPU_PHASES, only_phases, run_phases
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             data["rows"].append({"jobs": jobs, "wall_seconds": time.perf_counter() - started,
                                  "runs": len(list(out.rglob("*__seed*.json")))})
             print(data["rows"][-1], flush=True)
-        data["same_labelled_sets"], data["runs_compared"] = same_labelled_sets(Path(tmp) / "jobs1", Path(tmp) / "jobs2")
+        runs = compare(Path(tmp) / "jobs1", Path(tmp) / "jobs2")
+        data["same_labelled_sets"], data["runs_compared"] = int(runs["same_labelled_sets"].sum()), len(runs)
     data["provenance"] = provenance(machine=M.machine())
     one, two = data["rows"]
     lines = ["# The cpu sweep on one process or two worker processes", "",
@@ -73,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{one['wall_seconds'] / row['wall_seconds']:.2f}× |")
     lines += ["", f"Runs labelling the same points in every round with 1 and 2 jobs: "
                   f"{data['same_labelled_sets']} of {data['runs_compared']}."]
-    write_json(OUT.with_suffix(".json"), data)
-    write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    M.save(OUT, data, "\n".join(lines) + "\n")
     return 0
 
 
