@@ -229,6 +229,83 @@ def test_k_center_greedy_pivot_bounds_cut_refreshes_and_keep_the_picks():
     assert rows[True] * 3 < rows[False]
 
 
+@pytest.mark.parametrize("eager_centers", [None, 0, 16])
+def test_k_center_greedy_carried_across_rounds_equals_the_reference(eager_centers):
+    # Rounds of an active-learning run: each round's picks become centres, a few held-out rows
+    # leave the candidates.  Starting from the previous round's lazy state must give the
+    # reference's picks, round after round (a resumed state that forgot the new centres would
+    # pick points next to them).
+    rng = np.random.default_rng(21)
+    means = rng.standard_normal((12, 10)) * 4
+    x = (means[rng.integers(0, 12, 1500)] + rng.standard_normal((1500, 10))).astype(np.float32)
+    perm = rng.permutation(1500)
+    cent, cand = np.sort(perm[:40]), np.sort(perm[40:])
+    carry: dict = {}
+    for round_ in range(4):
+        info: dict = {}
+        fast = k_center_greedy(x, cent, cand, 50, np.random.default_rng(round_), eager_centers=eager_centers,
+                               carry=carry, timings=info)
+        np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, 50, np.random.default_rng(round_)))
+        assert info["resumed"] == (round_ > 0)
+        assert np.array_equal(carry["centre_ids"][-50:], fast) and np.array_equal(carry["cand"], cand)
+        cent = np.sort(np.concatenate([cent, fast]))
+        cand = np.setdiff1d(cand, np.concatenate([fast, cand[:3]]))   # three candidates leave too
+
+
+def test_k_center_greedy_carry_is_not_used_when_it_does_not_apply():
+    rng = np.random.default_rng(5)
+    x = random_features(rng, 600, 8, np.float32)
+    cent, cand = np.arange(30), np.arange(30, 600)
+
+    def after_one_round():
+        carry: dict = {}
+        picks = k_center_greedy(x, cent, cand, 20, np.random.default_rng(0), carry=carry)
+        return carry, picks
+
+    cases = {
+        "an earlier centre is no longer a centre": lambda picks: (x, np.concatenate([cent[1:], picks]),
+                                                                   np.setdiff1d(cand, picks)),
+        "a candidate that was not one": lambda picks: (x, np.concatenate([cent[1:], picks]),
+                                                        np.concatenate([cent[:1], np.setdiff1d(cand, picks)])),
+        "other features": lambda picks: (x.copy(), np.concatenate([cent, picks]), np.setdiff1d(cand, picks)),
+    }
+    for name, make in cases.items():
+        carry, picks = after_one_round()
+        feats, cent2, cand2 = make(picks)
+        info: dict = {}
+        fast = k_center_greedy(feats, cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
+        assert not info["resumed"], name
+        np.testing.assert_array_equal(fast, k_center_greedy_reference(feats, cent2, cand2, 20, np.random.default_rng(1)))
+
+
+def test_loop_carries_coreset_distances_with_the_same_picks():
+    from alkit.loop import run_active_learning
+    from alkit.strategies import coreset as coreset_module
+
+    resumed = []
+    real = coreset_module.k_center_greedy
+
+    def spy(*args, **kwargs):
+        info = kwargs["timings"] = {}
+        out = real(*args, **kwargs)
+        resumed.append(info["resumed"])
+        return out
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 500)
+    x = (rng.standard_normal((3, 6))[y] * 3 + rng.standard_normal((500, 6))).astype(np.float32)
+    runs = {}
+    for reuse in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(coreset_module, "k_center_greedy", spy)
+            runs[reuse] = run_active_learning(
+                x, y, x[:60], y[:60], 3, lambda p, b, r: coreset_module.coreset(p, b, r, reuse_distances=reuse),
+                seed=0, initial_size=20, round_budget=15, rounds=3, progress=False)
+    assert resumed == [False, True, True, False, False, False]
+    for a, b in zip(runs[True].picks, runs[False].picks):
+        np.testing.assert_array_equal(a, b)
+
+
 # ----------------------------------------------------------------------------- BADGE
 def test_gradient_embedding_is_the_last_layer_cross_entropy_gradient():
     rng = np.random.default_rng(0)

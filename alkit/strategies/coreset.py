@@ -86,6 +86,31 @@ LAZY_SETUP_RATIO = 64
 PIVOT_SHARE = 16
 
 
+def _resume(carry: dict | None, features: np.ndarray, cand: np.ndarray, cent: np.ndarray) -> dict | None:
+    """The lazy state a previous call left in ``carry``, mapped onto this call; None if it does not apply.
+
+    It applies when the features are the same object (identity and shape: a carry lives for one
+    run over one feature matrix), every earlier centre (labelled or picked) is still a centre and
+    every candidate was a candidate then.  The centres are then ordered earlier centres first, in
+    their earlier order, so each candidate's count of centres met (``seen``) and the centre ids
+    in its (min, argmin, runner-up) stay valid; the new centres are pending."""
+    if not carry or carry.get("features") != (id(features), tuple(features.shape)):
+        return None
+    old_centres, old_cand = carry["centre_ids"], carry["cand"]
+    if not np.isin(old_centres, cent).all():
+        return None
+    order = np.argsort(old_cand, kind="stable")
+    where = np.searchsorted(old_cand[order], cand)
+    where[where == old_cand.size] = 0
+    if not cand.size or not np.array_equal(old_cand[order][where], cand):
+        return None
+    positions = torch.from_numpy(order[where])
+    fresh = cent[~np.isin(cent, old_centres)]
+    return {"mu": carry["mu"], "centres": np.concatenate([old_centres, fresh]),
+            "mind": carry["mind"][positions], "seen": carry["seen"][positions],
+            "tracked": tuple(t[positions] for t in carry["tracked"])}
+
+
 @threads_by_size(rows_work())
 def k_center_greedy(
     features: np.ndarray,
@@ -102,6 +127,7 @@ def k_center_greedy(
     lazy: bool = True,
     eager_centers: int | None = None,
     pivot_bounds: bool = True,
+    carry: dict | None = None,
     timings: dict | None = None,
 ) -> np.ndarray:
     """k-center greedy: ``k`` rows of ``candidate_indices`` (global row ids, in pick order).
@@ -132,6 +158,13 @@ def k_center_greedy(
     lazy loop refreshes few candidates against all pending centres.  Still exact: a candidate's
     value counts only once it has met every centre.
 
+    ``carry`` (lazy only): a dict that successive calls of one active-learning run share.  Each
+    call leaves its per-candidate state there (stored minima, centres met, nearest centre); the
+    next call starts from it when its centres include every earlier centre and pick and its
+    candidates were all candidates then (as from one round to the next), comparing candidates
+    lazily with the new centres only instead of with every labelled centre again.  The stored
+    values are upper bounds over centres that are still centres, so the picks are unchanged.
+
     Memory: the candidates' rows (float32 if they fit ``cache_bytes``, else their own dtype, else
     streamed from ``features``) + the centres' rows (float32, |centres| + k) + two |cand| vectors
     + one chunk × ``center_block`` block.  ``timings``, if a dict, receives ``setup_s``,
@@ -147,12 +180,18 @@ def k_center_greedy(
         return np.empty(0, np.int64)
     dev = as_device(device)
     dim = features.shape[1]
-    # Centre the features on the candidates' mean: distances are unchanged, float32 error shrinks.
-    mu = mean_rows(features, cand, chunk_rows).astype(np.float32)
+    resumed = _resume(carry, features, cand, cent) if lazy else None
+    if resumed is not None:   # same centring as the stored values, centres in their stored order
+        mu, cent = resumed["mu"], resumed["centres"]
+    else:
+        # Centre on the candidates' mean: distances are unchanged, float32 error shrinks.
+        mu = mean_rows(features, cand, chunk_rows).astype(np.float32)
     store = feature_store(features, cand, center=mu, chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=dev)
     sq = row_sqnorms(store)
     max_sq = float(sq.max())
-    if not lazy:
+    if resumed is not None:
+        eager = 0
+    elif not lazy:
         eager = cent.size
     elif eager_centers is None:
         # A lazy refresh reads every pending centre (~1 refresh per pick); eager set-up is one GEMM
@@ -186,6 +225,9 @@ def k_center_greedy(
     tracked = (torch.full((cand.size,), float("inf"), dtype=torch.float32, device=dev),
                torch.zeros(cand.size, dtype=torch.int64, device=dev),
                torch.full((cand.size,), float("inf"), dtype=torch.float32, device=dev)) if lazy else None
+    if resumed is not None:
+        mind, seen = resumed["mind"].to(dev), resumed["seen"].to(dev)
+        tracked = tuple(t.to(dev) for t in resumed["tracked"])
     rows_per_block = max(1, min(chunk_rows, (1 << 24) // max(center_block, 1)))
 
     def nearest(block: torch.Tensor, block_sq: torch.Tensor, c0: int, c1: int) -> tuple[torch.Tensor, ...]:
@@ -336,7 +378,7 @@ def k_center_greedy(
             return top[torch.topk(mind[top], min(width, top.numel())).indices]
         return torch.topk(mind, width).indices
 
-    pass_floor = [eager]   # no candidate has seen fewer centres than this (cost of a full pass)
+    pass_floor = [int(seen.min())]   # no candidate has seen fewer centres than this (cost of a full pass)
 
     def up_to_date(threshold: float, best: int, work: list[int]) -> bool:
         """Refresh stale candidates among ``best`` and those whose stored value is ≥ ``threshold``
@@ -439,9 +481,15 @@ def k_center_greedy(
                 best = int(near[np.argmax(exact_min_sqdist(near, tol))])
                 counters["refine_s"] += time.perf_counter() - started
         add_center(best)
+    if carry is not None and lazy:
+        carry.clear()
+        carry.update(features=(id(features), tuple(features.shape)), cand=cand, mu=mu,
+                     centre_ids=np.concatenate([cent, cand[np.asarray(picks, np.int64)]]),
+                     mind=mind.cpu(), seen=seen.cpu(), tracked=tuple(t.cpu() for t in tracked))
     if timings is not None:
         timings.update(setup_s=t1 - t0, picks_s=time.perf_counter() - t1, cache_mode=store.mode, refined=refined,
-                       eager_centers=eager, pivots=eager if use_pivots else 0, **counters)
+                       eager_centers=eager, pivots=eager if use_pivots else 0, resumed=resumed is not None,
+                       **counters)
     return cand[np.asarray(picks, np.int64)]
 
 
@@ -493,6 +541,7 @@ def coreset(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     device: str | None = None,
+    reuse_distances: bool = True,
     timings: dict | None = None,
 ) -> np.ndarray:
     """Coreset: k-center greedy — repeatedly take the eligible point farthest from all labelled/chosen points.
@@ -503,6 +552,13 @@ def coreset(
     frozen features z.  With no labelled point, the first centre is a random eligible point.
     Exact on the whole pool (no subsampling): see :func:`k_center_greedy` (``timings``, if a
     dict, receives its set-up / pick split and counters).
+
+    ``reuse_distances``: within one run (``pool.memo`` set by the loop), a round starts from the
+    distances the previous round left (``carry`` of :func:`k_center_greedy`) and compares the
+    candidates with the newly labelled points only; same picks, without one pass over every
+    candidate × labelled pair per round.
     """
+    carry = pool.memo.setdefault("coreset", {}) if reuse_distances and pool.memo is not None else None
     return k_center_greedy(pool.features, coreset_centers(pool), pool.eligible_indices(), budget, rng,
-                           chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=device, timings=timings)
+                           chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=device, carry=carry,
+                           timings=timings)
