@@ -596,6 +596,40 @@ def test_balancing_fast_equals_reference_in_a_long_balancing_run():
     np.testing.assert_array_equal(fast, ref)
 
 
+@pytest.mark.parametrize("gram", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_balancing_fast_equals_reference_while_majority_classes_move(seed, gram, tmp_path):
+    # Clustered rows, long-tailed labels, random predictions: batch picks move majority centres,
+    # make classes join and leave the majority set and change the rarest class, in both the
+    # G = Z·Sᵀ path (stale rows of G recomputed) and the streamed path.
+    rng = np.random.default_rng(seed)
+    n, d, c = 900, 7, 12
+    y = rng.integers(0, c, n)
+    x = (3 * rng.standard_normal((c, d))[y] + rng.standard_normal((n, d)) + 2.0).astype(np.float32)
+    if seed == 2:
+        x = as_memmap(x.astype(np.float16), tmp_path)
+    perm = rng.permutation(n)
+    lab, cand = perm[:160], perm[160:]
+    lab_y = np.minimum(rng.geometric(0.25, lab.size) - 1, c - 1)
+    predicted = rng.integers(0, c, n)
+    k = 150
+    info: dict = {}
+    fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted, chunk_rows=64,
+                            center_block=5, gram=gram, timings=info)
+    ref = balancing_reference(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted)
+    np.testing.assert_array_equal(fast, ref)
+    # the run did exercise what it claims: many balancing steps, majority set and centres changing
+    counts, majors, moved = np.bincount(lab_y, minlength=c), set(), 0
+    for step, row in enumerate(ref):
+        if balancing_mode(counts, k - step):
+            major = counts > counts.mean()
+            majors.add(tuple(np.flatnonzero(major)))
+            moved += bool(major[predicted[row]])
+        counts[predicted[row]] += 1
+    assert info["balancing_steps"] >= 40 and len(majors) >= 3 and moved >= 3
+    assert (info["gram_flushes"] > 0) == gram
+
+
 # ----------------------------------------------------------------------------- cluster-margin
 def test_round_robin_from_the_smallest_cluster():
     clusters = np.array([0, 0, 0, 2, 2, 1, 1, 1, 1, 3])
