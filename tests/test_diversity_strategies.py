@@ -630,6 +630,25 @@ def test_balancing_fast_equals_reference_while_majority_classes_move(seed, gram,
     assert (info["gram_flushes"] > 0) == gram
 
 
+def test_balancing_keeps_class_products_by_default_only_with_as_many_picks_as_classes():
+    # Building G costs about a pass per class and saves about a pass per balancing step: the
+    # default keeps it when picks ≥ classes (and it fits the cache), else streams.
+    rng = np.random.default_rng(0)
+    n, d, c = 600, 6, 20
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    lab = np.arange(60)
+    lab_y = np.minimum(rng.geometric(0.3, 60) - 1, c - 1)   # imbalanced: balancing steps from the start
+    cand = np.arange(60, n)
+    for k, cache, kept in ((40, None, True), (15, None, False), (40, cand.size * c * 8 - 1, False)):
+        info: dict = {}
+        kwargs = {} if cache is None else {"cache_bytes": cache}
+        fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(0), rng.integers(0, c, n),
+                                timings=info, **kwargs)
+        assert info["balancing_steps"] > 0
+        assert (info["gram_rows"] > 0) == kept, (k, cache)
+        assert fast.size == k
+
+
 # ----------------------------------------------------------------------------- cluster-margin
 def test_round_robin_from_the_smallest_cluster():
     clusters = np.array([0, 0, 0, 2, 2, 1, 1, 1, 1, 3])

@@ -18,8 +18,8 @@ centre (the paper's intent and the authors' own variable name; their code takes 
 
 Fast path (:func:`balancing_greedy`), on rows z = x − μ̄ centred by the pool mean (float32):
   * G = Z·Sᵀ, the products of every row with every class's centred sum S_c = Σ_{i∈c} z_i
-    (C × n float64, kept when it fits ``cache_bytes``; else the streamed path below).  Then
-    ‖z − μ_c‖² = ‖z‖² − 2·(Z·S_c)/n_c + ‖μ_c‖² costs O(n) per class, with no pass over D.
+    (C × n float64, kept when it fits ``cache_bytes`` and C ≤ k; else the streamed path
+    below).  Then ‖z − μ_c‖² = ‖z‖² − 2·(Z·S_c)/n_c + ‖μ_c‖² costs O(n) per class, with no pass over D.
     G is built in the pass that computes ‖z‖² (one GEMM, N·D·C).  A pick counted to class c
     makes row c of G stale; stale rows are recomputed only when a step needs one of them (the
     rarest class, or a majority class), and then all of them at once, in one GEMM
@@ -178,10 +178,11 @@ def balancing_greedy(
     """Fast, exact greedy balancing (same picks as :func:`balancing_reference`); global row ids.
 
     ``gram``: keep the products G = Z·Sᵀ (see the module docstring); None: when its
-    n × num_classes float64 fit ``cache_bytes``.  ``timings``, if a dict, receives the number of
-    ``balancing_steps`` and ``random_steps``, of full feature passes (``full_passes``: the setup
-    pass and, streamed path, each distance pass), of batched recomputations of stale rows of G
-    (``gram_flushes``) and of the rows of G computed in all (``gram_rows``)."""
+    n × num_classes float64 fit ``cache_bytes`` and there are at least as many picks as classes.
+    ``timings``, if a dict, receives the number of ``balancing_steps`` and ``random_steps``, of
+    full feature passes (``full_passes``: the setup pass and, streamed path, each distance pass),
+    of batched recomputations of stale rows of G (``gram_flushes``) and of the rows of G computed
+    in all (``gram_rows``)."""
     lab = np.asarray(labeled_indices, np.int64)
     cand = np.asarray(candidate_indices, np.int64)
     k = min(int(k), cand.size)
@@ -190,7 +191,10 @@ def balancing_greedy(
     counts, sums = _class_sums(features, lab, np.asarray(labeled_classes, np.int64), num_classes, chunk_rows)
     dev = as_device(device)
     n = cand.size
-    use_gram = n * num_classes * 8 <= cache_bytes if gram is None else bool(gram)
+    # G costs about one pass per class to build and saves about one pass per balancing step (at
+    # most k of them): with more classes than picks (1000 classes, a few hundred picks) the
+    # streamed path is the cheaper one.
+    use_gram = (n * num_classes * 8 <= cache_bytes and num_classes <= k) if gram is None else bool(gram)
     store = None  # built lazily: runs with random steps only never touch the features
     state: dict = {}
     picks: list[int] = []
