@@ -38,6 +38,17 @@ def balanced_validation_split(labels: np.ndarray, num_classes: int, per_class: i
     return held
 
 
+def first_round_split(
+    labels: np.ndarray, num_classes: int, val_per_class: int, initial_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out validation mask, sorted initial labelled rows) of a run with this seed."""
+    held_out = balanced_validation_split(labels, num_classes, val_per_class, stream(seed, "validation"))
+    candidates = np.flatnonzero(~held_out)
+    if initial_size > candidates.size:
+        raise ValueError(f"initial_size {initial_size} exceeds the {candidates.size} points outside validation")
+    return held_out, np.sort(stream(seed, "initial").choice(candidates, size=initial_size, replace=False))
+
+
 @dataclass
 class RunResult:
     """Tidy rows (one per round) plus what does not fit a row."""
@@ -107,12 +118,8 @@ def run_active_learning(
         raise ValueError(f"val_per_class must be ≥ 0, got {val_per_class}")
 
     n = train_features.shape[0]
-    held_out = balanced_validation_split(train_labels, num_classes, val_per_class, stream(seed, "validation"))
+    held_out, initial = first_round_split(train_labels, num_classes, val_per_class, initial_size, seed)
     val_idx = np.flatnonzero(held_out)
-    candidates = np.flatnonzero(~held_out)
-    if initial_size > candidates.size:
-        raise ValueError(f"initial_size {initial_size} exceeds the {candidates.size} points outside validation")
-    initial = np.sort(stream(seed, "initial").choice(candidates, size=initial_size, replace=False))
     labeled = np.zeros(n, bool)
     labeled[initial] = True
     pool_distribution = np.bincount(train_labels[~held_out], minlength=num_classes)

@@ -49,11 +49,11 @@ CPU_PHASES = (
     ("cifar10", CPU_TIER1),
     ("tiny-imagenet", TINY_FIRST), ("tiny-imagenet", tuple(s for s in CPU_TIER1 if s not in TINY_FIRST)),
     ("cifar10-lt", CPU_TIER1),
-    # Cheapest runs first (one-thread worker, idle machine): lazy BADGE and the partitioned variants
-    # take under a minute per CIFAR-10 run; BADGE 1 min per Tiny-ImageNet run; the long-tailed pool
-    # 10-90 s; full-pool coreset about 1.7 min per CIFAR-10 run; the partitioned variants on
-    # Tiny-ImageNet 1-2 min; full-pool coreset on Tiny-ImageNet (90 k candidates × up to 20 k
-    # centres per round, about 5 min) last.
+    # Cheapest runs first (one-thread worker, idle machine; results/benchmarks/rerun_comparison.md):
+    # lazy BADGE and the partitioned variants take under a minute per CIFAR-10 run; BADGE 1 min per
+    # Tiny-ImageNet run; the long-tailed pool 10-40 s; full-pool coreset 40 s per CIFAR-10 run; the
+    # partitioned variants on Tiny-ImageNet 1.2-1.6 min; full-pool coreset on Tiny-ImageNet (90 k
+    # candidates, up to 20 k centres) 1.8 min last.
     ("cifar10", ("badge", "partitioned_coreset", "partitioned_badge")), ("tiny-imagenet", ("badge",)),
     ("cifar10-lt", CPU_PAPER_DIVERSITY), ("cifar10", ("coreset",)),
     ("tiny-imagenet", ("partitioned_coreset", "partitioned_badge")), ("tiny-imagenet", ("coreset",)),

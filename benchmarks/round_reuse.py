@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/round_reuse.py                 # Tiny-ImageNet, 3 coreset rounds
     .venv/bin/python benchmarks/round_reuse.py --dataset cifar10 --rounds 2
 
-On a data set's cached features (in-memory float32, as a sweep reads them), with the cpu scale's
-schedule (validation held out per class, the initial labelled set, the round budget), one torch
-thread (as one sweep worker):
+On a data set's cached features (in-memory float32, as a sweep reads them), from the first round of
+the cpu sweep's seed-0 run (its validation rows and initial labelled set) with its round budget, one
+torch thread (as one sweep worker):
 
 * coreset: ``rounds`` rounds in which each round's picks become centres, once starting every round
   afresh (every candidate against every labelled centre) and once with ``carry`` (the previous
@@ -33,14 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _measure as M  # noqa: E402
 
 OUT = M.RESULTS / "round_reuse"
-
-
-def first_round_split(labels: np.ndarray, num_classes: int, val_per_class: int, initial: int, seed: int = 0):
-    """(held-out validation rows, initial labelled rows), drawn per class and at random."""
-    rng = np.random.default_rng(seed)
-    held = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:val_per_class] for c in range(num_classes)])
-    rest = np.setdiff1d(np.arange(labels.size), held)
-    return np.sort(held), np.sort(rng.choice(rest, initial, replace=False))
 
 
 def coreset_rounds(x, held, labelled, budget, rounds) -> list[dict]:
@@ -88,6 +80,7 @@ def balancing_round(x, labels, num_classes, held, labelled, budget) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from alkit import experiment
     from alkit.io import provenance
+    from alkit.loop import first_round_split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="tiny-imagenet")
@@ -99,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     x, _ = data.loop_features()
     labels = np.asarray(data.train_labels)
     num_classes = int(labels.max()) + 1
-    held, labelled = first_round_split(labels, num_classes, config.val_per_class, config.initial_size)
+    held_out, labelled = first_round_split(labels, num_classes, config.val_per_class, config.initial_size, seed=0)
+    held = np.flatnonzero(held_out)
     result = {"command": "python benchmarks/round_reuse.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "dataset": args.dataset, "round_budget": config.round_budget, "torch_threads": 1,
               "rows": coreset_rounds(x, held, labelled, config.round_budget, args.rounds),

@@ -23,16 +23,15 @@ Fast path (:func:`balancing_greedy`), on rows z = x − μ̄ centred by the pool
     G is built in the pass that computes ‖z‖² (one GEMM, N·D·C).  A pick counted to class c
     makes row c of G stale; stale rows are recomputed only when a step needs one of them (the
     rarest class, or a majority class), and then all of them at once, in one GEMM
-    (N·D·|stale|).  On Tiny-ImageNet (n ≈ 84 k, D = 1280, C = 200, 2000 picks) that is ~50–90
-    products of ~10–25 rows each, instead of about one N·D pass per balancing step (a
-    memory-bound matrix–vector product: ~45 ms each, 80–90 % of the old path's time).
+    (N·D·|stale|): a few tens of batched products per round instead of about one memory-bound
+    N·D pass per balancing step (``timings`` counts both; ``benchmarks/round_reuse.py`` times them).
   * Streamed path (G does not fit): distances to centres by a pass over the features, N·D.
   * Both keep the numerator per (rarest class, its count), and the denominator — per point
     the distance to, and identity of, its nearest majority centre — in sync incrementally: a
     majority centre that moves or leaves M invalidates only the points it was nearest to
     (recomputed against M), a centre that joins or moves is folded into every point.
   A random step costs O(k).  The float32 / G-based num and den carry rounding of order
-  ε₃₂·(‖z‖² + ‖μ_c‖²) (measured on Tiny-ImageNet, both paths: < 2 % of the tolerance); every
+  ε₃₂·(‖z‖² + ‖μ_c‖²), far below the tolerance (ε₃₂ ≈ 6·10⁻⁸ against ``tie_rtol`` = 10⁻⁵); every
   point whose score interval, num and den widened by ``tie_rtol``·(max‖z‖² + max‖μ_c‖²),
   reaches the best point's is re-ranked with :func:`balancing_reference`'s float64 scores, so
   the picks equal the reference's.
