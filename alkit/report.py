@@ -215,8 +215,9 @@ def claim_verdicts(table: pd.DataFrame, toy: str = TOY_DATASET, many: str = MANY
         rows.append({"claim": 1, "verdict": "inconclusive", "evidence": f"no results for {', '.join(missing)}"})
     else:
         toy_pop, many_pop = _popular(table, toy), _popular(table, many)
-        transfer_fails = sorted(s for s in toy_pop.index
-                                if toy_pop.loc[s, "outcome"] == "win" and many_pop.get("outcome", {}).get(s) != "win")
+        # A strategy not judged on the many-class set (not run, or too few seeds) is no evidence either way.
+        transfer_fails = sorted(s for s in toy_pop.index if toy_pop.loc[s, "outcome"] == "win"
+                                and s in many_pop.index and many_pop.loc[s, "outcome"] != "win")
         gap_toy, gap_many = _balance_gap(table, toy), _balance_gap(table, many)
         imbalance = bool(np.isfinite(gap_toy) and np.isfinite(gap_many) and gap_many > gap_toy)
         # Reported beside the rule, not part of it: normalised entropy divides by log C, so the same
@@ -238,7 +239,7 @@ def claim_verdicts(table: pd.DataFrame, toy: str = TOY_DATASET, many: str = MANY
                       sorted(pop.index[pop["outcome"] == "win"]))
     if not counts:
         verdict = "inconclusive"
-    elif all(k == 0 for k, _, _ in counts.values()):
+    elif all(m and k == 0 for k, m, _ in counts.values()):  # not vacuously: no popular strategy judged
         verdict = "supported"
     elif all(m and k >= m / 2 for k, m, _ in counts.values()):
         verdict = "not supported"
