@@ -90,8 +90,9 @@ def run_active_learning(
 ) -> RunResult:
     """Run the initial random pool plus ``rounds`` query rounds; return a :class:`RunResult`.
 
-    Each round: train a linear probe from scratch on the labelled features (early stopping on
-    the held-out, class-balanced validation split, whose labels are free); evaluate it on the
+    Each round: train a linear probe on the labelled features (by default a converged L2 logistic
+    regression whose strength is chosen on the held-out, class-balanced validation split, whose
+    labels are free; each strength starts from the previous round's solution); evaluate it on the
     test set; build the pool state (labels of labelled points only, the new head); ask the
     strategy for ``round_budget`` points; reveal their labels.  The final round trains and
     evaluates without querying.  ``on_round(row, picks)`` is called after each round.
@@ -130,13 +131,14 @@ def run_active_learning(
     picks = [initial]
     counts_per_round, per_class_per_round = [], []
     batch, selection_seconds = initial, 0.0
+    head: LinearHead | None = None   # the previous round's head: warm start of this round's probe
     memo: dict = {}   # work a strategy reuses across this run's rounds (PoolState.memo)
     bar = tqdm(range(rounds + 1), desc=f"{name} seed {seed}", disable=not progress, leave=False)
     for r in bar:
         lab_idx = np.flatnonzero(labeled)
-        head: LinearHead = train_linear_probe(
+        head = train_linear_probe(
             np.asarray(train_features[lab_idx], np.float32), train_labels[lab_idx], val_x, val_y,
-            num_classes, probe, stream(seed, "training", r),
+            num_classes, probe, stream(seed, "training", r), warm_start=head,
         )
         metrics = classification_metrics(head.logits(test_features), test_labels, num_classes)
         labeled_imb = imbalance_metrics(train_labels[lab_idx], num_classes, pool_distribution)
@@ -145,7 +147,7 @@ def run_active_learning(
             "strategy": name, "oracle": info.oracle, "seed": int(seed), "round": r,
             "n_labeled": int(lab_idx.size), "batch_size": int(batch.size),
             "top1": metrics["top1"], "top5": metrics["top5"], "balanced_accuracy": metrics["balanced_accuracy"],
-            "val_top1": head.best_val_accuracy, "probe_epochs": head.best_epoch,
+            **head.record(),
             **_prefixed("labeled_", labeled_imb), **_prefixed("batch_", batch_imb),
             "selection_seconds": selection_seconds, "training_seconds": head.seconds,
         }

@@ -95,18 +95,28 @@ def test_cpu_phases_cover_every_strategy_of_every_cpu_data_set_once():
     from alkit.reproduce import CPU_PHASES, SWEEP_DATASETS
 
     planned: dict[str, list[str]] = {}
-    for dataset, strategies in CPU_PHASES:
-        planned.setdefault(dataset, []).extend(experiment.sweep_config(dataset, "cpu", strategies=strategies).strategy_list())
+    extra: dict[tuple[str, str], tuple[int, ...]] = {}
+    for dataset, strategies, *seeds in CPU_PHASES:
+        names = experiment.sweep_config(dataset, "cpu", strategies=strategies).strategy_list()
+        if seeds:   # a phase of more seeds for some strategies
+            extra.update({(dataset, n): seeds[0] for n in names})
+            continue
+        planned.setdefault(dataset, []).extend(names)
     assert set(planned) == set(SWEEP_DATASETS["cpu"])
     for dataset, names in planned.items():
         assert sorted(names) == sorted(experiment.sweep_config(dataset, "cpu").strategy_list()), dataset
+    # Ten seeds on Tiny-ImageNet for the score-based strategies and the baselines (issue: effects of
+    # fractions of a point there), five elsewhere.
+    tier1 = ("random", "balanced_random", "confidence", "margin", "entropy", "mase", "base")
+    assert extra == {("tiny-imagenet", n): (5, 6, 7, 8, 9) for n in tier1}
+    assert experiment.sweep_config("tiny-imagenet", "cpu").seeds == (0, 1, 2, 3, 4)
 
 
 def test_only_phases_keeps_the_order_and_names_bad_filters():
     from alkit.reproduce import CPU_PHASES, only_phases
 
     kept = only_phases(CPU_PHASES, "cpu", datasets=["cifar10-lt", "cifar10"], strategies=["probcover", "random"])
-    flat = [(d, n) for d, names in kept for n in names]
+    flat = [(d, n) for d, names, *_ in kept for n in names]
     assert sorted(set(flat)) == sorted({(d, n) for d in ("cifar10", "cifar10-lt") for n in ("probcover", "random")})
     assert flat.index(("cifar10", "random")) < flat.index(("cifar10", "probcover"))  # sweep priority kept
     with pytest.raises(ValueError, match="--strategies: 'probcovr'"):

@@ -26,7 +26,7 @@ def test_probe_learns_and_folds_standardisation():
 def test_probe_early_stopping_keeps_best_epoch():
     data = gaussian_mixture(4, 30, 40, separation=1.5, seed=2)
     head = train_linear_probe(data.train_features, data.train_labels, data.test_features, data.test_labels, 4,
-                              ProbeConfig(max_epochs=50, patience=3), seed=0)
+                              ProbeConfig(method="early_stopping", max_epochs=50, patience=3), seed=0)
     vals = [h["val_top1"] for h in head.history]
     assert head.best_val_accuracy == max(vals)
     assert head.epochs_run - head.best_epoch <= 3 or head.epochs_run == 50
@@ -34,6 +34,7 @@ def test_probe_early_stopping_keeps_best_epoch():
 
 def test_paper_probe_config():
     cfg = ProbeConfig.paper()
+    assert cfg.method == "early_stopping" and not cfg.standardize
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.max_epochs,
             cfg.lr_step, cfg.lr_gamma) == ("sgd", 15.0, 0.9, 1e-4, 128, 60, 20, 0.1)
     with pytest.raises(ValueError, match="optimizer"):
