@@ -87,6 +87,7 @@ def run_active_learning(
     strategy_name: str | None = None,
     progress: bool = True,
     on_round: Callable[[dict, np.ndarray], None] | None = None,
+    first_heads: dict | None = None,
 ) -> RunResult:
     """Run the initial random pool plus ``rounds`` query rounds; return a :class:`RunResult`.
 
@@ -96,6 +97,10 @@ def run_active_learning(
     test set; build the pool state (labels of labelled points only, the new head); ask the
     strategy for ``round_budget`` points; reveal their labels.  The final round trains and
     evaluates without querying.  ``on_round(row, picks)`` is called after each round.
+
+    ``first_heads``: a dict that the caller keeps across the runs of one data set (a sweep): the
+    round-0 head depends only on the seed, the schedule and the probe, not on the strategy, so it
+    is trained once per such key and reused (the rows are the same as if it were trained again).
     """
     info = resolve_strategy(strategy)
     name = strategy_name or info.name
@@ -134,12 +139,18 @@ def run_active_learning(
     head: LinearHead | None = None   # the previous round's head: warm start of this round's probe
     memo: dict = {}   # work a strategy reuses across this run's rounds (PoolState.memo)
     bar = tqdm(range(rounds + 1), desc=f"{name} seed {seed}", disable=not progress, leave=False)
+    first_key = (int(seed), initial_size, val_per_class, num_classes, repr(probe), train_features.shape)
     for r in bar:
         lab_idx = np.flatnonzero(labeled)
-        head = train_linear_probe(
-            np.asarray(train_features[lab_idx], np.float32), train_labels[lab_idx], val_x, val_y,
-            num_classes, probe, stream(seed, "training", r), warm_start=head,
-        )
+        if r == 0 and first_heads is not None and first_key in first_heads:
+            head = first_heads[first_key]
+        else:
+            head = train_linear_probe(
+                np.asarray(train_features[lab_idx], np.float32), train_labels[lab_idx], val_x, val_y,
+                num_classes, probe, stream(seed, "training", r), warm_start=head,
+            )
+            if r == 0 and first_heads is not None:
+                first_heads[first_key] = head
         metrics = classification_metrics(head.logits(test_features), test_labels, num_classes)
         labeled_imb = imbalance_metrics(train_labels[lab_idx], num_classes, pool_distribution)
         batch_imb = imbalance_metrics(train_labels[batch], num_classes, pool_distribution)

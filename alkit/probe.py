@@ -34,7 +34,7 @@ PROBE_METHODS = ("logreg", "early_stopping")
 #: Strengths λ of the L2 penalty tried each round (objective: mean cross-entropy + λ/2·‖W‖² on
 #: standardised features).  Chosen on validation accuracy; see DEVIATIONS.md for how the range
 #: was set.
-DEFAULT_L2_GRID = (1.0, 3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+DEFAULT_L2_GRID = (10.0, 3.0, 1.0, 3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 
 #: Defaults of the early-stopping method (``ProbeConfig.paper()`` gives the authors' ImageNet
 #: linear-evaluation recipe).
@@ -380,38 +380,43 @@ def _train_logreg(x, y, xv, yv, mean, scale, num_classes: int, config: ProbeConf
         if l2 in warm:
             init = _from_raw(*warm[l2], mean, scale) if validation != "internal" else \
                 (torch.from_numpy(warm[l2][0]).T.contiguous(), torch.from_numpy(warm[l2][1]))
-        else:   # the nearest stronger λ already fitted this round (the regularisation path), else zero
-            done = [j for j in fits if j < k]
-            init = (fits[max(done)][1].weight, fits[max(done)][1].bias) if done else None
+        else:   # the nearest λ already fitted this round (the regularisation path; stronger on ties), else zero
+            near = min(fits, key=lambda j: (abs(j - k), -j < -k), default=None)
+            init = (fits[near][1].weight, fits[near][1].bias) if near is not None else None
         t0 = time.perf_counter()
+        # Candidates stop at the tolerance in bfloat16 products (when they are used); the kept one
+        # is finished in float32 below.
         result = fit_logreg(x, y, s, num_classes, l2, init=init, tol=config.tol, max_iter=config.max_iter,
-                            grad_scale=grad_scale, x_fast=x_fast)
+                            grad_scale=grad_scale, x_fast=x_fast, finish_in_float32=False)
+        fits[k] = (_record(l2, result, init is not None, t0), result)
+        return fits[k][0]
+
+    def _record(l2, result, warm_started, t0) -> dict:
         record = {"l2": l2, "iterations": result.iterations, "converged": result.converged,
-                  "loss": result.loss, "warm": init is not None}
+                  "checked_in": result.checked_in, "loss": result.loss, "warm": warm_started}
         if xv is not None:
             record["val_top1"], record["val_loss"] = _validation_score(xv, yv, result.weight, result.bias)
         else:
             record["val_top1"], record["val_loss"] = float("nan"), float("nan")
         record["seconds"] = round(time.perf_counter() - t0, 3)
-        fits[k] = (record, result)
         return record
 
     if config.grid_search == "local" and validation == "given":
-        # Start at the previous round's choice (else the strongest λ) and walk each way while the
-        # validation score improves: the grid's best when the score is unimodal in log λ.
+        # Start at the previous round's choice and walk each way while the validation score improves:
+        # the grid's best when the score is unimodal in log λ around it.
         previous = [k for k, l2 in enumerate(grid) if warm_start is not None and l2 == warm_start.l2]
-        best = previous[0] if previous else 0
-        fit(best)
-        start = best
-        for step in (-1, 1):
-            j = start + step
-            while 0 <= j < len(grid):
-                if _better(fit(j), fits[best][0]):
-                    best = j
-                    j += step
-                else:
-                    break
-    else:
+        if previous:
+            best = start = previous[0]
+            fit(start)
+            for step in (-1, 1):
+                j = start + step
+                while 0 <= j < len(grid):
+                    if _better(fit(j), fits[best][0]):
+                        best = j
+                        j += step
+                    else:
+                        break
+    if not fits:   # the full grid: no previous choice to start from, or grid_search="full"
         for k in range(len(grid)):
             fit(k)
     best = None
@@ -419,6 +424,14 @@ def _train_logreg(x, y, xv, yv, mean, scale, num_classes: int, config: ProbeConf
         if best is None or _better(fits[k][0], fits[best][0]):
             best = k
     record, result = fits[best]
+    if result.checked_in != "float32":   # finish the kept fit in float32: its gradient test is exact
+        t0 = time.perf_counter()
+        exact = fit_logreg(x, y, s, num_classes, record["l2"], init=(result.weight, result.bias), tol=config.tol,
+                           max_iter=max(1, config.max_iter - result.iterations), grad_scale=grad_scale)
+        exact.iterations += result.iterations
+        fits[best] = (_record(record["l2"], exact, record["warm"], t0), exact)
+        fits[best][0]["seconds"] = round(fits[best][0]["seconds"] + record["seconds"], 3)
+        record, result = fits[best]
     if validation == "internal":   # report the choice as made on the held-out fifth
         record = {**record, "val_top1": internal_score[0], "val_loss": internal_score[1]}
         fits[best] = (record, result)

@@ -247,6 +247,7 @@ def _worker_threads(jobs: int) -> int:
 SHARED_ACROSS_SEEDS = ("probcover",)
 
 _WORKER_DATA: dict = {}
+_WORKER_FIRST_HEADS: dict = {}   # per data set: round-0 heads shared by its runs (alkit.loop)
 
 
 def _worker_init(commit: str, threads: int) -> None:
@@ -275,7 +276,8 @@ def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: 
         _WORKER_DATA[dataset] = experiment.load_study_data(dataset, scale, source=source, data_root=data_root,
                                                            extract=False, progress=False)
     frame = experiment.run_configured_sweep(dataset, scale, out, data=_WORKER_DATA[dataset], strategies=[strategy],
-                                            seeds=seeds, progress=False)
+                                            seeds=seeds, progress=False,
+                                            first_heads=_WORKER_FIRST_HEADS.setdefault(dataset, {}))
     finals = frame.groupby("seed")["top1"].last()
     return (f"[{dataset}] {strategy} seed {','.join(map(str, seeds))}: {time.perf_counter() - started:.0f} s "
             f"(top-1 at the end {', '.join(f'{v:.4f}' for v in finals)}) -> {out}/{dataset}")
@@ -342,6 +344,7 @@ def _run_serial(pending, scale: str, out: str, *, source: str, data_root: str | 
 
     waited = 0.0
     loaded, checked = {}, {}   # data per data set; when a data set's missing features were last looked for
+    first_heads: dict = {}     # per data set: round-0 heads shared by its runs (alkit.loop)
     while pending:
         progressed = False
         for phase in list(pending):
@@ -358,7 +361,8 @@ def _run_serial(pending, scale: str, out: str, *, source: str, data_root: str | 
                     print(f"[{dataset}] put off: {exc}", flush=True)
                     continue
             frame = experiment.run_configured_sweep(dataset, scale, out, data=loaded[dataset], strategies=list(strategies),
-                                                    seeds=[seed], progress=False)
+                                                    seeds=[seed], progress=False,
+                                                    first_heads=first_heads.setdefault(dataset, {}))
             pending.remove(phase)
             progressed = True
             print(f"[{dataset}] {strategies[0]} seed {seed}: {time.perf_counter() - started:.0f} s "

@@ -171,23 +171,30 @@ def test_probe_keeps_the_strength_with_the_best_validation_accuracy():
     assert acc == pytest.approx(head.best_val_accuracy)
 
 
-def test_local_search_walks_to_the_grid_best_and_records_every_fit():
+def test_local_search_walks_from_the_previous_choice_to_a_local_best():
     x, y, xv, yv, c = _split(seed=8, sep=1.0)
     grid = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003)
-    full = train_linear_probe(x, y, xv, yv, c, ProbeConfig(l2_grid=grid, grid_search="full"))
-    accs = [g["val_top1"] for g in full.grid]
-    local = train_linear_probe(x, y, xv, yv, c, ProbeConfig(l2_grid=grid, grid_search="local"))
-    # From the strongest end the walk stops at the first strength that is not better.
-    walk_end = next((k for k in range(1, len(grid)) if not (accs[k], -full.grid[k]["val_loss"])
-                     > (accs[k - 1], -full.grid[k - 1]["val_loss"])), len(grid) - 1)
-    assert [g["l2"] for g in local.grid] == list(grid[:walk_end + 1])
-    assert local.l2 == grid[walk_end - 1] if walk_end < len(grid) - 1 or accs[-1] <= accs[-2] else grid[-1]
-    # A warm start from a head that chose the weakest strength walks back up the grid.
-    warm = train_linear_probe(x, y, xv, yv, c, ProbeConfig(l2_grid=grid, grid_search="local"),
-                              warm_start=train_linear_probe(x, y, xv, yv, c, ProbeConfig(l2_grid=(0.003,))))
-    visited = {g["l2"]: g for g in warm.grid}
-    assert visited[0.003]["warm"] and 0.01 in visited and 0.003 == grid[-1]
-    assert warm.l2 in visited and len(warm.grid) >= 2
+    config = ProbeConfig(l2_grid=grid, grid_search="local")
+    # No previous head (round 0): every strength of the grid.
+    first = train_linear_probe(x, y, xv, yv, c, config)
+    assert [g["l2"] for g in first.grid] == list(grid)
+    key = [(g["val_top1"], -g["val_loss"]) for g in first.grid]
+    assert first.l2 == grid[int(max(range(len(grid)), key=lambda k: key[k]))]
+    for start in (grid[0], grid[-1], first.l2):
+        previous = train_linear_probe(x, y, xv, yv, c, ProbeConfig(l2_grid=(start,)))
+        head = train_linear_probe(x, y, xv, yv, c, config, warm_start=previous)
+        visited = [grid.index(g["l2"]) for g in head.grid]
+        k0, chosen = grid.index(start), grid.index(head.l2)
+        assert visited == list(range(min(visited), max(visited) + 1)) and k0 in visited   # a contiguous walk
+        score = {grid.index(g["l2"]): (g["val_top1"], -g["val_loss"]) for g in head.grid}
+        assert score[chosen] == max(score.values())
+        # A local best: both grid neighbours of the choice were fitted (where they exist) and are not
+        # better; the walk went no further than one step past the choice on either side.
+        for neighbour in (chosen - 1, chosen + 1):
+            if 0 <= neighbour < len(grid):
+                assert neighbour in score and score[neighbour] <= score[chosen]
+        assert min(visited) >= min(chosen, k0) - 1 and max(visited) <= max(chosen, k0) + 1
+        assert all(g["warm"] for g in head.grid)
 
 
 def test_warm_start_across_rounds_reuses_each_strength():
@@ -241,7 +248,7 @@ def test_probe_config_names_and_bad_values():
 def test_logreg_beats_early_stopping_where_it_should():
     """Few labels per class and many classes: the regularised, converged fit chosen on validation
     generalises better than a few epochs of Adam (the gap the issue measured on Tiny-ImageNet)."""
-    data = gaussian_mixture(40, 20, 64, separation=1.1, seed=12, n_test_per_class=30)
+    data = gaussian_mixture(40, 20, 64, separation=2.0, seed=12, n_test_per_class=30)
     x, y = data.train_features.astype(np.float32), data.train_labels
     val = np.zeros(y.size, bool)
     for k in range(40):

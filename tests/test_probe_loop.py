@@ -84,3 +84,27 @@ def test_loop_paired_initial_round_and_oracle_flag():
     assert a.rows[0]["top1"] == b.rows[0]["top1"]
     assert b.rows[0]["oracle"] is True and a.rows[0]["oracle"] is False
     assert not np.array_equal(_run("random", seed=1).picks[0], a.picks[0])
+
+
+def test_round_zero_head_is_shared_across_strategies_with_the_same_rows(monkeypatch):
+    """The round-0 head depends on the seed, schedule and probe only: a sweep trains it once per
+    seed and every strategy's rows and picks are those of a run that trains it itself."""
+    import alkit.loop as loop_module
+
+    data = gaussian_mixture(6, 70, 8, separation=2.5, seed=3)
+    args = (data.train_features, data.train_labels, data.test_features, data.test_labels, 6)
+    kwargs = dict(initial_size=20, round_budget=15, rounds=2, val_per_class=5, progress=False)
+    alone = {s: run_active_learning(*args, s, seed=1, **kwargs) for s in ("margin", "coreset")}
+    calls = []
+    real = loop_module.train_linear_probe
+    monkeypatch.setattr(loop_module, "train_linear_probe", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    shared: dict = {}
+    together = {s: run_active_learning(*args, s, seed=1, first_heads=shared, **kwargs) for s in ("margin", "coreset")}
+    assert calls.count(20) == 1 and len(shared) == 1   # round 0 (20 labels) trained once for both
+    for s in alone:
+        drop = list(TIMING_COLUMNS)
+        assert alone[s].frame().drop(columns=drop).equals(together[s].frame().drop(columns=drop))
+        for pa, pb in zip(alone[s].picks, together[s].picks):
+            np.testing.assert_array_equal(pa, pb)
+    other_seed = run_active_learning(*args, "margin", seed=2, first_heads=shared, **kwargs)
+    assert len(shared) == 2 and calls.count(20) == 2 and other_seed.rows[0]["seed"] == 2
