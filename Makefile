@@ -10,7 +10,7 @@ STAMP := $(VENV)/.alkit-installed
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv test reproduce-figures reproduce-results demo benchmarks clean-venv
+.PHONY: venv test reproduce-figures reproduce-results reproduce-class-count demo benchmarks clean-venv
 
 venv: $(STAMP)
 
@@ -31,13 +31,18 @@ reproduce-figures: $(STAMP)
 
 # SCALE=smoke: every notebook end to end on tiny data (CI; synthetic stand-ins without ../shared).
 # SCALE=cpu: the offline sweeps into results/runs/cpu (resumable), then the figures.
-# SCALE=paper: the authors' schedule; see README "Paper scale" (GPU, your ImageNet and checkpoints).
+# SCALE=paper: the authors' schedule; see docs/reproduce.md "Paper scale" (GPU, your ImageNet and checkpoints).
 SCALE ?= smoke
 # JOBS: worker processes of the cpu / paper sweeps, each with cpu count // JOBS torch threads; the cpu
-# sweep defaults to 2 (see README *Cost*), the paper sweep to 1.
+# sweep defaults to 2 (see results/tables/sweep_times.md), the paper sweep to 1.
 JOBS ?= $(if $(filter cpu,$(SCALE)),2,1)
 reproduce-results: $(STAMP)
 	$(PY) -m alkit.reproduce results --scale $(SCALE) $(if $(filter-out smoke,$(SCALE)),--jobs $(JOBS))
+
+# The class-count experiment (Tiny-ImageNet restricted to K = 10 … 200 classes; resumable), then notebook g.
+CLASS_COUNT_JOBS ?= 2
+reproduce-class-count: $(STAMP)
+	$(PY) -m alkit.reproduce class-count --jobs $(CLASS_COUNT_JOBS)
 
 # A one-minute demo on synthetic Gaussian mixtures (no data needed).
 demo: $(STAMP)

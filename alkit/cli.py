@@ -54,7 +54,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     from alkit.io import save_npy
     from alkit.pool import check_features, make_pool
-    from alkit.probe import ProbeConfig, train_linear_probe
+    from alkit.probe import train_linear_probe
     from alkit.strategies import resolve_strategy, select
 
     info = resolve_strategy(args.strategy)
@@ -89,13 +89,28 @@ def cmd_select(args: argparse.Namespace) -> int:
     if weight is None and (labels >= 0).any():
         lab = np.flatnonzero(labels >= 0)
         head = train_linear_probe(np.asarray(features[lab], np.float32), labels[lab], None, None, num_classes,
-                                  ProbeConfig(max_epochs=args.probe_epochs), seed=args.seed)
+                                  probe_config(args), seed=args.seed)
         weight, bias = head.weight, head.bias
     pool = make_pool(features, labels.astype(np.int64), num_classes, weight=weight, bias=bias)
     picks = select(pool, info, args.budget, args.seed)
     save_npy(args.out, picks.astype(np.int64))
     print(f"selected {picks.size} points with {info.name} -> {args.out}")
     return 0
+
+
+def probe_config(args: argparse.Namespace):
+    """The ``--probe`` preset, with ``--probe-epochs`` for the early-stopping ones."""
+    from dataclasses import replace
+
+    from alkit.probe import ProbeConfig
+
+    config = ProbeConfig.named(args.probe)
+    if args.probe_epochs is not None:
+        if config.method != "early_stopping":
+            raise UsageError(f"--probe-epochs: applies to the early-stopping probes, not to --probe {args.probe} "
+                             "(a logistic regression fit to convergence)")
+        config = replace(config, max_epochs=args.probe_epochs)
+    return config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -141,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--out", required=True, help="where to write the picked indices (int64 .npy)")
     sel.add_argument("--head", help=".npz with W (C×D) and b (C); otherwise a linear head is trained on the labelled points")
     sel.add_argument("--num-classes", type=positive_int, help="C (default: from --head, else max label + 1)")
-    sel.add_argument("--probe-epochs", type=positive_int, default=30, help="epochs when training the head here")
+    _probe_arguments(sel)
 
     run = sub.add_parser("run", help="run a whole active-learning experiment on a features file and write CSV")
     run.add_argument("--features", required=True, help="(N, D) .npy training pool features")
@@ -157,7 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--val-per-class", type=int, default=0, help="class-balanced validation points per class")
     run.add_argument("--num-classes", type=positive_int, help="C (default: max label + 1)")
     run.add_argument("--out", required=True, help="CSV of per-round rows")
+    _probe_arguments(run)
     return parser
+
+
+def _probe_arguments(parser: argparse.ArgumentParser) -> None:
+    from alkit.probe import PROBE_PRESETS
+
+    parser.add_argument("--probe", choices=list(PROBE_PRESETS), default="logreg",
+                        help="the head trained each time: logreg (converged L2 logistic regression, strength chosen "
+                             "on validation; default), adam_early_stopping (the earlier default), paper (the "
+                             "authors' SGD recipe)")
+    parser.add_argument("--probe-epochs", type=positive_int, default=None,
+                        help="epochs at most, for the early-stopping probes")
 
 
 def main(argv: list[str] | None = None) -> int:

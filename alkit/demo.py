@@ -35,7 +35,7 @@ def run_demo(out: Path, seeds=(0, 1, 2), rounds: int = 4, per_class_budget: int 
         c = data.num_classes
         frame = run_sweep(data.train_features, data.train_labels, data.test_features, data.test_labels, c,
                           strategy_names(), seeds, initial_size=2 * c, round_budget=per_class_budget * c,
-                          rounds=rounds, val_per_class=3, probe=ProbeConfig(max_epochs=25),
+                          rounds=rounds, val_per_class=3, probe=ProbeConfig(),
                           dataset=name, progress=True)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)

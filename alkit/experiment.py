@@ -701,9 +701,11 @@ def run_from_arrays(args: argparse.Namespace) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for name in strategies:
         resolve_strategy(name)
+    from alkit.cli import probe_config
+
     frame = run_sweep(x, y, tx, ty, num_classes, strategies, seeds, initial_size=args.initial,
                       round_budget=args.budget, rounds=args.rounds, val_per_class=args.val_per_class,
-                      dataset=Path(args.features).stem)
+                      probe=probe_config(args), dataset=Path(args.features).stem)
     atomic_write(args.out, lambda tmp: frame.to_csv(tmp, index=False))
     print(f"wrote {len(frame)} rows -> {args.out}")
     return 0

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 FEATURE_FORMAT_VERSION = 1
 #: Input size for the small fixed-size images (32-px CIFAR, 64-px Tiny-ImageNet) fed to an
 #: ImageNet backbone.  Chosen by measurement: 60 k CIFAR-10 + 110 k Tiny-ImageNet images extract
-#: within ~40 minutes on 2 CPU cores at this size (README, benchmarks/extract_throughput.py).
+#: within ~40 minutes on 2 CPU cores at this size (docs/data.md, benchmarks/extract_throughput.py).
 DEFAULT_SMALL_IMAGE_RESOLUTION = 112
 DEFAULT_BATCH_SIZE = 64
 #: Images per resumable shard: a crash loses at most this many images' work.

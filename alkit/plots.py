@@ -176,6 +176,41 @@ def plot_balance_vs_benefit(summary: pd.DataFrame, ax=None, title: str | None = 
     return ax
 
 
+def plot_against_classes(table: pd.DataFrame, value: str, ax=None, low: str | None = None, high: str | None = None,
+                         ylabel: str | None = None, title: str | None = None, logy: bool = False, zero_line: bool = False):
+    """``value`` of each strategy against the number of classes (one point per K, log axis), with
+    the interval ``low``–``high`` as error bars when given (the class-count experiment)."""
+    ax = ax if ax is not None else plt.gca()
+    colors = strategy_colors(list(table["strategy"].unique()))
+    strategies = _ordered(table["strategy"].unique())
+    offsets = {s: 1.0 + 0.025 * (i - (len(strategies) - 1) / 2) for i, s in enumerate(strategies)}   # no overlaps
+    for strategy in strategies:
+        sub = table[table["strategy"] == strategy].sort_values("num_classes")
+        x = sub["num_classes"].to_numpy() * offsets[strategy]
+        style = _style(table.assign(seed=0) if "seed" not in table else table, strategy, colors)
+        style["label"] = f"{strategy} (oracle)" if _is_oracle(table, strategy) else strategy
+        if low and high:
+            err = [sub[value] - sub[low], sub[high] - sub[value]]
+            ax.errorbar(x, sub[value], yerr=err, capsize=2, elinewidth=0.8, **style)
+        else:
+            ax.plot(x, sub[value], **style)
+    if zero_line:
+        ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    classes = sorted(table["num_classes"].unique())
+    ax.set_xticks(classes)
+    ax.set_xticklabels([str(k) for k in classes])
+    ax.minorticks_off()
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("number of classes K")
+    ax.set_ylabel(ylabel or METRIC_LABELS.get(value, value))
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return ax
+
+
 def by_dataset(frame: pd.DataFrame, draw: Callable, datasets: Sequence[str], titles: dict[str, str] | None = None,
                width: float = 6.0, height: float = 4.4, legend: bool = True, suptitle: str | None = None):
     """One panel per data set, side by side: ``draw(rows_of_that_dataset, ax, title)``."""

@@ -10,6 +10,7 @@ in chunks (:meth:`PoolState.iter_chunks`) so the extra memory they use does not 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -111,6 +112,8 @@ class PoolState:
                     f"head shapes must be weight ({self.num_classes}, {d}) and bias ({self.num_classes},), "
                     f"got {self.weight.shape} and {self.bias.shape}"
                 )
+        if self.weight is not None and not (np.isfinite(self.weight).all() and np.isfinite(self.bias).all()):
+            raise ValueError("the linear head (weight, bias) contains NaN or inf; retrain it or drop it")
         if self.logits is not None and self.logits.shape != (n, self.num_classes):
             raise ValueError(f"logits must have shape ({n}, {self.num_classes}), got {self.logits.shape}")
         if self.memo is not None and not isinstance(self.memo, dict):
@@ -119,6 +122,12 @@ class PoolState:
             if self.oracle_labels.shape != (n,):
                 raise ValueError(f"oracle_labels must have shape ({n},), got {self.oracle_labels.shape}")
             check_labels(self.oracle_labels, self.num_classes, "oracle_labels", allow_unlabelled=False)
+
+    def __repr__(self) -> str:
+        model = "linear head" if self.weight is not None else "logits" if self.logits is not None else "no model"
+        return (f"PoolState(N={self.size:,}, D={self.dim}, C={self.num_classes}, labelled={int(self.labeled.sum()):,}, "
+                f"held_out={int(self.held_out.sum()):,}, eligible={int(self.eligible.sum()):,}, {model}, "
+                f"features {self.features.dtype})")
 
     # ------------------------------------------------------------------ views
     @property
@@ -206,11 +215,23 @@ def make_pool(
     weight: np.ndarray | None = None,
     bias: np.ndarray | None = None,
     logits: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+    fit_head: bool = False,
+    val_features: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
+    probe=None,
 ) -> PoolState:
     """Build a :class:`PoolState` from features and a label vector with -1 for unlabelled points.
 
-    This is the practitioner's entry point: bring embeddings, the labels you have, optionally
-    your model's head; then ``select(pool, "margin", budget, seed)``.
+    This is the practitioner's entry point: bring embeddings, the labels you have and, for the
+    strategies that need a model, one of: ``fit_head=True`` (alkit's default probe trained on the
+    labelled points, its strength chosen on ``val_features``/``val_labels`` when given, else on a
+    fifth of the labels; ``probe`` a :class:`alkit.probe.ProbeConfig`), your own linear head
+    (``weight`` C × D, ``bias`` C), or any model's outputs for every point (``logits`` N × C, or
+    ``probabilities`` N × C, used as log-probabilities). Then ``select(pool, "margin", budget, seed)``.
+
+    ``num_classes`` should be given: inferred from the largest label it misses classes that no
+    point has yet (a warning says so).  Features, head and model outputs must be finite.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != np.shape(features)[0]:
@@ -218,11 +239,38 @@ def make_pool(
             f"labels must be 1-D with one entry per feature row ({np.shape(features)[0]}), got shape {labels.shape}"
         )
     if num_classes is None:
-        if not np.any(labels >= 0):
-            raise ValueError("num_classes is needed when no point is labelled yet")
-        num_classes = int(labels.max()) + 1
+        if weight is not None:
+            num_classes = int(np.shape(weight)[0])
+        elif logits is not None or probabilities is not None:
+            num_classes = int(np.shape(logits if logits is not None else probabilities)[1])
+        elif not np.any(labels >= 0):
+            raise ValueError("num_classes is needed when no point is labelled yet: pass num_classes=C")
+        else:
+            num_classes = int(labels.max()) + 1
+            warnings.warn(f"num_classes inferred as the largest label + 1 = {num_classes}; classes no point has "
+                          "yet are missed: pass num_classes=C", UserWarning, stacklevel=2)
     check_labels(labels, num_classes, "labels")
+    check_features(features, "features")   # one pass: NaN/inf rows would silently win some strategies
+    given = [name for name, v in (("weight/bias", weight), ("logits", logits), ("probabilities", probabilities))
+             if v is not None] + (["fit_head"] if fit_head else [])
+    if len(given) > 1:
+        raise ValueError(f"give one model for the pool, got {', '.join(given)}")
+    if probabilities is not None:
+        logits = probabilities_to_logits(probabilities, "probabilities")
+    elif logits is not None:
+        logits = np.asarray(logits)
+        check_features(logits, "logits")
     labels = labels.astype(np.int64)
+    if fit_head:
+        # alkit.probe imports this module: imported here, only when a head is asked for.
+        from alkit.probe import ProbeConfig, train_linear_probe
+
+        labelled = np.flatnonzero(labels >= 0)
+        if labelled.size == 0:
+            raise ValueError("fit_head=True needs labelled points (labels ≥ 0) to train the head on")
+        head = train_linear_probe(np.asarray(features[labelled], np.float32), labels[labelled], val_features,
+                                  val_labels, int(num_classes), probe or ProbeConfig())
+        weight, bias = head.weight, head.bias
     n = labels.shape[0]
     return PoolState(
         features=features,
@@ -234,3 +282,18 @@ def make_pool(
         bias=None if bias is None else np.asarray(bias, np.float32),
         logits=logits,
     )
+
+
+def probabilities_to_logits(probabilities: np.ndarray, name: str = "probabilities") -> np.ndarray:
+    """log p as float32 logits (softmax(log p) = p), after checking that p is a distribution per row."""
+    p = np.asarray(probabilities, np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, C), got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError(f"{name} must be finite and non-negative")
+    sums = p.sum(axis=1)
+    if not np.allclose(sums, 1.0, atol=1e-3):
+        bad = int(np.argmax(np.abs(sums - 1.0)))
+        raise ValueError(f"{name} rows must sum to 1 (row {bad} sums to {sums[bad]:.4f}); pass logits= for scores")
+    with np.errstate(divide="ignore"):
+        return np.maximum(np.log(p), np.log(np.finfo(np.float32).tiny)).astype(np.float32)

@@ -126,7 +126,7 @@ PROBE_PRESETS = {
     # The default: converged L2 logistic regression, strength chosen on validation.
     "logreg": lambda: ProbeConfig(),
     # This project's earlier default at cpu scale: Adam lr 1e-2, batch 1024, no weight decay,
-    # early stopping with patience 3 (heads kept after a few epochs; see README "What changed").
+    # early stopping with patience 3 (heads kept after a few epochs; results/tables/probe_change.md compares the two).
     "adam_early_stopping": lambda: ProbeConfig(method="early_stopping", batch_size=1024, lr=1e-2, max_epochs=30,
                                                patience=3),
     # The authors' recipe (SGD lr 15, StepLR, 60 epochs), for paper-scale runs.

@@ -3,7 +3,7 @@
 Everything here is a pure function of the rows that the sweeps wrote (``alkit.experiment``), so
 ``make reproduce-figures`` regenerates every table from the committed results, offline.
 
-Verdict rule (also in the notebook ``e_summary`` and the README)
+Verdict rule (also printed by the notebook ``e_summary``)
 -------------------------------------------------------------------------
 Per data set and strategy, ``auc`` is the area under the test top-1 curve against labelled points
 (divided by the labelled range, so it is an average accuracy) for one seed, and ``auc_diff`` is
@@ -140,11 +140,13 @@ def summary_table(frame: pd.DataFrame, metric: str = "top1", baseline: str = "ra
     for (ds, strategy), group in per_seed.groupby(["dataset", "strategy"], sort=False):
         diff = group["auc_diff"].to_numpy()
         interval = mean_interval(diff)
+        # Seeds that count: those paired with a baseline run of the same seed (all, for the baseline).
+        seeds = len(group) if strategy == baseline else int(np.isfinite(diff).sum())
         final_rows = last[(last["dataset"] == ds) & (last["strategy"] == strategy)]
         batches = queried[(queried["dataset"] == ds) & (queried["strategy"] == strategy)]
         is_base = strategy == baseline
         rows.append({
-            "dataset": ds, "strategy": strategy, "oracle": bool(group["oracle"].any()), "seeds": int(len(group)),
+            "dataset": ds, "strategy": strategy, "oracle": bool(group["oracle"].any()), "seeds": seeds,
             "final_labels": int(final_rows["n_labeled"].max()),
             f"auc_{metric}": float(group["auc"].mean()),
             "auc_diff": np.nan if is_base else float(interval["mean"]),
@@ -152,7 +154,7 @@ def summary_table(frame: pd.DataFrame, metric: str = "top1", baseline: str = "ra
             "auc_diff_high": np.nan if is_base else float(interval["high"]),
             "wins": np.nan if is_base else int((diff > 0).sum()),
             "outcome": "baseline" if is_base else ("oracle" if group["oracle"].any() else
-                                                    f"n/a ({len(group)} seed)" if len(group) < 2 else
+                                                    f"n/a ({seeds} seed)" if seeds < 2 else
                                                     outcome(interval["low"], interval["high"])),
             f"final_{metric}": float(group["final"].mean()),
             "final_diff": np.nan if is_base else float(group["final_diff"].mean()),
@@ -298,6 +300,38 @@ def claim_verdicts(table: pd.DataFrame, toy: str = TOY_DATASET, many: str = MANY
 
 
 # --------------------------------------------------------------------------------------------
+# What changed between two sets of runs (the earlier probe against the current one)
+# --------------------------------------------------------------------------------------------
+
+def change_table(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, str] = ("before", "after")) -> pd.DataFrame:
+    """Per data set × strategy of either summary (:func:`summary_table`): seeds, Δ AUC vs random
+    with its 95 % interval and the outcome, before and after, and whether the outcome moved."""
+    keep = ["dataset", "strategy", "oracle", "seeds", "auc_diff", "auc_diff_low", "auc_diff_high", "outcome"]
+    a, b = labels
+    merged = before[keep].merge(after[keep], on=["dataset", "strategy"], how="outer", suffixes=(f"_{a}", f"_{b}"))
+    merged["oracle"] = merged[f"oracle_{a}"].fillna(merged[f"oracle_{b}"]).astype(bool)
+    merged = merged.drop(columns=[f"oracle_{a}", f"oracle_{b}"])
+    merged["outcome_changed"] = merged[f"outcome_{a}"] != merged[f"outcome_{b}"]
+    merged = merged[merged["strategy"] != "random"]
+    from alkit.plots import _ordered
+
+    order = {s: i for i, s in enumerate(_ordered(merged["strategy"].unique()))}
+    return merged.sort_values(["dataset", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c,
+                              ignore_index=True)
+
+
+def claims_change(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, str] = ("before", "after"),
+                  **kwargs) -> pd.DataFrame:
+    """Each claim's verdict under both summaries (:func:`claim_verdicts` with ``kwargs``)."""
+    a, b = labels
+    va, vb = claim_verdicts(before, **kwargs), claim_verdicts(after, **kwargs)
+    out = va[["claim", "statement", "verdict"]].rename(columns={"verdict": f"verdict_{a}"})
+    out[f"verdict_{b}"] = vb["verdict"].to_numpy()
+    out[f"evidence_{b}"] = vb["evidence"].to_numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Tables on disk
 # --------------------------------------------------------------------------------------------
 
@@ -333,7 +367,7 @@ def write_table(table: pd.DataFrame, stem: str | Path, title: str | None = None)
 
 
 def compact_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """The columns people read first, with readable names (for the README)."""
+    """The columns people read first, with readable names."""
     cols = {"dataset": "data set", "strategy": "strategy", "seeds": "seeds", "auc_top1": "AUC top-1",
             "auc_diff": "Δ AUC vs random", "auc_diff_low": "95 % low", "auc_diff_high": "95 % high",
             "wins": "seeds won", "outcome": "outcome", "final_top1": "final top-1",

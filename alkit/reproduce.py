@@ -4,6 +4,7 @@
 ``python -m alkit.reproduce results --scale smoke``  every notebook end to end on tiny data (CI)
 ``python -m alkit.reproduce results --scale cpu``    the offline sweeps into results/runs/cpu, then figures
 ``python -m alkit.reproduce results --scale paper``  the authors' schedule (GPU, your ImageNet + checkpoints)
+``python -m alkit.reproduce class-count --jobs 2``  the class-count experiment, then its table and figure
 ``python -m alkit.reproduce sync`` / ``check``        write / compare the .ipynb twins of notebooks/*.py
 
 Notebooks are executed with papermill; executed copies go to ``notebooks/executed/`` (ignored by
@@ -23,9 +24,10 @@ NOTEBOOK_DIR = REPO / "notebooks"
 EXECUTED_DIR = NOTEBOOK_DIR / "executed"
 #: One notebook per artefact of the paper, in the order they are run.
 NOTEBOOKS = ("a_toy_vs_many_class", "b_class_imbalance", "c_long_tailed_cifar10", "d_imagenet_linear_eval",
-             "e_summary", "f_playground")
+             "e_summary", "f_playground", "g_class_count")
 #: Rendered from committed results by ``make reproduce-figures`` (the playground computes, so not it).
-FIGURE_NOTEBOOKS = NOTEBOOKS[:5]
+FIGURE_NOTEBOOKS = tuple(n for n in NOTEBOOKS if n != "f_playground")
+COMMITTED_CLASS_COUNT = "results/runs/class-count"
 #: Data sets of each scale's sweep, in priority order (what runs first when time is short).
 SWEEP_DATASETS = {"smoke": ("cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-synthetic"),
                   "cpu": ("cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-synthetic"),
@@ -104,14 +106,18 @@ def pair_mismatches(names=NOTEBOOKS) -> list[str]:
 
 
 def sync_pairs(names=NOTEBOOKS) -> list[Path]:
-    """Write each ``.ipynb`` from its ``.py`` (the reviewed source), without outputs."""
+    """Write each ``.ipynb`` whose cells differ from its ``.py`` (the reviewed source), without outputs."""
     import jupytext
+
+    import nbformat
 
     written = []
     for py in notebook_sources(names):
-        notebook = jupytext.read(py)
-        jupytext.write(notebook, py.with_suffix(".ipynb"))
-        written.append(py.with_suffix(".ipynb"))
+        notebook, ipynb = jupytext.read(py), py.with_suffix(".ipynb")
+        if ipynb.exists() and _cells(notebook) == _cells(nbformat.read(ipynb, as_version=4)):
+            continue   # already in step: rewriting would only renew the cell ids
+        jupytext.write(notebook, ipynb)
+        written.append(ipynb)
     return written
 
 
@@ -138,31 +144,41 @@ def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> 
 
 
 def _parameters(name: str, scale: str, results: str, figures: str, tables: str, run_missing: bool,
-                source: str) -> dict:
+                source: str, class_count_runs: str | None = None) -> dict:
     params = {"SCALE": scale, "RESULTS_DIR": results, "FIGURES_DIR": figures, "RUN_MISSING": run_missing,
               "SOURCE": source}
     if name == "e_summary":
         params["TABLES_DIR"] = tables
+        if scale != "cpu":   # the earlier probe's runs exist at cpu scale only
+            params["BEFORE_RESULTS_DIR"] = None
+    if name == "g_class_count":   # its own runs beside the sweep's (K = 200 is the sweep's Tiny-ImageNet)
+        runs = class_count_runs or str(Path(results).parent / "class-count")
+        params = {"SCALE": scale, "RUNS_DIR": runs, "SWEEP_DIR": results, "FIGURES_DIR": figures,
+                  "TABLES_DIR": tables, "RUN_MISSING": run_missing, "SOURCE": source}
     if name == "f_playground":  # the playground computes its own small runs and keeps them out of results/
         params = {"SCALE": "smoke", "SOURCE": source, "FIGURES_DIR": str(Path(figures).parent / "playground")}
     return params
 
 
 def reproduce_figures(results: str = COMMITTED_RUNS, figures: str = "results/figures",
-                      tables: str = "results/tables", out_dir: Path = EXECUTED_DIR / "figures") -> None:
+                      tables: str = "results/tables", out_dir: Path = EXECUTED_DIR / "figures",
+                      class_count_runs: str = COMMITTED_CLASS_COUNT) -> None:
     """Every figure and table from the finished runs under ``results`` — nothing is recomputed.
     A notebook whose data set has no finished runs yet is skipped with a message."""
     from alkit.experiment import finished_runs
 
     needs = {"a_toy_vs_many_class": ("cifar10", "tiny-imagenet"), "b_class_imbalance": ("cifar10", "tiny-imagenet"),
              "c_long_tailed_cifar10": ("cifar10-lt",), "d_imagenet_linear_eval": ("imagenet-synthetic",),
-             "e_summary": ()}
+             "e_summary": (), "g_class_count": ()}
     for name in FIGURE_NOTEBOOKS:
         missing = [d for d in needs[name] if not finished_runs(REPO / results, d)]
+        if name == "g_class_count" and not finished_runs(REPO / class_count_runs):
+            print(f"  {name}: skipped, no class-count runs under {class_count_runs}", flush=True)
+            continue
         if missing:
             print(f"  {name}: skipped, no finished runs of {', '.join(missing)} under {results}", flush=True)
             continue
-        execute(name, _parameters(name, "cpu", results, figures, tables, False, "auto"), out_dir)
+        execute(name, _parameters(name, "cpu", results, figures, tables, False, "auto", class_count_runs), out_dir)
 
 
 def run_smoke(base: str | Path = "notebooks/executed/smoke", source: str = "auto", data_root: str | None = None,
@@ -216,7 +232,7 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime if path.exists() else -1.0
 
 
-def _log_sweep(out: str, scale: str, jobs: int, planned: int, ran: int, seconds: float) -> None:
+def _log_sweep(out: str, scale: str, jobs: int, planned: int, ran: int | None, seconds: float) -> None:
     """Append this sweep's wall time to ``<out>/sweep_times.json`` (rewritten atomically): how many
     runs it planned, how many it ran (the others were finished already), with how many workers."""
     import json
@@ -284,7 +300,7 @@ def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: 
 
 
 def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
-                 jobs: int = 2, extract: bool = True, worker=None) -> None:
+                 jobs: int = 2, extract: bool = True, worker=None, worker_kwargs: dict | None = None) -> None:
     """Run ``pending`` ((dataset, (strategy,), seed) in priority order; finished ones are skipped) on
     ``jobs`` worker processes with
     cpu_count // jobs torch threads each.  On 2 cores, two one-thread workers keep both cores busy
@@ -292,7 +308,8 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
     leaves one idle.  Each worker loads a data set once; all seeds of a :data:`SHARED_ACROSS_SEEDS`
     strategy go to one worker.  Workers never extract features: when a data set's are not cached,
     this process extracts them (``extract=True``, else it stops with the message) and then hands
-    that data set's runs out again.  ``worker`` (tests) replaces the function that runs one task."""
+    that data set's runs out again.  ``worker`` replaces the function that runs one task (tests, the
+    class-count experiment), called with ``worker_kwargs`` as keyword arguments."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -312,7 +329,8 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
                              initargs=(loaded_commit(), _worker_threads(jobs))) as executor:
         worker = worker or _worker_run
-        task_of = {executor.submit(worker, *task, scale, out, source, data_root): task for task in tasks}
+        extra = worker_kwargs or {}
+        task_of = {executor.submit(worker, *task, scale, out, source, data_root, **extra): task for task in tasks}
         remaining, extracted = set(task_of), set()
         while remaining:
             done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
@@ -329,7 +347,7 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
                         print(f"[{dataset}] extracting features before its runs", flush=True)
                         experiment.load_study_data(dataset, scale, source=source, data_root=data_root, extract=True)
                         extracted.add(dataset)
-                    again = executor.submit(worker, *task_of[future], scale, out, source, data_root)
+                    again = executor.submit(worker, *task_of[future], scale, out, source, data_root, **extra)
                     task_of[again] = task_of[future]
                     remaining.add(again)
                 except Exception:
@@ -422,6 +440,24 @@ def reproduce_results(scale: str, source: str = "auto", data_root: str | None = 
         print(f"runs in {out}; figures from them: python -m alkit.reproduce figures --results {out}", flush=True)
 
 
+def reproduce_class_count(out: str = COMMITTED_CLASS_COUNT, sweep_out: str = COMMITTED_RUNS, jobs: int = 1,
+                          extract: bool = True, class_counts=None, strategies=None, seeds=None,
+                          source: str = "auto", data_root: str | None = None) -> None:
+    """The class-count experiment (``alkit.class_count``): its runs (resumable; K = 200 is the cpu
+    sweep's Tiny-ImageNet), then ``g_class_count`` renders its table and figure from them."""
+    from alkit import class_count
+
+    class_count.run_class_count(out, sweep_out, class_counts=class_counts or class_count.CLASS_COUNTS,
+                                strategies=strategies or class_count.STRATEGIES, seeds=seeds or class_count.SEEDS,
+                                jobs=jobs, source=source, data_root=data_root, extract=extract)
+    if Path(out).resolve() == (REPO / COMMITTED_CLASS_COUNT).resolve():
+        execute("g_class_count", _parameters("g_class_count", "cpu", sweep_out, "results/figures", "results/tables",
+                                             False, source, out), EXECUTED_DIR / "figures")
+    else:   # the committed figure and table stay those of the committed runs
+        print(f"runs in {out}; table and figure from them: run notebooks/g_class_count with RUNS_DIR={out}",
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alkit.reproduce", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -442,6 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--jobs", type=int, default=1,
                      help="worker processes, with cpu count // jobs torch threads each (make: JOBS=2)")
     res.add_argument("--out", default=None, help=f"runs folder (default {COMMITTED_RUNS} for cpu)")
+    cc = sub.add_parser("class-count", help="the class-count experiment (Tiny-ImageNet restricted to K classes)")
+    cc.add_argument("--jobs", type=int, default=1, help="worker processes (make: JOBS=2)")
+    cc.add_argument("--out", default=COMMITTED_CLASS_COUNT, help="runs with K < 200 classes")
+    cc.add_argument("--sweep-out", default=COMMITTED_RUNS, help="the cpu sweep's runs (K = 200 is its Tiny-ImageNet)")
+    cc.add_argument("--class-counts", type=lambda v: [int(x) for x in v.split(",")], default=None)
+    cc.add_argument("--strategies", type=lambda v: v.split(","), default=None)
+    cc.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None)
+    cc.add_argument("--no-extract", action="store_true", help="fail instead of extracting missing features")
+    cc.add_argument("--data-root", default=None)
     sub.add_parser("sync", help="write notebooks/*.ipynb from notebooks/*.py")
     sub.add_parser("check", help="check that each .py/.ipynb pair agrees")
     args = parser.parse_args(argv)
@@ -457,6 +502,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     elif args.command == "figures":
         reproduce_figures(args.results)
+    elif args.command == "class-count":
+        if args.jobs < 1:
+            parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
+        reproduce_class_count(args.out, args.sweep_out, args.jobs, not args.no_extract, args.class_counts,
+                              args.strategies, args.seeds, data_root=args.data_root)
     else:
         if args.scale == "smoke" and (args.datasets or args.strategies):
             parser.error("--datasets / --strategies apply to the cpu and paper sweeps, not to smoke")

@@ -284,7 +284,7 @@ def labeled_and_head(pool, n_labeled: int, seed: int = 0, max_epochs: int = 15) 
     x = np.asarray(pool.features[labeled], np.float32)
     xv = np.asarray(pool.features[val], np.float32)
     head = train_linear_probe(x, pool.labels[labeled], xv, pool.labels[val], pool.num_classes,
-                              ProbeConfig(max_epochs=max_epochs), seed=seed)
+                              ProbeConfig(method="early_stopping", max_epochs=max_epochs), seed=seed)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:

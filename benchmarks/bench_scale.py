@@ -158,7 +158,7 @@ def probe_task(n_labeled: int, epochs: int, seed: int) -> dict:
     record: dict = {"n_labeled": n_labeled, "n_val": int(val.size), "epochs": epochs}
     with M.section(record):
         head = train_linear_probe(x, pool.labels[train], xv, pool.labels[val], pool.num_classes,
-                                  ProbeConfig(max_epochs=epochs, patience=epochs), seed=seed)
+                                  ProbeConfig(method="early_stopping", max_epochs=epochs, patience=epochs), seed=seed)
     record.update(seconds_per_epoch=record["seconds"] / head.epochs_run, val_top1=head.best_val_accuracy,
                   input_bytes=int(x.nbytes + xv.nbytes))
     return record

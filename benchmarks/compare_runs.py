@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
              f"different labelled sets: {runs.loc[~runs['same_labelled_sets'], 'final_top1_diff'].abs().max() if (~runs['same_labelled_sets']).any() else 0:.4f}.",
              f"Summed wall time of the runs: {runs['wall_old'].sum() / 60:.0f} min ({args.old_label}), "
              f"{runs['wall_new'].sum() / 60:.0f} min ({args.new_label}); each side's provenance says how many threads "
-             "and the README says under what load.", "",
+             "and the sweep's provenance says on what machine.", "",
              "| data set | strategy | runs | same labelled sets | max abs Δ final top-1 | threads (old) | threads (new) | "
              "wall min (old) | wall min (new) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):

@@ -18,8 +18,7 @@
 # accuracy over the budget range), its difference from random paired by seed with the 95 %
 # interval and the number of seeds won, the final accuracy, and the final class balance of the
 # labelled set and the mean balance of the batches. Then one verdict per claim, computed from
-# those numbers by the rule printed below (the same rule is in `alkit/report.py` and
-# the README).
+# those numbers by the rule printed below (the docstring of `alkit/report.py`).
 
 # %% tags=["parameters"]
 SCALE = "cpu"
@@ -33,6 +32,7 @@ ROUNDS = None
 INITIAL_SIZE = None
 ROUND_BUDGET = None
 RESULTS_DIR = "results/runs/cpu"
+BEFORE_RESULTS_DIR = "results/runs/cpu-adam-probe"   # the same sweep with the earlier probe (None: skip)
 FIGURES_DIR = "results/figures"
 TABLES_DIR = "results/tables"
 RUN_MISSING = False
@@ -83,3 +83,26 @@ print(report.VERDICT_RULE)
 verdicts = report.claim_verdicts(summary, toy=TOY_DATASET, many=MANY_CLASS_DATASET)
 report.write_table(verdicts, tables / "claims", "Claims of the paper: verdicts from the measured numbers")
 verdicts
+
+# %% [markdown]
+# ## What changed with the converged probe
+# The same sweep was run before with the earlier probe (Adam, early stopping after a few epochs;
+# `ProbeConfig.named("adam_early_stopping")`), whose heads were barely trained. Per data set and
+# strategy: the difference from random under both probes, then each claim's verdict under both
+# (the same rule).
+
+# %%
+before_dir = report.resolve_path(BEFORE_RESULTS_DIR) if BEFORE_RESULTS_DIR else None
+if before_dir is not None and any(experiment.finished_runs(before_dir, d) for d in available):
+    before_rows = experiment.results_for([d for d in available if experiment.finished_runs(before_dir, d)], SCALE,
+                                         before_dir, run_missing=False)
+    before = report.summary_table(before_rows)
+    labels = ("adam", "logreg")
+    changes = report.change_table(before, summary, labels)
+    report.write_table(changes, tables / "probe_change",
+                       "Δ AUC vs random under the earlier probe (adam) and the converged one (logreg)")
+    claim_changes = report.claims_change(before, summary, labels, toy=TOY_DATASET, many=MANY_CLASS_DATASET)
+    report.write_table(claim_changes, tables / "claims_change", "Claims: verdicts under both probes")
+    display(claim_changes[["claim", "verdict_adam", "verdict_logreg"]])
+    changes[changes["outcome_changed"]]
+

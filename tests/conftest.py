@@ -25,7 +25,7 @@ def build_pool(num_classes=6, n_max=60, dim=8, n_labeled=30, n_held=12, seed=0, 
     weight = bias = None
     if head:
         fit = train_linear_probe(x[labeled].astype(np.float32), y[labeled], None, None, num_classes,
-                                 ProbeConfig(max_epochs=15), seed=seed)
+                                 ProbeConfig(), seed=seed)
         weight, bias = fit.weight, fit.bias
     pool = PoolState(features=x, labeled=labeled, held_out=held, labels=np.where(labeled, y, -1).astype(np.int64),
                      num_classes=num_classes, weight=weight, bias=bias)

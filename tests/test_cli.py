@@ -55,6 +55,8 @@ def test_select_is_reproducible_through_a_subprocess(arrays):
     ({"--strategy": "balanced_random"}, "oracle baseline"),
     ({"--head": "HEADbad.npz"}, "--head: W must be"),
     ({"--num-classes": "3"}, "--labels: values must be -1"),
+    ({"--probe-epochs": "3"}, "--probe-epochs: applies to the early-stopping probes"),
+    ({"--probe": "sgd"}, "--probe: invalid choice"),
 ])
 def test_select_bad_input_is_one_clear_line(arrays, capsys, change, message):
     np.save(arrays / "Ybad.npy", np.zeros(3, np.int64))
@@ -103,3 +105,14 @@ def test_run_writes_csv(arrays):
                  "--rounds", "2", "--val-per-class", "2", "--out", str(out)]) == 0
     frame = pd.read_csv(out)
     assert len(frame) == 2 * 2 * 3 and set(frame["strategy"]) == {"random", "margin"}
+
+
+def test_run_records_the_probe_it_was_asked_for(arrays):
+    base = ["run", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Ytrue.npy"), "--strategies", "margin",
+            "--initial", "10", "--budget", "10", "--rounds", "1", "--val-per-class", "2"]
+    assert main(base + ["--out", str(arrays / "a.csv")]) == 0
+    assert main(base + ["--out", str(arrays / "b.csv"), "--probe", "adam_early_stopping", "--probe-epochs", "4"]) == 0
+    a, b = pd.read_csv(arrays / "a.csv"), pd.read_csv(arrays / "b.csv")
+    assert set(a["probe_method"]) == {"logreg"} and a["probe_converged"].all() and a["probe_l2"].notna().all()
+    assert set(b["probe_method"]) == {"early_stopping"} and (b["probe_epochs"] <= 4).all()
+

@@ -14,7 +14,7 @@ from alkit.probe import ProbeConfig
 from alkit.stats import area_under_curve, mean_interval
 from alkit.synthetic import gaussian_mixture
 
-FAST = ProbeConfig(max_epochs=5, batch_size=128)
+FAST = ProbeConfig()
 
 
 def _sweep(out, strategies=("random", "margin"), seeds=(0, 1), rounds=2):

@@ -220,7 +220,7 @@ def test_core_cli_accepts_the_cached_features(folder, tmp_path, capsys):
     picks = tmp_path / "picks.npy"
     assert alkit_main(["select", "--strategy", "margin", "--features", paths["features"], "--labels",
                        str(tmp_path / "partial.npy"), "--budget", "4", "--seed", "0", "--out", str(picks),
-                       "--probe-epochs", "3"]) == 0
+                       "--probe", "adam_early_stopping", "--probe-epochs", "3"]) == 0
     chosen = np.load(picks)
     assert chosen.size == 4 and not np.isin(chosen, [0, 7, 13]).any()
 

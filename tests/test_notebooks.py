@@ -53,7 +53,7 @@ def test_smoke_runs_every_notebook(smoke_run):
     assert [p.stem for p in executed] == list(reproduce.NOTEBOOKS)
     figures = {p.name for p in (base / "figures").iterdir()}
     for stem in ("a_accuracy", "a_difference_from_random", "b_batch_balance", "c_balanced_accuracy",
-                 "d_imagenet_accuracy", "e_auc_difference"):
+                 "d_imagenet_accuracy", "e_auc_difference", "g_class_count"):
         assert f"{stem}.png" in figures and f"{stem}.pdf" in figures
     assert (base / "playground" / "f_playground.png").exists()
 
@@ -76,3 +76,13 @@ def test_smoke_results_say_the_data_are_synthetic(smoke_run):
     assert set(rows["data_source"]) == {"synthetic stand-in"}
     rows = pd.read_csv(next((base / "runs" / "imagenet-synthetic").glob("*.csv")))
     assert rows["data_source"].str.startswith("SYNTHETIC").all()
+
+
+def test_smoke_class_count_table_has_the_issue_columns(smoke_run):
+    base, _ = smoke_run
+    table = pd.read_csv(base / "tables" / "class_count.csv")
+    assert {"num_classes", "strategy", "seeds", "auc_diff", "auc_diff_lo", "auc_diff_hi", "batch_entropy",
+            "batch_max_min_ratio"} <= set(table.columns)
+    assert sorted(table["num_classes"].unique()) == [5, 10]
+    assert (base / "class-count" / "k5").is_dir()
+

@@ -12,14 +12,14 @@ def test_probe_learns_and_folds_standardisation():
     data = gaussian_mixture(5, 80, 10, separation=4.0, seed=1)
     x = data.train_features * 7 + 3  # far from standardised
     head = train_linear_probe(x, data.train_labels, data.test_features * 7 + 3, data.test_labels, 5,
-                              ProbeConfig(max_epochs=30), seed=0)
+                              ProbeConfig(), seed=0)
     acc = (predict_logits(data.test_features * 7 + 3, head.weight, head.bias).argmax(1) == data.test_labels).mean()
     # Nearest class mean is near Bayes-optimal for isotropic Gaussians: the probe must come close.
     means = np.stack([x[data.train_labels == c].mean(0) for c in range(5)])
     ncm = (np.linalg.norm((data.test_features * 7 + 3)[:, None] - means[None], axis=2).argmin(1) == data.test_labels).mean()
     assert acc >= ncm - 0.04 and acc == pytest.approx(head.best_val_accuracy)
     again = train_linear_probe(x, data.train_labels, data.test_features * 7 + 3, data.test_labels, 5,
-                               ProbeConfig(max_epochs=30), seed=0)
+                               ProbeConfig(), seed=0)
     np.testing.assert_array_equal(head.weight, again.weight)
 
 
@@ -57,7 +57,7 @@ def _run(strategy, seed=0):
     data = gaussian_mixture(6, 70, 8, separation=2.5, seed=3)
     return run_active_learning(data.train_features, data.train_labels, data.test_features, data.test_labels, 6,
                                strategy, seed=seed, initial_size=20, round_budget=15, rounds=3, val_per_class=5,
-                               probe=ProbeConfig(max_epochs=10), progress=False)
+                               probe=ProbeConfig(), progress=False)
 
 
 def test_loop_rows_and_determinism():

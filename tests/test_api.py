@@ -1,0 +1,81 @@
+"""The Python paths a practitioner takes: a pool from embeddings, a head or any model's outputs."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import alkit
+from alkit.synthetic import gaussian_mixture
+
+
+@pytest.fixture()
+def data():
+    d = gaussian_mixture(5, 40, 8, separation=2.5, seed=4)
+    labels = np.full(d.train_labels.size, -1)
+    labels[::4] = d.train_labels[::4]
+    return d.train_features.astype(np.float32), labels, d
+
+
+def test_make_pool_fits_the_default_head_when_asked(data):
+    x, labels, _ = data
+    pool = alkit.make_pool(x, labels, 5, fit_head=True)
+    head = alkit.train_linear_probe(x[labels >= 0], labels[labels >= 0], None, None, 5)
+    np.testing.assert_allclose(pool.weight, head.weight, atol=1e-6)
+    picks = alkit.select(pool, "margin", 10, seed=0)
+    assert picks.size == 10 and (labels[picks] == -1).all()
+    with pytest.raises(ValueError, match="fit_head=True needs labelled points"):
+        alkit.make_pool(x, np.full(labels.size, -1), 5, fit_head=True)
+
+
+def test_any_models_probabilities_serve_the_score_strategies(data):
+    x, labels, _ = data
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(x.shape[0], 5)).astype(np.float32)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    by_p = alkit.select(alkit.make_pool(x, labels, 5, probabilities=p), "margin", 12, seed=1)
+    by_logits = alkit.select(alkit.make_pool(x, labels, 5, logits=logits), "margin", 12, seed=1)
+    np.testing.assert_array_equal(np.sort(by_p), np.sort(by_logits))   # softmax(log p) = p
+    for bad, match in [(p * 2, "sum to 1"), (-p, "non-negative"), (np.hstack([p, np.zeros((p.shape[0], 1))]), "logits must have shape")]:
+        with pytest.raises(ValueError, match=match):
+            alkit.make_pool(x, labels, 5, probabilities=bad)
+
+
+def test_make_pool_rejects_non_finite_input_and_two_models(data):
+    x, labels, _ = data
+    bad = x.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="features contains NaN or inf .first at row 7"):
+        alkit.make_pool(bad, labels, 5)
+    w, b = np.zeros((5, 8), np.float32), np.zeros(5, np.float32)
+    w[0, 0] = np.inf
+    with pytest.raises(ValueError, match="head .* NaN or inf"):
+        alkit.make_pool(x, labels, 5, weight=w, bias=b)
+    logits = np.zeros((x.shape[0], 5), np.float32)
+    logits[3, 2] = np.nan
+    with pytest.raises(ValueError, match="logits contains NaN or inf"):
+        alkit.make_pool(x, labels, 5, logits=logits)
+    with pytest.raises(ValueError, match="give one model"):
+        alkit.make_pool(x, labels, 5, logits=np.zeros((x.shape[0], 5)), fit_head=True)
+
+
+def test_num_classes_inferred_with_a_warning_or_from_the_model(data):
+    x, labels, _ = data
+    with pytest.warns(UserWarning, match="num_classes inferred"):
+        pool = alkit.make_pool(x, labels)
+    assert pool.num_classes == labels.max() + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert alkit.make_pool(x, labels, weight=np.zeros((7, 8)), bias=np.zeros(7)).num_classes == 7
+        assert alkit.make_pool(x, labels, logits=np.zeros((x.shape[0], 6))).num_classes == 6
+
+
+def test_pool_and_head_print_one_short_line(data):
+    x, labels, _ = data
+    pool = alkit.make_pool(x, labels, 5, fit_head=True)
+    text = repr(pool)
+    assert "\n" not in text and len(text) < 200 and "N=200" in text and "C=5" in text and "linear head" in text
+    head = alkit.train_linear_probe(x[labels >= 0], labels[labels >= 0], None, None, 5)
+    assert "\n" not in repr(head) and len(repr(head)) < 200 and "logreg" in repr(head)
