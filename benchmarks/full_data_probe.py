@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from alkit.datasets import class_balanced_holdout  # noqa: E402
 from alkit.experiment import load_study_data, sweep_config  # noqa: E402
-from alkit.io import provenance, write_json, write_text  # noqa: E402
+from alkit.io import loaded_commit, provenance, write_json, write_text  # noqa: E402
 from alkit.loop import first_round_split, stream  # noqa: E402
 from alkit.metrics import classification_metrics  # noqa: E402
 from alkit.probe import ProbeConfig, train_linear_probe  # noqa: E402
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", default=str(REPO / "results" / "benchmarks"))
     args = parser.parse_args(argv)
+    loaded_commit()   # the provenance names the code this run started with, not the tree when it ends
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.datasets:

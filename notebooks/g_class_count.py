@@ -32,7 +32,7 @@
 # %% tags=["parameters"]
 SCALE = "cpu"                               # smoke | cpu
 RUNS_DIR = "results/runs/class-count"       # runs with K < 200 classes
-SWEEP_DIR = "results/runs/cpu"              # the cpu sweep: K = 200 is its Tiny-ImageNet runs
+SWEEP_DIR = "results/runs/cpu"              # the cpu sweep, whose Tiny-ImageNet runs are K 200
 FIGURES_DIR = "results/figures"
 TABLES_DIR = "results/tables"
 RUN_MISSING = False                         # True: run what is not finished yet (minutes per K)
