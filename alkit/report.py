@@ -87,8 +87,9 @@ def figure_note(frame: pd.DataFrame) -> str:
     sources = " ".join(set(frame["data_source"].astype(str))) if "data_source" in frame else ""
     if "synthetic" in sources.lower() or "SYNTHETIC" in sources:
         lines.append("SYNTHETIC DATA: these panels are not measurements on the paper's data sets.")
-    seeds = frame.groupby("dataset")["seed"].nunique()
-    lines.append("Mean over seeds with 95 % t-interval (" + ", ".join(f"{d}: {n} seeds" for d, n in seeds.items())
+    seeds = frame.groupby(["dataset", "strategy"])["seed"].nunique().groupby("dataset").agg(["min", "max"])
+    lines.append("Mean over seeds with 95 % t-interval (" + ", ".join(
+        f"{d}: {lo} seeds" if lo == hi else f"{d}: {lo}–{hi} seeds per strategy" for d, (lo, hi) in seeds.iterrows())
                  + "); differences are paired by seed.")
     for ds in frame["dataset"].unique():
         if ds in DATASETS and DATASETS[ds].caveat and "synthetic" not in sources.lower():
@@ -305,14 +306,15 @@ def claim_verdicts(table: pd.DataFrame, toy: str = TOY_DATASET, many: str = MANY
 
 def change_table(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, str] = ("before", "after")) -> pd.DataFrame:
     """Per data set × strategy of either summary (:func:`summary_table`): seeds, Δ AUC vs random
-    with its 95 % interval and the outcome, before and after, and whether the outcome moved."""
-    keep = ["dataset", "strategy", "oracle", "seeds", "auc_diff", "auc_diff_low", "auc_diff_high", "outcome"]
+    with its 95 % interval, the outcome and the final top-1, before and after, and whether the
+    outcome moved (random's own row carries its final top-1)."""
+    keep = ["dataset", "strategy", "oracle", "seeds", "auc_diff", "auc_diff_low", "auc_diff_high", "outcome",
+            "final_top1"]
     a, b = labels
     merged = before[keep].merge(after[keep], on=["dataset", "strategy"], how="outer", suffixes=(f"_{a}", f"_{b}"))
     merged["oracle"] = merged[f"oracle_{a}"].fillna(merged[f"oracle_{b}"]).astype(bool)
     merged = merged.drop(columns=[f"oracle_{a}", f"oracle_{b}"])
     merged["outcome_changed"] = merged[f"outcome_{a}"] != merged[f"outcome_{b}"]
-    merged = merged[merged["strategy"] != "random"]
     from alkit.plots import _ordered
 
     order = {s: i for i, s in enumerate(_ordered(merged["strategy"].unique()))}

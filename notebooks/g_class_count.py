@@ -96,4 +96,7 @@ plots.save_figure(fig, figures / "g_class_count")
 # The wall time of the runs behind this table (appended by every class-count sweep):
 
 # %%
-report.sweep_times(runs_dir)
+times = report.sweep_times(runs_dir)
+if not times.empty:
+    report.write_table(times, tables / "class_count_sweep_times", "Class-count sweeps that wrote these runs (wall time)")
+times

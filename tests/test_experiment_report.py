@@ -311,3 +311,22 @@ def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path):
     assert git_commit(tmp_path / "pkg") == head
     (tmp_path / "pkg" / "code.py").write_text("2")
     assert git_commit(tmp_path / "pkg") == head + "+dirty"
+
+
+def test_change_table_pairs_each_strategy_before_and_after():
+    from alkit import report
+
+    def summary(diff_margin, outcome_margin, final_random):
+        return pd.DataFrame([
+            {"dataset": "d", "strategy": "random", "oracle": False, "seeds": 5, "auc_diff": np.nan,
+             "auc_diff_low": np.nan, "auc_diff_high": np.nan, "outcome": "baseline", "final_top1": final_random},
+            {"dataset": "d", "strategy": "margin", "oracle": False, "seeds": 5, "auc_diff": diff_margin,
+             "auc_diff_low": diff_margin - 0.01, "auc_diff_high": diff_margin + 0.01, "outcome": outcome_margin,
+             "final_top1": final_random + diff_margin}])
+
+    table = report.change_table(summary(0.002, "tie", 0.70), summary(0.02, "win", 0.75), ("old", "new"))
+    margin = table.set_index("strategy").loc["margin"]
+    assert (margin["auc_diff_old"], margin["auc_diff_new"]) == (0.002, 0.02)
+    assert (margin["outcome_old"], margin["outcome_new"], bool(margin["outcome_changed"])) == ("tie", "win", True)
+    assert table.set_index("strategy").loc["random", "final_top1_new"] == 0.75
+    assert not table.set_index("strategy").loc["random", "outcome_changed"]

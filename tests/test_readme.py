@@ -1,0 +1,104 @@
+"""The README is a user's guide whose numbers come from the generated tables."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+TABLES = REPO / "results" / "tables"
+
+
+def markdown_table(text: str, first_header: str) -> list[list[str]]:
+    """Body rows (cells stripped) of the first Markdown table whose header starts with ``first_header``."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_header:
+            rows = []
+            for body in lines[i + 2:]:
+                if not body.startswith("|"):
+                    break
+                rows.append([c.strip() for c in body.strip().strip("|").split("|")])
+            return rows
+    raise AssertionError(f"README has no table headed {first_header!r}")
+
+
+def test_readme_is_a_short_users_guide_without_logs():
+    assert len(README) <= 15_000, len(README)
+    assert "<!--" not in README, "an unfilled placeholder is left in the README"
+    assert not re.search(r"load average|\bissue \d|\bcommit [0-9a-f]{7}", README, re.I)
+
+
+def test_readme_claims_table_matches_the_generated_verdicts():
+    rows = markdown_table(README, "claim")
+    changes = pd.read_csv(TABLES / "claims_change.csv").set_index("claim")
+    assert [int(r[0][0]) for r in rows] == list(changes.index)
+    for row in rows:
+        claim = int(row[0][0])
+        assert row[1].strip("*") == changes.loc[claim, "verdict_logreg"], row
+        assert row[2] == changes.loc[claim, "verdict_adam"], row
+
+
+def _interval(cell: str) -> tuple[float, float, float]:
+    mean, low, high = (float(v) for v in re.findall(r"[-+]\d+\.\d+", cell))
+    return mean, low, high
+
+
+def test_readme_differences_from_random_match_the_summary():
+    summary = pd.read_csv(TABLES / "summary.csv").set_index(["dataset", "strategy"])
+    rows = markdown_table(README, "Δ AUC vs random [95 %]")
+    header = next(line for line in README.splitlines() if line.startswith("| Δ AUC vs random [95 %]"))
+    datasets = [c.strip() for c in header.strip().strip("|").split("|")][1:]
+    assert rows
+    for row in rows:
+        strategy = row[0].strip("`")
+        for dataset, cell in zip(datasets, row[1:]):
+            mean, low, high = _interval(cell)
+            want = summary.loc[(dataset, strategy)]
+            assert (mean, low, high) == pytest.approx((want["auc_diff"], want["auc_diff_low"], want["auc_diff_high"]),
+                                                      abs=6e-5), (dataset, strategy)
+
+
+def test_readme_class_count_numbers_match_the_table():
+    table = pd.read_csv(TABLES / "class_count.csv").set_index(["num_classes", "strategy"])
+    rows = markdown_table(README, "K classes")
+    assert {int(r[0]) for r in rows} >= {10, 200}
+    header = next(line for line in README.splitlines() if line.startswith("| K classes"))
+    columns = [c.strip() for c in header.strip().strip("|").split("|")][1:]
+    for row in rows:
+        k = int(row[0])
+        for column, cell in zip(columns, row[1:]):
+            strategy = column.split()[0].strip("`")
+            mean, low, high = _interval(cell)
+            want = table.loc[(k, strategy)]
+            assert (mean, low, high) == pytest.approx((want["auc_diff"], want["auc_diff_lo"], want["auc_diff_hi"]),
+                                                      abs=6e-5), (k, strategy)
+
+
+def test_readme_python_examples_run_as_written():
+    """Every ```python block of the README, in order, on small stand-ins for the reader's arrays."""
+    import numpy as np
+
+    from alkit.strategies.registry import _REGISTRY
+    from alkit.synthetic import gaussian_mixture
+
+    data = gaussian_mixture(1000, 30, 12, separation=3.0, seed=0, n_test_per_class=2)
+    labels = np.full(data.train_labels.size, -1)
+    labels[::2] = data.train_labels[::2]                      # half labelled: 15 per class
+    namespace = {"features": data.train_features.astype(np.float16), "labels": labels,
+                 "val_features": data.test_features, "val_labels": data.test_labels}
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert blocks
+    before = set(_REGISTRY)
+    try:
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), namespace)   # noqa: S102 - the README's own examples
+    finally:
+        for name in set(_REGISTRY) - before:   # the example registers a strategy: leave the registry as found
+            _REGISTRY.pop(name)
+    picks = namespace["picks"]
+    assert len(set(picks.tolist())) == len(picks) and (labels[picks] == -1).all()
