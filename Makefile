@@ -10,7 +10,7 @@ STAMP := $(VENV)/.alkit-installed
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv test reproduce-figures reproduce-results reproduce-class-count demo benchmarks clean-venv
+.PHONY: venv test reproduce-figures reproduce-results reproduce-class-count lab demo benchmarks clean-venv
 
 venv: $(STAMP)
 
@@ -43,6 +43,10 @@ reproduce-results: $(STAMP)
 CLASS_COUNT_JOBS ?= 2
 reproduce-class-count: $(STAMP)
 	$(PY) -m alkit.reproduce class-count --jobs $(CLASS_COUNT_JOBS)
+
+# JupyterLab on the notebooks (the .py files open as notebooks through jupytext's extension).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
 
 # A one-minute demo on synthetic Gaussian mixtures (no data needed).
 demo: $(STAMP)

@@ -31,6 +31,10 @@ METRIC_LABELS = {
 }
 
 
+#: Metrics that live in [0, 1] (their interval bands are drawn within those bounds).
+BOUNDED_METRICS = {"top1", "top5", "balanced_accuracy", "labeled_normalized_entropy", "batch_normalized_entropy",
+                   "labeled_gini", "batch_gini", "val_top1"}
+
 #: tab20 comes in (dark, light) pairs of one hue: take all dark ones first so that neighbours differ.
 _DISTINCT_ORDER = list(range(0, 20, 2)) + list(range(1, 20, 2))
 
@@ -96,8 +100,11 @@ def plot_metric(frame: pd.DataFrame, metric: str, ax=None, x: str = "n_labeled",
         group = frame[frame["strategy"] == strategy]
         stats = group.groupby(x)[metric].apply(lambda v: pd.Series(mean_interval(v.to_numpy()))).unstack()
         ax.plot(stats.index, stats["mean"], **_style(frame, strategy, colors))
-        if band:
-            ax.fill_between(stats.index, stats["low"], stats["high"], color=colors[strategy], alpha=0.12, lw=0)
+        if band:   # a t-interval of a proportion can pass its bounds with few seeds: draw it within them
+            low, high = stats["low"], stats["high"]
+            if metric in BOUNDED_METRICS:
+                low, high = low.clip(0.0, 1.0), high.clip(0.0, 1.0)
+            ax.fill_between(stats.index, low, high, color=colors[strategy], alpha=0.12, lw=0)
     ax.set_xlabel({"n_labeled": "labelled points", "round": "round"}.get(x, x))
     ax.set_ylabel(ylabel or METRIC_LABELS.get(metric, metric))
     if title:

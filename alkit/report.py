@@ -67,6 +67,16 @@ def resolve_path(path: str | Path) -> Path:
     return here / path
 
 
+def output_dir(requested: str | Path | None, notebook: str, kind: str) -> Path:
+    """Where a notebook writes its ``kind`` ("figures" or "tables"): ``requested`` when given (``make
+    reproduce-figures`` passes results/figures and results/tables), else
+    ``notebooks/executed/<notebook>/<kind>``, so that running a notebook by hand, with any
+    parameters, never overwrites the committed files."""
+    if requested:
+        return resolve_path(requested)
+    return resolve_path(Path("notebooks") / "executed" / notebook / kind)
+
+
 def dataset_titles(frame: pd.DataFrame) -> dict[str, str]:
     """Panel titles that say what the numbers are made of (a stand-in says so)."""
     from alkit.experiment import DATASETS

@@ -34,7 +34,7 @@ ROUNDS = None                          # None: the scale's rounds
 INITIAL_SIZE = None                    # None: the scale's budgets (cpu: 1 k + 1 k/round; 6 k + 2 k/round)
 ROUND_BUDGET = None
 RESULTS_DIR = "results/runs/cpu"       # relative paths start at the repository root
-FIGURES_DIR = "results/figures"
+FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
 RUN_MISSING = False                    # True: run the sweeps first (finished runs are reused)
 SOURCE = "auto"                        # auto | features | synthetic (the CI stand-in)
 DATA_ROOT = None                       # folder with the archives (default $ALKIT_DATA or ../shared/data)
@@ -46,7 +46,7 @@ rows = experiment.results_for(
     DATASETS, SCALE, report.resolve_path(RESULTS_DIR), run_missing=RUN_MISSING, source=SOURCE,
     data_root=DATA_ROOT, backbone=BACKBONE, strategies=STRATEGIES, seeds=SEEDS, rounds=ROUNDS,
     initial_size=INITIAL_SIZE, round_budget=ROUND_BUDGET)
-figures = report.resolve_path(FIGURES_DIR)
+figures = report.output_dir(FIGURES_DIR, "a_toy_vs_many_class", "figures")
 titles = report.dataset_titles(rows)
 report.runs_inventory(rows)
 

@@ -31,7 +31,7 @@ ROUNDS = None
 INITIAL_SIZE = None
 ROUND_BUDGET = None
 RESULTS_DIR = "results/runs/cpu"
-FIGURES_DIR = "results/figures"
+FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
 RUN_MISSING = False
 SOURCE = "auto"
 DATA_ROOT = None
@@ -43,7 +43,7 @@ rows = experiment.results_for(
     DATASETS, SCALE, report.resolve_path(RESULTS_DIR), run_missing=RUN_MISSING, source=SOURCE,
     data_root=DATA_ROOT, backbone=BACKBONE, strategies=STRATEGIES, seeds=SEEDS, rounds=ROUNDS,
     initial_size=INITIAL_SIZE, round_budget=ROUND_BUDGET)
-figures = report.resolve_path(FIGURES_DIR)
+figures = report.output_dir(FIGURES_DIR, "b_class_imbalance", "figures")
 titles = report.dataset_titles(rows)
 queried = rows[rows["round"] > 0]      # round 0 is the random initial pool, not a query
 

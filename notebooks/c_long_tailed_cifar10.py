@@ -33,7 +33,7 @@ ROUNDS = None
 INITIAL_SIZE = None
 ROUND_BUDGET = None
 RESULTS_DIR = "results/runs/cpu"
-FIGURES_DIR = "results/figures"
+FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
 RUN_MISSING = False
 SOURCE = "auto"
 DATA_ROOT = None
@@ -45,7 +45,7 @@ rows = experiment.results_for(
     [DATASET], SCALE, report.resolve_path(RESULTS_DIR), run_missing=RUN_MISSING, source=SOURCE,
     data_root=DATA_ROOT, backbone=BACKBONE, strategies=STRATEGIES, seeds=SEEDS, rounds=ROUNDS,
     initial_size=INITIAL_SIZE, round_budget=ROUND_BUDGET)
-figures = report.resolve_path(FIGURES_DIR)
+figures = report.output_dir(FIGURES_DIR, "c_long_tailed_cifar10", "figures")
 title = report.dataset_titles(rows)[DATASET]
 metrics = [("top1", "c_accuracy"), ("balanced_accuracy", "c_balanced_accuracy"),
            ("labeled_normalized_entropy", "c_labelled_set_balance")]

@@ -35,7 +35,7 @@ ROUNDS = None
 INITIAL_SIZE = None                    # paper: 30_000
 ROUND_BUDGET = None                    # paper: 10_000
 RESULTS_DIR = "results/runs/cpu"
-FIGURES_DIR = "results/figures"
+FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
 RUN_MISSING = False
 SOURCE = "auto"
 DATA_ROOT = None
@@ -47,7 +47,7 @@ rows = experiment.results_for(
     [DATASET], SCALE, report.resolve_path(RESULTS_DIR), run_missing=RUN_MISSING, source=SOURCE,
     data_root=DATA_ROOT, backbone=BACKBONE, strategies=STRATEGIES, seeds=SEEDS, rounds=ROUNDS,
     initial_size=INITIAL_SIZE, round_budget=ROUND_BUDGET)
-figures = report.resolve_path(FIGURES_DIR)
+figures = report.output_dir(FIGURES_DIR, "d_imagenet_linear_eval", "figures")
 title = report.dataset_titles(rows)[DATASET]
 synthetic = rows["data_source"].str.contains("synthetic", case=False).any()
 banner = "SYNTHETIC ImageNet-shaped pool — not ImageNet data" if synthetic else "ImageNet-1k"

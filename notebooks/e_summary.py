@@ -33,8 +33,8 @@ INITIAL_SIZE = None
 ROUND_BUDGET = None
 RESULTS_DIR = "results/runs/cpu"
 BEFORE_RESULTS_DIR = "results/runs/cpu-adam-probe"   # the same sweep with the earlier probe (None: skip)
-FIGURES_DIR = "results/figures"
-TABLES_DIR = "results/tables"
+FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
+TABLES_DIR = None    # None: notebooks/executed/<notebook>/tables; results/tables only when asked
 RUN_MISSING = False
 SOURCE = "auto"
 DATA_ROOT = None
@@ -50,7 +50,8 @@ rows = experiment.results_for(
     available, SCALE, report.resolve_path(RESULTS_DIR), run_missing=RUN_MISSING, source=SOURCE,
     data_root=DATA_ROOT, backbone=BACKBONE, strategies=STRATEGIES, seeds=SEEDS, rounds=ROUNDS,
     initial_size=INITIAL_SIZE, round_budget=ROUND_BUDGET)
-figures, tables = report.resolve_path(FIGURES_DIR), report.resolve_path(TABLES_DIR)
+figures = report.output_dir(FIGURES_DIR, "e_summary", "figures")
+tables = report.output_dir(TABLES_DIR, "e_summary", "tables")
 summary = report.summary_table(rows)
 report.write_table(summary, tables / "summary", "Per data set × strategy (full)")
 report.write_table(report.compact_summary(summary), tables / "summary_compact", "Per data set × strategy")

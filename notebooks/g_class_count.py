@@ -33,8 +33,8 @@
 SCALE = "cpu"                               # smoke | cpu
 RUNS_DIR = "results/runs/class-count"       # runs with K < 200 classes
 SWEEP_DIR = "results/runs/cpu"              # the cpu sweep, whose Tiny-ImageNet runs are K 200
-FIGURES_DIR = "results/figures"
-TABLES_DIR = "results/tables"
+FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
+TABLES_DIR = None    # None: notebooks/executed/<notebook>/tables; results/tables only when asked
 RUN_MISSING = False                         # True: run what is not finished yet (minutes per K)
 JOBS = 1
 CLASS_COUNTS = None                         # None: the scale's (10, 25, 50, 100, 200 at cpu)
@@ -60,7 +60,8 @@ if RUN_MISSING:
 rows = class_count.load_class_count(runs_dir, sweep_dir, scale=SCALE, class_counts=counts, strategies=strategies,
                                     seeds=seeds)
 table = class_count.class_count_table(rows)
-figures, tables = report.resolve_path(FIGURES_DIR), report.resolve_path(TABLES_DIR)
+figures = report.output_dir(FIGURES_DIR, "g_class_count", "figures")
+tables = report.output_dir(TABLES_DIR, "g_class_count", "tables")
 report.write_table(table, tables / "class_count", "Class-count experiment: Tiny-ImageNet restricted to K classes")
 pd.set_option("display.width", 200)
 table[["num_classes", "strategy", "seeds", "auc_diff", "auc_diff_lo", "auc_diff_hi", "outcome", "batch_entropy",

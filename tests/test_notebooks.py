@@ -8,6 +8,7 @@ slices of the real archives when they are present.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -86,3 +87,31 @@ def test_smoke_class_count_table_has_the_issue_columns(smoke_run):
     assert sorted(table["num_classes"].unique()) == [5, 10]
     assert (base / "class-count" / "k5").is_dir()
 
+
+
+def test_a_notebook_run_by_hand_never_writes_over_the_committed_figures():
+    from alkit import report
+
+    repo = Path(reproduce.REPO)
+    assert report.output_dir(None, "a_toy_vs_many_class", "figures") == \
+        repo / "notebooks" / "executed" / "a_toy_vs_many_class" / "figures"
+    assert report.output_dir("results/figures", "a_toy_vs_many_class", "figures") == repo / "results" / "figures"
+    for py in reproduce.notebook_sources():   # every parameters cell defaults to None (or the playground's own folder)
+        text = py.read_text()
+        for name in ("FIGURES_DIR", "TABLES_DIR"):
+            line = next((ln for ln in text.splitlines() if ln.startswith(f"{name} =")), None)
+            assert line is None or "results/" not in line.split("#")[0], (py.name, line)
+    params = reproduce._parameters("e_summary", "cpu", "results/runs/cpu", "results/figures", "results/tables",
+                                   False, "auto")
+    assert params["FIGURES_DIR"] == "results/figures" and params["TABLES_DIR"] == "results/tables"
+
+
+def test_jupyterlab_comes_with_the_environment():
+    import subprocess
+    import sys
+
+    lab = Path(sys.executable).parent / "jupyter-lab"
+    assert lab.exists(), "jupyterlab is not installed beside this Python: add it to requirements.txt"
+    done = subprocess.run([str(lab), "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip().startswith("4.")
+    assert "jupyterlab" in (Path(reproduce.REPO) / "requirements.txt").read_text()
