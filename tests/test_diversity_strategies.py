@@ -703,6 +703,35 @@ def test_typiclust_picks_the_densest_point_of_the_uncovered_cluster():
     assert expected >= 70  # a point of the dense core of the cluster without labels
 
 
+def test_typiclust_visits_the_larger_uncovered_cluster_first():
+    """Clusters sorted by labelled count (ascending), then size (descending): of two clusters
+    without labels, the larger gives the first pick and the smaller the second."""
+    rng = np.random.default_rng(4)
+    labelled_blob = rng.standard_normal((20, 2)) * 0.2
+    large = rng.standard_normal((40, 2)) * 0.2 + [30, 0]
+    small = rng.standard_normal((12, 2)) * 0.2 + [0, 30]
+    x = np.concatenate([labelled_blob, large, small]).astype(np.float32)
+    labels = np.full(x.shape[0], -1)
+    labels[0] = 0
+    pool = make_pool(x, labels, 2)
+    first = select(pool, "typiclust", 2, 0)   # K = 1 + 2 = 3 clusters: the three blobs
+    assert 20 <= first[0] < 60 and 60 <= first[1] < 72
+
+
+def test_typiclust_uses_twenty_neighbours_when_the_cluster_is_large():
+    """k = min(20, n/2): with 60 free points n/2 = 30 does not bind, so the pick is the argmax of
+    the 20-neighbour typicality (this cluster's 21-neighbour argmax is another point)."""
+    rng = np.random.default_rng(3)
+    blob = rng.standard_normal((60, 2)) * np.array([1.0, 0.3])
+    assert np.argmax(typicality(blob, 20)) != np.argmax(typicality(blob, 21))
+    labelled_blob = rng.standard_normal((10, 2)) * 0.1 + [50, 50]
+    x = np.concatenate([labelled_blob, blob + [-50, 0]]).astype(np.float32)
+    labels = np.full(x.shape[0], -1)
+    labels[0] = 0
+    picks = select(make_pool(x, labels, 2), "typiclust", 1, 0)
+    assert picks.tolist() == [10 + int(np.argmax(typicality(blob, 20)))]
+
+
 def test_kmeans_is_seeded_and_separates_blobs():
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.standard_normal((30, 4)) * 0.1 + m for m in (0, 5, 10)]).astype(np.float32)

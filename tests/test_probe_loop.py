@@ -108,3 +108,14 @@ def test_round_zero_head_is_shared_across_strategies_with_the_same_rows(monkeypa
             np.testing.assert_array_equal(pa, pb)
     other_seed = run_active_learning(*args, "margin", seed=2, first_heads=shared, **kwargs)
     assert len(shared) == 2 and calls.count(20) == 2 and other_seed.rows[0]["seed"] == 2
+
+
+def test_initial_pool_never_overlaps_the_validation_split_for_any_seed():
+    from alkit.loop import first_round_split
+
+    labels = np.repeat(np.arange(10), 20)          # 200 points, 50 held out: overlap is likely if allowed
+    for seed in range(60):
+        held, initial = first_round_split(labels, 10, 5, 100, seed)
+        assert not held[initial].any(), seed
+        assert np.unique(initial).size == 100 and held.sum() == 50
+
