@@ -147,7 +147,7 @@ def task(n_total: int, num_classes: int, dim: int, seed: int, ref_batch: int, re
     import torch
 
     from alkit.scores import iter_logits
-    from alkit.strategies.boundary import base, mase
+    from alkit.strategies._boundary_engine import base_picks, mase_picks
     from alkit.strategies.uncertainty import class_quotas
 
     pool = M.imagenet_like(n_total, num_classes, dim)
@@ -170,8 +170,8 @@ def task(n_total: int, num_classes: int, dim: int, seed: int, ref_batch: int, re
     sections = {}
     inner = {"base": {}, "mase": {}}
     for name, fn in [("logits", logits_pass),
-                     ("base", lambda: base(state, budget, np.random.default_rng(seed), timings=inner["base"])),
-                     ("mase", lambda: mase(state, budget, np.random.default_rng(seed), timings=inner["mase"])),
+                     ("base", lambda: base_picks(state, budget, np.random.default_rng(seed), timings=inner["base"])),
+                     ("mase", lambda: mase_picks(state, budget, np.random.default_rng(seed), timings=inner["mase"])),
                      ("logits_again", logits_pass)]:
         record: dict = {}
         with M.section(record):

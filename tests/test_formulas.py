@@ -94,8 +94,9 @@ def test_class_quotas_follow_the_paper():
     assert class_quotas(3, 10, rng).sum() == 3
 
 
-def base_reference(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
-    """Plain BASE with the explicit (N × C) perturbation radii and one class at a time."""
+def base_authors_form(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Plain BASE with the explicit per-point perturbation radii (the authors' construction) and one
+    class at a time — independent of the module's closed form."""
     quotas = class_quotas(budget, pool.num_classes, rng)
     idx = pool.eligible_indices()
     keys = rng.random(idx.size)
@@ -119,11 +120,31 @@ def base_reference(pool: PoolState, budget: int, rng: np.random.Generator) -> np
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("chunk", [7, 64, 100_000])
 def test_base_streaming_equals_reference(seed, chunk):
+    from alkit.strategies.boundary import base_reference
+
     pool, _ = build_pool(num_classes=7, n_max=40, dim=5, n_labeled=20, n_held=10, seed=seed)
     for budget in (3, 7, 23, 60):
         fast = base(pool, budget, np.random.default_rng(seed), chunk_rows=chunk)
         ref = base_reference(pool, budget, np.random.default_rng(seed))
         np.testing.assert_array_equal(fast, ref)
+        if budget <= 23:   # the whole pool is not exhausted: the authors' form gives the same picks
+            np.testing.assert_array_equal(ref, base_authors_form(pool, budget, np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mase_streaming_equals_reference_and_radii_match_the_perturbation(seed):
+    from alkit.strategies.boundary import boundary_radii, mase_reference
+
+    pool, _ = build_pool(num_classes=6, n_max=30, dim=4, n_labeled=15, n_held=5, seed=seed)
+    for budget in (1, 9, 40):
+        np.testing.assert_array_equal(mase(pool, budget, np.random.default_rng(seed), chunk_rows=11),
+                                      mase_reference(pool, budget, np.random.default_rng(seed)))
+    z = pool.features_of(pool.eligible_indices()[:12]).astype(np.float64)
+    pred, r = boundary_radii(z, pool.weight, pool.bias)
+    for zi, p, ri in zip(z, pred, r):
+        explicit = perturbation_radius(zi, pool.weight.astype(np.float64), pool.bias.astype(np.float64))[0]
+        assert np.isinf(ri[p])
+        np.testing.assert_allclose(np.delete(ri, p), np.delete(explicit, p), rtol=1e-6)
 
 
 def test_base_hand_made_quota_and_per_class_picks():
@@ -150,7 +171,7 @@ def test_mase_and_uncertainty_chunking_equal_whole(small_pool):
     idx_b, s_b = score_eligible(pool, ms, chunk_rows=10**6)
     np.testing.assert_array_equal(idx_a, idx_b)
     np.testing.assert_allclose(s_a, s_b, rtol=1e-6)
-    from alkit.strategies.boundary import mase_distances
+    from alkit.strategies._boundary_engine import mase_distances
     np.testing.assert_array_equal(mase_distances(pool, 3)[1], mase_distances(pool, 10**6)[1])
 
 

@@ -1,92 +1,51 @@
 """MASE and BASE: distances to the linear head's decision boundaries in feature space.
 
-Closed form (Emam et al. 2021): for ℓ_k = w_kᵀz + b_k and ŷ = argmax ℓ, the hyperplane between
-the predicted class and class c is at r_c(z) = |ℓ_ŷ − ℓ_c| / ‖w_ŷ − w_c‖ from z.  Only the
-logits and the C×C matrix ‖w_i − w_j‖ are needed — never the (N × C × D) perturbation tensor
-the authors' code builds — and the pool is streamed in chunks, so extra memory is bounded.
+For a linear head ℓ_k(z) = w_kᵀz + b_k and the predicted class ŷ = argmax_k ℓ_k(z), the hyperplane
+between ŷ and class c lies at
 
-One pass over the pool does it all: per chunk, one GEMM for the logits, then a few in-place
-(chunk × C) operations (:func:`alkit.scores.boundary_distances_`).  At N = 1.28 M, C = 1000 the
-extra memory is a few (chunk × C) buffers plus O(N) vectors (d, ŷ, ℓ_ŷ, tie keys).
+    r_c(z) = |ℓ_ŷ(z) − ℓ_c(z)| / ‖w_ŷ − w_c‖          (c ≠ ŷ)
+
+from z, and d(z) = min_{c≠ŷ} r_c(z) is the exact distance from z to the boundary of its predicted
+region (Emam et al. 2021).
+
+* **MASE** (margin in feature space) picks the b eligible points with the smallest d(z).
+* **BASE** (balanced selection) gives each class c a quota q_c = ⌊b/C⌋, plus 1 for b mod C random
+  classes, scores every eligible point by s_c(z) = d(z) if ŷ = c else r_c(z), and lets classes, in
+  index order as in the authors' code, take the q_c smallest s_c not yet taken.
+
+Only the logits and the C×C matrix ‖w_i − w_j‖ are needed — never the (N × C × D) perturbation
+tensor the authors' code builds.  :func:`mase_reference` and :func:`base_reference` state the
+method in a few lines (an N × C float64 matrix: small pools); the registered functions run the
+streaming engine of :mod:`alkit.strategies._boundary_engine`, held to these references by the tests.
+Ties are broken by the seeded keys of :func:`alkit.scores.take_smallest` (MASE) or drawn per point
+(BASE), in the same order in the reference and the engine.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import torch
 
 from alkit.pool import PoolState
-from alkit.scores import (
-    auto_chunk_rows, boundary_distances, boundary_distances_, class_weight_distances, iter_logits, take_smallest,
-)
+from alkit.scores import boundary_distances, take_smallest
+from alkit.strategies import _boundary_engine as engine
 from alkit.strategies.registry import register
 from alkit.strategies.uncertainty import class_quotas
 
-__all__ = ["mase", "base", "mase_distances", "base_class_scores", "boundary_distances"]
+__all__ = ["mase", "base", "mase_reference", "base_reference", "boundary_radii", "base_class_scores",
+           "boundary_distances"]
 
 
-def _weight_distances(pool: PoolState) -> tuple[torch.Tensor, bool]:
-    """‖w_i − w_j‖ as a tensor, and whether two different classes have identical weights."""
-    weight_dist = torch.from_numpy(class_weight_distances(pool.weight))
-    return weight_dist, bool((weight_dist == 0).sum() > weight_dist.shape[0])
-
-
-def _boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_chunk=None, weight_dist=None,
-                   timings: dict | None = None):
-    """One chunked pass: ``(ŷ, d, ℓ_ŷ)`` for every point of ``idx``.
-
-    ``on_chunk(start, r, pred, d)`` sees each chunk's r (a reused (n × C) tensor, r_ŷ = inf).
-    ``timings`` (a dict) accumulates ``logits_s`` (reading features + the GEMM) and ``pass_s``
-    (the whole pass), measured chunk by chunk in the same run: their ratio is robust to load.
-    """
-    started = time.perf_counter()
-    chunk_rows = chunk_rows or auto_chunk_rows(pool.num_classes, pool.dim)
-    weight_dist, zero_off = weight_dist or _weight_distances(pool)
-    pred = np.empty(idx.size, np.int64)
-    dist = np.empty(idx.size, np.float32)
-    top = np.empty(idx.size, np.float32)
-    scratch = torch.empty(min(chunk_rows, max(idx.size, 1)) * pool.num_classes, dtype=torch.float32)
-    logits_s = 0.0
-    with torch.no_grad():
-        chunks = iter_logits(pool, idx, chunk_rows)
-        while True:
-            tick = time.perf_counter()
-            item = next(chunks, None)
-            logits_s += time.perf_counter() - tick
-            if item is None:
-                break
-            start, chunk, r = item
-            p, d, t = boundary_distances_(r, weight_dist, zero_off, scratch)
-            stop = start + chunk.size
-            pred[start:stop], dist[start:stop], top[start:stop] = p.numpy(), d.numpy(), t.numpy()
-            if on_chunk is not None:
-                on_chunk(start, r, p, d)
-    if timings is not None:
-        timings["logits_s"] = timings.get("logits_s", 0.0) + logits_s
-        timings["pass_s"] = timings.get("pass_s", 0.0) + time.perf_counter() - started
-        timings["passes"] = timings.get("passes", 0) + 1
-    return pred, dist, top
-
-
-def mase_distances(pool: PoolState, chunk_rows: int | None = None, timings: dict | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``(eligible indices, d(z) = min_{c≠ŷ} r_c(z))`` in one chunked pass."""
-    pool.require_head("mase")
-    idx = pool.eligible_indices()
-    _, dist, _ = _boundary_pass(pool, idx, chunk_rows, timings=timings)
-    return idx, dist
-
-
-@register("mase", reference="Emam et al. 2021 (MASE, margin in feature space)")
-def mase(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int | None = None,
-         timings: dict | None = None) -> np.ndarray:
-    """MASE: the ``budget`` points with the smallest d(z) = min_{c≠ŷ} |ℓ_ŷ − ℓ_c| / ‖w_ŷ − w_c‖.
-
-    ``timings``, if a dict, receives ``logits_s`` (reading + GEMM) and ``pass_s`` of the pass.
-    """
-    idx, dist = mase_distances(pool, chunk_rows, timings)
-    return idx[take_smallest(dist, budget, rng)]
+def boundary_radii(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ŷ, r) in float64: r[i, c] = |ℓ_ŷ − ℓ_c| / ‖w_ŷ − w_c‖ for c ≠ ŷ, and +inf at c = ŷ."""
+    z, w, b = (np.asarray(a, np.float64) for a in (features, weight, bias))
+    logits = z @ w.T + b
+    pred = logits.argmax(axis=1)
+    rows = np.arange(z.shape[0])
+    gap = np.abs(logits[rows, pred][:, None] - logits)
+    norm = np.linalg.norm(w[pred][:, None, :] - w[None, :, :], axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(norm > 0, gap / norm, np.inf)
+    r[rows, pred] = np.inf
+    return pred, r
 
 
 def base_class_scores(r: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -97,216 +56,54 @@ def base_class_scores(r: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return scores
 
 
-class _PerClassTopK:
-    """Streaming ``keep[c]`` smallest (score, tie key) of each column c, over chunks of rows.
-
-    Per chunk: one comparison against each column's current threshold (its keep-th best so
-    far) and a ``nonzero`` — only candidates that can still enter a list are copied out.  While
-    a column's list is not yet full, the chunk's own keep-th smallest value (``torch.topk``
-    along the rows) is the threshold, so the first chunk adds about Σ keep entries, not
-    chunk × C.  Candidates go into preallocated arrays (the compacted lists first, new
-    candidates after them) and are compacted — sorted by class, score, key and cut to ``keep``
-    — once Σ keep new ones have arrived: memory O(Σ keep) whatever the pool size, and no
-    allocation churn per chunk (which fragments the heap: measured +1.3 GB at 1.28 M rows).
-    """
-
-    def __init__(self, keep: np.ndarray, keys: np.ndarray) -> None:
-        self.keep = np.asarray(keep, np.int64)
-        self.keys = keys
-        self.threshold = torch.full((self.keep.size,), float("inf"))
-        self.threshold[torch.from_numpy(self.keep == 0)] = -float("inf")
-        self.unfilled = self.keep > 0
-        self.room = max(int(self.keep.sum()), 1 << 16)  # new candidates between compactions
-        self._allocate(int(self.keep.sum()) + self.room)
-        self.kept = 0  # the first `kept` entries: the compacted lists, by (class, score, key)
-        self.size = 0  # entries in use
-        self._mask: torch.Tensor | None = None
-
-    def _allocate(self, capacity: int) -> None:
-        old = (self._cls, self._score, self._pos) if hasattr(self, "_cls") else None
-        self._cls = np.empty(capacity, np.int32)
-        self._score = np.empty(capacity, np.float32)
-        self._pos = np.empty(capacity, np.int64)
-        if old is not None:
-            for new, previous in zip((self._cls, self._score, self._pos), old):
-                new[: self.size] = previous[: self.size]
-
-    def add(self, scores: torch.Tensor, start: int) -> None:
-        """Offer the rows ``start .. start + n`` (positions into ``keys``) of an (n × C) block."""
-        n = scores.shape[0]
-        threshold = self.threshold
-        if self.unfilled.any() and n:
-            k = int(min(self.keep[self.unfilled].max(), n))
-            kth = torch.topk(scores, k, dim=0, largest=False, sorted=True).values
-            rank = torch.from_numpy(np.clip(np.minimum(self.keep, k) - 1, 0, None))
-            cut = kth.gather(0, rank[None, :])[0]
-            cut[torch.from_numpy(self.keep > k)] = float("inf")  # lists longer than k: no cut here
-            threshold = torch.minimum(threshold, cut)
-        if self._mask is None or self._mask.numel() < scores.numel():
-            self._mask = torch.empty(scores.numel(), dtype=torch.bool)  # reused: no per-chunk allocation
-        mask = self._mask[: scores.numel()].view(scores.shape)
-        torch.le(scores, threshold[None, :], out=mask)
-        flat = np.flatnonzero(mask.numpy())
-        if flat.size:
-            if self.size + flat.size > self._cls.size:
-                self.compact()
-                if self.size + flat.size > self._cls.size:
-                    self._allocate(self.size + flat.size + self.room)
-            width = scores.shape[1]
-            stop = self.size + flat.size
-            self._cls[self.size:stop] = flat % width
-            self._score[self.size:stop] = scores.reshape(-1)[torch.from_numpy(flat)].numpy()
-            self._pos[self.size:stop] = flat // width + start
-            self.size = stop
-        if self.size - self.kept > self.room or self.unfilled.any():
-            self.compact()
-
-    def compact(self) -> None:
-        if self.size == self.kept:
-            return
-        cls, score, pos = self._cls[: self.size], self._score[: self.size], self._pos[: self.size]
-        order = np.lexsort((self.keys[pos], score, cls))
-        sorted_cls = cls[order]
-        starts = np.searchsorted(sorted_cls, np.arange(self.keep.size))
-        order = order[(np.arange(order.size) - starts[sorted_cls]) < self.keep[sorted_cls]]
-        m = order.size
-        self._cls[:m], self._score[:m], self._pos[:m] = cls[order], score[order], pos[order]
-        self.kept = self.size = m
-        # A class whose list is full only admits candidates at or below its last entry.
-        counts = np.bincount(self.cls, minlength=self.keep.size)
-        ends = np.cumsum(counts) - 1
-        full = (counts >= self.keep) & (self.keep > 0)
-        self.threshold[torch.from_numpy(full)] = torch.from_numpy(self.score[ends[full]])
-        self.unfilled = (self.keep > 0) & ~full
-
-    @property
-    def cls(self) -> np.ndarray:
-        return self._cls[: self.kept]
-
-    @property
-    def score(self) -> np.ndarray:
-        return self._score[: self.kept]
-
-    @property
-    def pos(self) -> np.ndarray:
-        return self._pos[: self.kept]
-
-    def ranked(self, c: int) -> np.ndarray:
-        """Positions of class ``c``'s list, best first (after :meth:`compact`)."""
-        lo, hi = np.searchsorted(self.cls, [c, c + 1])
-        return self.pos[lo:hi]
+def mase_reference(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Plain MASE: d(z) = min_c r_c(z) from the explicit radii; the ``budget`` smallest."""
+    idx = pool.eligible_indices()
+    _, r = boundary_radii(pool.features_of(idx), pool.weight, pool.bias)
+    return idx[take_smallest(r.min(axis=1), budget, rng)]
 
 
-def _default_slack(quotas: np.ndarray) -> np.ndarray:
-    """Extra candidates kept per class beyond its quota q_c.
-
-    Earlier classes can take at most Σ_{c'<c} q_{c'} of class c's best candidates (the exact
-    bound), but take far fewer: on the ImageNet-shaped pools at most 86 (N = 100 k, 781 picks,
-    q_c ≤ 1, a weak head) and 28 (N = 1.28 M, 10 k picks, q_c = 10).  The default keeps
-    max(2·q_c, 16) + min(⌈Σ_{c'<c} q_{c'} / 8⌉, 8·q_c + 128): a few times those margins, about
-    200 candidates per class at ImageNet scale; if it is ever short, a refill keeps BASE exact.
-    """
-    earlier = np.cumsum(quotas) - quotas
-    return np.maximum(2 * quotas, 16) + np.minimum(-(-earlier // 8), 8 * quotas + 128)
-
-
-def _refill(pool: PoolState, idx: np.ndarray, classes: np.ndarray, keep: np.ndarray, keys: np.ndarray,
-            taken: np.ndarray, chunk_rows: int | None, weight_dist: tuple[torch.Tensor, bool],
-            timings: dict | None) -> _PerClassTopK:
-    """Fresh per-class lists of length ``keep`` for ``classes``: one more full pass.
-
-    The pass repeats the first one chunk for chunk (same GEMM shapes, so bit-identical scores)
-    and keeps only the columns of ``classes``.  For the first of them the points already
-    ``taken`` score +inf, so its list is exact whatever earlier classes took.
-    """
-    cols = torch.from_numpy(classes)
-    lists = _PerClassTopK(keep, keys)
-
-    def offer(start: int, r: torch.Tensor, pred: torch.Tensor, dist: torch.Tensor) -> None:
-        r.scatter_(1, pred[:, None], dist[:, None])
-        s = r.index_select(1, cols)
-        s[torch.from_numpy(taken[start:start + r.shape[0]]), 0] = float("inf")
-        lists.add(s, start)
-
-    _boundary_pass(pool, idx, chunk_rows, offer, weight_dist, timings)
-    lists.compact()
-    return lists
-
-
-@register("base", reference="Emam et al. 2021 (BASE, balanced selection)")
-def base(
-    pool: PoolState,
-    budget: int,
-    rng: np.random.Generator,
-    chunk_rows: int | None = None,
-    slack: int | None = None,
-    timings: dict | None = None,
-) -> np.ndarray:
-    """BASE: per class c, the ⌊b/C⌋ points nearest the c-vs-ŷ boundary (balanced selection).
-
-    Emam et al. 2021.  Quota q_c = ⌊b/C⌋, plus 1 for b mod C random classes; class
-    c takes the q_c smallest s_c(z) not yet taken, with s_c = d(z) if ŷ = c else r_c(z),
-    r_c = |ℓ_ŷ − ℓ_c| / ‖w_ŷ − w_c‖.  Classes are served in index order, as in the authors' code.
-
-    Exact and streaming, in one pass over the pool: each class keeps its q_c + slack smallest
-    scores, never an N × C matrix (default slack: :func:`_default_slack`; the exact bound
-    q_c + Σ_{c'<c} q_{c'} is never needed in practice).  If earlier classes nevertheless take so
-    many of a class's candidates that fewer than q_c remain, one more pass recomputes that class
-    exactly (taken points excluded) and gives every later class whose list is truncated a
-    four times larger slack.  So the picks equal the plain per-class computation whatever the
-    slack.  If the eligible pool runs out of points for late classes, the remaining quota is
-    filled with the smallest d(z) among untaken points.  ``timings``, if a dict, receives
-    ``logits_s``, ``pass_s``, ``passes`` (1 + refills), ``refills`` and ``total_s``.
-    """
-    started = time.perf_counter()
-    pool.require_head("base")
-    num_classes = pool.num_classes
-    quotas = class_quotas(budget, num_classes, rng)
-    bound = np.where(quotas > 0, np.cumsum(quotas), 0)  # the exact bound: enough in any case
-    extra = _default_slack(quotas) if slack is None else np.full(num_classes, int(slack), np.int64)
-    keep = np.where(quotas > 0, np.minimum(bound, quotas + extra), 0)
+def base_reference(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Plain BASE: the quotas, then one class at a time, the q_c smallest s_c(z) not yet taken
+    (ties: the per-point random keys)."""
+    quotas = class_quotas(budget, pool.num_classes, rng)
     idx = pool.eligible_indices()
     keys = rng.random(idx.size)
-    lists = _PerClassTopK(keep, keys)
-    timings = {} if timings is None else timings
-
-    def offer(start: int, r: torch.Tensor, pred: torch.Tensor, dist: torch.Tensor) -> None:
-        r.scatter_(1, pred[:, None], dist[:, None])  # s_ŷ = d, s_c = r_c elsewhere
-        lists.add(r, start)
-
-    weight_dist = _weight_distances(pool)
-    _, dist, _ = _boundary_pass(pool, idx, chunk_rows, offer, weight_dist, timings)
-    lists.compact()
-    ranked = {c: lists.ranked(c) for c in range(num_classes)}
-    truncated = np.array([ranked[c].size >= keep[c] and keep[c] < bound[c] for c in range(num_classes)])
+    pred, r = boundary_radii(pool.features_of(idx), pool.weight, pool.bias)
+    scores = base_class_scores(r, pred)
     taken = np.zeros(idx.size, bool)
-    picks: list[np.ndarray] = []
-    refills = 0
-    for c in range(num_classes):
-        need = int(quotas[c])
-        if need == 0:
-            continue
-        free = ranked[c][~taken[ranked[c]]]
-        if free.size < need and truncated[c]:
-            later = np.flatnonzero(truncated & (np.arange(num_classes) > c))
-            extra[later] = np.maximum(4 * extra[later], 16)
-            longer = np.minimum(bound[later], quotas[later] + extra[later])
-            batch = np.concatenate([[c], later]).astype(np.int64)
-            fresh = _refill(pool, idx, batch, np.concatenate([[need], longer]).astype(np.int64), keys, taken,
-                            chunk_rows, weight_dist, timings)
-            for j, cls in enumerate(batch):
-                ranked[int(cls)] = fresh.ranked(j)
-            truncated[c] = False
-            truncated[later] = longer < bound[later]
-            refills += 1
-            free = ranked[c][~taken[ranked[c]]]
-        chosen = free[:need]
+    picks = []
+    for c in range(pool.num_classes):
+        order = np.lexsort((keys, np.where(taken, np.inf, scores[:, c]), taken))
+        chosen = order[: quotas[c]]
         taken[chosen] = True
         picks.append(chosen)
     chosen = np.concatenate(picks) if picks else np.empty(0, np.int64)
-    if chosen.size < budget:  # tiny pools: fill from the overall smallest d(z)
+    if chosen.size < budget:   # tiny pools: the overall smallest d(z) among untaken points
         rest = np.flatnonzero(~taken)
-        order = rest[np.lexsort((keys[rest], dist[rest]))]
-        chosen = np.concatenate([chosen, order[: budget - chosen.size]])
-    timings.update(refills=refills, total_s=time.perf_counter() - started)
+        d = r.min(axis=1)
+        chosen = np.concatenate([chosen, rest[np.lexsort((keys[rest], d[rest]))][: budget - chosen.size]])
     return idx[chosen].astype(np.int64)
+
+
+@register("mase", reference="Emam et al. 2021 (MASE, margin in feature space)")
+def mase(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int | None = None) -> np.ndarray:
+    """MASE: the ``budget`` points with the smallest d(z) = min_{c≠ŷ} |ℓ_ŷ − ℓ_c| / ‖w_ŷ − w_c‖.
+
+    Streams the pool in chunks of ``chunk_rows`` (default: from C and D); the same picks as
+    :func:`mase_reference` (:func:`alkit.strategies._boundary_engine.mase_picks`)."""
+    pool.require_head("mase")
+    return engine.mase_picks(pool, budget, rng, chunk_rows)
+
+
+@register("base", reference="Emam et al. 2021 (BASE, balanced selection)")
+def base(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int | None = None,
+         slack: int | None = None) -> np.ndarray:
+    """BASE: per class c, the ⌊b/C⌋ points nearest the c-vs-ŷ boundary (balanced selection).
+
+    Quota q_c = ⌊b/C⌋ (+1 for b mod C random classes); class c takes the q_c smallest
+    s_c(z) = d(z) if ŷ = c else r_c(z) not yet taken, classes in index order.  Exact and streaming
+    (:func:`alkit.strategies._boundary_engine.base_picks`; ``slack``: candidates kept per class
+    beyond its quota, any value gives the same picks as :func:`base_reference`)."""
+    pool.require_head("base")
+    return engine.base_picks(pool, budget, rng, chunk_rows, slack)
