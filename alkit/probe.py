@@ -33,7 +33,7 @@ PROBE_METHODS = ("logreg", "early_stopping")
 
 #: Strengths λ of the L2 penalty tried each round (objective: mean cross-entropy + λ/2·‖W‖² on
 #: standardised features), chosen on validation accuracy.  On the data sets here validation picks
-#: mostly 0.3 … 0.01 on the sweep's rounds (3 at the extreme; the `probe_l2` column of the runs)
+#: mostly 0.3 … 0.01 on the sweep's rounds (3 and 1e-4 at the extremes: the `probe_l2` column of the runs)
 #: and 0.01 … 0.003 on whole training sets (results/benchmarks/full_data_probe.md), so the grid
 #: leaves room on either side; the benchmark checks the choice against a wider, finer grid.
 DEFAULT_L2_GRID = (10.0, 3.0, 1.0, 3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
