@@ -1,44 +1,210 @@
 """Command line: ``python -m alkit {select,strategies,run,features} ...``.
 
-Bad input exits with status 2 and one line on stderr naming the argument.
+Bad input exits with status 2 and one line on stderr naming the argument by its flag and saying
+the fix; everything that can be checked (files, values, the output path) is checked before any
+compute starts.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+PROG = "python -m alkit"
 
 
 class UsageError(ValueError):
     pass
 
 
-def _load_array(path: str, arg: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
+def one_line(text: object) -> str:
+    """``text`` as one line: a DataLoader worker's wrapped error reduced to its last line, line
+    breaks folded."""
+    text = str(text).strip()
+    if "Original Traceback" in text:   # "Caught X in DataLoader worker …\nOriginal Traceback …\nX: message"
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if re.match(r"^([A-Za-z_]\w*\.)*[A-Z]\w*: ", last) else last
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or "unknown error"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the input files
+# --------------------------------------------------------------------------------------------
+
+def _existing_file(path: str, arg: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
         raise UsageError(f"{arg}: file not found: {path}")
+    if p.is_dir():
+        raise UsageError(f"{arg}: {path} is a directory; pass the {what} file")
+    if p.stat().st_size == 0:
+        raise UsageError(f"{arg}: {path} is empty (0 bytes): an interrupted copy or save? Write it again "
+                         f"({what})")
+    return p
+
+
+def _load_array(path: str, arg: str) -> np.ndarray:
+    """One array from a .npy file (memory-mapped), or a UsageError naming ``arg``."""
+    p = _existing_file(path, arg, ".npy")
     try:
-        return np.load(p, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"{arg}: cannot read {path} as a .npy array ({exc})") from None
+        loaded = np.load(p, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{arg}: cannot read {path} as a .npy array ({one_line(exc)}); write it with "
+                         "numpy.save") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        names = list(loaded.files)
+        loaded.close()
+        raise UsageError(f"{arg}: {path} is an .npz archive (arrays {', '.join(names) or 'none'}); pass one array "
+                         "saved with numpy.save as .npy")
+    if not isinstance(loaded, np.ndarray):
+        raise UsageError(f"{arg}: {path} does not hold a numpy array")
+    return loaded
 
 
 def _load_head(path: str) -> tuple[np.ndarray, np.ndarray]:
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--head: file not found: {path}")
+    p = _existing_file(path, "--head", ".npz with arrays W and b")
     try:
-        with np.load(p, allow_pickle=False) as data:
-            if "W" not in data or "b" not in data:
-                raise UsageError(f"--head: {path} must hold arrays 'W' (C×D) and 'b' (C), found {list(data.keys())}")
-            return np.asarray(data["W"], np.float32), np.asarray(data["b"], np.float32)
-    except (ValueError, OSError) as exc:
-        if isinstance(exc, UsageError):
-            raise
-        raise UsageError(f"--head: cannot read {path} as .npz ({exc})") from None
+        data = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"--head: cannot read {path} as .npz ({one_line(exc)}); save the head with "
+                         "numpy.savez(path, W=W, b=b)") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise UsageError(f"--head: {path} holds a single array (.npy), not a head; save W (C×D) and b (C) "
+                         "together with numpy.savez(path, W=W, b=b)")
+    with data:
+        if "W" not in data.files or "b" not in data.files:
+            raise UsageError(f"--head: {path} must hold arrays 'W' (C×D) and 'b' (C), found {data.files}; save it "
+                             "with numpy.savez(path, W=W, b=b)")
+        try:
+            weight, bias = np.asarray(data["W"]), np.asarray(data["b"])
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise UsageError(f"--head: cannot read W and b from {path} ({one_line(exc)})") from None
+    for name, array in (("W", weight), ("b", bias)):
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise UsageError(f"--head: {name} must hold numbers, got dtype {array.dtype}")
+    weight, bias = weight.astype(np.float32), bias.astype(np.float32)
+    if weight.ndim != 2 or bias.ndim != 1:
+        raise UsageError(f"--head: W must be 2-D (C×D) and b 1-D (C), got shapes {weight.shape} and {bias.shape}")
+    for name, array in (("W", weight), ("b", bias)):
+        bad = np.argwhere(~np.isfinite(array))
+        if bad.size:
+            raise UsageError(f"--head: {name} holds NaN or inf (first at {tuple(int(i) for i in bad[0])}); "
+                             "retrain the head or leave out --head to train one")
+    return weight, bias
 
+
+# --------------------------------------------------------------------------------------------
+# Values of flags
+# --------------------------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (> 0), got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer (≥ 0), got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer seed, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer (numpy seeds are ≥ 0), got {value}")
+    return value
+
+
+def parse_list(text: str | None, flag: str, what: str, cast=str, example: str = "") -> list:
+    """Comma-separated items of ``flag``: none empty, none repeated."""
+    parts = [p.strip() for p in (text or "").split(",")]
+    if not any(parts):
+        raise UsageError(f"{flag}: empty list; give comma-separated {what}" + (f", e.g. {flag} {example}"
+                                                                              if example else ""))
+    if "" in parts:
+        raise UsageError(f"{flag}: empty item in {text!r}; give comma-separated {what} without blanks")
+    items = []
+    for part in parts:
+        try:
+            items.append(cast(part))
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            detail = str(exc) if isinstance(exc, argparse.ArgumentTypeError) else f"must be {what}, got {part!r}"
+            raise UsageError(f"{flag}: {detail}") from None
+    seen = set()
+    for item in items:
+        if item in seen:
+            raise UsageError(f"{flag}: {item!r} is listed twice; give each once (a repeat would only repeat "
+                             "identical work)")
+        seen.add(item)
+    return items
+
+
+def parse_seeds(text: str | None, flag: str = "--seeds") -> list[int]:
+    return parse_list(text, flag, "non-negative integer seeds", seed_int, "0,1,2")
+
+
+def parse_strategies(text: str | None, flag: str = "--strategies", *, allow_oracle: bool = True) -> list[str]:
+    """Registered strategy names (aliases resolved), each once."""
+    from alkit.strategies import resolve_strategy, strategy_names
+
+    names = parse_list(text, flag, "strategy names", example="random,margin")
+    resolved = []
+    for name in names:
+        try:
+            info = resolve_strategy(name)
+        except ValueError:
+            raise UsageError(f"{flag}: strategy {name!r} is unknown; choose from {', '.join(strategy_names())} "
+                             f"(`{PROG} strategies` describes them)") from None
+        if info.oracle and not allow_oracle:
+            raise UsageError(f"{flag}: {info.name!r} is an oracle baseline (it reads true labels of unlabelled "
+                             "points) and cannot run on a real pool")
+        resolved.append(info.name)
+    if len(set(resolved)) != len(resolved):
+        twice = next(n for n in resolved if resolved.count(n) > 1)
+        raise UsageError(f"{flag}: {twice!r} is listed twice; give each strategy once")
+    return resolved
+
+
+#: Python parameter names an error from the library may carry, and the flag a CLI user knows.
+PARAMETER_FLAGS = {
+    "train_features": "--features", "train_labels": "--labels", "test_features": "--test-features",
+    "test_labels": "--test-labels", "num_classes": "--num-classes", "initial_size": "--initial",
+    "round_budget": "--budget", "val_per_class": "--val-per-class", "budget": "--budget", "seed": "--seed",
+    "features": "--features", "labels": "--labels", "weight": "--head", "bias": "--head", "rounds": "--rounds",
+}
+
+
+def flag_names(message: str, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
+    """``message`` with the Python parameter names it mentions replaced by their flags: snake_case
+    names anywhere, ``name=`` forms, and a plain name that opens the message (``budget must …``)."""
+    for name, flag in mapping.items():
+        if "_" in name:
+            message = re.sub(rf"(?<![\w-]){name}(?![\w-])=?", flag, message)
+        else:
+            message = re.sub(rf"(?<![\w-]){name}=", f"{flag} ", message)
+            message = re.sub(rf"^{name}(?=[ :])", flag, message)
+    return message
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
 
 def cmd_strategies(args: argparse.Namespace) -> int:
     from alkit.strategies import available_strategies
@@ -51,16 +217,24 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_select(args: argparse.Namespace) -> int:
-    from alkit.io import save_npy
-    from alkit.pool import check_features, make_pool
-    from alkit.probe import train_linear_probe
-    from alkit.strategies import resolve_strategy, select
+#: Strategies that read no model (named in the message when a head cannot be trained).
+MODEL_FREE_EXAMPLES = "random, coreset, typiclust, probcover, balancing"
 
-    info = resolve_strategy(args.strategy)
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from alkit.io import check_output_file, save_npy
+    from alkit.pool import check_features, make_pool
+    from alkit.strategies import resolve_strategy, select, strategy_names
+
+    try:
+        info = resolve_strategy(args.strategy)
+    except ValueError:
+        raise UsageError(f"--strategy: strategy {args.strategy!r} is unknown; choose from "
+                         f"{', '.join(strategy_names())} (`{PROG} strategies` describes them)") from None
     if info.oracle:
         raise UsageError(f"--strategy: {info.name!r} is an oracle baseline (it reads true labels of unlabelled "
                          "points) and cannot run on a real pool")
+    check_output_file(args.out, "--out")   # before any compute: a bad --out must not cost the selection
     features = _load_array(args.features, "--features")
     labels = np.asarray(_load_array(args.labels, "--labels"))
     if features.ndim != 2:
@@ -86,15 +260,42 @@ def cmd_select(args: argparse.Namespace) -> int:
     if labels.min() < -1 or labels.max() >= num_classes:
         raise UsageError(f"--labels: values must be -1 (unlabelled) or in [0, {num_classes}); "
                          f"found [{labels.min()}, {labels.max()}] (set --num-classes?)")
-    if weight is None and (labels >= 0).any():
+    if not (labels == -1).any():
+        raise UsageError("--labels: every point is labelled already, so there is nothing to select; mark the "
+                         "points still to label with -1")
+    config = probe_config(args)
+    classes = np.unique(labels[labels >= 0])
+    if weight is None and classes.size >= 2:
+        from alkit.probe import train_linear_probe
+
         lab = np.flatnonzero(labels >= 0)
         head = train_linear_probe(np.asarray(features[lab], np.float32), labels[lab], None, None, num_classes,
-                                  probe_config(args), seed=args.seed)
+                                  config, seed=args.seed)
         weight, bias = head.weight, head.bias
     pool = make_pool(features, labels.astype(np.int64), num_classes, weight=weight, bias=bias)
-    picks = select(pool, info, args.budget, args.seed)
-    save_npy(args.out, picks.astype(np.int64))
-    print(f"selected {picks.size} points with {info.name} -> {args.out}")
+    try:
+        picks = select(pool, info, args.budget, args.seed)
+    except ValueError as exc:
+        if pool.has_model or "linear head" not in str(exc):
+            raise
+        why = ("no point is labelled" if classes.size == 0
+               else f"all labelled points are of class {int(classes[0])}")
+        raise UsageError(f"--labels: strategy {info.name!r} needs a model, and {why}: a head cannot be trained on "
+                         "fewer than two classes; label points of two classes or more, pass --head, or choose a "
+                         f"strategy without a model (e.g. {MODEL_FREE_EXAMPLES})") from None
+    try:
+        save_npy(args.out, picks.astype(np.int64))
+    except OSError as exc:   # checked before the selection, yet the disk may fill: keep the picks somewhere
+        import os
+        import tempfile
+
+        fd, rescue = tempfile.mkstemp(prefix="alkit-picks-", suffix=".npy")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, picks.astype(np.int64))
+        raise UsageError(f"--out: cannot write {args.out} ({exc.strerror or exc}); the {picks.size} picks were "
+                         f"saved to {rescue} instead") from None
+    note = "" if picks.size == args.budget else f" (--budget {args.budget}, but only {picks.size} unlabelled)"
+    print(f"selected {picks.size} points with {info.name}{note} -> {args.out}")
     return 0
 
 
@@ -125,54 +326,79 @@ def cmd_features(argv: list[str]) -> int:
     return features_main(argv)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (> 0), got {value}")
-    return value
+# --------------------------------------------------------------------------------------------
+# The parser
+# --------------------------------------------------------------------------------------------
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit status 2 (no usage dump)."""
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one clear line, status 2
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {one_line(message)}\n")
         raise SystemExit(2)
 
 
+_Parser = OneLineParser   # the earlier name
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if (action.required or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.help):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m alkit", description="Active learning at the ImageNet scale, on frozen features.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog=PROG, description="Active learning at the ImageNet scale, on frozen features.",
+                           formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
 
-    sub.add_parser("strategies", help="list the registered strategies")
+    sub.add_parser("strategies", help="list the registered strategies", formatter_class=HelpFormatter)
 
-    sel = sub.add_parser("select", help="choose the next batch to label")
+    sel = sub.add_parser("select", help="choose the next batch to label", formatter_class=HelpFormatter)
     sel.add_argument("--strategy", required=True, help="a registered name (see `strategies`)")
     sel.add_argument("--features", required=True, help="(N, D) float .npy of frozen features")
     sel.add_argument("--labels", required=True, help="(N,) int .npy: class of labelled points, -1 elsewhere")
     sel.add_argument("--budget", required=True, type=positive_int, help="points to pick")
-    sel.add_argument("--seed", required=True, type=int, help="random seed")
-    sel.add_argument("--out", required=True, help="where to write the picked indices (int64 .npy)")
+    sel.add_argument("--seed", required=True, type=seed_int, help="random seed (≥ 0)")
+    sel.add_argument("--out", required=True, help="where to write the picked indices (int64 .npy); its folder "
+                                                  "must exist")
     sel.add_argument("--head", help=".npz with W (C×D) and b (C); otherwise a linear head is trained on the labelled points")
     sel.add_argument("--num-classes", type=positive_int, help="C (default: from --head, else max label + 1)")
     _probe_arguments(sel)
 
-    run = sub.add_parser("run", help="run a whole active-learning experiment on a features file and write CSV")
+    run = sub.add_parser("run", help="run a whole active-learning experiment on a features file and write CSV",
+                         formatter_class=HelpFormatter,
+                         description="Simulate active learning on a fully labelled pool: each strategy starts from "
+                                     "a random initial set and the true label of a point is revealed when it is "
+                                     "queried. For a partly labelled pool, choose the next batch with `select`.")
     run.add_argument("--features", required=True, help="(N, D) .npy training pool features")
-    run.add_argument("--labels", required=True, help="(N,) .npy true labels of the pool (revealed when queried)")
+    run.add_argument("--labels", required=True,
+                     help="(N,) .npy true labels of every pool point (revealed when queried; no -1)")
     run.add_argument("--test-features", help="(M, D) .npy test features (default: hold out --test-fraction)")
     run.add_argument("--test-labels", help="(M,) .npy test labels")
     run.add_argument("--test-fraction", type=float, default=0.2, help="test share when no test set is given")
     run.add_argument("--strategies", default="random,margin,base", help="comma-separated names")
-    run.add_argument("--seeds", default="0", help="comma-separated integer seeds")
+    run.add_argument("--seeds", default="0", help="comma-separated non-negative integer seeds")
     run.add_argument("--initial", required=True, type=positive_int, help="random initial labelled points")
     run.add_argument("--budget", required=True, type=positive_int, help="points per round")
-    run.add_argument("--rounds", required=True, type=int, help="query rounds after the initial pool")
-    run.add_argument("--val-per-class", type=int, default=0, help="class-balanced validation points per class")
+    run.add_argument("--rounds", required=True, type=non_negative_int, help="query rounds after the initial pool")
+    run.add_argument("--val-per-class", type=non_negative_int, default=0,
+                     help="class-balanced validation points per class")
     run.add_argument("--num-classes", type=positive_int, help="C (default: max label + 1)")
-    run.add_argument("--out", required=True, help="CSV of per-round rows")
+    run.add_argument("--allow-missing-classes", action="store_true",
+                     help="accept classes in [0, C) that no pool point has (they count in the metrics as "
+                          "classes never predicted right)")
+    run.add_argument("--out", required=True, help="CSV of per-round rows; its folder must exist")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
     _probe_arguments(run)
+
+    # Listed for the help only: main() hands `features …` to alkit.features_cli before parsing.
+    sub.add_parser("features", help="extract (or find in the cache) frozen features of an image data set "
+                                    f"(`{PROG} features --help`)", add_help=False)
     return parser
 
 
@@ -181,7 +407,7 @@ def _probe_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--probe", choices=list(PROBE_PRESETS), default="logreg",
                         help="the head trained each time: logreg (converged L2 logistic regression, strength chosen "
-                             "on validation; default), adam_early_stopping (the earlier default), paper (the "
+                             "on validation), adam_early_stopping (the earlier default), paper (the "
                              "authors' SGD recipe)")
     parser.add_argument("--probe-epochs", type=positive_int, default=None,
                         help="epochs at most, for the early-stopping probes")
@@ -196,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"strategies": cmd_strategies, "select": cmd_select, "run": cmd_run}
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
-        sys.stderr.write(f"python -m alkit {args.command}: error: {exc}\n")
+    except OSError as exc:   # e.g. the disk filled up while writing --out
+        where = f" {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"{PROG} {args.command}: error: cannot read or write{where}: "
+                         f"{exc.strerror or one_line(exc)}\n")
+        return 2
+    except ValueError as exc:
+        sys.stderr.write(f"{PROG} {args.command}: error: {flag_names(one_line(exc))}\n")
         return 2

@@ -10,9 +10,11 @@ they were cut from, so features of a subset can be checked against those of the 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import lzma
 import os
 import shutil
 import tarfile
@@ -20,6 +22,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -51,6 +54,17 @@ def default_cache_dir() -> Path:
 # --------------------------------------------------------------------------------------------
 # The data set object
 # --------------------------------------------------------------------------------------------
+
+class UnreadableImage(ValueError):
+    """An image file of a data set that cannot be decoded (corrupt, truncated, not an image, missing).
+    One message argument, so that a DataLoader worker can hand it back to the main process."""
+
+
+def _unreadable(path: Path, cause: BaseException) -> UnreadableImage:
+    reason = "the file is missing" if isinstance(cause, FileNotFoundError) else \
+        " ".join(str(cause).split()) or type(cause).__name__
+    return UnreadableImage(f"cannot read image {path}: {reason}; replace or remove that file and run again")
+
 
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
@@ -104,8 +118,13 @@ class ImageDataset:
         if self.arrays is not None:
             return Image.fromarray(self.arrays[index]).convert("RGB")
         path = self.root / self.files[index]
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            # PIL says "cannot identify image file" (not an image), "image file is truncated", … without
+            # the file when it is loaded lazily: name it, so that it can be replaced or removed.
+            raise _unreadable(path, exc) from None
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         return self.load_image(index), int(self.labels[index])
@@ -393,7 +412,19 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=parent))
     try:
         log.info("extracting %s into %s", archive, target)
-        n_files = _unpack(archive, tmp)
+        try:
+            n_files = _unpack(archive, tmp)
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError) as exc:
+            detail = " ".join(str(exc).split()) or "unexpected end"
+            if "could not be opened successfully" in detail:   # tarfile lists every method it tried
+                detail = "not a readable tar archive"
+            raise ValueError(f"archive {archive} is corrupt or truncated ({detail}); download or copy it "
+                             "again") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise   # the cache's disk, not the archive
+            raise ValueError(f"archive {archive} cannot be unpacked ({exc.strerror or exc}); it may be corrupt or "
+                             "truncated: download or copy it again") from None
         found = _count_files(tmp)
         if found != n_files:
             raise ValueError(f"archive {archive}: extracted {found} files, expected {n_files}")
@@ -422,7 +453,10 @@ def resolve_root(root: str | Path, cache_dir: str | Path | None = None, argument
     if path.is_dir():
         return path.resolve(), {"root": str(path.resolve())}
     if is_archive(path):
-        extracted = extract_archive(path, cache_dir)
+        try:
+            extracted = extract_archive(path, cache_dir)
+        except ValueError as exc:   # corrupt or truncated: name the argument it came from
+            raise ValueError(f"{argument}={root}: {exc}") from None
         sha = cached_file_sha256(path, Path(cache_dir) if cache_dir is not None else default_cache_dir())
         return extracted, {"archive": str(path.resolve()), "archive_sha256": sha, "extracted_to": str(extracted)}
     raise ValueError(f"{argument}={root} is a file but not an archive ({', '.join(ARCHIVE_SUFFIXES)})")

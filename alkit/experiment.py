@@ -623,17 +623,39 @@ def _csv_list(text: str | None, cast=str) -> list | None:
     return [cast(part.strip()) for part in text.split(",") if part.strip()]
 
 
+EXPERIMENT_PROG = "python -m alkit.experiment"
+
+#: Python parameter names in library errors → the flags of ``python -m alkit.experiment``.
+EXPERIMENT_FLAGS = {"data_root": "--data-root", "cache_dir": "--cache-dir", "weights": "--weights",
+                    "dataset": "--dataset", "scale": "--scale", "source": "--source", "rounds": "--rounds",
+                    "seeds": "--seeds", "strategies": "--strategies", "results_dir": "--out"}
+
+
+def _experiment_message(exc: BaseException) -> str:
+    from alkit.cli import flag_names, one_line
+
+    message = flag_names(one_line(exc), EXPERIMENT_FLAGS)
+    # The checkpoint loader's hint names a Python keyword this command does not have.
+    return message.replace(
+        "if you trust it, load it with trust_checkpoint=True",
+        "if you trust it, extract the features first with `python -m alkit features … --weights FILE "
+        "--trust-checkpoint` (the sweep then finds them in the cache)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m alkit.experiment",
+    from alkit.cli import HelpFormatter, OneLineParser, UsageError, non_negative_int, parse_seeds, parse_strategies
+    from alkit.io import check_output_dir
+
+    parser = OneLineParser(
+        prog=EXPERIMENT_PROG, formatter_class=HelpFormatter,
         description="Run (or resume) configured active-learning sweeps; one result file per run.")
     parser.add_argument("--scale", choices=SCALE_NAMES, required=True)
     parser.add_argument("--dataset", action="append", required=True,
                         help=f"one of {', '.join(DATASETS)} (repeat the flag for several, or 'all')")
     parser.add_argument("--out", required=True, help="results folder; runs go to OUT/<dataset>/")
     parser.add_argument("--strategies", help="comma-separated names (default: the scale's list)")
-    parser.add_argument("--seeds", help="comma-separated integers (default: the scale's seeds)")
-    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--seeds", help="comma-separated non-negative integers (default: the scale's seeds)")
+    parser.add_argument("--rounds", type=non_negative_int, help="query rounds (default: the scale's)")
     parser.add_argument("--source", choices=SOURCES, default="auto")
     parser.add_argument("--data-root", help="folder holding the archives (default $ALKIT_DATA or ../shared/data)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
@@ -643,18 +665,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="fail instead of extracting features that are not cached yet")
     parser.add_argument("--show", action="store_true", help="print the configuration and exit")
     args = parser.parse_args(argv)
-    datasets = list(SCALES[args.scale]) if args.dataset == ["all"] else args.dataset
     try:
-        seeds = _csv_list(args.seeds, int)
-    except ValueError:
-        print(f"--seeds: must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
-        return 2
-    overrides = dict(seeds=seeds, strategies=_csv_list(args.strategies), rounds=args.rounds)
-    try:
+        if "all" in args.dataset and len(args.dataset) > 1:
+            raise UsageError("--dataset: 'all' already means every data set of the scale; give it alone")
+        datasets = list(SCALES[args.scale]) if args.dataset == ["all"] else args.dataset
+        twice = [d for d in dict.fromkeys(datasets) if datasets.count(d) > 1]
+        if twice:
+            raise UsageError(f"--dataset: {twice[0]!r} is given twice; give each data set once")
+        seeds = None if args.seeds is None else parse_seeds(args.seeds)
+        strategies = None if args.strategies is None else parse_strategies(args.strategies)
+        overrides = dict(seeds=seeds, strategies=strategies, rounds=args.rounds)
+        configs = {}
+        for dataset in datasets:   # every data set checked before the first one runs
+            try:
+                configs[dataset] = sweep_config(dataset, args.scale, **overrides)
+            except ValueError as exc:
+                raise UsageError(f"--dataset: {exc}") from None
+        if args.data_root is not None and not Path(args.data_root).expanduser().exists():
+            raise UsageError(f"--data-root: {args.data_root} does not exist; pass the folder holding the archives")
+        if args.weights is not None and not Path(args.weights).expanduser().is_file():
+            raise UsageError(f"--weights: file not found: {args.weights}")
+        if not args.show:
+            check_output_dir(args.out, "--out")
+            if args.cache_dir is not None:
+                check_output_dir(args.cache_dir, "--cache-dir")
         for dataset in datasets:
-            config = sweep_config(dataset, args.scale, **overrides)
-            for name in config.strategy_list():
-                resolve_strategy(name)
+            config = configs[dataset]
             print(f"[{dataset} @ {args.scale}] {json.dumps(config.as_dict(), default=str)}", flush=True)
             if args.show:
                 continue
@@ -665,48 +701,127 @@ def main(argv: list[str] | None = None) -> int:
                                          weights=args.weights, **overrides)
             print(f"[{dataset}] {frame[['strategy', 'seed']].drop_duplicates().shape[0]} runs, "
                   f"{time.perf_counter() - started:.0f} s -> {Path(args.out) / dataset}", flush=True)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"{EXPERIMENT_PROG}: error: {_experiment_message(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{EXPERIMENT_PROG}: interrupted; finished runs are saved: run the same command again to resume",
+              file=sys.stderr)
+        return 130
     return 0
 
 
-def run_from_arrays(args: argparse.Namespace) -> int:
-    """``python -m alkit run``: load arrays, run the sweep, write the CSV of all rows."""
-    from alkit.cli import UsageError, _load_array
+def _pool_schedule_checks(train_labels: np.ndarray, num_classes: int, args: argparse.Namespace,
+                          seeds: list[int]) -> None:
+    """Refuse, before any compute, a schedule the pool cannot serve: too few points for the
+    initial set and the rounds, or a seed whose random initial set holds one class only."""
+    from alkit.cli import UsageError
+    from alkit.loop import first_round_split
 
-    x = _load_array(args.features, "--features")
-    y = np.asarray(_load_array(args.labels, "--labels"))
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise UsageError(f"--labels: must hold one label per row of --features ({x.shape[0]}), got {y.shape}")
+    counts = np.bincount(train_labels, minlength=num_classes)
+    n_val = int(np.minimum(args.val_per_class, counts // 2).sum())
+    n_out = int(train_labels.size) - n_val
+    val_note = f" ({n_val} held out by --val-per-class {args.val_per_class})" if n_val else ""
+    if args.initial > n_out:
+        raise UsageError(f"--initial: {args.initial} initial points, but the pool has only {n_out} outside "
+                         f"validation{val_note}; lower --initial")
+    need = args.initial + args.rounds * args.budget
+    if need > n_out:
+        raise UsageError(f"--budget: --initial {args.initial} + --rounds {args.rounds} × --budget {args.budget} = "
+                         f"{need} points, but the pool has only {n_out} outside validation{val_note}: the last "
+                         "rounds could not use their budget; lower --budget or --rounds")
+    for seed in seeds:
+        _, initial = first_round_split(train_labels, num_classes, args.val_per_class, args.initial, seed)
+        present = np.unique(train_labels[initial])
+        if present.size < 2:
+            raise UsageError(f"--initial: the random initial set of seed {seed} ({args.initial} points) holds class "
+                             f"{int(present[0])} only, and a head cannot be trained on one class; raise --initial")
+
+
+def run_from_arrays(args: argparse.Namespace) -> int:
+    """``python -m alkit run``: check everything, load arrays, run the sweep, write the CSV of all rows.
+
+    Every check (lists, output path, arrays, classes, schedule) comes before the compute, so bad
+    input never costs a sweep."""
+    from alkit.cli import UsageError, _load_array, parse_seeds, parse_strategies, probe_config
+    from alkit.io import check_output_file
+    from alkit.pool import check_features
+
+    strategies = parse_strategies(args.strategies)
+    seeds = parse_seeds(args.seeds)
+    probe = probe_config(args)
+    check_output_file(args.out, "--out")
     if (args.test_features is None) != (args.test_labels is None):
         raise UsageError("--test-features and --test-labels must be given together")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-        raise UsageError("--labels: must be non-negative integer classes for every pool point")
+    if args.test_features is None and not 0 < args.test_fraction < 1:
+        raise UsageError(f"--test-fraction: must lie in (0, 1), got {args.test_fraction}")
+    x = _load_array(args.features, "--features")
+    if x.ndim != 2:
+        raise UsageError(f"--features: must be a 2-D (N, D) array, got shape {x.shape}")
+    check_features(x, "--features")
+    y = np.asarray(_load_array(args.labels, "--labels"))
+    if y.shape != (x.shape[0],):
+        raise UsageError(f"--labels: must hold one label per row of --features ({x.shape[0]}), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UsageError(f"--labels: must hold integer classes, got dtype {y.dtype}")
+    if (y == -1).any():
+        raise UsageError(f"--labels: {int((y == -1).sum())} points are -1 (unlabelled), but `run` needs the true "
+                         "class of every pool point: it simulates labelling by revealing them when queried; for a "
+                         "partly labelled pool choose the next batch with `python -m alkit select`")
+    if y.min() < 0:
+        raise UsageError(f"--labels: classes must be ≥ 0, found {y.min()}")
     num_classes = args.num_classes or int(y.max()) + 1
+    if y.max() >= num_classes:
+        raise UsageError(f"--num-classes: {num_classes} is too small: --labels holds class {y.max()}; drop "
+                         "--num-classes or raise it")
     if args.test_features is None:
-        if not 0 < args.test_fraction < 1:
-            raise UsageError(f"--test-fraction: must lie in (0, 1), got {args.test_fraction}")
         order = np.random.default_rng(12345).permutation(x.shape[0])
         n_test = int(round(args.test_fraction * x.shape[0]))
+        if not 0 < n_test < x.shape[0]:
+            raise UsageError(f"--test-fraction: {args.test_fraction} of {x.shape[0]} points leaves "
+                             f"{n_test} for testing and {x.shape[0] - n_test} for the pool; both need some")
         test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
         tx, ty, x, y = x[test], y[test], x[train], y[train]
+        where = "the pool (after holding out --test-fraction)"
     else:
         tx = _load_array(args.test_features, "--test-features")
+        if tx.ndim != 2 or tx.shape[1] != x.shape[1]:
+            raise UsageError(f"--test-features: must be (M, {x.shape[1]}) like --features, got shape {tx.shape}")
+        check_features(tx, "--test-features")
         ty = np.asarray(_load_array(args.test_labels, "--test-labels"))
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds: must be comma-separated integers, got {args.seeds!r}") from None
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    for name in strategies:
-        resolve_strategy(name)
-    from alkit.cli import probe_config
+        if ty.shape != (tx.shape[0],) or not np.issubdtype(ty.dtype, np.integer):
+            raise UsageError(f"--test-labels: must hold one integer class per row of --test-features "
+                             f"({tx.shape[0]}), got {ty.dtype} {ty.shape}")
+        if ty.min() < 0 or ty.max() >= num_classes:
+            raise UsageError(f"--test-labels: classes must lie in [0, {num_classes}), found [{ty.min()}, {ty.max()}]"
+                             + (" (-1 is not a class: every test point needs its label)" if ty.min() == -1 else ""))
+        where = "--labels"
+    present = np.unique(y)
+    if present.size < 2:
+        raise UsageError(f"--labels: every point of {where} has class {int(present[0])}; active learning needs two "
+                         "classes or more")
+    missing = np.setdiff1d(np.arange(num_classes), present)
+    if missing.size and not args.allow_missing_classes:
+        shown = ", ".join(map(str, missing[:5])) + (", …" if missing.size > 5 else "")
+        raise UsageError(f"--num-classes: {missing.size} of the {num_classes} classes have no point in {where}: "
+                         f"class {shown}; they would enter the metrics as classes never predicted right. Give "
+                         "--num-classes the classes the data has, or pass --allow-missing-classes if the pool "
+                         "truly lacks them")
+    _pool_schedule_checks(y, num_classes, args, seeds)
 
     frame = run_sweep(x, y, tx, ty, num_classes, strategies, seeds, initial_size=args.initial,
                       round_budget=args.budget, rounds=args.rounds, val_per_class=args.val_per_class,
-                      probe=probe_config(args), dataset=Path(args.features).stem)
-    atomic_write(args.out, lambda tmp: frame.to_csv(tmp, index=False))
+                      probe=probe, dataset=Path(args.features).stem, progress=not getattr(args, "quiet", False))
+    try:
+        atomic_write(args.out, lambda tmp: frame.to_csv(tmp, index=False))
+    except OSError as exc:   # checked before the sweep, yet the disk may fill: keep the rows somewhere
+        import tempfile
+
+        fd, rescue = tempfile.mkstemp(prefix="alkit-run-", suffix=".csv")
+        os.close(fd)
+        frame.to_csv(rescue, index=False)
+        raise UsageError(f"--out: cannot write {args.out} ({exc.strerror or exc}); the {len(frame)} rows were "
+                         f"saved to {rescue} instead") from None
     print(f"wrote {len(frame)} rows -> {args.out}")
     return 0
 

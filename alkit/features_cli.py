@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
+from pathlib import Path
 
 PROG = "python -m alkit features"
 
@@ -32,31 +34,38 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from alkit.cli import HelpFormatter, non_negative_int, positive_int
     from alkit.datasets import DATASET_NAMES
 
-    p = _Parser(prog=PROG, description="Extract frozen features of an image data set split (cached).")
+    p = _Parser(prog=PROG, description="Extract frozen features of an image data set split (cached).",
+                formatter_class=HelpFormatter)
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="data set name")
     p.add_argument("--root", help="data folder or archive (.tar.gz/.zip); cifar10 without --root uses "
                                   "torchvision's download (online only)")
     p.add_argument("--split", required=True, choices=("train", "test", "val"),
-                   help="train or test (tiny-imagenet/imagenet: test = the labelled val set)")
+                   help="train or test (tiny-imagenet/imagenet: test and val both mean the labelled val set; "
+                        "cifar10 has no val split)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="efficientnet_lite0 (default, offline), simclr_resnet18_cifar, moco_v2_resnet50, "
                         "torchvision:<arch>")
     p.add_argument("--weights", help="local checkpoint file (required for all but efficientnet_lite0)")
     p.add_argument("--weights-url", help="download the checkpoint from this URL instead (online only)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a --weights file that holds Python objects besides tensors (runs its code: only "
+                        "for files you trust)")
     p.add_argument("--limit", type=int, help="class-stratified slice of N images (quick checks)")
-    p.add_argument("--limit-seed", type=int, default=0, help="seed of the --limit slice (default 0)")
+    p.add_argument("--limit-seed", type=non_negative_int, default=0, help="seed of the --limit slice")
     p.add_argument("--out", help="cache directory (default $ALKIT_CACHE or ~/.cache/alkit)")
-    p.add_argument("--resolution", type=int, help="backbone input size in px (default: 112 for 32/64-px images "
-                                                  "with an ImageNet backbone, the backbone's own size otherwise)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--resolution", type=positive_int,
+                   help="backbone input size in px (default: 112 for 32/64-px images "
+                        "with an ImageNet backbone, the backbone's own size otherwise)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
-    p.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default 0)")
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="image-decoding worker processes")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--imbalance-ratio", type=float, help="*-lt: ρ = n_min/n_max (default 0.1)")
     p.add_argument("--lt-profile", choices=("exp", "step"), help="*-lt: exponential (default) or step profile")
-    p.add_argument("--lt-seed", type=int, help="*-lt: seed of the per-class choice (default 0)")
+    p.add_argument("--lt-seed", type=non_negative_int, help="*-lt: seed of the per-class choice (default 0)")
     p.add_argument("--split-file", help="imagenet-lt: ImageNet_LT_<split>.txt or the folder holding them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the paths as one JSON object")
@@ -85,18 +94,85 @@ def _notes(args: argparse.Namespace) -> list[str]:
     return notes
 
 
+#: Splits of the data sets that have no separate validation split (``val`` would silently be ``test``).
+NO_VAL_SPLIT = ("cifar10", "cifar10-lt")
+
+#: Python parameter names in library errors → the flags of this command.
+PARAMETER_FLAGS = {"root": "--root", "split_file": "--split-file", "split": "--split", "dataset": "--dataset",
+                   "imbalance_ratio": "--imbalance-ratio", "n_max": "--imbalance-ratio", "limit": "--limit",
+                   "resolution": "--resolution", "batch_size": "--batch-size", "device": "--device",
+                   "num_workers": "--num-workers", "backbone": "--backbone", "weights": "--weights",
+                   "url": "--weights-url", "cache_dir": "--out", "arch": "--backbone"}
+
+
+def flagged(message: str) -> str:
+    """A library error in this command's terms: ``name=value`` becomes ``--flag value``; a message
+    that names a parameter otherwise gets that parameter's flag in front."""
+    from alkit.cli import one_line
+
+    message = one_line(message)
+    message = message.replace("load it with trust_checkpoint=True", "pass --trust-checkpoint")
+    for name, flag in PARAMETER_FLAGS.items():
+        message = message.replace(f"{name}= ({flag})", flag)   # "needs root= (--root)" → "needs --root"
+        if flag not in message:
+            message = re.sub(rf"(?<![\w-]){name}=(?=\S)", f"{flag} ", message)
+    if not message.startswith("--"):   # lead with the flag the message is about
+        needed = re.findall(r"needs (--[a-z][\w-]*)", message)
+        found = [(m.start(), flag) for name, flag in PARAMETER_FLAGS.items()
+                 for m in [re.search(rf"(?<![\w-]){name}(?![\w-])", message)] if m]
+        flags = re.findall(r"(?<![\w-])--[a-z][\w-]*", message)
+        lead = needed[0] if needed else min(found)[1] if found else flags[0] if flags else None
+        if lead:
+            message = f"{lead}: {message}"
+    return message
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be checked before images are read or a model is loaded."""
+    from alkit.datasets import default_cache_dir
+    from alkit.io import check_output_dir
+
+    if args.limit is not None and args.limit < 1:
+        raise _UsageError(f"--limit must be a positive number of images, got {args.limit}")
+    if args.threads is not None and args.threads < 1:
+        raise _UsageError(f"--threads must be ≥ 1, got {args.threads}")
+    if args.split == "val" and args.dataset in NO_VAL_SPLIT:
+        raise _UsageError(f"--split: {args.dataset} has the splits train and test only (no val split); "
+                          "pass --split test for its labelled evaluation set")
+    _long_tail(args)   # the long-tail flags, checked before the paths
+    if args.trust_checkpoint and args.backbone == "efficientnet_lite0":
+        raise _UsageError("--trust-checkpoint: applies to the --weights of simclr_resnet18_cifar, moco_v2_resnet50 "
+                          "and torchvision:<arch>; efficientnet_lite0 reads tensors-only checkpoints")
+    if args.trust_checkpoint and not (args.weights or args.weights_url):
+        raise _UsageError("--trust-checkpoint: applies to a checkpoint given with --weights or --weights-url")
+    if args.root is not None:
+        root = Path(args.root).expanduser()
+        if not root.exists():
+            raise _UsageError(f"--root: {args.root} does not exist; pass the data folder or its archive "
+                              "(.tar.gz, .tgz, .tar, .zip)")
+        if root.is_file() and root.stat().st_size == 0:
+            raise _UsageError(f"--root: {args.root} is empty (0 bytes): an interrupted copy or download? "
+                              "Copy the archive again")
+    if args.weights is not None and not Path(args.weights).expanduser().is_file():
+        raise _UsageError(f"--weights: file not found: {args.weights}")
+    if args.split_file is not None and not Path(args.split_file).expanduser().exists():
+        raise _UsageError(f"--split-file: {args.split_file} does not exist")
+    # The cache is written only after all the compute: check it first.
+    check_output_dir(Path(args.out).expanduser() if args.out else default_cache_dir(),
+                     "--out" if args.out else "--out (default cache $ALKIT_CACHE or ~/.cache/alkit)")
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
     from alkit.features import get_features
 
+    _check_arguments(args)
     if args.threads is not None:
-        if args.threads < 1:
-            raise _UsageError(f"--threads must be ≥ 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.limit is not None and args.limit < 1:
-        raise _UsageError(f"--limit must be a positive number of images, got {args.limit}")
     options = {"url": args.weights_url} if args.weights_url else {}
+    if args.trust_checkpoint:
+        options["trust_checkpoint"] = True
     result = get_features(args.dataset, args.root, args.split, args.backbone, limit=args.limit, lt=_long_tail(args),
                           resolution=args.resolution, batch_size=args.batch_size, device=args.device,
                           cache_dir=args.out, split_file=args.split_file, weights=args.weights,
@@ -110,24 +186,36 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m alkit features``; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
-        if args.limit is not None and args.limit < 1:
-            raise _UsageError(f"--limit must be a positive number of images, got {args.limit}")
-        for note in _notes(args):
-            print(note, file=sys.stderr)
+        # Progress messages (archive extraction, …) at INFO; --quiet keeps warnings and errors only.
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        _check_arguments(args)
         paths = run(args)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    except (_UsageError, ValueError, FileNotFoundError, ConnectionError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except _UsageError as exc:
+        from alkit.cli import one_line
+
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, ConnectionError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.strerror:
+            where = f" {exc.filename}" if exc.filename else ""
+            message = f"cannot read or write{where}: {exc.strerror}"
+        else:
+            message = flagged(str(exc) or type(exc).__name__)
+            if "cannot read image " in message and not message.startswith("--"):
+                message = f"--root: {message}"   # an image file of the data set (possibly via a DataLoader worker)
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume from the completed shards",
               file=sys.stderr)
         return 130
+    for note in _notes(args):   # after the work, so that an error stays the only line on stderr
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(paths, indent=2))
     else:

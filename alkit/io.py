@@ -14,18 +14,98 @@ from typing import Any, Callable
 import numpy as np
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux ≥ 4.7 shows it
+    in /proc/self/status); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The permissions a new file gets from ``open()``: 0o666 less the umask (0o644 under the usual 022)."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+
+    The file gets the user's default permissions (0o666 less the umask), as if opened directly:
+    ``mkstemp`` creates the temporary file owner-only (0o600), which would otherwise stick."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_can_create_in(folder: Path, argument: str, what: str) -> None:
+    """Raise ValueError unless a file can be created in the existing directory ``folder``."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument}: cannot write {what}: folder {folder} is read-only for you; "
+                         "choose a folder you can write to")
+    try:   # a real try catches what os.access cannot see: a read-only file system, no inodes left
+        fd, probe = tempfile.mkstemp(prefix=".alkit-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{argument}: cannot write {what} in folder {folder} ({exc.strerror or exc}); "
+                         "choose a folder you can write to") from None
+
+
+def check_output_file(path: str | Path, argument: str = "out", *, create_folder: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written as a file; raise ValueError naming
+    ``argument`` (a flag such as ``--out``, or a parameter name) and the fix otherwise.
+
+    Rejected: a directory; a path under a file; a folder that does not exist (unless
+    ``create_folder``, which then only requires that it can be created); a folder without write
+    permission or on a read-only file system."""
+    path = Path(path).expanduser()
+    if str(path) in ("", "."):
+        raise ValueError(f"{argument}: needs a file name, got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{argument}: {path} is a directory; give the path of a file (inside it, say)")
+    folder = path.parent
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise ValueError(f"{argument}: {path} lies under {existing}, which is a file, not a folder; "
+                         "choose another path")
+    if existing != folder and not create_folder:
+        raise ValueError(f"{argument}: folder {folder} does not exist; create it first (mkdir -p {folder}) "
+                         "or choose another path")
+    _check_can_create_in(existing, argument, str(path))
+    return path
+
+
+def check_output_dir(path: str | Path, argument: str = "out") -> Path:
+    """Check, before any work, that ``path`` is (or can be created as) a folder alkit can write in;
+    raise ValueError naming ``argument`` and the fix otherwise."""
+    path = Path(path).expanduser()
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise ValueError(f"{argument}: {path} {where}, not a folder; choose a folder path")
+    _check_can_create_in(existing, argument, f"into {path}")
     return path
 
 

@@ -125,9 +125,52 @@ def sync_pairs(names=NOTEBOOKS) -> list[Path]:
 # Executing notebooks
 # --------------------------------------------------------------------------------------------
 
+_KERNEL_MANAGER = None
+
+
+def quiet_kernel_manager_class():
+    """The jupyter_client kernel manager papermill gets here: it starts the same ipykernel, without
+    the two messages a clean run used to print on the terminal, both noise for a user:
+
+    * ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` — jupyter_client's shutdown sends
+      SIGINT before the shutdown request "to break a busy kernel"; after the last cell the kernel is
+      idle, and the signal only landed (at random) in whatever the kernel was still doing.  Here the
+      shutdown interrupt is skipped: the shutdown request, then SIGTERM / SIGKILL after
+      ``shutdown_wait_time``, still stop a kernel that does not exit.
+    * ``[IPKernelApp] WARNING | Kernel is running over TCP without encryption`` — ipykernel ≥ 7 warns
+      when its sockets are plain TCP.  Here they are encrypted (CurveZMQ keys provisioned by the
+      manager, jupyter_client ≥ 8.10, when the kernelspec declares support) or, failing that, local
+      IPC sockets (POSIX) instead of TCP.
+    """
+    global _KERNEL_MANAGER
+    if _KERNEL_MANAGER is not None:
+        return _KERNEL_MANAGER
+    import zmq
+    from jupyter_client import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            supports = getattr(self, "_kernel_supports_curve_encryption", None)
+            if self.has_trait("transport_encryption") and zmq.has("curve") and supports is not None and supports():
+                self.transport_encryption = "auto"
+            elif os.name == "posix" and self.transport == "tcp":
+                self.transport = "ipc"   # unix sockets beside the connection file (owner-only runtime folder)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:   # see the docstring: nothing to break, only noise
+                return
+            await super()._async_interrupt_kernel()
+
+    _KERNEL_MANAGER = QuietKernelManager
+    return QuietKernelManager
+
+
 def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> Path:
     """Run ``notebooks/<name>.ipynb`` with papermill in the repository root; the executed copy goes
     to ``out_dir`` (never over the source)."""
+    import warnings
+
     import papermill
 
     source = NOTEBOOK_DIR / f"{name}.ipynb"
@@ -136,8 +179,19 @@ def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.ipynb"
     started = time.perf_counter()
-    papermill.execute_notebook(str(source), str(target), parameters=parameters, cwd=str(REPO), kernel_name="python3",
-                               progress_bar=False, execution_timeout=timeout)
+    # debugpy (imported by ipykernel) warns on Python ≥ 3.11 that frozen modules may hide breakpoints:
+    # no debugger runs here.  Papermill's own command line sets the same variable for the same reason.
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    with warnings.catch_warnings():
+        # Deprecations inside the Jupyter machinery (e.g. nbclient's datetime.utcnow() on Python ≥ 3.12)
+        # are for its maintainers, not for someone rendering figures; the notebooks' own warnings are
+        # kept in their executed copies.
+        for module in ("papermill", "nbclient", "nbformat", "jupyter_client", "jupyter_core", "zmq", "traitlets"):
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+            warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=module)
+        papermill.execute_notebook(str(source), str(target), parameters=parameters, cwd=str(REPO),
+                                   kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+                                   kernel_manager_class=quiet_kernel_manager_class())
     shown = target.relative_to(REPO) if target.is_relative_to(REPO) else target
     print(f"  {name}: {time.perf_counter() - started:.1f} s -> {shown}", flush=True)
     return target
@@ -162,14 +216,16 @@ def _parameters(name: str, scale: str, results: str, figures: str, tables: str, 
 
 def reproduce_figures(results: str = COMMITTED_RUNS, figures: str = "results/figures",
                       tables: str = "results/tables", out_dir: Path = EXECUTED_DIR / "figures",
-                      class_count_runs: str = COMMITTED_CLASS_COUNT) -> None:
+                      class_count_runs: str = COMMITTED_CLASS_COUNT) -> list[Path]:
     """Every figure and table from the finished runs under ``results`` — nothing is recomputed.
-    A notebook whose data set has no finished runs yet is skipped with a message."""
+    A notebook whose data set has no finished runs yet is skipped with a message.  Returns the
+    executed copies."""
     from alkit.experiment import finished_runs
 
     needs = {"a_toy_vs_many_class": ("cifar10", "tiny-imagenet"), "b_class_imbalance": ("cifar10", "tiny-imagenet"),
              "c_long_tailed_cifar10": ("cifar10-lt",), "d_imagenet_linear_eval": ("imagenet-synthetic",),
              "e_summary": (), "g_class_count": ()}
+    executed = []
     for name in FIGURE_NOTEBOOKS:
         missing = [d for d in needs[name] if not finished_runs(REPO / results, d)]
         if name == "g_class_count" and not finished_runs(REPO / class_count_runs):
@@ -178,7 +234,9 @@ def reproduce_figures(results: str = COMMITTED_RUNS, figures: str = "results/fig
         if missing:
             print(f"  {name}: skipped, no finished runs of {', '.join(missing)} under {results}", flush=True)
             continue
-        execute(name, _parameters(name, "cpu", results, figures, tables, False, "auto", class_count_runs), out_dir)
+        executed.append(execute(name, _parameters(name, "cpu", results, figures, tables, False, "auto",
+                                                  class_count_runs), out_dir))
+    return executed
 
 
 def run_smoke(base: str | Path = "notebooks/executed/smoke", source: str = "auto", data_root: str | None = None,
@@ -458,33 +516,77 @@ def reproduce_class_count(out: str = COMMITTED_CLASS_COUNT, sweep_out: str = COM
               flush=True)
 
 
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it, with a trailing slash."""
+    path = Path(path)
+    full = path if path.is_absolute() else REPO / path
+    try:
+        return f"{full.resolve().relative_to(REPO)}/"
+    except ValueError:
+        return f"{path}/"
+
+
+def _csv(cast, flag: str, what: str):
+    """An argparse type: comma-separated ``what``, each once."""
+    def parse(text: str) -> list:
+        from alkit.cli import UsageError, parse_list
+
+        try:
+            return parse_list(text, flag, what, cast)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+    parse.__name__ = what   # argparse names the type in its message
+    return parse
+
+
+def _positive(text: str) -> int:
+    from alkit.cli import positive_int
+
+    return positive_int(text)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alkit.reproduce", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    fig = sub.add_parser("figures", help="render figures/tables from committed results (offline)")
-    fig.add_argument("--results", default=COMMITTED_RUNS)
-    res = sub.add_parser("results", help="run a scale end to end")
+    from alkit.cli import HelpFormatter, OneLineParser, one_line, seed_int
+
+    prog = "python -m alkit.reproduce"
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+    fig = sub.add_parser("figures", help="render figures/tables from committed results (offline)",
+                         formatter_class=HelpFormatter)
+    fig.add_argument("--results", default=COMMITTED_RUNS, help="the finished runs to render")
+    res = sub.add_parser("results", help="run a scale end to end", formatter_class=HelpFormatter)
     res.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="smoke")
     res.add_argument("--source", choices=("auto", "features", "synthetic"), default="auto")
     res.add_argument("--data-root", default=None)
     res.add_argument("--no-extract", action="store_true",
                      help="never extract features: put off a data set until its features are cached")
-    res.add_argument("--wait-minutes", type=float, default=0.0,
+    res.add_argument("--wait-minutes", type=_non_negative_float, default=0.0,
                      help="with --no-extract: how long to wait for features before giving up")
-    res.add_argument("--datasets", type=lambda v: v.split(","), default=None,
+    res.add_argument("--datasets", type=_csv(str, "--datasets", "data set names"), default=None,
                      help="comma-separated: run only these data sets of the scale (default: all)")
-    res.add_argument("--strategies", type=lambda v: v.split(","), default=None,
+    res.add_argument("--strategies", type=_csv(str, "--strategies", "strategy names"), default=None,
                      help="comma-separated: run only these strategies (default: all)")
-    res.add_argument("--jobs", type=int, default=1,
+    res.add_argument("--jobs", type=_positive, default=1,
                      help="worker processes, with cpu count // jobs torch threads each (make: JOBS=2)")
     res.add_argument("--out", default=None, help=f"runs folder (default {COMMITTED_RUNS} for cpu)")
-    cc = sub.add_parser("class-count", help="the class-count experiment (Tiny-ImageNet restricted to K classes)")
-    cc.add_argument("--jobs", type=int, default=1, help="worker processes (make: JOBS=2)")
+    cc = sub.add_parser("class-count", help="the class-count experiment (Tiny-ImageNet restricted to K classes)",
+                        formatter_class=HelpFormatter)
+    cc.add_argument("--jobs", type=_positive, default=1, help="worker processes (make: JOBS=2)")
     cc.add_argument("--out", default=COMMITTED_CLASS_COUNT, help="runs with K < 200 classes")
     cc.add_argument("--sweep-out", default=COMMITTED_RUNS, help="the cpu sweep's runs (K = 200 is its Tiny-ImageNet)")
-    cc.add_argument("--class-counts", type=lambda v: [int(x) for x in v.split(",")], default=None)
-    cc.add_argument("--strategies", type=lambda v: v.split(","), default=None)
-    cc.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None)
+    cc.add_argument("--class-counts", type=_csv(_positive, "--class-counts", "positive class counts"), default=None)
+    cc.add_argument("--strategies", type=_csv(str, "--strategies", "strategy names"), default=None)
+    cc.add_argument("--seeds", type=_csv(seed_int, "--seeds", "non-negative integer seeds"), default=None)
     cc.add_argument("--no-extract", action="store_true", help="fail instead of extracting missing features")
     cc.add_argument("--data-root", default=None)
     sub.add_parser("sync", help="write notebooks/*.ipynb from notebooks/*.py")
@@ -492,32 +594,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     started = time.perf_counter()
-    if args.command == "sync":
-        for path in sync_pairs():
-            print("wrote", path.relative_to(REPO))
-    elif args.command == "check":
-        problems = pair_mismatches()
-        for p in problems:
-            print(p, file=sys.stderr)
-        return 1 if problems else 0
-    elif args.command == "figures":
-        reproduce_figures(args.results)
-    elif args.command == "class-count":
-        if args.jobs < 1:
-            parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
-        reproduce_class_count(args.out, args.sweep_out, args.jobs, not args.no_extract, args.class_counts,
-                              args.strategies, args.seeds, data_root=args.data_root)
-    else:
-        if args.scale == "smoke" and (args.datasets or args.strategies):
-            parser.error("--datasets / --strategies apply to the cpu and paper sweeps, not to smoke")
-        if args.jobs < 1:
-            parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
-        if args.scale == "smoke" and (args.jobs != 1 or args.out):
-            parser.error("--jobs / --out apply to the cpu and paper sweeps, not to smoke")
-        reproduce_results(args.scale, args.source, args.data_root, extract=not args.no_extract,
-                          wait_seconds=60 * args.wait_minutes, datasets=args.datasets, strategies=args.strategies,
-                          jobs=args.jobs, out=args.out)
-    print(f"done in {time.perf_counter() - started:.0f} s")
+    where = ""
+    try:
+        if args.command == "sync":
+            for path in sync_pairs():
+                print("wrote", path.relative_to(REPO))
+        elif args.command == "check":
+            problems = pair_mismatches()
+            for p in problems:
+                print(p, file=sys.stderr)
+            return 1 if problems else 0
+        elif args.command == "figures":
+            results = Path(args.results)
+            if not (results if results.is_absolute() else REPO / results).is_dir():
+                fig.error(f"argument --results: folder {args.results} does not exist; pass the folder of "
+                             f"finished runs (default {COMMITTED_RUNS})")
+            executed = reproduce_figures(args.results)
+            where = (f"figures in {_shown('results/figures')}, tables in {_shown('results/tables')} "
+                     f"(executed notebooks in {_shown(EXECUTED_DIR / 'figures')})" if executed
+                     else f"no notebook ran: no finished runs under {args.results}")
+        elif args.command == "class-count":
+            reproduce_class_count(args.out, args.sweep_out, args.jobs, not args.no_extract, args.class_counts,
+                                  args.strategies, args.seeds, data_root=args.data_root)
+            where = f"runs in {_shown(args.out)}"
+            if Path(args.out).resolve() == (REPO / COMMITTED_CLASS_COUNT).resolve():
+                where += f"; table in {_shown('results/tables')}, figure in {_shown('results/figures')}"
+        else:
+            if args.scale == "smoke" and (args.datasets or args.strategies):
+                res.error("--datasets / --strategies apply to the cpu and paper sweeps, not to smoke")
+            if args.scale == "smoke" and (args.jobs != 1 or args.out):
+                res.error("--jobs / --out apply to the cpu and paper sweeps, not to smoke")
+            reproduce_results(args.scale, args.source, args.data_root, extract=not args.no_extract,
+                              wait_seconds=60 * args.wait_minutes, datasets=args.datasets, strategies=args.strategies,
+                              jobs=args.jobs, out=args.out)
+            if args.scale == "smoke":
+                where = (f"runs, figures and tables in {_shown('notebooks/executed/smoke')} "
+                         "(results/ is left as it is)")
+            else:
+                out = args.out or (COMMITTED_RUNS if args.scale == "cpu" else f"results/runs/{args.scale}")
+                where = f"runs in {_shown(out)}"
+                if args.scale == "cpu" and Path(out).resolve() == (REPO / COMMITTED_RUNS).resolve():
+                    where += f"; figures in {_shown('results/figures')}, tables in {_shown('results/tables')}"
+    except ValueError as exc:
+        print(f"{prog} {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"done in {time.perf_counter() - started:.0f} s" + (f": {where}" if where else ""))
     return 0
 
 

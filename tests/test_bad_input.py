@@ -81,3 +81,538 @@ def test_seed_required(small_pool):
     pool, _ = small_pool
     with pytest.raises(ValueError, match="seed"):
         select(pool, "random", 3, None)
+
+
+# ==============================================================================================
+# Input that cannot hurt: every command line rejects bad input with status 2 and one stderr line
+# naming the flag (before any compute); the public functions raise ValueError naming the argument.
+# ==============================================================================================
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import stat  # noqa: E402
+import types  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import alkit.io  # noqa: E402
+from alkit.cli import main as alkit_main  # noqa: E402
+from alkit.synthetic import gaussian_mixture  # noqa: E402
+
+
+def _status(main, argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:   # argparse errors
+        return exc.code
+
+
+def one_error_line(main, argv, capsys) -> str:
+    """Run ``main(argv)`` in-process; assert status 2, one line on stderr, no traceback; the line."""
+    capsys.readouterr()
+    code = _status(main, argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"status {code}, stderr: {err}"
+    assert len(lines) == 1, f"expected one stderr line, got: {err}"
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    data = gaussian_mixture(4, 30, 5, separation=3.0, seed=0)
+    x, y = data.train_features, data.train_labels
+    n = y.size
+    partial = np.full(n, -1, np.int64)
+    partial[:16] = y[:16]
+    np.save(d / "F.npy", x)
+    np.save(d / "Y.npy", partial)
+    np.save(d / "Yt.npy", y)
+    np.save(d / "T.npy", data.test_features)
+    np.save(d / "TY.npy", data.test_labels)
+    w = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    np.savez(d / "H.npz", W=w, b=np.zeros(4, np.float32))
+    for name, bad in (("Fnan", np.nan), ("Finf", np.inf)):
+        z = x.copy()
+        z[11, 2] = bad
+        np.save(d / f"{name}.npy", z)
+    wn = w.copy()
+    wn[1, 3] = np.nan
+    np.savez(d / "Hnan.npz", W=wn, b=np.zeros(4, np.float32))
+    np.savez(d / "Hinf.npz", W=w, b=np.array([0, np.inf, 0, 0], np.float32))
+    np.savez(d / "Hnob.npz", W=w)
+    np.savez(d / "Hshape.npz", W=w[:, :3], b=np.zeros(4, np.float32))
+    np.save(d / "H.npy", w)
+    (d / "Hcorrupt.npz").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+    np.savez(d / "F.npz", features=x)
+    (d / "empty.npy").write_bytes(b"")
+    full = (d / "F.npy").read_bytes()
+    (d / "Ftrunc.npy").write_bytes(full[: len(full) // 2])
+    np.save(d / "Fint.npy", (x * 10).astype(np.int32))
+    np.save(d / "F1d.npy", x[:, 0])
+    np.save(d / "Yfloat.npy", partial.astype(np.float64))
+    np.save(d / "Yshort.npy", partial[:10])
+    yneg = partial.copy()
+    yneg[20] = -2
+    np.save(d / "Yneg.npy", yneg)
+    np.save(d / "Yall.npy", y)
+    one = np.full(n, -1, np.int64)
+    one[np.flatnonzero(y == 2)[:6]] = 2
+    np.save(d / "Yone.npy", one)
+    np.save(d / "Ynone.npy", np.full(n, -1, np.int64))
+    np.save(d / "Yconst.npy", np.zeros(n, np.int64))
+    rare = np.zeros(n, np.int64)
+    rare[:2] = 1   # 2 points of class 1: a small random initial set holds class 0 only
+    np.save(d / "Yrare.npy", rare)
+    np.save(d / "Tdim.npy", data.test_features[:, :3])
+    ty = data.test_labels.copy()
+    ty[0] = 9
+    np.save(d / "TYbig.npy", ty)
+    (d / "adir").mkdir()
+    (d / "afile").write_text("not a folder")
+    return d
+
+
+def _select_argv(d: Path, **change) -> list[str]:
+    args = {"--strategy": "margin", "--features": "F.npy", "--labels": "Y.npy", "--budget": "3", "--seed": "0",
+            "--out": "P.npy"}
+    args.update({f"--{k.replace('_', '-')}": v for k, v in change.items()})
+    argv = ["select"]
+    for key, value in args.items():
+        if value is None:
+            continue
+        argv.append(key)
+        if value is not True:
+            argv.append(str(d / value) if value.endswith((".npy", ".npz")) or value in ("adir", "afile")
+                        or "/" in value else value)
+    return argv
+
+
+SELECT_CASES = [
+    # (change, flag, words the line must also hold)
+    (dict(features="Fnan.npy"), "--features", "NaN or inf"),
+    (dict(features="Finf.npy"), "--features", "row 11"),
+    (dict(head="Hnan.npz"), "--head", "NaN or inf"),
+    (dict(head="Hinf.npz"), "--head", "b holds NaN or inf"),
+    (dict(head="H.npy"), "--head", "numpy.savez"),
+    (dict(head="Hnob.npz"), "--head", "'b'"),
+    (dict(head="Hcorrupt.npz"), "--head", "cannot read"),
+    (dict(head="Hshape.npz"), "--head", "W must be"),
+    (dict(features="F.npz"), "--features", ".npz archive"),
+    (dict(features="empty.npy"), "--features", "empty (0 bytes)"),
+    (dict(labels="empty.npy"), "--labels", "empty (0 bytes)"),
+    (dict(features="adir"), "--features", "directory"),
+    (dict(features="Ftrunc.npy"), "--features", "cannot read"),
+    (dict(features="Fint.npy"), "--features", "float"),
+    (dict(features="F1d.npy"), "--features", "2-D"),
+    (dict(labels="Yfloat.npy"), "--labels", "integer"),
+    (dict(labels="Yshort.npy"), "--labels", "one entry per feature row"),
+    (dict(labels="Yneg.npy"), "--labels", "-1 (unlabelled)"),
+    (dict(labels="Yall.npy"), "--labels", "every point is labelled"),
+    (dict(labels="Yone.npy"), "--labels", "two classes"),
+    (dict(labels="Ynone.npy", num_classes="4"), "--labels", "no point is labelled"),
+    (dict(num_classes="2"), "--labels", "--num-classes"),
+    (dict(out="adir"), "--out", "is a directory"),
+    (dict(out="afile/P.npy"), "--out", "which is a file"),
+    (dict(out="missing-folder/P.npy"), "--out", "does not exist"),
+    (dict(seed="-1"), "--seed", "non-negative"),
+    (dict(budget="0"), "--budget", "positive"),
+    (dict(strategy="nope"), "--strategy", "unknown"),
+    (dict(strategy="balanced_random"), "--strategy", "oracle"),
+]
+
+
+@pytest.mark.parametrize("change, flag, words", SELECT_CASES, ids=lambda v: str(v)[:40] if isinstance(v, dict) else None)
+def test_select_rejects(files, capsys, monkeypatch, change, flag, words):
+    import alkit.probe
+
+    if "out" in change:   # the output path is checked before the head is trained
+        monkeypatch.setattr(alkit.probe, "train_linear_probe", _no_compute)
+    line = one_error_line(alkit_main, _select_argv(files, **change), capsys)
+    assert flag in line and words in line, line
+
+
+def _no_compute(*args, **kwargs):
+    raise AssertionError("the compute started before the bad input was rejected")
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` read-only; as root (who may write anyway) make alkit.io see it so."""
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    if os.access(folder, os.W_OK):
+        real = os.access
+        monkeypatch.setattr(alkit.io.os, "access",
+                            lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK else real(p, mode, **kw))
+
+
+def test_select_out_read_only_folder(files, capsys, monkeypatch, tmp_path):
+    import alkit.probe
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    _read_only(monkeypatch, locked)
+    monkeypatch.setattr(alkit.probe, "train_linear_probe", _no_compute)
+    try:
+        line = one_error_line(alkit_main, _select_argv(files, out=str(locked / "P.npy")), capsys)
+    finally:
+        locked.chmod(0o755)
+    assert "--out" in line and "read-only" in line
+
+
+def test_select_out_on_read_only_file_system(files, capsys, monkeypatch, tmp_path):
+    """What os.access cannot see (a read-only mount, no inodes left): a real write is tried first."""
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(alkit.io, "tempfile", types.SimpleNamespace(mkstemp=refuse))
+    line = one_error_line(alkit_main, _select_argv(files, out=str(tmp_path / "P.npy")), capsys)
+    assert "--out" in line and "Read-only file system" in line
+
+
+def test_select_disk_full_keeps_the_picks(files, capsys, monkeypatch, tmp_path):
+    def full(path, array):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(alkit.io, "save_npy", full)
+    line = one_error_line(alkit_main, _select_argv(files, strategy="random", out=str(tmp_path / "P.npy")), capsys)
+    assert "--out" in line and "No space left" in line
+    rescue = Path(line.split("saved to ")[1].split(" instead")[0])
+    assert np.load(rescue).size == 3
+    rescue.unlink()
+
+
+def test_select_single_class_is_fine_without_a_model(files, capsys):
+    out = files / "Pone.npy"
+    assert alkit_main(_select_argv(files, labels="Yone.npy", strategy="random", out="Pone.npy",
+                                   num_classes="4")) == 0
+    assert np.load(out).size == 3
+
+
+def _run_argv(d: Path, **change) -> list[str]:
+    args = {"--features": "F.npy", "--labels": "Yt.npy", "--strategies": "random", "--seeds": "0",
+            "--initial": "10", "--budget": "10", "--rounds": "1", "--val-per-class": "2", "--out": "rows.csv"}
+    args.update({f"--{k.replace('_', '-')}": v for k, v in change.items()})
+    argv = ["run"]
+    for key, value in args.items():
+        if value is None:
+            continue
+        argv.append(key)
+        if value is not True:
+            argv.append(str(d / value) if value.endswith((".npy", ".csv")) or value in ("adir", "afile")
+                        else value)
+    return argv
+
+
+RUN_CASES = [
+    (dict(labels="Y.npy"), "--labels", "`python -m alkit select`"),
+    (dict(seeds="0,0"), "--seeds", "listed twice"),
+    (dict(seeds=","), "--seeds", "empty list"),
+    (dict(seeds="0,-1"), "--seeds", "non-negative"),
+    (dict(seeds="0,x"), "--seeds", "'x'"),
+    (dict(strategies="random,margin,random"), "--strategies", "listed twice"),
+    (dict(strategies=""), "--strategies", "empty list"),
+    (dict(strategies="random,nope"), "--strategies", "unknown"),
+    (dict(num_classes="7"), "--num-classes", "--allow-missing-classes"),
+    (dict(num_classes="3"), "--num-classes", "too small"),
+    (dict(budget="40", rounds="3"), "--budget", "lower --budget or --rounds"),
+    (dict(initial="500"), "--initial", "outside validation"),
+    (dict(labels="Yrare.npy", initial="2", val_per_class="0"), "--initial", "one class"),
+    (dict(labels="Yconst.npy"), "--labels", "two classes"),
+    (dict(out="adir"), "--out", "is a directory"),
+    (dict(out="afile/rows.csv"), "--out", "which is a file"),
+    (dict(out="no-such-folder/rows.csv"), "--out", "does not exist"),
+    (dict(rounds="-1"), "--rounds", "non-negative"),
+    (dict(features="Fnan.npy"), "--features", "NaN or inf"),
+    (dict(test_features="T.npy"), "--test-features", "together"),
+    (dict(test_features="T.npy", test_labels="TYbig.npy"), "--test-labels", "[0, 4)"),
+    (dict(test_features="Tdim.npy", test_labels="TY.npy"), "--test-features", "like --features"),
+    (dict(test_fraction="1.5"), "--test-fraction", "(0, 1)"),
+]
+
+
+@pytest.mark.parametrize("change, flag, words", RUN_CASES, ids=lambda v: str(v)[:40] if isinstance(v, dict) else None)
+def test_run_rejects_before_the_compute(files, capsys, monkeypatch, change, flag, words):
+    import alkit.experiment
+
+    monkeypatch.setattr(alkit.experiment, "run_sweep", _no_compute)
+    line = one_error_line(alkit_main, _run_argv(files, **change), capsys)
+    assert flag in line and words in line, line
+
+
+def test_run_allows_missing_classes_when_asked(files, capsys):
+    out = files / "missing_ok.csv"
+    assert alkit_main(_run_argv(files, num_classes="5", allow_missing_classes=True, rounds="0",
+                                out="missing_ok.csv")) == 0
+    assert out.exists()
+
+
+def test_run_disk_full_keeps_the_rows(files, capsys, monkeypatch, tmp_path):
+    import alkit.experiment
+
+    def full(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(alkit.experiment, "atomic_write", full)
+    line = one_error_line(alkit_main, _run_argv(files, rounds="0", quiet=True, out=str(tmp_path / "rows.csv")),
+                          capsys)
+    assert "--out" in line and "No space left" in line
+    rescue = Path(line.split("saved to ")[1].split(" instead")[0])
+    assert len(rescue.read_text().splitlines()) == 2   # header + the one round-0 row
+    rescue.unlink()
+
+
+def test_parameter_names_become_flags():
+    from alkit.cli import flag_names
+    from alkit.experiment import _experiment_message
+
+    assert flag_names("initial_size 1000 exceeds the 160 points outside validation").startswith("--initial 1000")
+    assert flag_names("budget must be a positive integer, got 0") == "--budget must be a positive integer, got 0"
+    assert flag_names("train_features contains NaN or inf") == "--features contains NaN or inf"
+    assert flag_names("--labels: must hold integer classes") == "--labels: must hold integer classes"
+    message = _experiment_message(ValueError("weights file w.pth holds Python objects besides tensors; if you "
+                                             "trust it, load it with trust_checkpoint=True (…)"))
+    assert "trust_checkpoint=True" not in message and "--trust-checkpoint" in message
+    assert _experiment_message(ValueError("data_root: no data for 'cifar10'")).startswith("--data-root: no data")
+
+
+# ---------------------------------------------------------------- python -m alkit features
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from image_fixtures import make_imagefolder, make_tar_gz, make_zip
+
+    d = tmp_path_factory.mktemp("images")
+    counts = {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}}
+    good = make_imagefolder(d / "good", counts)
+    for name, maker in (("tar.gz", make_tar_gz), ("zip", make_zip)):
+        archive = maker(good, d / f"good.{name}", "data")
+        data = archive.read_bytes()
+        (d / f"truncated.{name}").write_bytes(data[: len(data) // 2])
+    (d / "garbage.tar.gz").write_bytes(bytes(range(256)) * 8)
+    (d / "empty.zip").write_bytes(b"")
+    cut = make_imagefolder(d / "cut", {"train": {"a": 2, "b": 2}}, suffix=".jpg")
+    jpeg = cut / "train" / "a" / "0001.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:200])
+    fake = make_imagefolder(d / "fake", {"train": {"a": 2, "b": 2}}, suffix=".jpg")
+    (fake / "train" / "b" / "0000.jpg").write_text("a text file named .jpg")
+    import torch
+
+    torch.save({"encoder.conv1.weight": torch.zeros(1), "config": argparse.Namespace(epochs=1)}, d / "objects.pth")
+    (d / "afile").write_text("x")
+    return d
+
+
+FEATURE_CASES = [
+    (["--root", "{d}/truncated.tar.gz"], "--root", "corrupt or truncated"),
+    (["--root", "{d}/garbage.tar.gz"], "--root", "corrupt or truncated"),
+    (["--root", "{d}/truncated.zip"], "--root", "corrupt or truncated"),
+    (["--root", "{d}/empty.zip"], "--root", "empty (0 bytes)"),
+    (["--root", "{d}/cut"], "--root", "cut/train/a/0001.jpg"),
+    (["--root", "{d}/fake"], "--root", "fake/train/b/0000.jpg"),
+    (["--root", "{d}/good", "--out", "{d}/afile"], "--out", "not a folder"),
+    (["--root", "{d}/good", "--out", "{d}/afile/cache"], "--out", "which is a file"),
+    (["--root", "{d}/good", "--batch-size", "0"], "--batch-size", "positive"),
+    (["--root", "{d}/good", "--trust-checkpoint"], "--trust-checkpoint", "efficientnet_lite0"),
+    (["--root", "{d}/good", "--backbone", "simclr_resnet18_cifar", "--weights", "{d}/objects.pth"],
+     "--trust-checkpoint", "if you trust it"),
+]
+
+
+@pytest.mark.parametrize("extra, flag, words", FEATURE_CASES, ids=lambda v: " ".join(v)[:50] if isinstance(v, list) else None)
+def test_features_rejects(images, tmp_path, monkeypatch, capsys, extra, flag, words):
+    from alkit.features_cli import main as features_main
+
+    monkeypatch.setenv("ALKIT_CACHE", str(tmp_path / "cache"))
+    argv = ["--dataset", "imagefolder", "--split", "train", "--resolution", "32", "--batch-size", "2", "--quiet",
+            "--out", str(tmp_path / "cache")]
+    argv += [a.format(d=images) for a in extra]
+    line = one_error_line(features_main, argv, capsys)
+    assert flag in line and words in line, line
+    assert not list((tmp_path / "cache").glob("datasets/.tmp-*")), "an unpacking folder was left behind"
+
+
+def test_features_cifar10_has_no_val_split(images, capsys):
+    from alkit.features_cli import main as features_main
+
+    line = one_error_line(features_main, ["--dataset", "cifar10", "--root", str(images / "good"), "--split", "val"],
+                          capsys)
+    assert "--split" in line and "train and test" in line
+
+
+def test_features_worker_errors_name_the_image(images, tmp_path, capsys):
+    from alkit.features_cli import main as features_main
+
+    argv = ["--dataset", "imagefolder", "--split", "train", "--root", str(images / "fake"), "--resolution", "32",
+            "--quiet", "--num-workers", "1", "--out", str(tmp_path / "cache")]
+    line = one_error_line(features_main, argv, capsys)
+    assert line.count("error:") == 1 and "--root" in line and "fake/train/b/0000.jpg" in line, line
+
+
+# ---------------------------------------------------------------- python -m alkit.experiment / alkit.reproduce
+
+@pytest.mark.parametrize("extra, flag, words", [
+    (["--out", "{d}/afile"], "--out", "not a folder"),
+    (["--out", "{d}/x", "--seeds", "0,0"], "--seeds", "listed twice"),
+    (["--out", "{d}/x", "--seeds", "-1"], "--seeds", "non-negative"),
+    (["--out", "{d}/x", "--strategies", "random,nope"], "--strategies", "unknown"),
+    (["--out", "{d}/x", "--strategies", ""], "--strategies", "empty list"),
+    (["--out", "{d}/x", "--rounds", "-1"], "--rounds", "non-negative"),
+    (["--out", "{d}/x", "--dataset", "nope"], "--dataset", "cifar10"),
+    (["--out", "{d}/x", "--data-root", "{d}/no-such-folder"], "--data-root", "does not exist"),
+])
+def test_experiment_rejects(files, capsys, monkeypatch, extra, flag, words):
+    from alkit import experiment
+
+    monkeypatch.setattr(experiment, "run_configured_sweep", _no_compute)
+    argv = ["--scale", "smoke", "--dataset", "cifar10"] + [a.format(d=files) for a in extra]
+    line = one_error_line(experiment.main, argv, capsys)
+    assert flag in line and words in line, line
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["results", "--jobs", "0"], "--jobs"),
+    (["class-count", "--class-counts", "10,x"], "--class-counts"),
+    (["class-count", "--seeds", "1,1"], "--seeds"),
+    (["results", "--scale", "cpu", "--datasets", "nope"], "--datasets"),
+    (["figures", "--results", "/no/such/runs"], "--results"),
+])
+def test_reproduce_rejects(capsys, argv, flag):
+    from alkit import reproduce
+
+    line = one_error_line(reproduce.main, argv, capsys)
+    assert flag in line, line
+
+
+# ---------------------------------------------------------------- help
+
+def test_help_lists_features_and_run_shows_defaults(capsys):
+    assert _status(alkit_main, ["--help"]) == 0
+    assert "features" in capsys.readouterr().out
+    assert _status(alkit_main, ["run", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: random,margin,base)" in out and "(default: 0.2)" in out and "(default: logreg)" in out
+
+
+# ---------------------------------------------------------------- the Python API
+
+@pytest.mark.parametrize("strategy", ["coreset", "badge", "probcover", "typiclust", "margin", "balancing"])
+def test_select_rejects_non_finite_features(small_pool, strategy):
+    pool, _ = small_pool
+    x = np.array(pool.features, np.float32)
+    x[5, 0] = np.nan
+    with pytest.raises(ValueError, match=r"features contains NaN or inf \(first at row 5\)"):
+        select(replace(pool, features=x), strategy, 4, 0)
+
+
+def test_select_rejects_non_finite_logits(small_pool):
+    pool, _ = small_pool
+    logits = np.zeros((pool.size, pool.num_classes), np.float32)
+    logits[3, 1] = np.inf
+    with pytest.raises(ValueError, match="logits contains NaN or inf"):
+        select(replace(pool, weight=None, bias=None, logits=logits), "margin", 4, 0)
+
+
+def test_make_pool_rejects_non_finite_model_outputs(small_pool):
+    pool, _ = small_pool
+    labels = pool.labels
+    bad = np.full((pool.size, pool.num_classes), 1.0 / pool.num_classes)
+    bad[2, 0] = np.nan
+    with pytest.raises(ValueError, match="probabilities"):
+        make_pool(pool.features, labels, pool.num_classes, probabilities=bad)
+    with pytest.raises(ValueError, match="logits"):
+        make_pool(pool.features, labels, pool.num_classes, logits=np.log(bad))
+    w = np.array(pool.weight)
+    w[0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        make_pool(pool.features, labels, pool.num_classes, weight=w, bias=pool.bias)
+
+
+def test_select_checks_a_runs_features_once(small_pool, monkeypatch):
+    import alkit.pool
+
+    pool, _ = small_pool
+    calls = []
+    real = alkit.pool.check_features
+    def counting(array, name="features", check_finite=True):
+        if check_finite:   # the scans for NaN/inf, not PoolState's shape checks
+            calls.append(name)
+        return real(array, name, check_finite)
+
+    monkeypatch.setattr(alkit.pool, "check_features", counting)
+    memo = {}
+    for _ in range(3):
+        select(replace(pool, memo=memo), "random", 2, 0)
+    assert calls.count("features") == 1
+
+
+def test_balancing_on_constant_features_matches_the_reference():
+    from alkit.strategies.balancing import balancing_greedy, balancing_reference
+
+    x = np.ones((60, 4), np.float32)
+    labels = np.full(60, -1)
+    labels[:10], labels[10:12], labels[12] = 0, 1, 2
+    picks = select(make_pool(x, labels, 3), "balancing", 5, 0)
+    assert np.unique(picks).size == 5
+    lab, cand = np.arange(13), np.arange(13, 60)
+    expected = balancing_reference(x, lab, labels[:13], cand, 3, 5, np.random.default_rng(0))
+    for gram in (True, False):
+        for tie_rtol in (1e-5, 0.0):
+            got = balancing_greedy(x, lab, labels[:13], cand, 3, 5, np.random.default_rng(0), gram=gram,
+                                   tie_rtol=tie_rtol)
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_output_checks_name_the_argument(tmp_path):
+    from alkit.io import check_output_dir, check_output_file
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="out_path: .* is a directory"):
+        check_output_file(tmp_path, "out_path")
+    with pytest.raises(ValueError, match="out_path: .*which is a file"):
+        check_output_file(tmp_path / "f" / "x.npy", "out_path")
+    with pytest.raises(ValueError, match="out_path: folder .* does not exist"):
+        check_output_file(tmp_path / "new" / "x.npy", "out_path")
+    assert check_output_file(tmp_path / "new" / "x.npy", "out_path", create_folder=True)
+    with pytest.raises(ValueError, match="results: .* is a file"):
+        check_output_dir(tmp_path / "f", "results")
+    assert check_output_dir(tmp_path / "a" / "b", "results") == tmp_path / "a" / "b"
+    assert not list(tmp_path.glob(".alkit-write-check*"))
+
+
+def test_corrupt_archive_and_unreadable_image_name_the_file(images, tmp_path):
+    from alkit.datasets import UnreadableImage, extract_archive, load_dataset
+
+    with pytest.raises(ValueError, match="truncated.tar.gz is corrupt or truncated"):
+        extract_archive(images / "truncated.tar.gz", tmp_path)
+    assert not list((tmp_path / "datasets").glob(".tmp-*"))
+    dataset = load_dataset("imagefolder", images / "cut", "train", cache_dir=tmp_path)
+    bad = dataset.files.index("train/a/0001.jpg")
+    with pytest.raises(UnreadableImage, match="cut/train/a/0001.jpg"):
+        dataset.load_image(bad)
+    assert isinstance(UnreadableImage("x"), ValueError)
+
+
+# ---------------------------------------------------------------- permissions of written files
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_written_files_get_the_default_permissions(tmp_path, umask):
+    from alkit.io import save_npy, write_json, write_text
+
+    old = os.umask(umask)
+    try:
+        paths = [save_npy(tmp_path / "a.npy", np.arange(3)), write_text(tmp_path / "b.txt", "x"),
+                 write_json(tmp_path / "c.json", {"a": 1}), write_text(tmp_path / "b.txt", "again")]
+    finally:
+        os.umask(old)
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_cli_output_gets_the_default_permissions(files, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert alkit_main(_select_argv(files, strategy="random", out=str(tmp_path / "P.npy"))) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "P.npy").stat().st_mode) == 0o644

@@ -348,6 +348,11 @@ def balancing_greedy(
             den = state["best"].double()
             score = torch.where(avail & (den > 0), num / den, inf)
             j = int(torch.argmin(score))
+            if not bool(avail[j]):
+                # Every available score is inf (each point sits on a majority centre, e.g. constant
+                # features): argmin's first inf may be a point already taken.  The reference takes the
+                # first available point then.
+                j = int(torch.nonzero(avail)[0])
             if tie_rtol > 0:
                 # num and den carry rounding (float32 centring and products, G's float32 sums)
                 # well below tol, so [lower, upper] brackets each row's float64 score: every row
@@ -359,7 +364,9 @@ def balancing_greedy(
                 tn = 0.0 if counts[rarest] == 0 else tol
                 lower = torch.where(avail, (num - tn).clamp(min=0) / (den + tol), inf)
                 upper = float("inf") if not (den[j] - tol > 0) else float((num[j] + tn) / (den[j] - tol))
-                near = torch.nonzero(lower <= upper).flatten().cpu().numpy()
+                # Available rows only: with upper = inf (den[j] within tol of 0) the taken rows, whose
+                # lower is inf, would pass lower <= upper and could be picked again.
+                near = torch.nonzero(avail & (lower <= upper)).flatten().cpu().numpy()
                 if near.size > 1:
                     exact = np.concatenate([
                         _exact_scores(features, cand[near[s:s + 4096]], sums, counts, rarest, major, chunk_rows)

@@ -130,12 +130,37 @@ def select(
         from dataclasses import replace
 
         pool = replace(pool, oracle_labels=None)  # honest strategies never see hidden labels
+    check_finite_inputs(pool)
     n_eligible = int(pool.eligible.sum())
     if n_eligible == 0:
         raise ValueError("the pool has no eligible (unlabelled, not held-out) point left to query")
     want = min(budget, n_eligible)
     picks = np.asarray(info.fn(pool, want, rng))
     return check_picks(picks, pool, want, info.name)
+
+
+#: Key in ``PoolState.memo`` recording that a run's features were found finite (they do not change
+#: between its rounds, so one pass over them is enough).
+_FINITE_MEMO_KEY = "alkit.registry.finite_features"
+
+
+def check_finite_inputs(pool: PoolState) -> None:
+    """Raise a ValueError naming ``features`` / ``logits`` if they hold NaN or inf.
+
+    A non-finite row would otherwise win some strategies (coreset, BADGE and ProbCover picked NaN
+    rows first; TypiClust's clustering never returned).  The features are scanned once per call
+    (chunked, bounded memory), or once per run when the pool carries the run's ``memo``; the head
+    is checked by :class:`PoolState` itself."""
+    from alkit.pool import check_features
+
+    memo = pool.memo
+    token = (id(pool.features), pool.features.shape)
+    if memo is None or memo.get(_FINITE_MEMO_KEY) != token:
+        check_features(pool.features, "features")
+        if memo is not None:
+            memo[_FINITE_MEMO_KEY] = token
+    if pool.logits is not None:
+        check_features(np.asarray(pool.logits), "logits")
 
 
 def check_picks(picks: np.ndarray, pool: PoolState, want: int, name: str) -> np.ndarray:
