@@ -31,6 +31,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from alkit.io import current_umask, write_text
+
 log = logging.getLogger(__name__)
 
 #: Names accepted by :func:`load_dataset` (and ``python -m alkit features --dataset``).
@@ -327,20 +329,8 @@ def cached_file_sha256(path: Path, cache_dir: Path) -> str:
         return memo[key]
     sha = file_sha256(path)
     memo[key] = sha
-    _atomic_write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
+    write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
     return sha
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _archive_stem(path: Path) -> str:
@@ -430,6 +420,7 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
             raise ValueError(f"archive {archive}: extracted {found} files, expected {n_files}")
         marker = {"archive": str(archive.resolve()), "archive_sha256": sha, "n_files": n_files}
         (tmp / EXTRACTION_MARKER).write_text(json.dumps(marker, indent=1))
+        os.chmod(tmp, 0o777 & ~current_umask())   # mkdtemp makes it owner-only; the cache is the user's
         try:
             os.rename(tmp, target)
         except OSError:
@@ -582,7 +573,9 @@ def load_cifar10(root: str | Path | None, split: str, *, cache_dir: str | Path |
     torchvision's pickles, or — when ``root`` is None and the machine is online — torchvision's
     official download into ``<cache>/torchvision``.  Offline it fails within seconds, saying where
     to put the data."""
-    split = "test" if _check_split(split) == "val" else split
+    if _check_split(split) == "val":
+        raise ValueError("split: CIFAR-10 has 'train' and 'test' splits, not 'val' (the active-learning loop "
+                         "holds its validation split out of 'train' itself)")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if root is None:
         download_dir = cache_dir / "torchvision"

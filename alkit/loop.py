@@ -125,6 +125,11 @@ def run_active_learning(
 
     n = train_features.shape[0]
     held_out, initial = first_round_split(train_labels, num_classes, val_per_class, initial_size, seed)
+    available = int((~held_out).sum())
+    if initial_size + rounds * round_budget > available:
+        raise ValueError(f"round_budget: {initial_size} initial + {rounds} rounds × {round_budget} = "
+                         f"{initial_size + rounds * round_budget} labels, more than the {available} points outside "
+                         "validation; lower rounds or round_budget")
     val_idx = np.flatnonzero(held_out)
     labeled = np.zeros(n, bool)
     labeled[initial] = True

@@ -268,6 +268,9 @@ def train_linear_probe(
     if labels.shape != (features.shape[0],):
         raise ValueError(f"labels must have shape ({features.shape[0]},) to match features, got {labels.shape}")
     check_labels(labels, num_classes, "labels", allow_unlabelled=False)
+    if np.unique(labels).size < 2:
+        raise ValueError("labels: the labelled points are all of one class, and a classifier needs two; label "
+                         "points of another class first (random, coreset, typiclust and probcover need no model)")
     if (val_features is None) != (val_labels is None):
         raise ValueError("val_features and val_labels must be given together")
     if val_features is not None:

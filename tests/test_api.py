@@ -79,3 +79,16 @@ def test_pool_and_head_print_one_short_line(data):
     assert "\n" not in text and len(text) < 200 and "N=200" in text and "C=5" in text and "linear head" in text
     head = alkit.train_linear_probe(x[labels >= 0], labels[labels >= 0], None, None, 5)
     assert "\n" not in repr(head) and len(repr(head)) < 200 and "logreg" in repr(head)
+
+
+def test_api_refuses_a_one_class_head_and_a_schedule_the_pool_cannot_feed(data):
+    x, labels, d = data
+    one = np.full(labels.size, -1)
+    one[d.train_labels == 2] = 2
+    with pytest.raises(ValueError, match="labels: the labelled points are all of one class"):
+        alkit.make_pool(x, one, 5, fit_head=True)
+    from alkit.loop import run_active_learning
+
+    with pytest.raises(ValueError, match="round_budget: 20 initial \\+ 10 rounds × 30"):
+        run_active_learning(x, d.train_labels, d.test_features, d.test_labels, 5, "random", seed=0, initial_size=20,
+                            round_budget=30, rounds=10, val_per_class=2, progress=False)
