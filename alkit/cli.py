@@ -65,6 +65,24 @@ def _load_array(path: str, arg: str) -> np.ndarray:
     return loaded
 
 
+def _load_pool_features(path: str) -> tuple[np.ndarray, list[str] | None]:
+    """``--features``: an .npy array, or a feature-cache entry (a folder printed by ``python -m alkit
+    features``), whose rows come with their image paths."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "features.npy").is_file():
+            raise UsageError(f"--features: {path} is a directory but not a feature-cache entry (no features.npy); "
+                             "pass an .npy file or the folder `python -m alkit features` printed")
+        from alkit.features import load_feature_set
+
+        try:
+            entry = load_feature_set(p)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(f"--features: {one_line(exc)}") from None
+        return entry.features, entry.paths
+    return _load_array(path, "--features"), None
+
+
 def _load_head(path: str) -> tuple[np.ndarray, np.ndarray]:
     p = _existing_file(path, "--head", ".npz with arrays W and b")
     try:
@@ -235,8 +253,21 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise UsageError(f"--strategy: {info.name!r} is an oracle baseline (it reads true labels of unlabelled "
                          "points) and cannot run on a real pool")
     check_output_file(args.out, "--out")   # before any compute: a bad --out must not cost the selection
-    features = _load_array(args.features, "--features")
-    labels = np.asarray(_load_array(args.labels, "--labels"))
+    features, paths = _load_pool_features(args.features)
+    class_names = None
+    if args.labels is None:    # a cold start: nothing labelled yet
+        labels = np.full(features.shape[0], -1, np.int64)
+    elif args.labels.lower().endswith(".csv"):
+        from alkit.labelling import read_labels_csv
+
+        try:
+            labels, class_names = read_labels_csv(args.labels, paths, "--labels")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if args.num_classes is None and class_names:
+            args.num_classes = len(class_names)
+    else:
+        labels = np.asarray(_load_array(args.labels, "--labels"))
     if features.ndim != 2:
         raise UsageError(f"--features: must be a 2-D (N, D) array, got shape {features.shape}")
     if labels.shape != (features.shape[0],):
@@ -254,9 +285,8 @@ def cmd_select(args: argparse.Namespace) -> int:
             raise UsageError(f"--head: W must be ({num_classes}, {features.shape[1]}) and b ({num_classes},), "
                              f"got {weight.shape} and {bias.shape}")
     if num_classes is None:
-        if not (labels >= 0).any():
-            raise UsageError("--num-classes: needed when no point is labelled and no --head is given")
-        num_classes = int(labels.max()) + 1
+        # Nothing labelled and no head: only the model-free strategies can run, and they do not use C.
+        num_classes = int(labels.max()) + 1 if (labels >= 0).any() else 1
     if labels.min() < -1 or labels.max() >= num_classes:
         raise UsageError(f"--labels: values must be -1 (unlabelled) or in [0, {num_classes}); "
                          f"found [{labels.min()}, {labels.max()}] (set --num-classes?)")
@@ -284,7 +314,12 @@ def cmd_select(args: argparse.Namespace) -> int:
                          "fewer than two classes; label points of two classes or more, pass --head, or choose a "
                          f"strategy without a model (e.g. {MODEL_FREE_EXAMPLES})") from None
     try:
-        save_npy(args.out, picks.astype(np.int64))
+        if str(args.out).lower().endswith(".csv"):   # rank, index and image path: the list to label
+            from alkit.labelling import write_picks_csv
+
+            write_picks_csv(args.out, picks, paths)
+        else:
+            save_npy(args.out, picks.astype(np.int64))
     except OSError as exc:   # checked before the selection, yet the disk may fill: keep the picks somewhere
         import os
         import tempfile
@@ -296,6 +331,8 @@ def cmd_select(args: argparse.Namespace) -> int:
                          f"saved to {rescue} instead") from None
     note = "" if picks.size == args.budget else f" (--budget {args.budget}, but only {picks.size} unlabelled)"
     print(f"selected {picks.size} points with {info.name}{note} -> {args.out}")
+    if class_names:
+        print("classes: " + ", ".join(f"{k}={name}" for k, name in enumerate(class_names)))
     return 0
 
 
@@ -360,12 +397,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sel = sub.add_parser("select", help="choose the next batch to label", formatter_class=HelpFormatter)
     sel.add_argument("--strategy", required=True, help="a registered name (see `strategies`)")
-    sel.add_argument("--features", required=True, help="(N, D) float .npy of frozen features")
-    sel.add_argument("--labels", required=True, help="(N,) int .npy: class of labelled points, -1 elsewhere")
+    sel.add_argument("--features", required=True,
+                     help="(N, D) float .npy of frozen features, or a feature-cache entry (the folder `features` "
+                          "printed), whose image paths then go into a .csv --out")
+    sel.add_argument("--labels", help="(N,) int .npy: class of labelled points, -1 elsewhere; or a .csv of "
+                                      "`path,label` lines (a cache entry's paths, class names); none: nothing "
+                                      "labelled yet")
     sel.add_argument("--budget", required=True, type=positive_int, help="points to pick")
     sel.add_argument("--seed", required=True, type=seed_int, help="random seed (≥ 0)")
-    sel.add_argument("--out", required=True, help="where to write the picked indices (int64 .npy); its folder "
-                                                  "must exist")
+    sel.add_argument("--out", required=True, help="where to write the picks: .npy (int64 indices) or .csv "
+                                                  "(rank,index,path: the images to label next); its folder must "
+                                                  "exist")
     sel.add_argument("--head", help=".npz with W (C×D) and b (C); otherwise a linear head is trained on the labelled points")
     sel.add_argument("--num-classes", type=positive_int, help="C (default: from --head, else max label + 1)")
     _probe_arguments(sel)

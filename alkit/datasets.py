@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 
 #: Names accepted by :func:`load_dataset` (and ``python -m alkit features --dataset``).
 DATASET_NAMES = ("cifar10", "cifar10-lt", "tiny-imagenet", "tiny-imagenet-lt", "imagenet", "imagenet-lt",
-                 "imagefolder")
+                 "imagefolder", "images")
+#: Images whose longer side is at most this many pixels count as small (CIFAR-, Tiny-ImageNet-like):
+#: they are stretched to the small-image input size instead of centre-cropped at the backbone's.
+SMALL_IMAGE_MAX_SIDE = 96
 SPLITS = ("train", "test", "val")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -76,7 +79,7 @@ class ImageDataset:
     memory, e.g. torchvision's CIFAR-10 pickles) holds the images.
     """
 
-    name: str                       # "cifar10", "tiny-imagenet", "imagenet", "imagenet-lt", "imagefolder"
+    name: str                       # "cifar10", "tiny-imagenet", "imagenet", "imagenet-lt", "imagefolder", "images"
     split: str                      # "train" or "test" (the labelled evaluation split)
     labels: np.ndarray              # (N,) int64 in [0, C)
     class_names: tuple[str, ...]    # human-readable, index = label
@@ -96,7 +99,10 @@ class ImageDataset:
         labels = np.asarray(self.labels)
         if labels.shape != (n,) or labels.dtype != np.int64:
             raise ValueError(f"labels must be int64 of shape ({n},), got {labels.dtype} {labels.shape}")
-        if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+        if not self.class_names:   # unlabelled images (name "images"): every label is -1
+            if n and (labels != -1).any():
+                raise ValueError("labels must all be -1 for a data set without classes")
+        elif n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             raise ValueError(f"labels must lie in [0, {len(self.class_names)}) (one per class name)")
         if not self.class_ids:
             object.__setattr__(self, "class_ids", tuple(self.class_names))
@@ -131,7 +137,14 @@ class ImageDataset:
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         return self.load_image(index), int(self.labels[index])
 
+    @property
+    def labelled(self) -> bool:
+        """False for a folder of unlabelled images (no classes, every label -1)."""
+        return bool(self.class_names)
+
     def class_counts(self) -> np.ndarray:
+        if not self.labelled:
+            return np.zeros(0, dtype=np.int64)
         return np.bincount(self.labels, minlength=self.num_classes)
 
     def take(self, indices: np.ndarray, subset: dict) -> "ImageDataset":
@@ -273,7 +286,13 @@ def make_long_tailed(dataset: ImageDataset, spec: LongTailSpec) -> ImageDataset:
 
 
 def limit_dataset(dataset: ImageDataset, limit: int, seed: int = 0) -> ImageDataset:
-    """A deterministic class-stratified slice of ``limit`` items (for quick checks)."""
+    """A deterministic class-stratified slice of ``limit`` items (for quick checks); of unlabelled
+    images, a seeded random slice, in their order."""
+    if not dataset.labelled:
+        if int(limit) < 1:
+            raise ValueError(f"limit must be a positive number of images, got {limit}")
+        rows = np.sort(np.random.default_rng(seed).permutation(len(dataset))[: int(limit)])
+        return dataset.take(rows, {"limit": {"n": int(limit), "seed": int(seed)}})
     rows = stratified_limit_indices(dataset.labels, dataset.num_classes, limit, seed)
     return dataset.take(rows, {"limit": {"n": int(limit), "seed": int(seed)}})
 
@@ -502,6 +521,36 @@ def imagefolder_split(split_dir: Path, *, name: str, split: str, root: Path, nat
                         source=dict(source or {}))
 
 
+def guess_native_size(root: Path, files: Sequence[str], sample: int = 8) -> int | None:
+    """The common size of small square-ish images (longer side ≤ :data:`SMALL_IMAGE_MAX_SIDE`, the
+    same for the first ``sample`` files), so that they are stretched to the small-image input size
+    as ``--resolution``'s help says; None for photos (centre-cropped at the backbone's own size)."""
+    sides = set()
+    for name in list(files)[:sample]:
+        try:
+            with Image.open(root / name) as img:
+                sides.add(max(img.size))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return None   # unreadable files are reported, by name, when they are loaded
+    if len(sides) == 1 and next(iter(sides)) <= SMALL_IMAGE_MAX_SIDE:
+        return next(iter(sides))
+    return None
+
+
+def load_images(root: str | Path, *, cache_dir: str | Path | None = None) -> ImageDataset:
+    """Every image below ``root`` (a folder, or an archive of one), unlabelled, in sorted order:
+    the pool of a labelling project.  Labels, when there are some, come later, with the selection
+    (``python -m alkit select --labels labels.csv``: lines ``path,label``)."""
+    base, source = resolve_root(root, cache_dir)
+    paths = _sorted_images_below(base)
+    if not paths:
+        raise FileNotFoundError(f"root={root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    files = tuple(p.relative_to(base).as_posix() for p in paths)
+    return ImageDataset(name="images", split="train", labels=np.full(len(files), -1, np.int64), class_names=(),
+                        root=base, files=files, native_size=guess_native_size(base, files),
+                        source=dict(source))
+
+
 def _split_folder_names(split: str) -> tuple[str, ...]:
     """Folder names that hold ``split`` (a test split is often called val)."""
     return {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}[split]
@@ -523,8 +572,11 @@ def load_imagefolder(root: str | Path, split: str, *, name: str = "imagefolder",
     data_dir = find_data_dir(base, lambda d: any((d / n).is_dir() for n in names),
                              f"a {' or '.join(n + '/' for n in names)} folder of class folders")
     split_dir = next(data_dir / n for n in names if (data_dir / n).is_dir())
-    return imagefolder_split(split_dir, name=name, split=split, root=data_dir, native_size=native_size,
-                             source=source)
+    dataset = imagefolder_split(split_dir, name=name, split=split, root=data_dir, native_size=native_size,
+                                source=source)
+    if native_size is None and dataset.files:   # small images are stretched, as --resolution's help says
+        dataset = replace(dataset, native_size=guess_native_size(data_dir, dataset.files))
+    return dataset
 
 
 # --------------------------------------------------------------------------------------------
@@ -758,6 +810,10 @@ def load_dataset(name: str, root: str | Path | None, split: str, *, lt: LongTail
         dataset = load_imagenet(root, split, cache_dir=cache_dir)
     elif name == "imagenet-lt":
         dataset = load_imagenet_lt(root, split, split_file, cache_dir=cache_dir)
+    elif name == "images":
+        if split != "train":
+            raise ValueError(f"split: a folder of unlabelled images is one pool, split 'train'; got {split!r}")
+        dataset = load_images(root, cache_dir=cache_dir)
     else:
         dataset = load_imagefolder(root, split, cache_dir=cache_dir)
     if name.endswith("-lt") and name != "imagenet-lt" and lt is None:
@@ -775,7 +831,8 @@ def load_dataset(name: str, root: str | Path | None, split: str, *, lt: LongTail
 
 __all__ = [
     "DATASET_NAMES", "ImageDataset", "LongTailSpec", "class_balanced_holdout", "default_cache_dir",
-    "extract_archive", "limit_dataset", "load_cifar10", "load_dataset", "load_imagefolder", "load_imagenet",
+    "extract_archive", "guess_native_size", "limit_dataset", "load_cifar10", "load_dataset", "load_imagefolder",
+    "load_images", "load_imagenet",
     "load_imagenet_lt", "load_tiny_imagenet", "long_tailed_class_counts", "long_tailed_indices",
     "make_long_tailed", "stratified_limit_indices",
 ]

@@ -39,6 +39,7 @@ from PIL import Image
 
 from alkit.backbones import Backbone, load_backbone
 from alkit.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
+from alkit.io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,47 @@ class FeatureSet:
     def meta_path(self) -> Path:
         return self.directory / "meta.json"
 
+    @property
+    def paths(self) -> list[str] | None:
+        """Each row's image path, relative to :attr:`paths_root` (``paths.txt``, one per line);
+        None for images held in memory (torchvision's CIFAR-10 pickles) or an entry made before
+        paths were recorded (``get_features`` adds them)."""
+        return read_paths(self.directory, len(self))
+
+    @property
+    def paths_root(self) -> Path | None:
+        """The folder the relative :attr:`paths` start from, where the images were read."""
+        root = self.meta.get("paths_root")
+        return Path(root) if root else None
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+PATHS_FILE = "paths.txt"
+
+
+def read_paths(directory: Path, n: int) -> list[str] | None:
+    """The ``n`` relative image paths of a cache entry, or None when it has none."""
+    path = Path(directory) / PATHS_FILE
+    if not path.is_file():
+        return None
+    lines = path.read_text().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) != n:
+        raise ValueError(f"feature cache {directory}: {PATHS_FILE} lists {len(lines)} paths for {n} rows; delete "
+                         f"{PATHS_FILE} and load the features again to rewrite it")
+    return lines
+
+
+def write_paths(directory: Path, dataset: ImageDataset) -> None:
+    """``paths.txt``: each row's image path relative to ``dataset.root`` (none for in-memory images)."""
+    if dataset.files is None:
+        return
+    if any("\n" in f for f in dataset.files):
+        raise ValueError(f"data set {dataset.display_name}: an image path holds a line break; rename the file")
+    write_text(Path(directory) / PATHS_FILE, "".join(f + "\n" for f in dataset.files))
 
 
 def _read_entry(directory: Path) -> FeatureSet:
@@ -404,6 +444,11 @@ def extract_features(
     directory = cache_entry_dir(cache_dir, dataset, backbone, preprocessing)
     cached = _valid_entry_or_none(directory, dataset)
     if cached is not None:
+        if dataset.files is not None and not (directory / PATHS_FILE).is_file():   # an entry from before paths
+            write_paths(directory, dataset)
+            if not cached.meta.get("paths_root"):
+                _write_json_atomic(directory / "meta.json", {**cached.meta, "paths_root": str(dataset.root)})
+            cached = _read_entry(directory)
         return cached
     if cached_only:
         raise FeaturesNotCached(f"features of {dataset.display_name} {dataset.split} ({backbone.name}, "
@@ -487,6 +532,7 @@ def _assemble(directory: Path, dataset: ImageDataset, backbone: Backbone, prepro
         raise
     _save_npy_atomic(directory / "labels.npy", dataset.labels)
     _save_npy_atomic(directory / "indices.npy", dataset.source_indices)
+    write_paths(directory, dataset)
     seconds = float(record["compute_seconds"])
     meta = {
         "complete": True,
@@ -506,6 +552,7 @@ def _assemble(directory: Path, dataset: ImageDataset, backbone: Backbone, prepro
         "content_sha256": dataset.content_fingerprint,
         "native_size": dataset.native_size,
         "source": dataset.source,
+        "paths_root": str(dataset.root) if dataset.files is not None else None,
         "backbone": backbone.identity(),
         "weights_path": backbone.weights_path,
         "weights_sha256": backbone.weights_sha256,
@@ -552,6 +599,9 @@ def subset_features(parent: FeatureSet, rows: np.ndarray, subset: dict, display_
     labels = parent.labels[rows]
     _save_npy_atomic(directory / "labels.npy", labels)
     _save_npy_atomic(directory / "indices.npy", parent.indices[rows])
+    parent_paths = parent.paths
+    if parent_paths is not None:
+        write_text(directory / PATHS_FILE, "".join(parent_paths[r] + "\n" for r in rows))
     meta = {**parent.meta, "key": key, "dataset": display_name, "subset": {**parent.meta.get("subset", {}), **subset},
             "n": int(rows.size), "class_counts": np.bincount(labels, minlength=parent.num_classes).tolist(),
             "derived_from": {"key": parent.meta["key"], "directory": str(parent.directory)}}
@@ -605,7 +655,8 @@ def get_features(
 
 
 __all__ = [
-    "DEFAULT_SMALL_IMAGE_RESOLUTION", "ExtractionInterrupted", "FeatureSet", "FeaturesNotCached", "Preprocessing", "cache_entry_dir",
+    "DEFAULT_SMALL_IMAGE_RESOLUTION", "ExtractionInterrupted", "FeatureSet", "FeaturesNotCached", "PATHS_FILE",
+    "Preprocessing", "cache_entry_dir", "read_paths",
     "cache_key", "default_preprocessing", "extract_features", "get_features", "load_cached_features",
     "load_feature_set", "subset_features",
 ]

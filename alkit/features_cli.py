@@ -42,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="data set name")
     p.add_argument("--root", help="data folder or archive (.tar.gz/.zip); cifar10 without --root uses "
                                   "torchvision's download (online only)")
-    p.add_argument("--split", required=True, choices=("train", "test", "val"),
+    p.add_argument("--split", default="train", choices=("train", "test", "val"),
                    help="train or test (tiny-imagenet/imagenet: test and val both mean the labelled val set; "
-                        "cifar10 has no val split)")
+                        "cifar10 has no val split; images: a folder of unlabelled images is one pool, train)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="efficientnet_lite0 (default, offline), simclr_resnet18_cifar, moco_v2_resnet50, "
                         "torchvision:<arch>")
@@ -136,6 +136,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise _UsageError(f"--limit must be a positive number of images, got {args.limit}")
     if args.threads is not None and args.threads < 1:
         raise _UsageError(f"--threads must be ≥ 1, got {args.threads}")
+    if args.dataset == "images" and args.split != "train":
+        raise _UsageError(f"--split: a folder of unlabelled images (--dataset images) is one pool, split train; "
+                          f"got {args.split}")
     if args.split == "val" and args.dataset in NO_VAL_SPLIT:
         raise _UsageError(f"--split: {args.dataset} has the splits train and test only (no val split); "
                           "pass --split test for its labelled evaluation set")
@@ -178,6 +181,7 @@ def run(args: argparse.Namespace) -> dict:
                           cache_dir=args.out, split_file=args.split_file, weights=args.weights,
                           backbone_options=options or None, num_workers=args.num_workers, progress=not args.quiet)
     return {"directory": str(result.directory), "features": str(result.features_path),
+            "paths": str(result.directory / "paths.txt") if result.paths is not None else None,
             "labels": str(result.labels_path), "indices": str(result.directory / "indices.npy"),
             "meta": str(result.meta_path), "n": len(result), "dim": int(result.features.shape[1]),
             "num_classes": result.num_classes, "resolution": result.meta["resolution"],
@@ -219,9 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(paths, indent=2))
     else:
+        print(f"entry:    {paths['directory']}  (pass it as --features to `python -m alkit select`)")
         print(f"features: {paths['features']}  ({paths['n']} × {paths['dim']} float16, "
               f"{paths['resolution']} px input)")
-        print(f"labels:   {paths['labels']}  ({paths['num_classes']} classes)")
+        classes = f"{paths['num_classes']} classes" if paths["num_classes"] else "unlabelled: every label -1"
+        print(f"labels:   {paths['labels']}  ({classes})")
+        if paths["paths"]:
+            print(f"paths:    {paths['paths']}  (each row's image, relative to the folder it was read from)")
         print(f"indices:  {paths['indices']}")
         print(f"meta:     {paths['meta']}")
     return 0
