@@ -102,3 +102,45 @@ def test_readme_python_examples_run_as_written():
             _REGISTRY.pop(name)
     picks = namespace["picks"]
     assert len(set(picks.tolist())) == len(picks) and (labels[picks] == -1).all()
+
+
+def test_readme_image_folder_walk_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's shell lines from a folder of images to to_label.csv, with MY_PHOTOS and ENTRY
+    filled in (and the user's labelling step done by the test)."""
+    import shlex
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from alkit.cli import main as alkit_main
+
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", README, re.S) if "--dataset images" in b)
+    commands = [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.startswith("python -m alkit")]
+    assert [c[3] for c in commands] == ["features", "select", "select"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    rng = np.random.default_rng(1)
+    truth = {}
+    for i in range(240):
+        name = list(colours)[i % 3]
+        pixels = np.clip(np.array(colours[name])[None, None] + rng.normal(0, 30, (32, 32, 3)), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(photos / f"p{i:03d}.png")
+        truth[f"p{i:03d}.png"] = name
+    monkeypatch.setenv("ALKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    entry = None
+    for argv in commands:
+        argv = [str(photos) if a == "MY_PHOTOS" else (entry or a) if a == "ENTRY" else a for a in argv[3:]]
+        if "--labels" in argv:   # the user labels the first batch: labels.csv with lines path,label
+            first = pd.read_csv(tmp_path / "to_label.csv")
+            pd.DataFrame({"path": first["path"], "label": [truth[p] for p in first["path"]]}).to_csv(
+                tmp_path / "labels.csv", index=False)
+        assert alkit_main(argv) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        if argv[0] == "features":
+            entry = next(line.split()[1] for line in out.splitlines() if line.startswith("entry:"))
+    picks = pd.read_csv(tmp_path / "to_label.csv")
+    assert len(picks) == 100 and set(picks.columns) == {"rank", "index", "path"}
+    assert not set(picks["path"]) & set(pd.read_csv(tmp_path / "labels.csv")["path"])
