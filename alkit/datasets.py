@@ -418,7 +418,9 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
         log.warning("removing incomplete or modified extraction %s; extracting %s again", target, archive)
         shutil.rmtree(target)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=parent))
+    remove_stale_temporary(parent, f".tmp-{target.name}-")
+    # The pid in the name tells a later run whether the extraction that made it is still going.
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-{os.getpid()}-", dir=parent))
     try:
         log.info("extracting %s into %s", archive, target)
         try:
@@ -451,6 +453,28 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporary(parent: Path, prefix: str) -> list[Path]:
+    """Remove ``parent/<prefix><pid>-*`` folders whose process is gone: what a killed extraction
+    left behind (an extraction still running elsewhere keeps its folder)."""
+    removed = []
+    for folder in parent.glob(f"{prefix}*"):
+        pid = folder.name[len(prefix):].split("-", 1)[0]
+        if folder.is_dir() and (not pid.isdigit() or not _process_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def resolve_root(root: str | Path, cache_dir: str | Path | None = None, argument: str = "root") -> tuple[Path, dict]:

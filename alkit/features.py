@@ -402,7 +402,7 @@ def _start_partial(partial: Path, settings: dict) -> dict:
                     partial, progress.get("settings"))
     if partial.exists():
         shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    partial.mkdir(parents=True, exist_ok=True)   # exist_ok: another extraction of this entry may start too
     progress = {"settings": settings, "sessions": 1, "compute_seconds": 0.0, "started": _now()}
     _write_json_atomic(progress_path, progress)
     return progress
@@ -482,9 +482,7 @@ def extract_features(
                    desc=f"{dataset.display_name} {dataset.split} → {backbone.name} {preprocessing.resolution}px")
     new_batches = 0
     try:
-        for shard in range(n_shards):
-            if shard in done:
-                continue
+        for shard in _shards_to_compute(partial, n_shards, done, lambda s: min(shard_size, n - s * shard_size), dim):
             rows = np.arange(shard * shard_size, min(n, (shard + 1) * shard_size))
             out = np.empty((rows.size, dim), dtype=np.float16)
             started = time.perf_counter()
@@ -504,12 +502,70 @@ def extract_features(
                 raise ValueError(f"non-finite features (float16 overflow?) in rows {rows[0]}–{rows[-1]} of "
                                  f"{dataset.display_name} {dataset.split}")
             _save_npy_atomic(partial / f"shard_{shard:06d}.npy", out)
+            (partial / f"shard_{shard:06d}.claim").unlink(missing_ok=True)
             record["compute_seconds"] = float(record["compute_seconds"]) + time.perf_counter() - started
             _write_json_atomic(partial / "progress.json", record)
     finally:
         if bar is not None:
             bar.close()
-    return _assemble(directory, dataset, backbone, preprocessing, record, n_shards, shard_size)
+    try:
+        return _assemble(directory, dataset, backbone, preprocessing, record, n_shards, shard_size)
+    except FileNotFoundError:
+        finished = _valid_entry_or_none(directory, dataset)   # another process assembled it first
+        if finished is None:
+            raise
+        return finished
+
+
+def _owner_alive(claim: Path) -> bool:
+    """Whether the process named in a shard's claim file is still running (on this machine)."""
+    try:
+        pid = int(claim.read_text().split()[0])
+        if pid == os.getpid():   # this process's own claim from an interrupted attempt: free to take
+            return False
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError) as exc:
+        return isinstance(exc, PermissionError)   # another user's live process
+    return True
+
+
+def _shards_to_compute(partial: Path, n_shards: int, done: list[int], rows_of, dim: int, poll_s: float = 2.0):
+    """The shards this process computes, each claimed first (``shard_<k>.claim`` holding its pid), so
+    that two extractions of the same entry share the work: a shard another live process has claimed
+    is skipped, then waited for; a claim whose process is gone is taken over.  Ends when every shard
+    is on disk."""
+    while True:
+        waiting = False
+        for shard in range(n_shards):
+            if not partial.is_dir():   # another extraction of this entry finished and assembled it
+                return
+            path = partial / f"shard_{shard:06d}.npy"
+            if shard in done or _read_shard(path, rows_of(shard), dim) is not None:
+                continue
+            claim = partial / f"shard_{shard:06d}.claim"
+            try:
+                fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileNotFoundError:   # the folder went away under us: assembled by the other process
+                return
+            except FileExistsError:
+                if _owner_alive(claim):
+                    waiting = True
+                    continue
+                claim.unlink(missing_ok=True)   # its process is gone: take the shard over
+                try:
+                    fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+                except FileExistsError:
+                    waiting = True
+                    continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            if _read_shard(path, rows_of(shard), dim) is not None:   # written while we claimed it
+                claim.unlink(missing_ok=True)
+                continue
+            yield shard
+        if not waiting:
+            return
+        time.sleep(poll_s)   # shards other processes are computing: wait, then look again
 
 
 def _assemble(directory: Path, dataset: ImageDataset, backbone: Backbone, preprocessing: Preprocessing,

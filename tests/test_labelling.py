@@ -122,3 +122,33 @@ def test_small_images_in_an_imagefolder_are_stretched_as_help_says(photos, tmp_p
     dataset = load_dataset("imagefolder", tmp_path, "train")
     assert dataset.native_size == 64
     assert default_preprocessing(dataset, load_backbone("efficientnet_lite0")).resolution == 112
+
+
+def test_two_extractions_of_one_entry_at_once_both_succeed_with_the_same_numbers(photos, tmp_path):
+    import subprocess
+    import sys
+
+    root, _ = photos
+    cmd = [sys.executable, "-m", "alkit", "features", "--dataset", "images", "--root", str(root), "--out",
+           str(tmp_path), "--quiet", "--json", "--batch-size", "4"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    a, b = (json.loads(o[0]) for o in outs)
+    assert a["directory"] == b["directory"]
+    reference = load_feature_set(a["directory"])
+    alone = get_features("images", root, "train", cache_dir=tmp_path / "alone", progress=False, batch_size=4)
+    np.testing.assert_array_equal(np.asarray(reference.features), np.asarray(alone.features))
+    assert not (reference.directory / "partial").exists()
+
+
+def test_a_killed_archive_extraction_leaves_no_temporary_folder_behind(tmp_path):
+    from alkit.datasets import remove_stale_temporary
+
+    parent = tmp_path / "datasets"
+    dead = parent / ".tmp-photos-abc-999999999-xyz"
+    alive = parent / f".tmp-photos-abc-{__import__('os').getpid()}-xyz"
+    dead.mkdir(parents=True)
+    alive.mkdir()
+    assert remove_stale_temporary(parent, ".tmp-photos-abc-") == [dead]
+    assert alive.exists() and not dead.exists()
