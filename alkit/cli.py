@@ -295,16 +295,28 @@ def cmd_select(args: argparse.Namespace) -> int:
                          "points still to label with -1")
     config = probe_config(args)
     classes = np.unique(labels[labels >= 0])
+    import time
+
+    def say(message: str) -> None:   # what is happening (long on large pools), on stdout: stderr is for errors
+        if not args.quiet:
+            print(message, flush=True)
+
     if weight is None and classes.size >= 2:
         from alkit.probe import train_linear_probe
 
         lab = np.flatnonzero(labels >= 0)
+        started = time.perf_counter()
+        say(f"training the head ({config.method}) on {lab.size:,} labelled points of {classes.size} classes ...")
         head = train_linear_probe(np.asarray(features[lab], np.float32), labels[lab], None, None, num_classes,
                                   config, seed=args.seed)
         weight, bias = head.weight, head.bias
+        say(f"  {head!r} in {time.perf_counter() - started:.1f} s")
     pool = make_pool(features, labels.astype(np.int64), num_classes, weight=weight, bias=bias)
     try:
+        started = time.perf_counter()
+        say(f"selecting {args.budget:,} of {int(pool.eligible.sum()):,} unlabelled points with {info.name} ...")
         picks = select(pool, info, args.budget, args.seed)
+        say(f"  done in {time.perf_counter() - started:.1f} s")
     except ValueError as exc:
         if pool.has_model or "linear head" not in str(exc):
             raise
@@ -411,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--head", help=".npz with W (C×D) and b (C); otherwise a linear head is trained on the labelled points")
     sel.add_argument("--num-classes", type=positive_int, help="C (default: from --head, else max label + 1)")
     _probe_arguments(sel)
+    sel.add_argument("--quiet", action="store_true", help="no progress lines (the result line and errors only)")
 
     run = sub.add_parser("run", help="run a whole active-learning experiment on a features file and write CSV",
                          formatter_class=HelpFormatter,
