@@ -116,3 +116,13 @@ def test_run_records_the_probe_it_was_asked_for(arrays):
     assert set(a["probe_method"]) == {"logreg"} and a["probe_converged"].all() and a["probe_l2"].notna().all()
     assert set(b["probe_method"]) == {"early_stopping"} and (b["probe_epochs"] <= 4).all()
 
+
+
+def test_select_reports_progress_unless_quiet(arrays, capsys):
+    base = ["select", "--strategy", "margin", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Y.npy"),
+            "--budget", "4", "--seed", "0", "--out", str(arrays / "P.npy")]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "training the head" in out and "selecting 4 of" in out and out.rstrip().splitlines()[-1].startswith("selected")
+    assert main(base + ["--quiet"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == [f"selected 4 points with margin -> {arrays / 'P.npy'}"]
