@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from alkit import experiment
 from alkit.report import summary_table
@@ -74,8 +75,11 @@ def schedule(k: int, per_class: dict = PER_CLASS) -> dict:
 
 
 def run_one(data: experiment.StudyData, k: int, strategy: str, seed: int, out: str | Path, sweep_out: str | Path,
-            scale: str = "cpu", per_class: dict = PER_CLASS, first_heads: dict | None = None) -> pd.DataFrame:
-    """Rows of one (K, strategy, seed) run, computed unless finished with the same settings."""
+            scale: str = "cpu", per_class: dict = PER_CLASS, shared: dict | None = None) -> pd.DataFrame:
+    """Rows of one (K, strategy, seed) run, computed unless finished with the same settings.
+
+    ``shared``: the ``shared`` dict of the run's :class:`alkit.pool.StrategyCache` (round-0 heads),
+    one per feature matrix: per :func:`shared_key`."""
     if scale == "cpu" and k == FULL_CLASSES:   # the data set itself: the cpu sweep's run
         config = experiment.sweep_config(SOURCE_DATASET, "cpu")
         if schedule(k, per_class) != {"initial_size": config.initial_size, "round_budget": config.round_budget,
@@ -83,7 +87,7 @@ def run_one(data: experiment.StudyData, k: int, strategy: str, seed: int, out: s
             raise ValueError(f"per_class: at K = {k} the schedule must be the cpu sweep's of {SOURCE_DATASET}, "
                              f"whose runs K = {k} reuses; got {per_class}")
         frame = experiment.run_configured_sweep(SOURCE_DATASET, "cpu", sweep_out, data=data, strategies=[strategy],
-                                                seeds=[seed], progress=False, first_heads=first_heads)
+                                                seeds=[seed], progress=False, shared=shared)
     else:
         classes = class_subset(data.num_classes, k, seed)
         train_features, test_features = data.loop_features()
@@ -99,7 +103,7 @@ def run_one(data: experiment.StudyData, k: int, strategy: str, seed: int, out: s
         frame = experiment.run_sweep(x, y, tx, ty, k, [strategy], [seed], **schedule(k, per_class), probe=probe,
                                      out_dir=run_folder(k, scale, out, sweep_out), dataset=f"{SOURCE_DATASET}-k{k}",
                                      data_meta=meta, data_source=data.source, progress=False,
-                                     first_heads=first_heads)
+                                     shared=shared)
     frame = frame.copy()
     frame["num_classes"] = k
     return frame
@@ -112,13 +116,19 @@ def pending_runs(class_counts: Sequence[int], strategies: Sequence[str], seeds: 
             for s in strategies]
 
 
-_WORKER_HEADS: dict = {}
+def shared_key(k: int, seed: int, total: int = FULL_CLASSES) -> tuple:
+    """Which runs read the same features: those of one (K, seed) — the K classes drawn for that
+    seed — and, with every class (K = total), those of every seed."""
+    return (int(k),) if k == total else (int(k), int(seed))
+
+
+_WORKER_SHARED: dict = {}   # shared_key -> the shared dict of those runs (round-0 heads), per worker
 
 
 def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, source: str, data_root: str | None,
            sweep_out: str = SWEEP_DIR, per_class: dict | None = None) -> str:
     """One (K, strategy) task of a parallel class-count sweep (see :func:`alkit.reproduce.run_parallel`)."""
-    from alkit import reproduce
+    from alkit import reproduce   # here: alkit.reproduce imports this module for its command line
 
     k, strategy = task
     started = time.perf_counter()
@@ -130,7 +140,7 @@ def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, so
     finals = []
     for seed in seeds:
         frame = run_one(data, k, strategy, seed, out, sweep_out, scale, per_class or PER_CLASS,
-                        _WORKER_HEADS.setdefault((k, seed), {}))
+                        _WORKER_SHARED.setdefault(shared_key(k, seed, data.num_classes), {}))
         finals.append(frame["top1"].iloc[-1])
     return (f"[K = {k}] {strategy} seed {','.join(map(str, seeds))}: {time.perf_counter() - started:.0f} s "
             f"(top-1 at the end {', '.join(f'{v:.4f}' for v in finals)})")
@@ -141,7 +151,7 @@ def run_class_count(out: str | Path = RUNS_DIR, sweep_out: str | Path = SWEEP_DI
                     seeds: Sequence[int] = SEEDS, per_class: dict = PER_CLASS, jobs: int = 1,
                     source: str = "auto", data_root: str | None = None, extract: bool = True) -> None:
     """Run (or resume) every (K, strategy, seed); append the wall time to ``<out>/sweep_times.json``."""
-    from alkit import reproduce
+    from alkit import reproduce   # here: alkit.reproduce imports this module for its command line
 
     for name in strategies:
         resolve_strategy(name)
@@ -154,11 +164,10 @@ def run_class_count(out: str | Path = RUNS_DIR, sweep_out: str | Path = SWEEP_DI
     else:
         data = experiment.load_study_data(SOURCE_DATASET, scale, source=source, data_root=data_root,
                                           extract=extract, progress=False)
-        from tqdm.auto import tqdm
-
-        heads: dict = {}
+        shared: dict = {}
         for _, ((k, strategy),), seed in tqdm(pending, desc="class count"):
-            run_one(data, k, strategy, seed, out, sweep_out, scale, per_class, heads.setdefault((k, seed), {}))
+            run_one(data, k, strategy, seed, out, sweep_out, scale, per_class,
+                    shared.setdefault(shared_key(k, seed, data.num_classes), {}))
     ran = 0
     for _, ((k, strategy),), seed in pending:
         meta = experiment.run_path(run_folder(k, scale, out, sweep_out), strategy, seed).with_suffix(".json")

@@ -463,17 +463,19 @@ def run_sweep(
     data_meta: dict | None = None,
     data_source: str = "arrays",
     progress: bool = True,
-    first_heads: dict | None = None,
+    shared: dict | None = None,
 ) -> pd.DataFrame:
     """Run every (strategy, seed); return all rows.
 
     Runs go seed by seed (every strategy for seed 0, then seed 1, …), so a sweep stopped early
     still holds complete paired comparisons for the seeds it finished.  With ``out_dir`` each
     run is saved as it finishes and finished runs with the same settings are loaded instead.
-    ``first_heads``: round-0 heads shared by the runs of these features (see
-    :func:`alkit.loop.run_active_learning`); a fresh dict for this call when None.
+    ``shared``: the ``shared`` dict of every run's :class:`alkit.pool.StrategyCache`, for work that
+    depends on these features alone (round-0 heads, ProbCover's δ-graph; see
+    :func:`alkit.loop.run_active_learning`); a fresh dict for this call when None.  Pass the same
+    dict again only with the same features and labels.
     """
-    first_heads = {} if first_heads is None else first_heads
+    shared = {} if shared is None else shared
     frames = []
     infos = [resolve_strategy(s) for s in strategies]
     jobs = [(info, int(seed)) for seed in seeds for info in infos]
@@ -492,7 +494,7 @@ def run_sweep(
         result = run_active_learning(
             train_features, train_labels, test_features, test_labels, num_classes, info, seed=seed,
             initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
-            probe=probe, progress=False, first_heads=first_heads,
+            probe=probe, progress=False, shared=shared,
         )
         frame = result.frame()
         frame.insert(0, "dataset", dataset)
@@ -518,13 +520,14 @@ def run_configured_sweep(
     data: StudyData | None = None,
     extract: bool = True,
     weights: str | Path | None = None,
-    first_heads: dict | None = None,
+    shared: dict | None = None,
     **overrides,
 ) -> pd.DataFrame:
     """Run (or resume) the ``scale`` sweep of ``dataset``; runs land in ``<out>/<dataset>/``.
 
     ``overrides`` change the configured schedule (``seeds``, ``strategies``, ``rounds``, ...);
-    the run key records them, so results made with other settings are never mixed in.
+    the run key records them, so results made with other settings are never mixed in.  ``shared``:
+    see :func:`run_sweep`; a caller running several sweeps of one data set keeps one per data set.
     """
     loaded_commit()   # pin the provenance's commit to the code this process started with
     config = sweep_config(dataset, scale, **overrides)
@@ -543,7 +546,7 @@ def run_configured_sweep(
         config.strategy_list(), config.seeds, initial_size=config.initial_size, round_budget=config.round_budget,
         rounds=config.rounds, val_per_class=config.val_per_class, probe=config.probe,
         out_dir=None if out is None else Path(out) / dataset, dataset=dataset, data_meta=data_meta,
-        data_source=data.source, progress=progress, first_heads=first_heads,
+        data_source=data.source, progress=progress, shared=shared,
     )
 
 

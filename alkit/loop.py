@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from alkit.metrics import classification_metrics, imbalance_metrics
-from alkit.pool import PoolState, check_features, check_labels
+from alkit.pool import PoolState, StrategyCache, check_features, check_labels
 from alkit.probe import LinearHead, ProbeConfig, train_linear_probe
 from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
 
@@ -60,9 +61,7 @@ class RunResult:
     per_class_accuracy: np.ndarray      # (rounds + 1, C) test accuracy per class
     config: dict = field(default_factory=dict)
 
-    def frame(self):
-        import pandas as pd
-
+    def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
 
@@ -87,7 +86,7 @@ def run_active_learning(
     strategy_name: str | None = None,
     progress: bool = True,
     on_round: Callable[[dict, np.ndarray], None] | None = None,
-    first_heads: dict | None = None,
+    shared: dict | None = None,
 ) -> RunResult:
     """Run the initial random pool plus ``rounds`` query rounds; return a :class:`RunResult`.
 
@@ -98,9 +97,12 @@ def run_active_learning(
     strategy for ``round_budget`` points; reveal their labels.  The final round trains and
     evaluates without querying.  ``on_round(row, picks)`` is called after each round.
 
-    ``first_heads``: a dict that the caller keeps across the runs of one data set (a sweep): the
-    round-0 head depends only on the seed, the schedule and the probe, not on the strategy, so it
-    is trained once per such key and reused (the rows are the same as if it were trained again).
+    The run's :class:`alkit.pool.StrategyCache` is made here and passed to the strategy every
+    round: its ``run`` dict lives for this run.  ``shared``: its ``shared`` dict, which a caller
+    running many runs on these features and labels (a sweep) passes to each of them; it keeps
+    what depends on the data alone — ProbCover's δ-graph, and the round-0 head, which depends on
+    the seed, the schedule and the probe but not on the strategy, so it is trained once per such
+    key and reused (the rows are the same as if it were trained again).  None: a fresh one.
     """
     info = resolve_strategy(strategy)
     name = strategy_name or info.name
@@ -142,20 +144,20 @@ def run_active_learning(
     counts_per_round, per_class_per_round = [], []
     batch, selection_seconds = initial, 0.0
     head: LinearHead | None = None   # the previous round's head: warm start of this round's probe
-    memo: dict = {}   # work a strategy reuses across this run's rounds (PoolState.memo)
+    cache = StrategyCache(train_features, shared={} if shared is None else shared)
     bar = tqdm(range(rounds + 1), desc=f"{name} seed {seed}", disable=not progress, leave=False)
-    first_key = (int(seed), initial_size, val_per_class, num_classes, repr(probe), train_features.shape)
+    first_key = ("loop", "round0_head", int(seed), initial_size, val_per_class, num_classes, repr(probe))
     for r in bar:
         lab_idx = np.flatnonzero(labeled)
-        if r == 0 and first_heads is not None and first_key in first_heads:
-            head = first_heads[first_key]
+        if r == 0 and first_key in cache.shared:
+            head = cache.shared[first_key]
         else:
             head = train_linear_probe(
                 np.asarray(train_features[lab_idx], np.float32), train_labels[lab_idx], val_x, val_y,
                 num_classes, probe, stream(seed, "training", r), warm_start=head,
             )
-            if r == 0 and first_heads is not None:
-                first_heads[first_key] = head
+            if r == 0:
+                cache.shared[first_key] = head
         metrics = classification_metrics(head.logits(test_features), test_labels, num_classes)
         labeled_imb = imbalance_metrics(train_labels[lab_idx], num_classes, pool_distribution)
         batch_imb = imbalance_metrics(train_labels[batch], num_classes, pool_distribution)
@@ -178,7 +180,7 @@ def run_active_learning(
         pool = PoolState(
             features=train_features, labeled=labeled.copy(), held_out=held_out,
             labels=np.where(labeled, train_labels, -1).astype(np.int64), num_classes=num_classes,
-            weight=head.weight, bias=head.bias, memo=memo,
+            weight=head.weight, bias=head.bias, cache=cache,
         )
         started = time.perf_counter()
         batch = select(pool, info, round_budget, stream(seed, "selection", r + 1),

@@ -55,6 +55,50 @@ def check_labels(labels: np.ndarray, num_classes: int, name: str = "labels", all
         )
 
 
+#: Key under which a ``shared`` dict records the shape and dtype of the features it serves.
+_SHARED_FEATURES_KEY = ("alkit.pool", "features")
+
+
+@dataclass(frozen=True, eq=False)
+class StrategyCache:
+    """Work that strategies (and the loop) reuse between calls on one feature matrix, in the open.
+
+    The loop makes one per active-learning run and passes it in every round's :class:`PoolState`
+    (``cache=``); a one-off :func:`alkit.strategies.select` without it computes everything afresh,
+    with the same picks.  Two dicts, by lifetime:
+
+    run: what one run reuses across its rounds — coreset's carried distance bounds, TypiClust's
+        clustering, the check that the features are finite.  A fresh dict per run.
+    shared: what depends on the data alone (the features, and for the loop's round-0 heads the
+        labels that come with them) and may serve every run on it — ProbCover's δ and δ-graph, the
+        round-0 heads.  A caller running many runs on one data set (a sweep) passes the same dict
+        to each; one dict per feature matrix (it refuses features of another shape or dtype).
+
+    Keys are tuples that start with their owner's name, e.g. ``("typiclust", "kmeans", K, digest of
+    the clustered row ids)``; never object ids or hashes of the feature bytes: the cache is bound
+    to ``features`` and a :class:`PoolState` with other features refuses it.  Nothing stored here
+    may carry labels of unlabelled points.
+    """
+
+    features: np.ndarray
+    run: dict = field(default_factory=dict)
+    shared: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("run", "shared"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
+        signature = (tuple(np.shape(self.features)), str(getattr(self.features, "dtype", "")))
+        served = self.shared.setdefault(_SHARED_FEATURES_KEY, signature)
+        if served != signature:
+            raise ValueError(f"shared holds work for features of shape {served[0]} ({served[1]}), not "
+                             f"{signature[0]} ({signature[1]}): pass one shared dict per feature matrix")
+
+    def __repr__(self) -> str:
+        return (f"StrategyCache(features {tuple(np.shape(self.features))}, run keys {len(self.run)}, "
+                f"shared keys {len(self.shared) - 1})")
+
+
 @dataclass(frozen=True)
 class PoolState:
     """Everything a query strategy may read.
@@ -70,10 +114,10 @@ class PoolState:
     logits: optional precomputed (N, C) model outputs (e.g. from a fine-tuned network).  When
         None they are computed on the fly, chunk by chunk, from ``weight`` and ``bias``.
     oracle_labels: true labels of *every* point.  Only set for oracle baselines.
-    memo: a dict that lives for one active-learning run (the loop passes the same one every
-        round), where a strategy may keep work that later rounds of that run reuse when their
-        inputs are unchanged — e.g. TypiClust's clustering.  None (the default, a one-off
-        selection) means nothing is kept.  Its contents never carry labels of unlabelled points.
+    cache: the :class:`StrategyCache` of the run (the loop passes the same one every round),
+        bound to ``features``, where strategies keep work that later rounds or runs reuse when
+        their inputs are unchanged — e.g. TypiClust's clustering.  None (the default, a one-off
+        selection) means nothing is kept.
     """
 
     features: np.ndarray
@@ -85,7 +129,7 @@ class PoolState:
     bias: np.ndarray | None = None
     logits: np.ndarray | None = None
     oracle_labels: np.ndarray | None = field(default=None, repr=False)
-    memo: dict | None = field(default=None, repr=False, compare=False)
+    cache: StrategyCache | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = self.features.shape[0] if getattr(self.features, "ndim", 0) == 2 else None
@@ -116,8 +160,12 @@ class PoolState:
             raise ValueError("the linear head (weight, bias) contains NaN or inf; retrain it or drop it")
         if self.logits is not None and self.logits.shape != (n, self.num_classes):
             raise ValueError(f"logits must have shape ({n}, {self.num_classes}), got {self.logits.shape}")
-        if self.memo is not None and not isinstance(self.memo, dict):
-            raise ValueError(f"memo must be a dict (one per run) or None, got {type(self.memo).__name__}")
+        if self.cache is not None:
+            if not isinstance(self.cache, StrategyCache):
+                raise ValueError(f"cache must be an alkit.pool.StrategyCache or None, got {type(self.cache).__name__}")
+            if self.cache.features is not self.features:
+                raise ValueError("cache is bound to another feature matrix: make one StrategyCache(features) "
+                                 "per feature matrix (and per run)")
         if self.oracle_labels is not None:
             if self.oracle_labels.shape != (n,):
                 raise ValueError(f"oracle_labels must have shape ({n},), got {self.oracle_labels.shape}")

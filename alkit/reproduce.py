@@ -316,12 +316,18 @@ def _worker_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-#: Strategies whose runs share work across seeds inside one process (ProbCover's δ and δ-graph
-#: are cached per feature matrix): in a parallel sweep all seeds of such a strategy go to one worker.
+#: Strategies whose runs share costly work across seeds: ProbCover's δ and δ-graph depend on the
+#: features alone and are kept in the shared dict (``StrategyCache.shared``) that each worker keeps
+#: per data set, so in a parallel sweep all seeds of such a strategy go to one worker, which builds
+#: the graph once per data set instead of once per worker that gets a seed.
 SHARED_ACROSS_SEEDS = ("probcover",)
 
+# A worker's state, per data set: the loaded data, and the ``shared`` dict of its runs'
+# StrategyCache (round-0 heads, ProbCover's δ-graph), reused by every task on that data set.
+# alkit.experiment (and torch) are imported inside the worker functions: the notebook commands of
+# this module (sync, check, figures) need neither, and a spawned worker imports this module first.
 _WORKER_DATA: dict = {}
-_WORKER_FIRST_HEADS: dict = {}   # per data set: round-0 heads shared by its runs (alkit.loop)
+_WORKER_SHARED: dict = {}
 
 
 def _worker_init(commit: str, threads: int) -> None:
@@ -351,7 +357,7 @@ def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: 
                                                            extract=False, progress=False)
     frame = experiment.run_configured_sweep(dataset, scale, out, data=_WORKER_DATA[dataset], strategies=[strategy],
                                             seeds=seeds, progress=False,
-                                            first_heads=_WORKER_FIRST_HEADS.setdefault(dataset, {}))
+                                            shared=_WORKER_SHARED.setdefault(dataset, {}))
     finals = frame.groupby("seed")["top1"].last()
     return (f"[{dataset}] {strategy} seed {','.join(map(str, seeds))}: {time.perf_counter() - started:.0f} s "
             f"(top-1 at the end {', '.join(f'{v:.4f}' for v in finals)}) -> {out}/{dataset}")
@@ -420,7 +426,7 @@ def _run_serial(pending, scale: str, out: str, *, source: str, data_root: str | 
 
     waited = 0.0
     loaded, checked = {}, {}   # data per data set; when a data set's missing features were last looked for
-    first_heads: dict = {}     # per data set: round-0 heads shared by its runs (alkit.loop)
+    shared: dict = {}          # per data set: the shared dict of its runs' StrategyCache (alkit.pool)
     while pending:
         progressed = False
         for phase in list(pending):
@@ -438,7 +444,7 @@ def _run_serial(pending, scale: str, out: str, *, source: str, data_root: str | 
                     continue
             frame = experiment.run_configured_sweep(dataset, scale, out, data=loaded[dataset], strategies=list(strategies),
                                                     seeds=[seed], progress=False,
-                                                    first_heads=first_heads.setdefault(dataset, {}))
+                                                    shared=shared.setdefault(dataset, {}))
             pending.remove(phase)
             progressed = True
             print(f"[{dataset}] {strategies[0]} seed {seed}: {time.perf_counter() - started:.0f} s "

@@ -65,11 +65,12 @@ def strategy_task(n_total: int, strategy: str, seed: int, num_classes: int = 100
     record: dict = {"strategy": strategy, "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
                     "mode": "full", "feature_file_bytes": int(pool.features.nbytes)}
     timings: dict = {}
-    if strategy == "coreset":   # same call as select(state, "coreset", ...), with its set-up / pick split
-        from alkit.strategies.coreset import coreset
+    if strategy == "coreset":   # the engine select(state, "coreset", ...) runs, with its set-up / pick split
+        from alkit.strategies.coreset import coreset_centers, k_center_greedy
 
         def chosen(pool_state, k, rng):
-            return coreset(pool_state, k, rng, timings=timings)
+            return k_center_greedy(pool_state.features, coreset_centers(pool_state), pool_state.eligible_indices(), k,
+                                   rng, timings=timings)
     else:
         chosen = strategy
     with M.section(record):

@@ -44,9 +44,8 @@ def _call(state, name: str, budget: int, seed: int, device: str) -> tuple[np.nda
     import torch
 
     from alkit.strategies import resolve_strategy, select
-    from alkit.strategies import probcover as probcover_module
 
-    probcover_module.clear_cache()   # a kept graph would make the second call free
+    # The pool carries no StrategyCache: every call builds ProbCover's graph and TypiClust's clustering afresh.
     fn = resolve_strategy(name).fn
     _sync(device)
     started = time.perf_counter()

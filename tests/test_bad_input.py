@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from alkit.loop import run_active_learning
-from alkit.pool import PoolState, make_pool
+from alkit.pool import PoolState, StrategyCache, make_pool
 from alkit.strategies import select
 
 
@@ -529,21 +529,23 @@ def test_make_pool_rejects_non_finite_model_outputs(small_pool):
 
 
 def test_select_checks_a_runs_features_once(small_pool, monkeypatch):
-    import alkit.pool
+    import alkit.strategies.registry as registry
 
     pool, _ = small_pool
     calls = []
-    real = alkit.pool.check_features
+    real = registry.check_features
     def counting(array, name="features", check_finite=True):
         if check_finite:   # the scans for NaN/inf, not PoolState's shape checks
             calls.append(name)
         return real(array, name, check_finite)
 
-    monkeypatch.setattr(alkit.pool, "check_features", counting)
-    memo = {}
+    monkeypatch.setattr(registry, "check_features", counting)
+    cache = StrategyCache(pool.features)
     for _ in range(3):
-        select(replace(pool, memo=memo), "random", 2, 0)
+        select(replace(pool, cache=cache), "random", 2, 0)
     assert calls.count("features") == 1
+    select(pool, "random", 2, 0)   # no cache: scanned again
+    assert calls.count("features") == 2
 
 
 def test_balancing_on_constant_features_matches_the_reference():

@@ -61,8 +61,13 @@ def test_runs_land_per_class_count_and_the_table_pairs_by_seed(tmp_path):
             for strategy in ("random", "margin", "base"):
                 frame = class_count.run_one(data, k, strategy, seed, tmp_path / "cc", tmp_path / "sweep",
                                             scale="smoke", per_class=per_class,
-                                            first_heads=heads.setdefault((k, seed), {}))
+                                            shared=heads.setdefault(class_count.shared_key(k, seed, 12), {}))
                 assert list(frame["n_labeled"]) == [3 * k, 5 * k, 7 * k] and (frame["num_classes"] == k).all()
+    # the runs of one (K, seed) read the same features: their strategies share one round-0 head;
+    # with every class, the runs of every seed read the same features
+    assert len(heads) == 6
+    assert all(len([key for key in shared if key[:2] == ("loop", "round0_head")]) == 1 for shared in heads.values())
+    assert class_count.shared_key(12, 0, 12) == class_count.shared_key(12, 3, 12) != class_count.shared_key(4, 0, 12)
     meta = experiment.run_path(tmp_path / "cc" / "k4", "margin", 1).with_suffix(".json")
     import json
     recorded = json.loads(meta.read_text())["run_key"]["data"]

@@ -1,12 +1,14 @@
 """One contract over every registered strategy."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
-from alkit.pool import PoolState
+from alkit.pool import PoolState, StrategyCache
 from alkit.strategies import available_strategies, register, select
 from alkit.strategies.registry import _REGISTRY
 from conftest import build_pool
@@ -75,6 +77,54 @@ def test_contract_float16_memmap(tmp_path, small_pool, name):
     mm = replace(pool, features=np.load(path, mmap_mode="r"))
     picks = run(mm, name, 9, 4, truth)
     assert np.unique(picks).size == 9 and mm.eligible[picks].all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_state_in_the_open(small_pool, name, monkeypatch):
+    """A strategy is a function of its arguments: its first call with a fresh cache picks as a call
+    without one; what it keeps goes into the cache it was given, under its own name; called
+    directly (not through select) on a small pool, it never changes torch's thread count; and it
+    takes no benchmark hook."""
+    pool, truth = small_pool
+    info = _REGISTRY[name]
+    assert "timings" not in inspect.signature(info.fn).parameters
+    set_threads = []
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "get_num_threads", lambda: 4)
+        patched.setattr(torch, "set_num_threads", lambda n: set_threads.append(n))
+        info.fn(replace(pool, oracle_labels=truth if info.oracle else None), 9, np.random.default_rng(4))
+    assert set_threads == []
+    cache = StrategyCache(pool.features)
+    with_cache = run(replace(pool, cache=cache), name, 9, 4, truth)
+    np.testing.assert_array_equal(with_cache, run(pool, name, 9, 4, truth))
+    keys = [k for k in (*cache.run, *cache.shared) if k[0] not in ("registry", "alkit.pool")]
+    assert all(isinstance(k, tuple) and k[0] == name.split("_")[0] for k in keys), keys
+
+
+def test_cache_is_bound_to_one_feature_matrix(small_pool):
+    pool, _ = small_pool
+    cache = StrategyCache(pool.features)
+    with pytest.raises(ValueError, match="cache is bound to another feature matrix"):
+        replace(pool, features=pool.features.copy(), cache=cache)
+    with pytest.raises(ValueError, match="cache must be"):
+        replace(pool, cache={})
+    with pytest.raises(ValueError, match="shared holds work for features of shape"):
+        StrategyCache(pool.features[:10], shared=cache.shared)
+    StrategyCache(pool.features.copy(), shared=cache.shared)   # the same data again: a new run's cache
+
+
+def test_select_runs_small_pools_on_one_thread_and_restores_the_count(small_pool):
+    pool, _ = small_pool
+    seen = []
+
+    def spy(state, budget, rng):
+        """Records torch's thread count during the call."""
+        seen.append(torch.get_num_threads())
+        return state.eligible_indices()[:budget]
+
+    before = torch.get_num_threads()
+    select(pool, spy, 2, 0)
+    assert seen == [1] and torch.get_num_threads() == before
 
 
 def test_honest_strategies_never_see_hidden_labels(small_pool):

@@ -6,11 +6,14 @@ smaller than N so chunking is exercised).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from alkit import make_pool, select
+from alkit.pool import StrategyCache
 from alkit.strategies import badge as badge_module
 from alkit.strategies.badge import (
     BoundedD2Sampler,
@@ -777,21 +780,19 @@ def _counting_kmeans(monkeypatch):
 
 
 def test_typiclust_reuses_the_run_clustering_only_while_k_and_rows_stay(monkeypatch):
-    """With a run memo, a second round with the same K and clustered rows reuses the first
+    """With a run cache, a second round with the same K and clustered rows reuses the first
     round's k-means (and picks as a one-off call with that round's rng would); a new K, or
-    ``reuse_clusters=False``, or no memo, clusters again."""
-    from dataclasses import replace
-
+    ``reuse_clusters=False``, or no cache, clusters again."""
     calls = _counting_kmeans(monkeypatch)
     pool, _ = gaussian_pool(seed=3, n=300, n_labeled=20)
-    memo = {}
-    first = select(replace(pool, memo=memo), "typiclust", 10, 5)      # K = 20 + 10 = 30
+    cache = StrategyCache(pool.features)
+    first = select(replace(pool, cache=cache), "typiclust", 10, 5)      # K = 20 + 10 = 30
     assert calls == [30]
-    np.testing.assert_array_equal(first, select(pool, "typiclust", 10, 5))   # no memo: same picks
+    np.testing.assert_array_equal(first, select(pool, "typiclust", 10, 5))   # no cache: same picks
     assert calls == [30, 30]
     labels = pool.labels.copy()
     labels[first] = 0
-    later = replace(pool, labeled=labels >= 0, labels=labels, memo=memo)
+    later = replace(pool, labeled=labels >= 0, labels=labels, cache=cache)
     select(later, "typiclust", 0 + 10, 6)   # K = 40: a new clustering
     assert calls == [30, 30, 40]
     select(later, "typiclust", 10, 7)       # same K, same rows: reused
@@ -893,9 +894,9 @@ def _probcover_on_rows(x, pool, budget, seed, delta):
 
 
 def test_probcover_shared_graph_matches_a_graph_on_the_round_rows(monkeypatch):
-    """δ and the graph are computed once on all rows and kept; each round uses the induced subgraph,
-    which must give the picks of a graph built on its labelled ∪ eligible rows alone."""
-    probcover_module.clear_cache()
+    """δ and the graph are computed once on all rows and kept in the shared dict of the runs on
+    these features; each round uses the induced subgraph, which must give the picks of a graph
+    built on its labelled ∪ eligible rows alone."""
     builds = []
     real_build = probcover_module.delta_graph
     monkeypatch.setattr(probcover_module, "delta_graph", lambda *a, **k: builds.append(1) or real_build(*a, **k))
@@ -903,45 +904,48 @@ def test_probcover_shared_graph_matches_a_graph_on_the_round_rows(monkeypatch):
     x = rng.standard_normal((400, 5)).astype(np.float32)
     truth = rng.integers(0, 4, 400)
     delta = 0.6
+    shared: dict = {}   # one per feature matrix, as a sweep keeps it
+    fn = lambda p, b, g: probcover_module.probcover(p, b, g, delta=delta)  # noqa: E731
     for seed in range(3):   # different validation rows and labelled sets per seed, as in a sweep
         r = np.random.default_rng(100 + seed)
         held_out = r.random(400) < 0.1
         labels = np.where((r.random(400) < 0.05) & ~held_out, truth, -1)
         pool = make_pool(x, labels, 4, held_out=held_out)
-        picks = select(pool, lambda p, b, g: probcover_module.probcover(p, b, g, delta=delta), 30, seed)
+        run = replace(pool, cache=StrategyCache(x, shared=shared))   # a new run: a new run dict
+        picks = select(run, fn, 30, seed)
         np.testing.assert_array_equal(picks, _probcover_on_rows(x, pool, 30, seed, delta))
         assert not held_out[picks].any() and not pool.labeled[picks].any()
-    assert len(builds) == 1   # one build for all three calls
-    # new feature bytes: a new graph (the digest covers the data, not the array's identity)
-    x[7, 0] += 1.0
-    pool = make_pool(x, np.full(400, -1), 4)
-    select(pool, lambda p, b, g: probcover_module.probcover(p, b, g, delta=delta), 5, 0)
-    assert len(builds) == 2
-    probcover_module.clear_cache()
+        np.testing.assert_array_equal(picks, select(pool, fn, 30, seed))   # no cache: built afresh, same picks
+    assert len(builds) == 1 + 3   # one build for the three runs, one per call without a cache
+    # other features, another shared dict: a new graph
+    y = x.copy()
+    y[7, 0] += 1.0
+    select(replace(make_pool(y, np.full(400, -1), 4), cache=StrategyCache(y)), fn, 5, 0)
+    assert len(builds) == 5
 
 
 def test_probcover_delta_is_a_property_of_the_features():
     """Default δ: one estimate per feature matrix (seeded by delta_seed), whatever the round's rng;
     equal to the purity rule run on all rows with that seed."""
-    probcover_module.clear_cache()
     rng = np.random.default_rng(2)
     centres = rng.standard_normal((3, 6)) * 3
     x = (centres[rng.integers(0, 3, 300)] + rng.standard_normal((300, 6))).astype(np.float32)
     pool = make_pool(x, np.full(300, -1), 3)
-    a = select(pool, "probcover", 10, 0)
-    assert len(probcover_module._DELTAS) == 1
-    (delta,) = probcover_module._DELTAS.values()
+    cache = StrategyCache(x)
+    a = select(replace(pool, cache=cache), "probcover", 10, 0)
+
+    def kept(key):
+        return {k: v for k, v in cache.shared.items() if k[:2] == key}
+
+    assert len(kept(probcover_module.DELTA_KEY)) == 1 and len(kept(probcover_module.GRAPH_KEY)) == 1
+    assert not [k for k in cache.run if k[0] == "probcover"]   # nothing of ProbCover's is tied to the run
+    (delta,) = kept(probcover_module.DELTA_KEY).values()
     seeded = np.random.default_rng(probcover_module.DELTA_SEED)
     pseudo = kmeans(x, np.arange(300), 3, seeded, normalize=True)
     assert delta == estimate_delta(normalised_store(x, np.arange(300)), pseudo, seeded)
-    select(pool, "probcover", 10, 1)
-    assert len(probcover_module._DELTAS) == 1   # another seed, same δ
-    probcover_module.clear_cache()
-    np.testing.assert_array_equal(a, select(pool, "probcover", 10, 0))   # cold cache: same picks
-    np.testing.assert_array_equal(
-        a, select(pool, lambda p, b, g: probcover_module.probcover(p, b, g, cache=False), 10, 0))
-    assert not probcover_module._DELTAS or len(probcover_module._DELTAS) == 1
-    probcover_module.clear_cache()
+    select(replace(pool, cache=StrategyCache(x, shared=cache.shared)), "probcover", 10, 1)
+    assert len(kept(probcover_module.DELTA_KEY)) == 1   # another seed, same δ
+    np.testing.assert_array_equal(a, select(pool, "probcover", 10, 0))   # no cache: same picks
 
 
 # ----------------------------------------------------------------------------- contract bits

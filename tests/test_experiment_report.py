@@ -125,6 +125,46 @@ def test_only_phases_keeps_the_order_and_names_bad_filters():
         only_phases(CPU_PHASES, "cpu", datasets=["imagenet"])
 
 
+def _count_graph_builds(monkeypatch) -> list:
+    from alkit.strategies import probcover as probcover_module
+
+    builds, real = [], probcover_module.delta_graph
+    monkeypatch.setattr(probcover_module, "delta_graph", lambda *a, **k: builds.append(1) or real(*a, **k))
+    return builds
+
+
+def _round0_heads(shared: dict) -> list:
+    return [key for key in shared if key[:2] == ("loop", "round0_head")]
+
+
+def test_sweep_shares_what_depends_on_the_features_alone(tmp_path, monkeypatch):
+    """One shared dict serves a sweep's runs: one round-0 head per seed, one ProbCover graph for
+    every run and round; a run's own reuse (its cache's run dict) never leaks into another run."""
+    builds = _count_graph_builds(monkeypatch)
+    shared: dict = {}
+    data = gaussian_mixture(4, 40, 8, separation=3.0, n_test_per_class=10, seed=3)
+    experiment.run_sweep(data.train_features, data.train_labels, data.test_features, data.test_labels, 4,
+                         ["probcover", "margin", "coreset"], [0, 1], initial_size=8, round_budget=8, rounds=2,
+                         val_per_class=2, probe=FAST, dataset="toy", progress=False, shared=shared)
+    assert len(builds) == 1 and len(_round0_heads(shared)) == 2
+    assert not [key for key in shared if key[0] == "coreset"]   # coreset's bounds belong to one run
+
+
+def test_sweep_workers_keep_one_shared_dict_per_data_set(tmp_path, monkeypatch):
+    """A parallel sweep's worker keeps the shared dict of each data set across its tasks, so the
+    seeds of a SHARED_ACROSS_SEEDS strategy sent to it build ProbCover's graph once."""
+    from alkit import reproduce
+
+    builds = _count_graph_builds(monkeypatch)
+    monkeypatch.setattr(reproduce, "_WORKER_DATA", {})
+    monkeypatch.setattr(reproduce, "_WORKER_SHARED", {})
+    for seeds in ([0], [1]):
+        reproduce._worker_run("cifar10", "probcover", seeds, "smoke", str(tmp_path), "synthetic", None)
+    assert len(builds) == 1 and set(reproduce._WORKER_SHARED) == {"cifar10"}
+    assert len(_round0_heads(reproduce._WORKER_SHARED["cifar10"])) == 2
+    assert "probcover" in reproduce.SHARED_ACROSS_SEEDS
+
+
 def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
     """Two worker processes give the same rows and picks as one process; ProbCover's seeds go to
     one worker; a rerun skips every finished run; each sweep appends its wall time."""

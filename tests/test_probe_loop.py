@@ -99,15 +99,19 @@ def test_round_zero_head_is_shared_across_strategies_with_the_same_rows(monkeypa
     real = loop_module.train_linear_probe
     monkeypatch.setattr(loop_module, "train_linear_probe", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
     shared: dict = {}
-    together = {s: run_active_learning(*args, s, seed=1, first_heads=shared, **kwargs) for s in ("margin", "coreset")}
-    assert calls.count(20) == 1 and len(shared) == 1   # round 0 (20 labels) trained once for both
+
+    def heads():
+        return [key for key in shared if key[:2] == ("loop", "round0_head")]
+
+    together = {s: run_active_learning(*args, s, seed=1, shared=shared, **kwargs) for s in ("margin", "coreset")}
+    assert calls.count(20) == 1 and len(heads()) == 1   # round 0 (20 labels) trained once for both
     for s in alone:
         drop = list(TIMING_COLUMNS)
         assert alone[s].frame().drop(columns=drop).equals(together[s].frame().drop(columns=drop))
         for pa, pb in zip(alone[s].picks, together[s].picks):
             np.testing.assert_array_equal(pa, pb)
-    other_seed = run_active_learning(*args, "margin", seed=2, first_heads=shared, **kwargs)
-    assert len(shared) == 2 and calls.count(20) == 2 and other_seed.rows[0]["seed"] == 2
+    other_seed = run_active_learning(*args, "margin", seed=2, shared=shared, **kwargs)
+    assert len(heads()) == 2 and calls.count(20) == 2 and other_seed.rows[0]["seed"] == 2
 
 
 def test_initial_pool_never_overlaps_the_validation_split_for_any_seed():

@@ -197,9 +197,11 @@ SMALL_WORK = 1 << 22
 
 
 class torch_threads:
-    """Context: run torch on one thread when a pass is small (``work`` < :data:`SMALL_WORK`).
+    """Context: run torch on one thread when a call is small (``work`` < :data:`SMALL_WORK`).
 
-    The previous thread count is restored on exit; nothing changes for large passes or GPUs.
+    The previous thread count is restored on exit; nothing changes for large calls or GPUs.
+    Used once, by :func:`alkit.strategies.registry.select` around the strategy call (a strategy
+    itself never changes the process-wide thread count).
     """
 
     def __init__(self, work: int, device: str | torch.device | None = None) -> None:
@@ -216,33 +218,3 @@ class torch_threads:
     def __exit__(self, *exc) -> None:
         if self.saved is not None and self.saved != 1:
             torch.set_num_threads(self.saved)
-
-
-def threads_by_size(work: Callable[[dict], int]):
-    """Decorator: run ``fn`` inside :class:`torch_threads` with ``work(bound arguments)``."""
-    import functools
-    import inspect
-
-    def decorate(fn):
-        signature = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            with torch_threads(int(work(bound.arguments)), bound.arguments.get("device")):
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-def pool_work(args: dict) -> int:
-    """Work of a strategy call: N·D of its pool (plus N·C when it has a head)."""
-    pool = args["pool"]
-    return pool.size * (pool.dim + pool.num_classes)
-
-
-def rows_work(features_key: str = "features", rows_key: str = "candidate_indices"):
-    return lambda args: len(args[rows_key]) * args[features_key].shape[1]

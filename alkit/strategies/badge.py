@@ -29,10 +29,7 @@ from alkit.strategies._dense import (
     feature_store,
     gather_rows,
     row_sqnorms,
-    pool_work,
-    rows_work,
     sqdist64,
-    threads_by_size,
 )
 from alkit.strategies.registry import register
 
@@ -190,7 +187,6 @@ def _check(candidate_indices, center_indices, n_rows):
 
 
 # ----------------------------------------------------------------------------- fast path
-@threads_by_size(rows_work())
 def kmeans_pp_gradient(
     features: np.ndarray,
     logits: LogitsSource,
@@ -441,7 +437,6 @@ def pool_logits_source(pool: PoolState) -> LogitsSource:
 
 
 @register("badge", reference="Ash et al. 2020 (ICLR), BADGE")
-@threads_by_size(pool_work)
 def badge(
     pool: PoolState,
     budget: int,

@@ -51,10 +51,7 @@ from alkit.strategies._dense import (
     feature_store,
     gather_rows,
     mean_rows,
-    pool_work,
-    rows_work,
     sqdist64,
-    threads_by_size,
 )
 from alkit.strategies.registry import register
 
@@ -155,7 +152,6 @@ def balancing_reference(
     return cand[np.asarray(picks, np.int64)]
 
 
-@threads_by_size(rows_work())
 def balancing_greedy(
     features: np.ndarray,
     labeled_indices: np.ndarray,
@@ -389,7 +385,6 @@ def balancing_greedy(
 
 
 @register("balancing", reference="Aggarwal et al. 2020 (WACV); Emam et al. 2021 (Balancing)")
-@threads_by_size(pool_work)
 def balancing(
     pool: PoolState,
     budget: int,

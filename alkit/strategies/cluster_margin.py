@@ -25,7 +25,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.scores import margin_scores, take_smallest
-from alkit.strategies._dense import gather_rows, pool_work, threads_by_size
+from alkit.strategies._dense import gather_rows
 from alkit.strategies.registry import register
 from alkit.strategies.uncertainty import score_eligible
 
@@ -117,7 +117,6 @@ def round_robin(clusters: np.ndarray, order_key: np.ndarray, budget: int) -> np.
 
 
 @register("margin_clustering", reference="Citovsky et al. 2021 (NeurIPS, Cluster-Margin); Emam et al. 2021")
-@threads_by_size(pool_work)
 def margin_clustering(
     pool: PoolState,
     budget: int,

@@ -24,10 +24,7 @@ from alkit.strategies._dense import (
     gather_rows,
     mean_rows,
     row_sqnorms,
-    pool_work,
-    rows_work,
     sqdist64,
-    threads_by_size,
 )
 from alkit.strategies.registry import register
 
@@ -89,12 +86,12 @@ PIVOT_SHARE = 16
 def _resume(carry: dict | None, features: np.ndarray, cand: np.ndarray, cent: np.ndarray) -> dict | None:
     """The lazy state a previous call left in ``carry``, mapped onto this call; None if it does not apply.
 
-    It applies when the features are the same object (identity and shape: a carry lives for one
-    run over one feature matrix), every earlier centre (labelled or picked) is still a centre and
-    every candidate was a candidate then.  The centres are then ordered earlier centres first, in
+    It applies when the features are the very array the carry was made on (it keeps a reference:
+    a carry lives for one run over one feature matrix), every earlier centre (labelled or picked)
+    is still a centre and every candidate was a candidate then.  The centres are then ordered earlier centres first, in
     their earlier order, so each candidate's count of centres met (``seen``) and the centre ids
     in its (min, argmin, runner-up) stay valid; the new centres are pending."""
-    if not carry or carry.get("features") != (id(features), tuple(features.shape)):
+    if not carry or carry.get("features") is not features:
         return None
     old_centres, old_cand = carry["centre_ids"], carry["cand"]
     if not np.isin(old_centres, cent).all():
@@ -111,7 +108,6 @@ def _resume(carry: dict | None, features: np.ndarray, cand: np.ndarray, cent: np
             "tracked": tuple(t[positions] for t in carry["tracked"])}
 
 
-@threads_by_size(rows_work())
 def k_center_greedy(
     features: np.ndarray,
     center_indices: np.ndarray,
@@ -159,9 +155,9 @@ def k_center_greedy(
     value counts only once it has met every centre.
 
     ``carry`` (lazy only): a dict that successive calls of one active-learning run share.  Each
-    call leaves its per-candidate state there (stored minima, centres met, nearest centre); the
-    next call starts from it when its centres include every earlier centre and pick and its
-    candidates were all candidates then (as from one round to the next), comparing candidates
+    call leaves its per-candidate state there (stored minima, centres met, nearest centre, and the
+    features array itself); the next call starts from it when it reads that very array, its
+    centres include every earlier centre and pick and its candidates were all candidates then (as from one round to the next), comparing candidates
     lazily with the new centres only instead of with every labelled centre again.  The stored
     values are upper bounds over centres that are still centres, so the picks are unchanged.
 
@@ -483,7 +479,7 @@ def k_center_greedy(
         add_center(best)
     if carry is not None and lazy:
         carry.clear()
-        carry.update(features=(id(features), tuple(features.shape)), cand=cand, mu=mu,
+        carry.update(features=features, cand=cand, mu=mu,
                      centre_ids=np.concatenate([cent, cand[np.asarray(picks, np.int64)]]),
                      mind=mind.cpu(), seen=seen.cpu(), tracked=tuple(t.cpu() for t in tracked))
     if timings is not None:
@@ -532,7 +528,6 @@ def coreset_centers(pool: PoolState) -> np.ndarray:
 
 
 @register("coreset", reference="Sener & Savarese 2018 (ICLR), k-center greedy")
-@threads_by_size(pool_work)
 def coreset(
     pool: PoolState,
     budget: int,
@@ -542,7 +537,6 @@ def coreset(
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     device: str | None = None,
     reuse_distances: bool = True,
-    timings: dict | None = None,
 ) -> np.ndarray:
     """Coreset: k-center greedy — repeatedly take the eligible point farthest from all labelled/chosen points.
 
@@ -550,15 +544,16 @@ def coreset(
     ICLR 2018 (greedy 2-approximation of the k-center problem).  With S the labelled set plus the
     points chosen so far, each step picks u = argmax_{x eligible} min_{s∈S} ‖z_x − z_s‖₂ over
     frozen features z.  With no labelled point, the first centre is a random eligible point.
-    Exact on the whole pool (no subsampling): see :func:`k_center_greedy` (``timings``, if a
-    dict, receives its set-up / pick split and counters).
+    Exact on the whole pool (no subsampling): see :func:`k_center_greedy` (which also reports
+    its set-up / pick split and counters, ``timings=``).
 
-    ``reuse_distances``: within one run (``pool.memo`` set by the loop), a round starts from the
-    distances the previous round left (``carry`` of :func:`k_center_greedy`) and compares the
-    candidates with the newly labelled points only; same picks, without one pass over every
-    candidate × labelled pair per round.
+    ``reuse_distances``: within one run (``pool.cache`` set by the loop), a round starts from the
+    distances the previous round left (``carry`` of :func:`k_center_greedy`, kept in the run's
+    ``cache.run``) and compares the candidates with the newly labelled points only; same picks,
+    without one pass over every candidate × labelled pair per round.
     """
-    carry = pool.memo.setdefault("coreset", {}) if reuse_distances and pool.memo is not None else None
+    carry = None
+    if reuse_distances and pool.cache is not None:
+        carry = pool.cache.run.setdefault(("coreset", "carry"), {})
     return k_center_greedy(pool.features, coreset_centers(pool), pool.eligible_indices(), budget, rng,
-                           chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=device, carry=carry,
-                           timings=timings)
+                           chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=device, carry=carry)

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
-from alkit.strategies._dense import DEFAULT_CACHE_BYTES, pool_work, threads_by_size
+from alkit.strategies._dense import DEFAULT_CACHE_BYTES
 from alkit.strategies.badge import authors_pool_shape, kmeans_pp_gradient, pool_logits_source
 from alkit.strategies.coreset import coreset_centers, k_center_greedy
 from alkit.strategies.registry import register
@@ -80,7 +80,6 @@ def run_partitioned(
 
 
 @register("partitioned_coreset", reference="Emam et al. 2021 after Citovsky et al. 2021; Sener & Savarese 2018")
-@threads_by_size(pool_work)
 def partitioned_coreset(
     pool: PoolState,
     budget: int,
@@ -111,7 +110,6 @@ def partitioned_coreset(
 
 
 @register("partitioned_badge", reference="Emam et al. 2021 after Citovsky et al. 2021; Ash et al. 2020")
-@threads_by_size(pool_work)
 def partitioned_badge(
     pool: PoolState,
     budget: int,

@@ -18,10 +18,12 @@ most ``purity_sample`` balls against every point.  As in the authors' code, δ i
 the data set, not of the round: it is estimated once per feature matrix, over all its rows
 (features only, no labels) with a fixed seed ``delta_seed``, and so is the δ-graph.  The graph of
 labelled ∪ eligible points that a round needs is the subgraph of that one induced by its rows,
-the same edges a graph built on those rows alone would have.  Both are kept in memory
-(``cache=True``, keyed by a digest of the feature bytes), so later rounds and seeds on the same
-features skip the O(N²·D) build; ``clear_cache()`` frees them.  Where labelled ∪ eligible is
-under half the rows, δ and the graph are computed on those rows only.
+the same edges a graph built on those rows alone would have.  Both depend on the features alone:
+when the pool carries a :class:`alkit.pool.StrategyCache` they are kept in its ``shared`` dict,
+which the loop keeps for a run and a sweep passes to every run on the same features, so later
+rounds and seeds skip the O(N²·D) build; a one-off call without a cache computes them afresh
+(same picks).  Where labelled ∪ eligible is under half the rows, δ and the graph are computed on
+those rows only (and kept under a digest of those row ids).
 
 Memory: the graph is built chunk by chunk (rows × all, float32 GEMM, d² = 2 − 2 cos) and kept
 as CSR (int32 neighbour ids), O(|E|); more than ``max_edges`` edges raises a ValueError asking
@@ -37,7 +39,7 @@ import scipy.sparse as sp
 import torch
 
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
-from alkit.strategies._dense import RowStore, as_device, gather_rows, pool_work, threads_by_size
+from alkit.strategies._dense import RowStore, as_device, gather_rows
 from alkit.strategies.registry import register
 from alkit.strategies.typiclust import kmeans
 
@@ -46,25 +48,13 @@ PURITY_SAMPLE = 2000
 MAX_EDGES = 50_000_000
 DELTA_SEED = 0
 
-#: (digest, ...) -> δ, and (digest, δ, max_edges) -> graph; one graph at a time (it can be GBs).
-_DELTAS: dict[tuple, float] = {}
-_GRAPHS: dict[tuple, sp.csr_matrix] = {}
+#: Keys of δ and of the δ-graph in ``StrategyCache.shared``; one graph is kept at a time (it can be GBs).
+DELTA_KEY, GRAPH_KEY = ("probcover", "delta"), ("probcover", "graph")
 
 
-def clear_cache() -> None:
-    """Forget the kept δ estimates and δ-graphs."""
-    _DELTAS.clear()
-    _GRAPHS.clear()
-
-
-def rows_digest(features, rows: np.ndarray | None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> str:
-    """Digest of the bytes of ``features`` (all rows) and of the row ids ``rows`` (None: all)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr((tuple(features.shape), str(features.dtype))).encode())
-    for start in range(0, features.shape[0], chunk_rows):
-        h.update(np.ascontiguousarray(features[start:start + chunk_rows]).data)
-    h.update(b"all" if rows is None else np.ascontiguousarray(rows, np.int64).data)
-    return h.hexdigest()
+def rows_key(rows: np.ndarray | None) -> str:
+    """``"all"`` for every row, else a digest of the row ids ``rows`` (not of their features)."""
+    return "all" if rows is None else hashlib.blake2b(np.ascontiguousarray(rows, np.int64).data, digest_size=16).hexdigest()
 
 
 def normalised_store(features, indices, chunk_rows=DEFAULT_CHUNK_ROWS, cache_bytes=2 * 1024**3, device=None) -> RowStore:
@@ -203,7 +193,6 @@ def max_coverage_greedy(
 
 
 @register("probcover", reference="Yehuda, Dekel, Hacohen, Weinshall 2022 (NeurIPS), ProbCover")
-@threads_by_size(pool_work)
 def probcover(
     pool: PoolState,
     budget: int,
@@ -215,7 +204,6 @@ def probcover(
     max_edges: int = MAX_EDGES,
     delta_seed: int = DELTA_SEED,
     ties: str = "random",
-    cache: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str | None = None,
 ) -> np.ndarray:
@@ -226,38 +214,41 @@ def probcover(
     the largest radius whose balls are ≥ 95 % pure under k-means pseudo-labels (K = C), estimated
     once per feature matrix with the seed ``delta_seed`` (``rng`` only breaks ties).
     ``ties``: how ties for the largest gain are broken, ``"random"`` (rng) or ``"first"``
-    (the authors' lowest index).  ``cache``: keep δ and the graph for the next call on the same features.
+    (the authors' lowest index).  δ and the graph are kept in ``pool.cache.shared`` when the pool
+    has a cache (see the module docstring).
     """
     check_ties(ties)   # before the graph build, which can take minutes
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     eligible = pool.eligible[relevant]
     on_all_rows = 2 * relevant.size >= pool.size   # share δ and the graph with every round and seed
     rows = np.arange(pool.size, dtype=np.int64) if on_all_rows else relevant
-    key = rows_digest(pool.features, None if on_all_rows else rows, chunk_rows) if cache else None
+    kept = None if pool.cache is None else pool.cache.shared
+    key = rows_key(None if on_all_rows else rows)
 
     @functools.cache
     def store() -> RowStore:   # built only when δ or the graph is not kept already
         return normalised_store(pool.features, rows, chunk_rows, device=as_device(device))
 
     if delta is None:
-        delta_key = (key, pool.num_classes, float(alpha), int(purity_sample), int(delta_seed))
-        if cache and delta_key in _DELTAS:
-            delta = _DELTAS[delta_key]
+        delta_key = (*DELTA_KEY, key, pool.num_classes, float(alpha), int(purity_sample), int(delta_seed))
+        if kept is not None and delta_key in kept:
+            delta = kept[delta_key]
         else:
             delta = purity_delta(pool.features, rows, pool.num_classes, alpha=alpha, sample=purity_sample,
                                  seed=delta_seed, store=store(), chunk_rows=chunk_rows, device=device)
-            if cache:
-                _DELTAS[delta_key] = delta
+            if kept is not None:
+                kept[delta_key] = delta
     if not delta > 0:
         raise ValueError(f"delta must be positive, got {delta}")
-    graph_key = (key, float(delta), int(max_edges))
-    if cache and graph_key in _GRAPHS:
-        graph = _GRAPHS[graph_key]
+    graph_key = (*GRAPH_KEY, key, float(delta), int(max_edges))
+    if kept is not None and graph_key in kept:
+        graph = kept[graph_key]
     else:
         graph = delta_graph(store(), float(delta), max_edges)
-        if cache:
-            _GRAPHS.clear()
-            _GRAPHS[graph_key] = graph
+        if kept is not None:
+            for old in [k for k in kept if isinstance(k, tuple) and k[:2] == GRAPH_KEY]:
+                del kept[old]
+            kept[graph_key] = graph
     if on_all_rows:
         graph = graph[relevant][:, relevant]   # induced subgraph, in the order of relevant
     picks = max_coverage_greedy(graph, np.flatnonzero(~eligible), eligible, budget, rng, ties)

@@ -7,12 +7,13 @@ are flagged at registration and the flag travels into every result row.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 import numpy as np
 
-from alkit.pool import PoolState
+from alkit.pool import PoolState, check_features
+from alkit.strategies._dense import torch_threads
 
 
 class Strategy(Protocol):
@@ -123,25 +124,25 @@ def select(
                 f"strategy {info.name!r} is an oracle baseline and needs the true labels of the pool (oracle_labels)"
             )
         if oracle_labels is not None:
-            from dataclasses import replace
-
             pool = replace(pool, oracle_labels=np.asarray(oracle_labels))
     elif pool.oracle_labels is not None:
-        from dataclasses import replace
-
         pool = replace(pool, oracle_labels=None)  # honest strategies never see hidden labels
     check_finite_inputs(pool)
     n_eligible = int(pool.eligible.sum())
     if n_eligible == 0:
         raise ValueError("the pool has no eligible (unlabelled, not held-out) point left to query")
     want = min(budget, n_eligible)
-    picks = np.asarray(info.fn(pool, want, rng))
+    # Here, and never inside a strategy, a selection changes a process-wide setting: on a small pool
+    # torch runs this call on one thread (restored after), as threading tiny products costs
+    # milliseconds per call on a busy CPU.  Sweep workers run one thread each anyway.
+    with torch_threads(pool.size * (pool.dim + pool.num_classes)):
+        picks = np.asarray(info.fn(pool, want, rng))
     return check_picks(picks, pool, want, info.name)
 
 
-#: Key in ``PoolState.memo`` recording that a run's features were found finite (they do not change
-#: between its rounds, so one pass over them is enough).
-_FINITE_MEMO_KEY = "alkit.registry.finite_features"
+#: Key in ``StrategyCache.run`` recording that the run's features were found finite (they do not
+#: change between its rounds, so one pass over them is enough).
+_FINITE_KEY = ("registry", "finite_features")
 
 
 def check_finite_inputs(pool: PoolState) -> None:
@@ -149,16 +150,12 @@ def check_finite_inputs(pool: PoolState) -> None:
 
     A non-finite row would otherwise win some strategies (coreset, BADGE and ProbCover picked NaN
     rows first; TypiClust's clustering never returned).  The features are scanned once per call
-    (chunked, bounded memory), or once per run when the pool carries the run's ``memo``; the head
-    is checked by :class:`PoolState` itself."""
-    from alkit.pool import check_features
-
-    memo = pool.memo
-    token = (id(pool.features), pool.features.shape)
-    if memo is None or memo.get(_FINITE_MEMO_KEY) != token:
+    (chunked, bounded memory), or once per run when the pool carries the run's ``cache`` (bound to
+    these features); the head is checked by :class:`PoolState` itself."""
+    if pool.cache is None or not pool.cache.run.get(_FINITE_KEY):
         check_features(pool.features, "features")
-        if memo is not None:
-            memo[_FINITE_MEMO_KEY] = token
+        if pool.cache is not None:
+            pool.cache.run[_FINITE_KEY] = True
     if pool.logits is not None:
         check_features(np.asarray(pool.logits), "logits")
 

@@ -35,10 +35,7 @@ from alkit.strategies._dense import (
     as_device,
     feature_store,
     gather_rows,
-    pool_work,
     row_sqnorms,
-    rows_work,
-    threads_by_size,
 )
 from alkit.strategies.registry import register
 
@@ -205,21 +202,19 @@ class _ClusterKNN:
 
 def _clusters(pool: PoolState, relevant: np.ndarray, n_clusters: int, rng: np.random.Generator,
               reuse: bool, chunk_rows: int, device: str | None) -> np.ndarray:
-    """k-means ids of ``relevant``; kept in ``pool.memo`` and reused while K and the rows stay the same.
-
-    The key holds the features' identity (object and shape: the memo lives for one run, over one
-    feature matrix), K and a digest of the clustered row ids."""
-    if not reuse or pool.memo is None:
+    """k-means ids of ``relevant``; kept in the run's ``pool.cache`` and reused while K and the rows
+    stay the same (the key: K and a digest of the clustered row ids; the cache is bound to the
+    features).  A reused clustering draws nothing from ``rng``."""
+    if not reuse or pool.cache is None:
         return kmeans(pool.features, relevant, n_clusters, rng, chunk_rows=chunk_rows, device=device)
-    key = ("typiclust.kmeans", id(pool.features), pool.features.shape, int(n_clusters),
-           hashlib.blake2b(relevant.tobytes(), digest_size=16).hexdigest())
-    if key not in pool.memo:
-        pool.memo[key] = kmeans(pool.features, relevant, n_clusters, rng, chunk_rows=chunk_rows, device=device)
-    return pool.memo[key]
+    key = ("typiclust", "kmeans", int(n_clusters), hashlib.blake2b(relevant.tobytes(), digest_size=16).hexdigest())
+    kept = pool.cache.run
+    if key not in kept:
+        kept[key] = kmeans(pool.features, relevant, n_clusters, rng, chunk_rows=chunk_rows, device=device)
+    return kept[key]
 
 
 @register("typiclust", reference="Hacohen, Dekel, Weinshall 2022 (ICML), TypiClust")
-@threads_by_size(pool_work)
 def typiclust(
     pool: PoolState,
     budget: int,
@@ -239,7 +234,7 @@ def typiclust(
     the neighbours being the available points of x's cluster; clusters sorted by (labelled
     count ↑, size ↓), visited cyclically, one pick per visit.  See the module docstring.
 
-    ``reuse_clusters``: within one run (``pool.memo`` set by the loop), later rounds reuse the
+    ``reuse_clusters``: within one run (``pool.cache`` set by the loop), later rounds reuse the
     clustering of the first round that had the same K and the same clustered rows; False
     re-clusters every round (the authors' code; their unseeded k-means then differs between rounds
     only by its random start).
