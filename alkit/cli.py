@@ -447,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-missing-classes", action="store_true",
                      help="accept classes in [0, C) that no pool point has (they count in the metrics as "
                           "classes never predicted right)")
-    run.add_argument("--out", required=True, help="CSV of per-round rows; its folder must exist")
+    run.add_argument("--out", required=True, help="CSV of per-round rows; its folder must exist. Each finished "
+                                                  "run is kept in OUT.runs/, so the same command run again "
+                                                  "resumes where it stopped")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _probe_arguments(run)
 

@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -476,35 +477,114 @@ def run_sweep(
     dict again only with the same features and labels.
     """
     shared = {} if shared is None else shared
-    frames = []
+    frames: dict[tuple[str, int], pd.DataFrame] = {}
     infos = [resolve_strategy(s) for s in strategies]
     jobs = [(info, int(seed)) for seed in seeds for info in infos]
+    deferred = []   # runs another live process has claimed: collected (or taken over) at the end
     bar = tqdm(jobs, desc=f"sweep {dataset}", disable=not progress)
-    for info, seed in bar:
+
+    def key_of(info, seed) -> dict:
         key = {"dataset": dataset, "strategy": info.name, "seed": seed, "initial_size": initial_size,
                "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
                "probe": probe.as_dict(), "data": data_meta or {}, "pool_size": int(train_features.shape[0])}
-        key = json.loads(json.dumps(key, default=str))
+        return json.loads(json.dumps(key, default=str))
+
+    def compute(info, seed, key, stem) -> pd.DataFrame:
+        started = time.perf_counter()
+        try:
+            result = run_active_learning(
+                train_features, train_labels, test_features, test_labels, num_classes, info, seed=seed,
+                initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
+                probe=probe, progress=False, shared=shared,
+            )
+            frame = result.frame()
+            frame.insert(0, "dataset", dataset)
+            frame.insert(1, "data_source", data_source)
+            result.rows = frame.to_dict("records")
+            if stem is not None:
+                _save_run(stem, result, {"run_key": key, "provenance": provenance(
+                    wall_seconds=round(time.perf_counter() - started, 2))})
+        finally:
+            if stem is not None:
+                release_claim(stem)
+        return frame
+
+    for info, seed in bar:
+        key = key_of(info, seed)
         stem = run_path(Path(out_dir), info.name, seed) if out_dir is not None else None
         if stem is not None and _finished(stem, key):
-            frames.append(pd.read_csv(stem.with_suffix(".csv")))
+            frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
+            continue
+        if stem is not None and not claim_run(stem):
+            deferred.append((info, seed, key, stem))
             continue
         bar.set_postfix(run=f"{info.name} seed {seed}")
-        started = time.perf_counter()
-        result = run_active_learning(
-            train_features, train_labels, test_features, test_labels, num_classes, info, seed=seed,
-            initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
-            probe=probe, progress=False, shared=shared,
-        )
-        frame = result.frame()
-        frame.insert(0, "dataset", dataset)
-        frame.insert(1, "data_source", data_source)
-        result.rows = frame.to_dict("records")
-        if stem is not None:
-            _save_run(stem, result, {"run_key": key, "provenance": provenance(
-                wall_seconds=round(time.perf_counter() - started, 2))})
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        frames[(info.name, seed)] = compute(info, seed, key, stem)
+    while deferred:   # wait for the other process's runs; take over any whose process has gone
+        for job in list(deferred):
+            info, seed, key, stem = job
+            if _finished(stem, key):
+                frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
+                deferred.remove(job)
+            elif claim_run(stem):
+                frames[(info.name, seed)] = compute(info, seed, key, stem)
+                deferred.remove(job)
+        if deferred:
+            time.sleep(CLAIM_POLL_S)
+    ordered = [frames[(info.name, seed)] for info, seed in jobs]
+    return pd.concat(ordered, ignore_index=True) if ordered else pd.DataFrame()
+
+
+#: Seconds between looks at runs another process has claimed.
+CLAIM_POLL_S = 2.0
+
+
+def _claim_owner_alive(claim: Path) -> bool:
+    """Whether the process that wrote ``claim`` ("pid host") still runs; on another host, whether the
+    claim is less than a day old (its process cannot be asked)."""
+    try:
+        pid_text, host = claim.read_text().split()[:2]
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    if host != platform.node():
+        try:
+            return time.time() - claim.stat().st_mtime < 86_400
+        except OSError:
+            return False
+    if pid == os.getpid():
+        return False   # this process's own claim from an interrupted attempt
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_run(stem: Path) -> bool:
+    """Claim the run at ``stem`` for this process (``<stem>.claim`` holding "pid host", created
+    exclusively), so that two sweeps into one folder compute each run once.  False if another live
+    process holds it; a claim whose process is gone is taken over."""
+    claim = Path(stem).with_suffix(".claim")
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if _claim_owner_alive(claim):
+                return False
+            claim.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {platform.node()}\n")
+        return True
+    return False
+
+
+def release_claim(stem: Path) -> None:
+    Path(stem).with_suffix(".claim").unlink(missing_ok=True)
 
 
 def run_configured_sweep(
@@ -812,9 +892,15 @@ def run_from_arrays(args: argparse.Namespace) -> int:
                          "truly lacks them")
     _pool_schedule_checks(y, num_classes, args, seeds)
 
+    # Every finished (strategy, seed) run is kept beside --out, so the same command run again (after an
+    # interruption, or with more seeds) resumes: runs with the same settings and data are loaded.
+    runs_dir = Path(args.out).with_name(Path(args.out).name + ".runs")
+    data_meta = {"train_fingerprint": _fingerprint(x, y), "test_fingerprint": _fingerprint(tx, ty),
+                 "num_classes": num_classes}
     frame = run_sweep(x, y, tx, ty, num_classes, strategies, seeds, initial_size=args.initial,
                       round_budget=args.budget, rounds=args.rounds, val_per_class=args.val_per_class,
-                      probe=probe, dataset=Path(args.features).stem, progress=not getattr(args, "quiet", False))
+                      probe=probe, dataset=Path(args.features).stem, progress=not getattr(args, "quiet", False),
+                      out_dir=runs_dir, data_meta=data_meta)
     try:
         atomic_write(args.out, lambda tmp: frame.to_csv(tmp, index=False))
     except OSError as exc:   # checked before the sweep, yet the disk may fill: keep the rows somewhere
@@ -825,7 +911,7 @@ def run_from_arrays(args: argparse.Namespace) -> int:
         frame.to_csv(rescue, index=False)
         raise UsageError(f"--out: cannot write {args.out} ({exc.strerror or exc}); the {len(frame)} rows were "
                          f"saved to {rescue} instead") from None
-    print(f"wrote {len(frame)} rows -> {args.out}")
+    print(f"wrote {len(frame)} rows -> {args.out} (each run kept in {runs_dir}/: the same command resumes)")
     return 0
 
 

@@ -350,8 +350,12 @@ def test_run_allows_missing_classes_when_asked(files, capsys):
 def test_run_disk_full_keeps_the_rows(files, capsys, monkeypatch, tmp_path):
     import alkit.experiment
 
-    def full(path, write):
-        raise OSError(28, "No space left on device")
+    real = alkit.experiment.atomic_write
+
+    def full(path, write):   # the disk fills when the rows are written (the kept runs went through)
+        if Path(path) == tmp_path / "rows.csv":
+            raise OSError(28, "No space left on device")
+        return real(path, write)
 
     monkeypatch.setattr(alkit.experiment, "atomic_write", full)
     line = one_error_line(alkit_main, _run_argv(files, rounds="0", quiet=True, out=str(tmp_path / "rows.csv")),

@@ -126,3 +126,64 @@ def test_select_reports_progress_unless_quiet(arrays, capsys):
     assert "training the head" in out and "selecting 4 of" in out and out.rstrip().splitlines()[-1].startswith("selected")
     assert main(base + ["--quiet"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == [f"selected 4 points with margin -> {arrays / 'P.npy'}"]
+
+
+def test_run_resumes_from_the_runs_it_kept(arrays, monkeypatch):
+    import alkit.experiment as experiment
+
+    out = arrays / "rows.csv"
+    argv = ["run", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Ytrue.npy"), "--strategies",
+            "random,margin", "--seeds", "0", "--initial", "10", "--budget", "10", "--rounds", "2",
+            "--val-per-class", "2", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    first = pd.read_csv(out)
+    assert sorted(p.name for p in (arrays / "rows.csv.runs").glob("*.json")) == \
+        ["margin__seed0.json", "random__seed0.json"]
+    calls = []
+    real = experiment.run_active_learning
+    monkeypatch.setattr(experiment, "run_active_learning", lambda *a, **k: calls.append(a[5]) or real(*a, **k))
+    assert main(argv[:8] + ["0,1"] + argv[9:]) == 0        # one more seed: only its runs are computed
+    assert len(calls) == 2
+    again = pd.read_csv(out)
+    pd.testing.assert_frame_equal(again[again["seed"] == 0].drop(columns=["selection_seconds", "training_seconds"])
+                                  .reset_index(drop=True),
+                                  first.drop(columns=["selection_seconds", "training_seconds"]), check_dtype=False)
+
+
+def test_two_sweeps_into_one_folder_compute_each_run_once(tmp_path):
+    """Each run is claimed before it is computed: a second process skips what the first holds and
+    collects it when it is written; a claim whose process is gone is taken over."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import json, numpy as np
+        import alkit.experiment as experiment
+        from alkit.synthetic import gaussian_mixture
+        d = gaussian_mixture(5, 40, 6, separation=3.0, seed=0)
+        computed = []
+        real = experiment.run_active_learning
+        experiment.run_active_learning = lambda *a, **k: computed.append((k["seed"], a[5].name)) or real(*a, **k)
+        experiment.run_sweep(d.train_features, d.train_labels, d.test_features, d.test_labels, 5,
+                             ["random", "margin", "coreset"], [0, 1, 2], initial_size=10, round_budget=10, rounds=2,
+                             val_per_class=2, out_dir={str(tmp_path / "runs")!r}, progress=False)
+        print(json.dumps(computed))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    import json
+
+    done = [tuple(x) for o in outs for x in json.loads(o[0])]
+    assert len(done) == len(set(done)) == 9   # every run computed exactly once between the two
+    assert not list((tmp_path / "runs").glob("*.claim"))
+    from alkit.experiment import claim_run, release_claim
+
+    stem = tmp_path / "runs" / "x__seed0"
+    stem.with_suffix(".claim").write_text("999999999 " + __import__("platform").node() + "\n")   # a dead process
+    assert claim_run(stem)                                  # taken over from the dead process
+    assert stem.with_suffix(".claim").read_text().split()[0] == str(__import__("os").getpid())
+    release_claim(stem)
+    assert not stem.with_suffix(".claim").exists()
