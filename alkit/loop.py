@@ -87,6 +87,7 @@ def run_active_learning(
     progress: bool = True,
     on_round: Callable[[dict, np.ndarray], None] | None = None,
     shared: dict | None = None,
+    images=None,
 ) -> RunResult:
     """Run the initial random pool plus ``rounds`` query rounds; return a :class:`RunResult`.
 
@@ -103,9 +104,16 @@ def run_active_learning(
     what depends on the data alone — ProbCover's δ-graph, and the round-0 head, which depends on
     the seed, the schedule and the probe but not on the strategy, so it is trained once per such
     key and reused (the rows are the same as if it were trained again).  None: a fresh one.
+
+    ``images``: the pool's images (:class:`alkit.images.PoolImages`, one per row of
+    ``train_features``), handed to the strategy in every round's pool state; only strategies that
+    train on pixels (VAAL) need them.  The fine-tuning loop (:mod:`alkit.finetune`) always has them.
     """
     info = resolve_strategy(strategy)
     name = strategy_name or info.name
+    if "images" in info.needs and images is None:
+        raise ValueError(f"strategy {info.name!r} trains on the pool's images: pass images= (alkit.images.PoolImages "
+                         "of the pool's rows) or run it in the fine-tuning loop (`python -m alkit finetune`)")
     check_features(train_features, "train_features")
     check_features(test_features, "test_features")
     train_labels = np.asarray(train_labels)
@@ -180,7 +188,7 @@ def run_active_learning(
         pool = PoolState(
             features=train_features, labeled=labeled.copy(), held_out=held_out,
             labels=np.where(labeled, train_labels, -1).astype(np.int64), num_classes=num_classes,
-            weight=head.weight, bias=head.bias, cache=cache,
+            weight=head.weight, bias=head.bias, cache=cache, images=images,
         )
         started = time.perf_counter()
         batch = select(pool, info, round_budget, stream(seed, "selection", r + 1),

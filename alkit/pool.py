@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -118,6 +118,10 @@ class PoolState:
         bound to ``features``, where strategies keep work that later rounds or runs reuse when
         their inputs are unchanged — e.g. TypiClust's clustering.  None (the default, a one-off
         selection) means nothing is kept.
+    images: for strategies that train on pixels (VAAL), a callable ``images(rows)`` returning the
+        (len(rows), 3, H, W) float image tensor of those pool rows (e.g.
+        :class:`alkit.images.PoolImages`); the loops set it when they have the images.  None:
+        feature strategies only.
     """
 
     features: np.ndarray
@@ -130,6 +134,7 @@ class PoolState:
     logits: np.ndarray | None = None
     oracle_labels: np.ndarray | None = field(default=None, repr=False)
     cache: StrategyCache | None = field(default=None, repr=False, compare=False)
+    images: Callable[[np.ndarray], object] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = self.features.shape[0] if getattr(self.features, "ndim", 0) == 2 else None
@@ -166,6 +171,13 @@ class PoolState:
             if self.cache.features is not self.features:
                 raise ValueError("cache is bound to another feature matrix: make one StrategyCache(features) "
                                  "per feature matrix (and per run)")
+        if self.images is not None:
+            if not callable(self.images):
+                raise ValueError(f"images must be a callable rows -> image tensor (alkit.images.PoolImages), "
+                                 f"got {type(self.images).__name__}")
+            if hasattr(self.images, "__len__") and len(self.images) != n:
+                raise ValueError(f"images holds {len(self.images)} images but the pool has {n} rows: pass the "
+                                 "images of the pool's rows, in the same order")
         if self.oracle_labels is not None:
             if self.oracle_labels.shape != (n,):
                 raise ValueError(f"oracle_labels must have shape ({n},), got {self.oracle_labels.shape}")
@@ -212,6 +224,15 @@ class PoolState:
             raise ValueError(
                 f"strategy {strategy!r} measures distances in feature space and needs the linear head "
                 "(weight, bias); precomputed logits alone are not enough"
+            )
+
+    def require_images(self, strategy: str) -> None:
+        if self.images is None:
+            raise ValueError(
+                f"strategy {strategy!r} trains on the pool's images and needs images= (PoolState.images: a "
+                "callable returning the image tensors of pool rows, e.g. alkit.images.PoolImages): run it in "
+                "the fine-tuning loop (`python -m alkit finetune`, alkit.finetune.run_finetune_active_learning) "
+                "or pass images= to run_active_learning / make_pool"
             )
 
     # ------------------------------------------------------------ streaming
@@ -268,6 +289,7 @@ def make_pool(
     val_features: np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
     probe=None,
+    images=None,
 ) -> PoolState:
     """Build a :class:`PoolState` from features and a label vector with -1 for unlabelled points.
 
@@ -277,6 +299,9 @@ def make_pool(
     fifth of the labels; ``probe`` a :class:`alkit.probe.ProbeConfig`), your own linear head
     (``weight`` C × D, ``bias`` C), or any model's outputs for every point (``logits`` N × C, or
     ``probabilities`` N × C, used as log-probabilities). Then ``select(pool, "margin", budget, seed)``.
+
+    ``images``: a callable returning the image tensors of pool rows (:class:`alkit.images.PoolImages`),
+    for strategies that train on pixels (VAAL).
 
     ``num_classes`` should be given: inferred from the largest label it misses classes that no
     point has yet (a warning says so).  Features, head and model outputs must be finite.
@@ -329,6 +354,7 @@ def make_pool(
         weight=None if weight is None else np.asarray(weight, np.float32),
         bias=None if bias is None else np.asarray(bias, np.float32),
         logits=logits,
+        images=images,
     )
 
 

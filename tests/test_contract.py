@@ -1,6 +1,7 @@
 """One contract over every registered strategy."""
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import replace
 
@@ -8,19 +9,41 @@ import numpy as np
 import pytest
 import torch
 
+from alkit.images import PoolImages
 from alkit.pool import PoolState, StrategyCache
 from alkit.strategies import available_strategies, register, select
-from alkit.strategies.registry import _REGISTRY
+from alkit.strategies.registry import _REGISTRY, StrategyInfo
 from conftest import build_pool
 
-NAMES = [info.name for info in available_strategies()]
+#: Every registered strategy, those that train on the pool's images (VAAL) included.
+NAMES = [info.name for info in available_strategies(images=True)]
+#: Those that run on features alone: what feature sweeps run by default.
+FEATURE_NAMES = [info.name for info in available_strategies()]
 PAPER_STRATEGIES = {"random", "balanced_random", "confidence", "margin", "entropy", "mase", "base", "balancing",
                     "coreset", "badge", "partitioned_coreset", "partitioned_badge", "margin_clustering",
-                    "typiclust", "probcover"}
+                    "typiclust", "probcover", "vaal"}
+#: Small settings for the strategies that train networks on images, so the contract runs in seconds.
+TEST_OPTIONS = {"vaal": dict(epochs=1, batch_size=32, latent_dim=8, width=4)}
+
+
+def with_images(pool: PoolState) -> PoolState:
+    """The pool with random 16-px images, one per row (fixed by the pool's size)."""
+    pixels = np.random.default_rng(pool.size).integers(0, 256, (pool.size, 16, 16, 3), dtype=np.uint8)
+    return replace(pool, images=PoolImages.from_arrays(pixels))
+
+
+def strategy(name: str) -> StrategyInfo:
+    """The registered strategy, with :data:`TEST_OPTIONS` bound."""
+    info = _REGISTRY[name]
+    if name not in TEST_OPTIONS:
+        return info
+    return replace(info, fn=functools.partial(info.fn, **TEST_OPTIONS[name]))
 
 
 def run(pool, name, budget, seed, truth):
-    return select(pool, name, budget, seed, oracle_labels=truth if _REGISTRY[name].oracle else None)
+    if "images" in _REGISTRY[name].needs and pool.images is None:
+        pool = with_images(pool)
+    return select(pool, strategy(name), budget, seed, oracle_labels=truth if _REGISTRY[name].oracle else None)
 
 
 def test_every_paper_strategy_is_registered_and_documented():
@@ -86,8 +109,10 @@ def test_contract_state_in_the_open(small_pool, name, monkeypatch):
     directly (not through select) on a small pool, it never changes torch's thread count; and it
     takes no benchmark hook."""
     pool, truth = small_pool
-    info = _REGISTRY[name]
-    assert "timings" not in inspect.signature(info.fn).parameters
+    if "images" in _REGISTRY[name].needs:
+        pool = with_images(pool)
+    info = strategy(name)
+    assert "timings" not in inspect.signature(_REGISTRY[name].fn).parameters
     set_threads = []
     with monkeypatch.context() as patched:
         patched.setattr(torch, "get_num_threads", lambda: 4)
@@ -173,9 +198,26 @@ def test_user_callable_and_registration(small_pool):
         register("margin")(farthest_from_origin)
 
 
+def test_image_strategies_say_which_data_they_need(small_pool):
+    """A strategy that trains on images refuses a pool without them, naming what to provide; feature
+    sweeps never list it; the linear loop refuses it before any compute unless given images."""
+    from alkit.loop import run_active_learning
+
+    pool, _ = small_pool
+    assert "vaal" in NAMES and "vaal" not in FEATURE_NAMES
+    with pytest.raises(ValueError, match="needs images= .*alkit finetune"):
+        select(pool, "vaal", 3, 0)
+    with pytest.raises(ValueError, match="needs images="):
+        _REGISTRY["vaal"].fn(pool, 3, np.random.default_rng(0))
+    y = np.arange(pool.size) % pool.num_classes
+    with pytest.raises(ValueError, match="pass images="):
+        run_active_learning(pool.features, y, pool.features, y, pool.num_classes, "vaal", seed=0, initial_size=10,
+                            round_budget=5, rounds=1, progress=False)
+
+
 def test_readme_lists_every_registered_strategy():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [name for name in NAMES if f"`{name}`" not in readme]
+    missing = [name for name in FEATURE_NAMES if f"`{name}`" not in readme]
     assert not missing, f"README strategy table lacks {missing}"

@@ -27,6 +27,8 @@ class StrategyInfo:
     oracle: bool = False
     summary: str = ""
     reference: str = ""
+    #: Pool inputs beyond features and model that the strategy reads: ("images",) for VAAL.
+    needs: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, StrategyInfo] = {}
@@ -37,28 +39,49 @@ def _first_line(doc: str | None) -> str:
     return lines[0] if lines else ""
 
 
-def register(name: str, *, oracle: bool = False, reference: str = "") -> Callable[[Strategy], Strategy]:
+#: Extra pool inputs a strategy may declare with ``register(..., needs=...)``.
+NEEDS = ("images",)
+
+
+def register(name: str, *, oracle: bool = False, reference: str = "",
+             needs: tuple[str, ...] = ()) -> Callable[[Strategy], Strategy]:
     """Decorator: register ``fn`` under ``name``.  ``oracle=True`` marks a baseline that reads
-    true labels of unlabelled points (it receives ``pool.oracle_labels``)."""
+    true labels of unlabelled points (it receives ``pool.oracle_labels``); ``needs=("images",)``
+    one that trains on the pool's images (``pool.images``), which only loops holding the images
+    can run."""
+    unknown = set(needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"needs must name inputs among {NEEDS}, got {sorted(unknown)}")
 
     def decorate(fn: Strategy) -> Strategy:
         if name in _REGISTRY:
             raise ValueError(f"strategy name {name!r} is already registered")
-        _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference)
+        _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference, tuple(needs))
         fn.strategy_name = name  # type: ignore[attr-defined]
         fn.oracle = oracle  # type: ignore[attr-defined]
+        fn.needs = tuple(needs)  # type: ignore[attr-defined]
         return fn
 
     return decorate
 
 
-def available_strategies() -> list[StrategyInfo]:
-    """All registered strategies, in registration order."""
-    return list(_REGISTRY.values())
+def available_strategies(*, images: bool = False) -> list[StrategyInfo]:
+    """The registered strategies that run on features (and a model) alone, in registration order:
+    what every feature sweep runs by default.  ``images=True`` adds those that train on the pool's
+    images (VAAL), which only the fine-tuning loop (or a loop given ``images=``) can run."""
+    return [info for info in _REGISTRY.values() if images or "images" not in info.needs]
 
 
-def strategy_names() -> list[str]:
-    return list(_REGISTRY)
+def strategy_names(*, images: bool = False) -> list[str]:
+    """Names of :func:`available_strategies` (``images=True``: with the image strategies)."""
+    return [info.name for info in available_strategies(images=images)]
+
+
+def in_registry_order(names) -> list[str]:
+    """``names`` in registry order (random first), unregistered names last by name: legends and
+    tables list strategies the same way everywhere."""
+    order = {s: i for i, s in enumerate(strategy_names(images=True))}
+    return sorted(names, key=lambda s: (order.get(s, len(order)), s))
 
 
 def resolve_strategy(strategy: str | Strategy | StrategyInfo) -> StrategyInfo:
@@ -79,7 +102,8 @@ def resolve_strategy(strategy: str | Strategy | StrategyInfo) -> StrategyInfo:
         if n_params < 3:
             raise ValueError("strategy callable must accept (pool, budget, rng) and return pool indices")
         name = getattr(strategy, "strategy_name", None) or getattr(strategy, "__name__", type(strategy).__name__)
-        return StrategyInfo(name, strategy, bool(getattr(strategy, "oracle", False)), _first_line(strategy.__doc__))
+        return StrategyInfo(name, strategy, bool(getattr(strategy, "oracle", False)), _first_line(strategy.__doc__),
+                            needs=tuple(getattr(strategy, "needs", ())))
     raise ValueError(f"strategy must be a registered name or a callable, got {type(strategy).__name__}")
 
 
@@ -127,6 +151,8 @@ def select(
             pool = replace(pool, oracle_labels=np.asarray(oracle_labels))
     elif pool.oracle_labels is not None:
         pool = replace(pool, oracle_labels=None)  # honest strategies never see hidden labels
+    if "images" in info.needs:
+        pool.require_images(info.name)
     check_finite_inputs(pool)
     n_eligible = int(pool.eligible.sum())
     if n_eligible == 0:
