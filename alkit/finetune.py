@@ -1,0 +1,1052 @@
+"""The paper's other regime: the whole network fine-tuned end to end on the labelled images each round.
+
+Same runs as the linear loop (:func:`alkit.loop.run_active_learning`): the same seed gives the same
+validation split, initial pool and named random streams (:func:`alkit.loop.stream`), the same row
+columns and :class:`alkit.loop.RunResult`, and the same run files (``<strategy>__seed<k>.csv``,
+``.npz``, ``.json``), so notebooks, tables and claims read both.  Each round:
+
+1. a fresh network — the backbone's starting weights (pretrained, or a seeded random initialisation
+   for ``resnet18_scratch``) plus a new linear head — is trained on the labelled images with SGD
+   (momentum, weight decay, cosine or step schedule), random crop + flip, class-weighted
+   cross-entropy for long-tailed data, early stopping on the free validation split (the best epoch's
+   weights are kept), as the authors' ``init_network_weights`` + ``train`` + ``load_best_ckpt``;
+2. it is evaluated on the test set;
+3. the pool is **re-embedded with this network**: its features z, head (W, b) and so its logits go
+   to the strategy in a :class:`alkit.pool.PoolState`, with the pool's images (``images=``) for the
+   strategies that train on pixels (VAAL) — every registered strategy runs unchanged.
+
+Recipes are named presets (:data:`PRESETS`): ``paper_cifar10``, ``paper_cifar10_lt``,
+``paper_imagenet`` (the authors' settings, PAPER.md), ``gpu_cifar10`` (a reduced schedule for one
+GPU) and ``tiny`` (tests, CPU).  On CUDA: autocast (bf16, or fp16 with a GradScaler) and
+channels-last.  Under ``torchrun`` (WORLD_SIZE > 1) each rank trains on its shard of every batch
+(DistributedDataParallel), evaluation and re-embedding are sharded and gathered, and rank 0 selects
+and writes.  A checkpoint (model, optimiser, scheduler, loop state, generator states) is written
+atomically after every round and during training, so a killed run resumes in the round it was in
+and gives the rows an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from alkit.images import PoolImages, random_crop_flip
+from alkit.io import atomic_write
+from alkit.loop import RunResult, _prefixed, first_round_split, stream
+from alkit.metrics import classification_metrics, imbalance_metrics
+from alkit.pool import PoolState, StrategyCache, check_labels
+from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
+
+# --------------------------------------------------------------------------------------------
+# Recipes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One round's training recipe (the fields of :data:`PRESETS`; override with ``replace``)."""
+
+    epochs: int = 200                 # at most, per round
+    batch_size: int = 128
+    lr: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"          # "cosine" (period cosine_t_max epochs, default epochs), "step", "constant"
+    cosine_t_max: int | None = None
+    step_size: int = 10               # "step": lr × gamma every step_size epochs
+    gamma: float = 0.1
+    patience: int = 50                # early stopping on validation top-1 (0: train every epoch)
+    class_weighted: bool = False      # inverse-frequency weighted cross-entropy (long-tailed data)
+    augment: bool = True              # random crop (zero padding) + horizontal flip
+    crop_padding: int = 4
+    freeze_bn: bool | None = None     # None: BatchNorm statistics frozen for pretrained backbones (authors)
+    eval_batch_size: int = 512
+    precision: str = "auto"           # "auto": bf16 autocast on CUDA (fp16 + GradScaler without bf16), fp32 on CPU
+    channels_last: bool = True        # CUDA only
+    checkpoint_seconds: float = 300.0  # during training, a checkpoint at most this often (0: every epoch)
+    vaal: dict = field(default_factory=dict)   # options of the "vaal" strategy (alkit.strategies.vaal)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "momentum", "weight_decay", "gamma", "checkpoint_seconds"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {self.precision!r}")
+        if self.patience < 0 or self.crop_padding < 0:
+            raise ValueError("patience and crop_padding must be ≥ 0")
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+#: The authors' VAAL settings, CIFAR-10 and ImageNet (src/utils/parser.py help texts).
+_VAAL_CIFAR = dict(latent_dim=32, adversary_weight=1.0, lr_vae=5e-4, lr_discriminator=5e-4)
+_VAAL_IMAGENET = dict(latent_dim=64, adversary_weight=10.0, lr_vae=5e-5, lr_discriminator=1e-3)
+
+PRESETS: dict[str, FinetuneConfig] = {
+    # SimCLR ResNet-18 fine-tuned: SGD lr 0.001, momentum 0.9, wd 5e-4, cosine T = 200, 200 epochs,
+    # patience 50, crop + flip, batch 128.  VAAL's networks train as many epochs as the classifier may.
+    "paper_cifar10": FinetuneConfig(epochs=200, lr=1e-3, weight_decay=5e-4, schedule="cosine", cosine_t_max=200,
+                                    patience=50, vaal=dict(_VAAL_CIFAR, epochs=200)),
+    # Imbalanced CIFAR-10: as CIFAR-10 but lr 0.002, wd 0, class-weighted cross-entropy.
+    "paper_cifar10_lt": FinetuneConfig(epochs=200, lr=2e-3, weight_decay=0.0, schedule="cosine", cosine_t_max=200,
+                                       patience=50, class_weighted=True, vaal=dict(_VAAL_CIFAR, epochs=200)),
+    # MoCo v2 ResNet-50 fine-tuned: SGD lr 0.001, wd 0, StepLR(10, 0.1), 60 epochs, patience 30.
+    "paper_imagenet": FinetuneConfig(epochs=60, lr=1e-3, weight_decay=0.0, schedule="step", step_size=10, gamma=0.1,
+                                     patience=30, crop_padding=28, vaal=dict(_VAAL_IMAGENET, epochs=60)),
+    # Reduced CIFAR-10 schedule for one modern GPU (a ResNet-18 from scratch or SimCLR): 30 epochs,
+    # batch 256, a from-scratch learning rate; not tuned, not the paper's.
+    "gpu_cifar10": FinetuneConfig(epochs=30, batch_size=256, lr=0.05, nesterov=True, weight_decay=5e-4,
+                                  schedule="cosine", patience=10, eval_batch_size=1024,
+                                  vaal=dict(_VAAL_CIFAR, epochs=30, batch_size=256)),
+    # Tests and CPU demonstrations: two epochs, small batches, a checkpoint every epoch, a small VAAL.
+    "tiny": FinetuneConfig(epochs=2, batch_size=16, lr=0.05, weight_decay=5e-4, schedule="cosine", patience=0,
+                           eval_batch_size=64, checkpoint_seconds=0.0,
+                           vaal=dict(epochs=1, batch_size=16, latent_dim=8, width=4)),
+}
+
+#: The preset a data set gets when none is named.
+DATASET_PRESETS = {"cifar10": "paper_cifar10", "cifar10-lt": "paper_cifar10_lt", "imagenet": "paper_imagenet",
+                   "imagenet-lt": "paper_imagenet", "tiny-imagenet": "paper_imagenet",
+                   "tiny-imagenet-lt": "paper_imagenet"}
+
+
+def finetune_config(preset: str | FinetuneConfig = "tiny", **overrides) -> FinetuneConfig:
+    """A named preset (:data:`PRESETS`) with keyword overrides (``epochs=10``, ``batch_size=64``, …)."""
+    if isinstance(preset, FinetuneConfig):
+        config = preset
+    elif preset in PRESETS:
+        config = PRESETS[preset]
+    else:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - set(FinetuneConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown fine-tuning setting(s) {sorted(unknown)}; choose among "
+                         f"{sorted(FinetuneConfig.__dataclass_fields__)}")
+    if "epochs" in overrides and "vaal" not in overrides and "epochs" in config.vaal:
+        overrides["vaal"] = {**config.vaal, "epochs": overrides["epochs"]}   # VAAL trains as long as the classifier
+    return replace(config, **overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Scales: the fine-tuning sweeps as data (wired into alkit.reproduce by a few lines)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FinetuneScale:
+    """One configured fine-tuning sweep of one data set."""
+
+    dataset: str
+    preset: str
+    backbone: str
+    strategies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    initial_size: int
+    round_budget: int
+    rounds: int
+    val_per_class: int
+    weights_needed: bool = False
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+GPU_STRATEGIES = ("random", "margin", "base", "badge", "vaal")
+
+FINETUNE_SCALES: dict[str, dict[str, FinetuneScale]] = {
+    # One modern GPU in about ten minutes: CIFAR-10, 5 strategies × 3 seeds, 1 k initial + 3 × 1 k, a
+    # ResNet-18 (CIFAR stem) from scratch with the reduced 30-epoch schedule (ImageNet-free, offline).
+    "gpu": {"cifar10": FinetuneScale("cifar10", "gpu_cifar10", "resnet18_scratch", GPU_STRATEGIES, (0, 1, 2),
+                                     1000, 1000, 3, 500,
+                                     note="reduced schedule, ResNet-18 from scratch (no SimCLR weights offline)")},
+    # The authors' schedules (their self-supervised checkpoints via --weights).
+    "paper": {
+        "cifar10": FinetuneScale("cifar10", "paper_cifar10", "simclr_resnet18_cifar", GPU_STRATEGIES, (98, 99),
+                                 1000, 1000, 30, 500, weights_needed=True),
+        "cifar10-lt": FinetuneScale("cifar10-lt", "paper_cifar10_lt", "simclr_resnet18_cifar", GPU_STRATEGIES,
+                                    (98, 99), 1000, 1000, 30, 200, weights_needed=True),
+        "imagenet": FinetuneScale("imagenet", "paper_imagenet", "moco_v2_resnet50", GPU_STRATEGIES, (98, 99),
+                                  30_000, 10_000, 8, 13, weights_needed=True),
+    },
+    # Seconds on a CPU: a 600-image slice of CIFAR-10, the tiny preset (what the tests run at).
+    "cpu": {"cifar10": FinetuneScale("cifar10", "tiny", "resnet18_scratch", ("random", "margin", "base", "vaal"),
+                                     (0,), 40, 40, 2, 5, note="600-image slice, tiny preset: a smoke test")},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+
+NETWORK_NAMES = ("resnet18_scratch", "tiny_cnn", "simclr_resnet18_cifar", "moco_v2_resnet50", "efficientnet_lite0",
+                 "torchvision:<arch>")
+
+
+class FinetuneNet(nn.Module):
+    """A trunk (image → D-dim pooled feature) and a linear head ℓ = W z + b."""
+
+    def __init__(self, trunk: nn.Module, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trunk(images).flatten(1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(images))
+
+
+def tiny_cnn() -> nn.Module:
+    """Two 3×3 conv-BN-ReLU blocks and global pooling (32-d): the tests' network."""
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(True),
+                         nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
+                         nn.ReLU(True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def init_weights_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """torchvision's ResNet initialisation (Kaiming-normal fan-out convolutions, BN γ = 1, β = 0,
+    PyTorch's uniform ±1/√fan_in linears), drawn from ``generator``: the same seed, the same network."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.in_features)
+            nn.init.uniform_(m.weight, -bound, bound, generator=generator)
+            if m.bias is not None:
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+    return module
+
+
+@dataclass
+class NetworkSource:
+    """Where each round's network starts: a trunk factory, its starting weights (None: a seeded
+    random initialisation each round) and the input normalisation."""
+
+    name: str
+    make_trunk: Callable[[], nn.Module]
+    feature_dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    state: dict | None = None          # pretrained trunk tensors (CPU)
+    weights_sha256: str | None = None
+    resolution: int = 32               # the backbone's training input size
+
+    @property
+    def pretrained(self) -> bool:
+        return self.state is not None
+
+    def build(self, num_classes: int, generator: torch.Generator) -> FinetuneNet:
+        """A fresh network: the starting trunk (or a random one drawn from ``generator``) and a new head."""
+        trunk = self.make_trunk()
+        if self.state is None:
+            init_weights_(trunk, generator)
+        else:
+            trunk.load_state_dict(self.state)
+        net = FinetuneNet(trunk, self.feature_dim, num_classes)
+        init_weights_(net.head, generator)
+        return net
+
+    def identity(self) -> dict:
+        return {"network": self.name, "weights_sha256": self.weights_sha256, "feature_dim": self.feature_dim}
+
+
+def network_source(name: str = "resnet18_scratch", weights: str | Path | None = None, **options) -> NetworkSource:
+    """A trainable network by name (:data:`NETWORK_NAMES`): the feature backbones of
+    :mod:`alkit.backbones` (a trainable copy of their weights), or ``resnet18_scratch`` (CIFAR-stem
+    ResNet-18, random) / ``tiny_cnn`` (tests) initialised from each round's training stream."""
+    from alkit.backbones import CIFAR10_MEAN, CIFAR10_STD, load_backbone, resnet18_cifar
+
+    if name in ("resnet18_scratch", "tiny_cnn"):
+        if weights is not None or options:
+            raise ValueError(f"backbone {name!r} starts from random weights: drop weights= / options")
+        if name == "tiny_cnn":
+            return NetworkSource(name, tiny_cnn, 32, CIFAR10_MEAN, CIFAR10_STD)
+        return NetworkSource(name, resnet18_cifar, 512, CIFAR10_MEAN, CIFAR10_STD)
+    backbone = load_backbone(name, weights, **options)
+    frozen = backbone.model
+    state = {k: v.detach().clone() for k, v in frozen.state_dict().items()}
+    return NetworkSource(name, functools.partial(copy.deepcopy, frozen), backbone.feature_dim, backbone.mean,
+                         backbone.std, state, backbone.weights_sha256, backbone.train_resolution)
+
+
+def _trainable(net: nn.Module, freeze_bn: bool) -> nn.Module:
+    """Every parameter trainable; train mode, with BatchNorm layers in eval mode when ``freeze_bn``."""
+    for p in net.parameters():
+        p.requires_grad_(True)
+    net.train()
+    if freeze_bn:
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return net
+
+
+# --------------------------------------------------------------------------------------------
+# Devices, precision, ranks
+# --------------------------------------------------------------------------------------------
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``: CUDA when present, else the CPU; a CUDA device asked for without CUDA is an error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return dev
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (None: float32 throughout)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
+        if device.type != "cuda":
+            raise ValueError("precision: fp16 autocast needs a CUDA device; use bf16 or fp32 on the CPU")
+        return torch.float16
+    return torch.bfloat16
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's rank and the world size (1 without torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    world: object = None   # an alkit.distributed.World when size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def ranks_from_env() -> Ranks:
+    """One process unless WORLD_SIZE > 1 (torchrun); then the world of :mod:`alkit.distributed`."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return Ranks()
+    from alkit.distributed import world_from_env
+
+    world = world_from_env()
+    return Ranks(world.rank, world.size, world)
+
+
+def batch_shard(rows: np.ndarray, ranks: Ranks) -> np.ndarray:
+    """This rank's share of one training batch: every ``size``-th row from its rank (all ranks
+    together: the batch, each row once)."""
+    return rows[ranks.rank::ranks.size]
+
+
+def owned_chunks(n_rows: int, chunk: int, ranks: Ranks) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the evaluation chunks this rank computes (round robin over chunks)."""
+    return [(s, min(s + chunk, n_rows)) for i, s in enumerate(range(0, n_rows, chunk)) if i % ranks.size == ranks.rank]
+
+
+def assemble_chunks(parts: Sequence[list[tuple[int, np.ndarray]]], n_rows: int) -> np.ndarray:
+    """Every rank's ``[(start, array), …]`` put back in row order (one array of ``n_rows`` rows);
+    chunks that overlap or leave rows out raise a ValueError."""
+    pieces = sorted((piece for rank_parts in parts for piece in rank_parts), key=lambda piece: piece[0])
+    if not pieces:
+        raise ValueError("assemble_chunks got no chunks")
+    covered = sum(array.shape[0] for _, array in pieces)
+    ends = [start + array.shape[0] for start, array in pieces]
+    contiguous = pieces[0][0] == 0 and all(end == nxt for end, (nxt, _) in zip(ends, pieces[1:]))
+    if covered != n_rows or not contiguous:
+        raise ValueError(f"the gathered chunks cover {covered} rows, expected {n_rows} without gaps or overlaps")
+    return np.concatenate([array for _, array in pieces])
+
+
+def _all_gather(obj, ranks: Ranks) -> list:
+    if ranks.size == 1:
+        return [obj]
+    from alkit.distributed import all_gather
+
+    return all_gather(obj, ranks.world)
+
+
+def _broadcast(obj, ranks: Ranks):
+    if ranks.size == 1:
+        return obj
+    from alkit.distributed import broadcast
+
+    return broadcast(obj, ranks.world)
+
+
+def _barrier(ranks: Ranks) -> None:
+    if ranks.size > 1:
+        from alkit.distributed import barrier
+
+        barrier(ranks.world)
+
+
+# --------------------------------------------------------------------------------------------
+# One round: train, evaluate, embed
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(net: FinetuneNet, images: PoolImages, rows: np.ndarray, device: torch.device, *, batch_size: int = 512,
+            dtype: torch.dtype | None = None, ranks: Ranks = Ranks(), channels_last: bool = False,
+            with_features: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(features (n, D) float32 or None, logits (n, C) float32)`` of ``rows``, in eval mode; under
+    torchrun each rank computes its chunks and all get every row."""
+    model = net.module if hasattr(net, "module") else net
+    was_training = model.training
+    model.eval()
+    parts: list[tuple[int, np.ndarray]] = []
+    rows = np.asarray(rows, np.int64)
+    for start, stop in owned_chunks(rows.size, batch_size, ranks):
+        x = images(rows[start:stop], device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            z = model.embed(x)
+            logits = model.head(z)
+        z32 = z.float().cpu().numpy() if with_features else np.zeros((z.shape[0], 0), np.float32)
+        parts.append((start, np.concatenate([z32, logits.float().cpu().numpy()], axis=1)))
+    model.train(was_training)
+    n_out = (model.head.in_features if with_features else 0) + model.head.out_features
+    if rows.size == 0:
+        return (np.zeros((0, model.head.in_features), np.float32) if with_features else None,
+                np.zeros((0, model.head.out_features), np.float32))
+    gathered = assemble_chunks(_all_gather(parts, ranks), rows.size)
+    assert gathered.shape[1] == n_out
+    d = model.head.in_features if with_features else 0
+    return (np.ascontiguousarray(gathered[:, :d]) if with_features else None,
+            np.ascontiguousarray(gathered[:, d:]))
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """w_c = n / (C · n_c) for classes with labels, 0 for the others (as the linear probe's)."""
+    counts = torch.bincount(torch.from_numpy(np.asarray(labels, np.int64)), minlength=num_classes).float()
+    return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp_min(1)), torch.zeros(()))
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.cosine_t_max or config.epochs)
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+@dataclass
+class RoundTraining:
+    """What one round's training left: the best epoch's network and its record."""
+
+    net: FinetuneNet
+    optimizer_state: dict
+    epochs_run: int
+    best_epoch: int
+    best_val_accuracy: float
+    val_loss: float
+    history: list[dict]
+    seconds: float
+
+    def record(self) -> dict:
+        """The row columns the linear loop's head writes (``probe_*``), filled for fine-tuning."""
+        return {"probe_method": "finetune", "val_top1": self.best_val_accuracy, "val_loss": self.val_loss,
+                "probe_l2": np.nan, "probe_iterations": np.nan, "probe_converged": np.nan,
+                "probe_epochs": self.best_epoch, "probe_fits": np.nan}
+
+
+def _state_to_cpu(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
+def train_round(source: NetworkSource, images: PoolImages, labels: np.ndarray, train_rows: np.ndarray,
+                val_rows: np.ndarray, num_classes: int, config: FinetuneConfig, rng: np.random.Generator,
+                device: torch.device, *, ranks: Ranks = Ranks(), resume: dict | None = None,
+                save: Callable[[dict], None] | None = None,
+                on_epoch: Callable[[int], None] | None = None) -> RoundTraining:
+    """Train a fresh network on ``train_rows`` (early stopping on ``val_rows``); the best epoch's
+    weights are kept (the last epoch's without validation).  Draws come from ``rng`` (initialisation,
+    batch order, augmentation).  ``resume``: a mid-round checkpoint's training state; ``save(state)``
+    is offered the training state after each epoch (:attr:`FinetuneConfig.checkpoint_seconds`
+    apart); ``on_epoch(epoch)`` is called after it."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    net = source.build(num_classes, generator)
+    freeze_bn = source.pretrained if config.freeze_bn is None else config.freeze_bn
+    dtype = autocast_dtype(config.precision, device)
+    channels_last = config.channels_last and device.type == "cuda"
+    net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
+    model: nn.Module = net
+    if ranks.size > 1:
+        if not freeze_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    scheduler = _scheduler(optimizer, config)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    weight = class_weights(labels[train_rows], num_classes).to(device) if config.class_weighted else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    y_all = torch.from_numpy(np.asarray(labels, np.int64))
+    plain = model.module if hasattr(model, "module") else model
+    best = {"accuracy": -1.0, "epoch": 0, "loss": float("nan"), "state": None}
+    history: list[dict] = []
+    first_epoch, elapsed_before = 1, 0.0
+    if resume is not None:
+        plain.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        rng.bit_generator.state = resume["rng"]
+        generator.set_state(resume["generator"])
+        best = dict(resume["best"])
+        history = list(resume["history"])
+        first_epoch, elapsed_before = resume["epoch"] + 1, resume["seconds"]
+    last_save = time.perf_counter()
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, config.epochs + 1):
+        if history and config.patience and val_rows.size and epoch - best["epoch"] > config.patience:
+            break
+        _trainable(model, freeze_bn)
+        order = rng.permutation(train_rows)
+        total, seen = 0.0, 0
+        for start in range(0, order.size, config.batch_size):
+            rows = order[start:start + config.batch_size]
+            if rows.size < 2 and not freeze_bn:   # BatchNorm cannot train on one image
+                continue
+            rows = batch_shard(rows, ranks)
+            x = images(rows, device)
+            if config.augment:
+                x = random_crop_flip(x, generator, config.crop_padding)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y_all[rows].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * rows.size
+            seen += rows.size
+        scheduler.step()
+        record = {"epoch": epoch, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+        if val_rows.size:
+            _, val_logits = predict(plain, images, val_rows, device, batch_size=config.eval_batch_size, dtype=dtype,
+                                    ranks=ranks, channels_last=channels_last, with_features=False)
+            val_y = labels[val_rows]
+            accuracy = float((val_logits.argmax(1) == val_y).mean())
+            val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_y)))
+            record.update(val_top1=accuracy, val_loss=val_loss)
+            if accuracy > best["accuracy"]:
+                best = {"accuracy": accuracy, "epoch": epoch, "loss": val_loss,
+                        "state": _state_to_cpu(plain.state_dict())}
+        history.append(record)
+        now = time.perf_counter()
+        if save is not None and (now - last_save >= config.checkpoint_seconds or epoch == config.epochs):
+            save({"model": _state_to_cpu(plain.state_dict()), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng.bit_generator.state,
+                  "generator": generator.get_state(), "best": best, "history": history, "epoch": epoch,
+                  "seconds": elapsed_before + now - started})
+            last_save = now
+        if on_epoch is not None:
+            on_epoch(epoch)
+    if best["state"] is not None:
+        plain.load_state_dict(best["state"])
+    else:
+        best = {"accuracy": float("nan"), "epoch": epoch, "loss": float("nan")}
+    plain.eval()
+    return RoundTraining(plain, optimizer.state_dict(), epoch if history else 0, int(best["epoch"]),
+                         float(best["accuracy"]), float(best["loss"]), history,
+                         elapsed_before + time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+#: Pool features kept as float32 up to this size, float16 beyond (ImageNet: 1.28 M × 2048).
+FLOAT32_FEATURE_BYTES = 4 * 1024**3
+CHECKPOINT_FORMAT = 1
+
+
+def _checkpoint_key(**parts) -> dict:
+    return json.loads(json.dumps(parts, default=str, sort_keys=True))
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    def write(tmp: Path) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        tmp.write_bytes(buffer.getvalue())
+
+    atomic_write(path, write)
+
+
+def _load_checkpoint(path: Path, key: dict) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:   # noqa: BLE001 - a corrupt checkpoint must name the file, whatever broke
+        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); delete it to start "
+                         "the run again") from None
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("key") != key:
+        raise ValueError(f"checkpoint {path} belongs to another run (other settings or data); delete it or choose "
+                         "another output path")
+    return state
+
+
+def run_finetune_active_learning(
+    train_images: PoolImages,
+    train_labels: np.ndarray,
+    test_images: PoolImages,
+    test_labels: np.ndarray,
+    num_classes: int,
+    strategy: str | Strategy | StrategyInfo,
+    *,
+    seed: int,
+    initial_size: int,
+    round_budget: int,
+    rounds: int,
+    val_per_class: int = 0,
+    network: NetworkSource | str = "resnet18_scratch",
+    config: FinetuneConfig | str = "tiny",
+    strategy_options: dict | None = None,
+    device: str | torch.device | None = None,
+    checkpoint: str | Path | None = None,
+    strategy_name: str | None = None,
+    progress: bool = True,
+    on_round: Callable[[dict, np.ndarray], None] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """The fine-tuning loop: initial random pool plus ``rounds`` query rounds; a :class:`RunResult`
+    with the linear loop's row columns (``probe_method`` "finetune", ``probe_epochs`` the best epoch).
+
+    ``network``: a :class:`NetworkSource` or a name for :func:`network_source`; ``config``: a
+    :class:`FinetuneConfig` or a preset name.  ``strategy_options``: keyword options of the strategy
+    (default: ``config.vaal`` for ``vaal``).  ``checkpoint``: a file written atomically after every
+    round and during training; when it exists (same settings) the run resumes from it, with the rows
+    of an uninterrupted run (it is left in place: delete it when the result is saved).  ``on_round(row,
+    picks)`` after each round; ``on_epoch(round, epoch)`` after each training epoch.
+    """
+    info = resolve_strategy(strategy)
+    name = strategy_name or info.name
+    config = finetune_config(config)
+    dev = resolve_device(device)
+    source = network if isinstance(network, NetworkSource) else network_source(network)
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    for what, imgs, lab in (("train", train_images, train_labels), ("test", test_images, test_labels)):
+        if not isinstance(imgs, PoolImages):
+            raise ValueError(f"{what}_images must be an alkit.images.PoolImages, got {type(imgs).__name__}")
+        if lab.ndim != 1 or lab.shape[0] != len(imgs):
+            raise ValueError(f"{what}_labels must hold one label per image ({len(imgs)}), got shape {lab.shape}")
+        check_labels(lab, num_classes, f"{what}_labels", allow_unlabelled=False)
+    initial_size, round_budget = check_budget(initial_size), check_budget(round_budget)
+    if rounds < 0 or val_per_class < 0:
+        raise ValueError(f"rounds and val_per_class must be ≥ 0, got {rounds} and {val_per_class}")
+    options = dict(config.vaal) if strategy_options is None and info.name == "vaal" else dict(strategy_options or {})
+    if options:
+        info = replace(info, fn=functools.partial(info.fn, **options))
+    ranks = ranks_from_env()
+    if ranks.size > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", ranks.world.local_rank)
+    if dev.type == "cuda":
+        train_images, test_images = train_images.to(dev), test_images.to(dev)
+
+    n = len(train_images)
+    held_out, initial = first_round_split(train_labels, num_classes, val_per_class, initial_size, seed)
+    available = int((~held_out).sum())
+    if initial_size + rounds * round_budget > available:
+        raise ValueError(f"round_budget: {initial_size} initial + {rounds} rounds × {round_budget} = "
+                         f"{initial_size + rounds * round_budget} labels, more than the {available} points outside "
+                         "validation; lower rounds or round_budget")
+    val_idx = np.flatnonzero(held_out)
+    pool_distribution = np.bincount(train_labels[~held_out], minlength=num_classes)
+    run_config = {"strategy": name, "oracle": info.oracle, "seed": int(seed), "initial_size": initial_size,
+                  "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
+                  "regime": "finetune", "finetune": config.as_dict(), "strategy_options": options,
+                  "network": source.identity(), "num_classes": num_classes, "pool_size": n,
+                  "resolution": train_images.resolution}
+    key = _checkpoint_key(**run_config, test_size=len(test_images), labels=hashlib.sha256(
+        np.ascontiguousarray(train_labels, np.int64).tobytes() + np.ascontiguousarray(test_labels, np.int64).tobytes()
+    ).hexdigest())
+    path = Path(checkpoint) if checkpoint is not None else None
+    saved = _load_checkpoint(path, key) if path is not None else None
+
+    # Loop state: everything a later round needs (the named streams make the round index the RNG state).
+    state = {"round": 0, "labeled": np.zeros(n, bool), "picks": [initial], "rows": [], "counts": [],
+             "per_class": [], "batch": initial, "selection_seconds": 0.0, "details": []}
+    state["labeled"][initial] = True
+    training_resume = None
+    if saved is not None:
+        state = saved["loop"]
+        training_resume = saved.get("training")
+
+    def save(training: dict | None, finished_round: dict | None = None) -> None:
+        """Checkpoint: the loop state at the start of the current round, plus the training state
+        inside it (mid-round) or the network of the round just finished."""
+        if path is not None and ranks.is_main:
+            _save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "key": key, "loop": state, "training": training,
+                                    "finished_round": finished_round})
+
+    bar = tqdm(range(state["round"], rounds + 1), desc=f"{name} seed {seed} (fine-tuning)",
+               disable=not progress or not ranks.is_main, leave=False)
+    dtype = autocast_dtype(config.precision, dev)
+    channels_last = config.channels_last and dev.type == "cuda"
+    for r in bar:
+        labeled = state["labeled"]
+        lab_idx = np.flatnonzero(labeled)
+        training = train_round(
+            source, train_images, train_labels, lab_idx, val_idx, num_classes, config, stream(seed, "training", r),
+            dev, ranks=ranks, resume=training_resume, save=save,
+            on_epoch=None if on_epoch is None else functools.partial(on_epoch, r))
+        training_resume = None
+        started = time.perf_counter()
+        _, test_logits = predict(training.net, test_images, np.arange(len(test_images)), dev,
+                                 batch_size=config.eval_batch_size, dtype=dtype, ranks=ranks,
+                                 channels_last=channels_last, with_features=False)
+        metrics = classification_metrics(test_logits, test_labels, num_classes)
+        test_seconds = time.perf_counter() - started
+        batch = state["batch"]
+        labeled_imb = imbalance_metrics(train_labels[lab_idx], num_classes, pool_distribution)
+        batch_imb = imbalance_metrics(train_labels[batch], num_classes, pool_distribution)
+        row = {
+            "strategy": name, "oracle": info.oracle, "seed": int(seed), "round": r,
+            "n_labeled": int(lab_idx.size), "batch_size": int(batch.size),
+            "top1": metrics["top1"], "top5": metrics["top5"], "balanced_accuracy": metrics["balanced_accuracy"],
+            **training.record(),
+            **_prefixed("labeled_", labeled_imb), **_prefixed("batch_", batch_imb),
+            "selection_seconds": state["selection_seconds"], "training_seconds": training.seconds,
+        }
+        detail = {"round": r, "epochs_run": training.epochs_run, "best_epoch": training.best_epoch,
+                  "training_seconds": training.seconds, "test_seconds": test_seconds}
+        if on_round is not None and ranks.is_main:
+            on_round(row, batch)
+        bar.set_postfix(n=lab_idx.size, top1=f"{metrics['top1']:.3f}")
+        new_batch = None
+        if r < rounds:
+            started = time.perf_counter()
+            features, _ = predict(training.net, train_images, np.arange(n), dev, batch_size=config.eval_batch_size,
+                                  dtype=dtype, ranks=ranks, channels_last=channels_last)
+            if features.nbytes > FLOAT32_FEATURE_BYTES:
+                features = features.astype(np.float16)
+            detail["embed_seconds"] = time.perf_counter() - started
+            head = training.net.head
+            pool = PoolState(
+                features=features, labeled=labeled.copy(), held_out=held_out,
+                labels=np.where(labeled, train_labels, -1).astype(np.int64), num_classes=num_classes,
+                weight=head.weight.detach().float().cpu().numpy(), bias=head.bias.detach().float().cpu().numpy(),
+                cache=StrategyCache(features), images=train_images,   # features change every round: a fresh cache
+            )
+            started = time.perf_counter()
+            if ranks.is_main:
+                new_batch = select(pool, info, round_budget, stream(seed, "selection", r + 1),
+                                   oracle_labels=train_labels if info.oracle else None)
+            new_batch = _broadcast(new_batch, ranks)
+            selection_seconds = time.perf_counter() - started
+        state["rows"].append(row)
+        state["counts"].append(labeled_imb["counts"])
+        state["per_class"].append(metrics["per_class_accuracy"])
+        state["details"].append(detail)
+        state["round"] = r + 1
+        if new_batch is not None:
+            labeled = labeled.copy()
+            labeled[new_batch] = True
+            state.update(labeled=labeled, batch=new_batch, selection_seconds=selection_seconds)
+            state["picks"].append(new_batch)
+        # The round is done: no training to resume; its trained network and optimiser are kept beside
+        # the loop state (for inspection; the next round starts from a fresh network).
+        save(None, {"round": r, "model": _state_to_cpu(training.net.state_dict()),
+                    "optimizer": training.optimizer_state})
+        _barrier(ranks)
+    run_config["rounds_detail"] = state["details"]
+    return RunResult(list(state["rows"]), list(state["picks"]), val_idx, np.stack(state["counts"]),
+                     np.stack(state["per_class"]), run_config)
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps into the run store
+# --------------------------------------------------------------------------------------------
+
+def _run_store():
+    """The run store (``run_path``, ``_save_run``, ``_finished``, ``claim_run``, ``release_claim``):
+    :mod:`alkit.runs`, or :mod:`alkit.experiment` where it has not moved yet."""
+    try:
+        from alkit import runs as store
+        store.run_path, store._save_run, store._finished, store.claim_run, store.release_claim  # noqa: B018
+    except (ImportError, AttributeError):
+        from alkit import experiment as store
+    return store
+
+
+def checkpoint_path(stem: Path) -> Path:
+    """Where the run at ``stem`` keeps its checkpoint while it runs (removed when it is saved)."""
+    return Path(stem).with_name(Path(stem).name + ".ckpt.pt")
+
+
+def run_finetune_sweep(
+    train_images: PoolImages,
+    train_labels: np.ndarray,
+    test_images: PoolImages,
+    test_labels: np.ndarray,
+    num_classes: int,
+    strategies: Sequence[str | Strategy],
+    seeds: Sequence[int],
+    *,
+    initial_size: int,
+    round_budget: int,
+    rounds: int,
+    val_per_class: int = 0,
+    network: NetworkSource | str = "resnet18_scratch",
+    config: FinetuneConfig | str = "tiny",
+    out_dir: str | Path | None = None,
+    dataset: str = "images",
+    data_meta: dict | None = None,
+    data_source: str = "images",
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[str, int, int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Every (strategy, seed) of the fine-tuning loop, seed by seed; all rows.
+
+    With ``out_dir`` each run is saved as the linear sweeps save theirs (``<strategy>__seed<k>``
+    ``.csv``/``.npz``/``.json``, the ``.json`` last); a finished run with the same key is loaded, and
+    an unfinished one resumes from its checkpoint (``<stem>.ckpt.pt``) in the round it was in.
+    ``on_epoch(strategy, seed, round, epoch)`` after each training epoch (progress, tests)."""
+    from alkit.io import provenance
+
+    store = _run_store()
+    config = finetune_config(config)
+    source = network if isinstance(network, NetworkSource) else network_source(network)
+    infos = [resolve_strategy(s) for s in strategies]
+    jobs = [(info, int(seed)) for seed in seeds for info in infos]
+    ranks = ranks_from_env()
+    frames: dict[tuple[str, int], pd.DataFrame] = {}
+    bar = tqdm(jobs, desc=f"fine-tuning {dataset}", disable=not progress or not ranks.is_main)
+    for info, seed in bar:
+        key = json.loads(json.dumps({
+            "dataset": dataset, "regime": "finetune", "strategy": info.name, "seed": seed,
+            "initial_size": initial_size, "round_budget": round_budget, "rounds": rounds,
+            "val_per_class": val_per_class, "finetune": config.as_dict(), "network": source.identity(),
+            "data": data_meta or {}, "pool_size": len(train_images)}, default=str))
+        stem = store.run_path(Path(out_dir), info.name, seed) if out_dir is not None else None
+        if stem is not None and store._finished(stem, key):
+            frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
+            continue
+        # Under torchrun every rank computes every run (each its shard); only rank 0 claims and writes.
+        claimed = stem is not None and ranks.is_main and ranks.size == 1
+        if claimed and not store.claim_run(stem):
+            raise ValueError(f"out: another live process is computing {stem.name} in {stem.parent}; wait for it or "
+                             "choose another output path")
+        bar.set_postfix(run=f"{info.name} seed {seed}")
+        started = time.perf_counter()
+        try:
+            result = run_finetune_active_learning(
+                train_images, train_labels, test_images, test_labels, num_classes, info, seed=seed,
+                initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
+                network=source, config=config, device=device, progress=progress,
+                checkpoint=None if stem is None else checkpoint_path(stem),
+                on_epoch=None if on_epoch is None else functools.partial(on_epoch, info.name, seed))
+            frame = result.frame()
+            frame.insert(0, "dataset", dataset)
+            frame.insert(1, "data_source", data_source)
+            result.rows = frame.to_dict("records")
+            if stem is not None and ranks.is_main:
+                store._save_run(stem, result, {"run_key": key, "provenance": provenance(
+                    wall_seconds=round(time.perf_counter() - started, 2))})
+                checkpoint_path(stem).unlink(missing_ok=True)
+        finally:
+            if claimed:
+                store.release_claim(stem)
+        frames[(info.name, seed)] = frame
+    ordered = [frames[(info.name, seed)] for info, seed in jobs]
+    return pd.concat(ordered, ignore_index=True) if ordered else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------------------------
+# Image data sets
+# --------------------------------------------------------------------------------------------
+
+def load_pool_images(dataset: str, root: str | Path | None, *, network: NetworkSource, resolution: int | None = None,
+                     train_limit: int | None = None, test_limit: int | None = None, cache_dir: str | Path | None = None,
+                     workers: int = 4) -> tuple[PoolImages, np.ndarray, PoolImages, np.ndarray, int, dict]:
+    """``(train images, train labels, test images, test labels, C, meta)`` of an image data set
+    (:func:`alkit.datasets.load_dataset`; split "val" where there is no "test"), sized for ``network``:
+    small fixed-size images keep their own size (CIFAR 32 px, Tiny-ImageNet 64 px), photos are
+    centre-cropped to the backbone's resolution; ``resolution`` overrides both."""
+    from alkit.datasets import load_dataset
+    from alkit.features import Preprocessing
+
+    train = load_dataset(dataset, root, "train", limit=train_limit, cache_dir=cache_dir)
+    try:
+        test = load_dataset(dataset, root, "test", limit=test_limit, cache_dir=cache_dir)
+    except (ValueError, FileNotFoundError):
+        test = load_dataset(dataset, root, "val", limit=test_limit, cache_dir=cache_dir)
+    if not train.labelled:
+        raise ValueError(f"dataset: {dataset!r} has no classes; the fine-tuning loop needs a labelled pool "
+                         "(an ImageFolder with one folder per class)")
+    size = resolution or train.native_size or network.resolution
+    resize = "stretch" if (train.native_size is not None or resolution is not None) else "center_crop"
+    preprocessing = Preprocessing(int(size), resize, mean=network.mean, std=network.std)
+    train_images = PoolImages.from_dataset(train, preprocessing, workers=workers)
+    test_images = PoolImages.from_dataset(test, preprocessing, workers=workers)
+    meta = {"dataset": train.display_name, "train_sha256": train.content_fingerprint,
+            "test_sha256": test.content_fingerprint, "n_train": len(train), "n_test": len(test),
+            "preprocessing": preprocessing.as_dict(), "test_split": test.split}
+    return train_images, train.labels, test_images, test.labels, train.num_classes, meta
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: python -m alkit finetune
+# --------------------------------------------------------------------------------------------
+
+FINETUNE_HELP = "fine-tune the network end to end each round (the paper's other regime) and write CSV"
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of ``python -m alkit finetune`` (the values go to :func:`finetune_command`)."""
+    from alkit.cli import non_negative_int, positive_int
+
+    parser.add_argument("--dataset", required=True,
+                        help="cifar10, cifar10-lt, tiny-imagenet, imagenet, imagefolder (a folder with "
+                             "train/<class>/ and test/<class>/), …")
+    parser.add_argument("--root", help="the data set's folder or archive (cifar10: downloaded when absent)")
+    parser.add_argument("--strategies", default="random,margin,base", help="comma-separated names (vaal included)")
+    parser.add_argument("--seeds", default="0", help="comma-separated non-negative integer seeds")
+    parser.add_argument("--initial", required=True, type=positive_int, help="random initial labelled images")
+    parser.add_argument("--budget", required=True, type=positive_int, help="images per round")
+    parser.add_argument("--rounds", required=True, type=non_negative_int, help="query rounds after the initial pool")
+    parser.add_argument("--val-per-class", type=non_negative_int, default=None,
+                        help="free validation images per class for early stopping (default: 10 %% of the smallest "
+                             "class)")
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="training recipe (default: the data set's paper recipe, else paper_cifar10)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per round at most (preset's)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="training batch (preset's)")
+    parser.add_argument("--backbone", default="resnet18_scratch",
+                        help=f"network: {', '.join(NETWORK_NAMES)}")
+    parser.add_argument("--weights", help="checkpoint of a pretrained backbone (SimCLR, MoCo v2, torchvision)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--resolution", type=positive_int, default=None,
+                        help="input size in px (default: small images' own size, else the backbone's)")
+    parser.add_argument("--train-limit", type=positive_int, default=None,
+                        help="a class-stratified slice of the training split (CPU runs)")
+    parser.add_argument("--test-limit", type=positive_int, default=None, help="a slice of the test split")
+    parser.add_argument("--out", required=True, help="CSV of per-round rows; its folder must exist. Each run is "
+                                                     "kept in OUT.runs/ with a checkpoint while it runs, so the "
+                                                     "same command resumes where it stopped")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def finetune_command(dataset: str, root: str | None, strategies: str, seeds: str, initial: int, budget: int,
+                     rounds: int, out: str, *, val_per_class: int | None = None, preset: str | None = None,
+                     epochs: int | None = None, batch_size: int | None = None, backbone: str = "resnet18_scratch",
+                     weights: str | None = None, device: str | None = None, resolution: int | None = None,
+                     train_limit: int | None = None, test_limit: int | None = None, quiet: bool = False,
+                     cache_dir: str | None = None, on_epoch=None) -> int:
+    """``python -m alkit finetune``: check the input, load the images, run (or resume) every
+    (strategy, seed) and write all rows to ``out`` (the columns of ``alkit run``).  Bad input raises
+    ValueError naming the flag, before any training."""
+    from alkit.cli import UsageError, parse_seeds, parse_strategies
+    from alkit.io import check_output_file
+
+    names = parse_strategies(strategies)
+    seed_list = parse_seeds(seeds)
+    check_output_file(out, "--out")
+    if root is not None and not Path(root).expanduser().exists():
+        raise UsageError(f"--root: {root} does not exist; pass the data set's folder or archive")
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise UsageError(f"--weights: file not found: {weights}")
+    try:
+        config = finetune_config(preset or DATASET_PRESETS.get(dataset, "paper_cifar10"), epochs=epochs,
+                                 batch_size=batch_size)
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise UsageError(f"--{'device' if 'device' in str(exc) else 'preset'}: {exc}") from None
+    try:
+        source = network_source(backbone, weights)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"--backbone: {exc}") from None
+    train_images, y, test_images, ty, num_classes, meta = load_pool_images(
+        dataset, root, network=source, resolution=resolution, train_limit=train_limit, test_limit=test_limit,
+        cache_dir=cache_dir)
+    counts = np.bincount(y, minlength=num_classes)
+    if val_per_class is None:
+        val_per_class = max(1, int(counts[counts > 0].min()) // 10)
+    n_val = int(np.minimum(val_per_class, counts // 2).sum())
+    if initial + rounds * budget > y.size - n_val:
+        raise UsageError(f"--budget: --initial {initial} + --rounds {rounds} × --budget {budget} = "
+                         f"{initial + rounds * budget} images, but the pool has only {y.size - n_val} outside "
+                         f"validation ({n_val} held out by --val-per-class {val_per_class}); lower --budget or --rounds")
+    if (counts > 0).sum() < 2:
+        raise UsageError("--dataset: the training split holds one class; active learning needs two or more")
+    runs_dir = Path(out).with_name(Path(out).name + ".runs")
+    frame = run_finetune_sweep(
+        train_images, y, test_images, ty, num_classes, names, seed_list, initial_size=initial, round_budget=budget,
+        rounds=rounds, val_per_class=val_per_class, network=source, config=config, out_dir=runs_dir,
+        dataset=meta["dataset"], data_meta=meta, data_source=f"{backbone} fine-tuned", device=dev,
+        progress=not quiet, on_epoch=on_epoch)
+    if ranks_from_env().is_main:
+        atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False))
+        print(f"wrote {len(frame)} rows -> {out} (each run kept in {runs_dir}/: the same command resumes)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alkit.finetune …`` (the same as ``python -m alkit finetune …``)."""
+    from alkit.cli import HelpFormatter, OneLineParser, flag_names, one_line
+
+    parser = add_finetune_arguments(OneLineParser(prog="python -m alkit finetune", description=FINETUNE_HELP,
+                                                  formatter_class=HelpFormatter))
+    args = parser.parse_args(argv)
+    try:
+        return run_finetune_args(args)
+    except ValueError as exc:
+        print(f"python -m alkit finetune: error: {flag_names(one_line(exc))}", file=sys.stderr)
+        return 2
+
+
+def run_finetune_args(args: argparse.Namespace) -> int:
+    """:func:`finetune_command` with the values of :func:`add_finetune_arguments`'s flags."""
+    return finetune_command(args.dataset, args.root, args.strategies, args.seeds, args.initial, args.budget,
+                            args.rounds, args.out, val_per_class=args.val_per_class, preset=args.preset,
+                            epochs=args.epochs, batch_size=args.batch_size, backbone=args.backbone,
+                            weights=args.weights, device=args.device, resolution=args.resolution,
+                            train_limit=args.train_limit, test_limit=args.test_limit, quiet=args.quiet)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
