@@ -12,10 +12,14 @@ normalisation), the preprocessing (resolution, resize rule, interpolation) and t
 ``meta.json`` is written last, so an entry without it is unfinished: extraction resumes from its
 completed shards (``partial/``) and ends bit-identical to an uninterrupted run, because batch
 boundaries are fixed by the shard layout.  Deliberately *not* in the key: device, batch size and
-thread count, which change at most the last bit of a float16 feature (measured on CPU: another
-batch split moved some features by one float16 ulp; 1 vs 2 threads changed nothing).  They are
-recorded in the meta data, and a resume with another device or batch size starts over rather than
-mix them.
+thread count, which change features only by float16 rounding (measured on CPU, torch 2.14: another
+batch split moved some features by one float16 ulp; 1 vs 2 threads moved 0.5 % of them, mostly by
+one ulp).  They are recorded in the meta data; a resume with another device or batch size starts
+over rather than mix them, one with another thread count keeps the finished shards and warns.
+
+Several processes (``torchrun``; :mod:`alkit.distributed`) split one extraction's shards round
+robin; every shard, and so the entry, is the one a single process with the same thread count
+computes (torchrun gives each rank one thread unless ``OMP_NUM_THREADS`` says otherwise).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -39,6 +44,8 @@ from PIL import Image
 
 from alkit.backbones import Backbone, load_backbone
 from alkit.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
+from alkit.distributed import (World, all_gather, failure_text, main_first, on_main, owned, process_group,
+                               raise_failures, rank_device, world_from_env)
 from alkit.io import write_text
 
 log = logging.getLogger(__name__)
@@ -426,6 +433,7 @@ def extract_features(
     progress: bool = True,
     stop_after_batches: int | None = None,
     cached_only: bool = False,
+    world: World | None = None,
 ) -> FeatureSet:
     """Features of every image of ``dataset``, from the cache or extracted (and cached).
 
@@ -433,6 +441,12 @@ def extract_features(
     ``stop_after_batches`` ends this call after that many new batches by raising
     :class:`ExtractionInterrupted` (for tests and time-boxed jobs); the shards completed so far stay.
     ``cached_only`` raises :class:`FeaturesNotCached` instead of extracting.
+
+    Several processes (``torchrun --nproc_per_node N``; ``world``, default read from the ``RANK`` /
+    ``WORLD_SIZE`` / ``LOCAL_RANK`` environment) split the shards round robin, each rank on its own
+    GPU (``cuda:LOCAL_RANK``) when CUDA is used; rank 0 checks the cache first and writes the
+    entry (``meta.json`` last) once every rank's shards are on disk.  Every rank returns the entry,
+    byte-identical to a single process's: the shard layout, and so every batch, is the same.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -440,16 +454,36 @@ def extract_features(
         raise ValueError(f"shard_size must be ≥ 1, got {shard_size}")
     if len(dataset) == 0:
         raise ValueError(f"data set {dataset.display_name} {dataset.split} has no images")
+    world = world_from_env() if world is None else world
     preprocessing = preprocessing or default_preprocessing(dataset, backbone, resolution)
     directory = cache_entry_dir(cache_dir, dataset, backbone, preprocessing)
+    if not world.is_distributed:   # the device is checked only when there is work for it
+        return _extract(dataset, backbone, preprocessing, directory, device, batch_size, shard_size, num_workers,
+                        progress, stop_after_batches, cached_only, world)
+    dev = rank_device(resolve_device(device), world)
+    with process_group(world, dev):
+        return _extract(dataset, backbone, preprocessing, directory, str(dev), batch_size, shard_size, num_workers,
+                        progress, stop_after_batches, cached_only, world)
+
+
+def _complete_entry(directory: Path, dataset: ImageDataset) -> FeatureSet | None:
+    """The valid complete entry in ``directory`` (given the image paths it lacks, if made before
+    paths were recorded), or None."""
     cached = _valid_entry_or_none(directory, dataset)
-    if cached is not None:
-        if dataset.files is not None and not (directory / PATHS_FILE).is_file():   # an entry from before paths
-            write_paths(directory, dataset)
-            if not cached.meta.get("paths_root"):
-                _write_json_atomic(directory / "meta.json", {**cached.meta, "paths_root": str(dataset.root)})
-            cached = _read_entry(directory)
-        return cached
+    if cached is not None and dataset.files is not None and not (directory / PATHS_FILE).is_file():
+        write_paths(directory, dataset)
+        if not cached.meta.get("paths_root"):
+            _write_json_atomic(directory / "meta.json", {**cached.meta, "paths_root": str(dataset.root)})
+        cached = _read_entry(directory)
+    return cached
+
+
+def _extract(dataset: ImageDataset, backbone: Backbone, preprocessing: Preprocessing, directory: Path,
+             device: str | None, batch_size: int, shard_size: int, num_workers: int, progress: bool,
+             stop_after_batches: int | None, cached_only: bool, world: World) -> FeatureSet:
+    """:func:`extract_features` once its arguments are checked (in the process group, if any)."""
+    if on_main(lambda: _complete_entry(directory, dataset) is not None, world):   # rank 0 checks, all follow
+        return _read_entry(directory)
     if cached_only:
         raise FeaturesNotCached(f"features of {dataset.display_name} {dataset.split} ({backbone.name}, "
                                 f"{preprocessing.resolution} px) are not in the cache at {directory}; extract them "
@@ -459,30 +493,49 @@ def extract_features(
     dev = resolve_device(device)
     # Batches never cross a shard boundary, so resumed and uninterrupted runs compute the same batches.
     shard_size = max(batch_size, (shard_size // batch_size) * batch_size)
-    # What fixes the arithmetic of every batch; a resume must match it to end bit-identical.
-    # The CPU thread count is only recorded: 1 and 2 threads gave bit-identical float16 features here,
-    # whereas splitting a batch differently changed some by one float16 ulp (measured).
+    # What fixes the arithmetic of every batch; a resume must match it to end bit-identical.  The
+    # device *type*: ranks on cuda:0 and cuda:1 make one extraction.
+    # The CPU thread count is only recorded (a resume with another one warns): 1 vs 2 threads moved
+    # 0.5 % of the float16 features, mostly by one ulp; a different batch split moves some too (measured).
     settings = {"key": cache_key(dataset, backbone, preprocessing), "batch_size": batch_size,
-                "shard_size": shard_size, "device": str(dev), "torch": torch.__version__}
-    directory.mkdir(parents=True, exist_ok=True)
+                "shard_size": shard_size, "device": dev.type, "torch": torch.__version__}
     partial = directory / "partial"
-    record = _start_partial(partial, settings)
-    record.setdefault("threads", []).append(torch.get_num_threads())
+
+    def start() -> dict:
+        directory.mkdir(parents=True, exist_ok=True)
+        return _start_partial(partial, settings)
+
+    # Rank 0 alone starts (or discards) the unfinished extraction, so that no rank removes another's shards.
+    record = on_main(start, world)
+    if world.is_main:
+        threads = torch.get_num_threads()
+        if dev.type == "cpu" and set(record.get("threads", [])) - {threads}:
+            log.warning("resuming %s with %d torch threads where earlier sessions used %s: the new shards may "
+                        "differ from an uninterrupted run by float16 rounding (pass --threads %s to match)",
+                        directory.name, threads, record["threads"], record["threads"][-1])
+        record.setdefault("threads", []).append(threads)
     # channels-last memory layout: ~1.4× faster convolutions on CPU (measured), same numbers up to rounding.
     model = backbone.model.to(dev, memory_format=torch.channels_last)
     n, dim = len(dataset), backbone.feature_dim
     n_shards = -(-n // shard_size)
-    done = [s for s in range(n_shards) if _read_shard(partial / f"shard_{s:06d}.npy",
-                                                       min(shard_size, n - s * shard_size), dim) is not None]
+
+    def rows_of(s: int) -> int:
+        return min(shard_size, n - s * shard_size)
+
+    mine = owned(n_shards, world)
+    done = [s for s in mine if _read_shard(partial / f"shard_{s:06d}.npy", rows_of(s), dim) is not None]
     bar = None
-    if progress:
+    if progress and world.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, initial=sum(min(shard_size, n - s * shard_size) for s in done), unit="img",
-                   desc=f"{dataset.display_name} {dataset.split} → {backbone.name} {preprocessing.resolution}px")
-    new_batches = 0
+        where = f" ({world}, its share)" if world.is_distributed else ""
+        bar = tqdm(total=sum(rows_of(s) for s in mine), initial=sum(rows_of(s) for s in done), unit="img",
+                   desc=f"{dataset.display_name} {dataset.split} → {backbone.name} "
+                        f"{preprocessing.resolution}px{where}")
+    new_batches, seconds, computed, failure, claimed = 0, 0.0, 0, None, None
     try:
-        for shard in _shards_to_compute(partial, n_shards, done, lambda s: min(shard_size, n - s * shard_size), dim):
+        for shard in _shards_to_compute(partial, mine, done, rows_of, dim):
+            claimed = partial / f"shard_{shard:06d}.claim"
             rows = np.arange(shard * shard_size, min(n, (shard + 1) * shard_size))
             out = np.empty((rows.size, dim), dtype=np.float16)
             started = time.perf_counter()
@@ -502,25 +555,64 @@ def extract_features(
                 raise ValueError(f"non-finite features (float16 overflow?) in rows {rows[0]}–{rows[-1]} of "
                                  f"{dataset.display_name} {dataset.split}")
             _save_npy_atomic(partial / f"shard_{shard:06d}.npy", out)
-            (partial / f"shard_{shard:06d}.claim").unlink(missing_ok=True)
-            record["compute_seconds"] = float(record["compute_seconds"]) + time.perf_counter() - started
-            _write_json_atomic(partial / "progress.json", record)
+            claimed.unlink(missing_ok=True)
+            claimed = None
+            seconds += time.perf_counter() - started
+            computed += 1
+            if world.is_main:   # one writer of the progress record (the other ranks' time is added at the end)
+                record["compute_seconds"] = float(record["compute_seconds"]) + time.perf_counter() - started
+                _write_json_atomic(partial / "progress.json", record)
+    except Exception as exc:
+        if not world.is_distributed:
+            raise
+        failure = exc   # told to the other ranks below, so that none waits for shards that will not come
     finally:
+        if claimed is not None:   # stopped inside a shard: free it, this process may live on (a notebook, a test)
+            claimed.unlink(missing_ok=True)
         if bar is not None:
             bar.close()
-    try:
-        return _assemble(directory, dataset, backbone, preprocessing, record, n_shards, shard_size)
-    except FileNotFoundError:
-        finished = _valid_entry_or_none(directory, dataset)   # another process assembled it first
-        if finished is None:
-            raise
-        return finished
+    # Every rank's shards are on disk (or one rank failed, and every rank stops with its message).
+    reports = all_gather((failure_text(failure, world) if failure else None, seconds, computed), world)
+    if failure is not None:
+        raise failure
+    raise_failures([failed for failed, _, _ in reports], world)
+    if world.is_main:
+        record["compute_seconds"] = float(record["compute_seconds"]) + sum(s for _, s, _ in reports[1:])
+        record["shards_per_rank"] = [c for _, _, c in reports]   # in the session that finished
+
+    def finish() -> bool:
+        try:
+            _check_shards(partial, n_shards, rows_of, dim)
+            _assemble(directory, dataset, backbone, preprocessing, record, n_shards, shard_size)
+        except FileNotFoundError:
+            if _valid_entry_or_none(directory, dataset) is None:   # else another process assembled it first
+                raise
+        return True
+
+    on_main(finish, world)
+    return _read_entry(directory)
+
+
+def _check_shards(partial: Path, n_shards: int, rows_of: Callable[[int], int], dim: int) -> None:
+    """``FileNotFoundError`` naming the shards not on disk (computed by no rank)."""
+    missing = [s for s in range(n_shards) if _read_shard(partial / f"shard_{s:06d}.npy", rows_of(s), dim) is None]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {n_shards} shards of {partial.parent} were computed by no "
+                                f"process (shards {missing[:5]}{' …' if len(missing) > 5 else ''}); run the "
+                                "extraction again to compute them")
 
 
 def _owner_alive(claim: Path) -> bool:
-    """Whether the process named in a shard's claim file is still running (on this machine)."""
+    """Whether the process named in a shard's claim file (``<pid> <host>``) is still running.
+
+    A claim made on another machine (ranks of a multi-node job share the cache folder) cannot be
+    checked from here and counts as gone: taking it over costs at most computing that shard twice,
+    with identical numbers, whereas waiting on a dead claim would never end."""
     try:
-        pid = int(claim.read_text().split()[0])
+        fields = claim.read_text().split()
+        pid = int(fields[0])
+        if len(fields) > 1 and fields[1] != socket.gethostname():
+            return False
         if pid == os.getpid():   # this process's own claim from an interrupted attempt: free to take
             return False
         os.kill(pid, 0)
@@ -529,14 +621,15 @@ def _owner_alive(claim: Path) -> bool:
     return True
 
 
-def _shards_to_compute(partial: Path, n_shards: int, done: list[int], rows_of, dim: int, poll_s: float = 2.0):
-    """The shards this process computes, each claimed first (``shard_<k>.claim`` holding its pid), so
-    that two extractions of the same entry share the work: a shard another live process has claimed
-    is skipped, then waited for; a claim whose process is gone is taken over.  Ends when every shard
-    is on disk."""
+def _shards_to_compute(partial: Path, shards: range | list[int], done: list[int], rows_of, dim: int,
+                       poll_s: float = 2.0):
+    """Which of ``shards`` (all of them, or a rank's share) this process computes, each claimed first
+    (``shard_<k>.claim`` holding its pid and host), so that two extractions of the same entry share
+    the work: a shard another live process has claimed is skipped, then waited for; a claim whose
+    process is gone is taken over.  Ends when every one of ``shards`` is on disk."""
     while True:
         waiting = False
-        for shard in range(n_shards):
+        for shard in shards:
             if not partial.is_dir():   # another extraction of this entry finished and assembled it
                 return
             path = partial / f"shard_{shard:06d}.npy"
@@ -558,7 +651,7 @@ def _shards_to_compute(partial: Path, n_shards: int, done: list[int], rows_of, d
                     waiting = True
                     continue
             with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
+                fh.write(f"{os.getpid()} {socket.gethostname()}\n")
             if _read_shard(path, rows_of(shard), dim) is not None:   # written while we claimed it
                 claim.unlink(missing_ok=True)
                 continue
@@ -616,6 +709,7 @@ def _assemble(directory: Path, dataset: ImageDataset, backbone: Backbone, prepro
         "resolution": preprocessing.resolution,
         "preprocessing": preprocessing.as_dict(),
         "extraction": {**record["settings"], "threads": record.get("threads"), "sessions": record["sessions"],
+                       "shards_per_rank": record.get("shards_per_rank"),
                        "compute_seconds": round(seconds, 2),
                        "images_per_second": round(n / seconds, 2) if seconds > 0 else None,
                        "started": record.get("started"), "finished": _now()},
@@ -687,6 +781,7 @@ def get_features(
     num_workers: int = 0,
     progress: bool = True,
     cached_only: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> FeatureSet:
     """Features of a data set split, extracted on first use and loaded from the cache after.
 
@@ -695,19 +790,39 @@ def get_features(
     their test split is the balanced test set.  ``limit`` takes a class-stratified slice and
     extracts only those images (for quick checks).  ``cached_only=True`` never extracts: it
     raises :class:`FeaturesNotCached` (a ``FileNotFoundError``) when the features are not cached.
+    Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) the ranks share the work: see
+    :func:`extract_features`; ``shard_size`` images make one resumable unit of it.
     """
-    dataset = load_dataset(dataset_name, root, split, lt=lt, limit=limit, split_file=split_file, cache_dir=cache_dir)
-    model = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, **(backbone_options or {}))
-    options = dict(resolution=resolution, batch_size=batch_size, device=device, cache_dir=cache_dir,
+    options = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, shard_size=shard_size,
                    num_workers=num_workers, progress=progress, cached_only=cached_only)
+    world = world_from_env()
+    if not world.is_distributed:
+        return _get_features(dataset_name, root, split, backbone, limit, lt, resolution, split_file, weights,
+                             backbone_options, cache_dir, world, options)
+    with process_group(world, rank_device(resolve_device(device), world)):
+        return _get_features(dataset_name, root, split, backbone, limit, lt, resolution, split_file, weights,
+                             backbone_options, cache_dir, world, options)
+
+
+def _get_features(dataset_name, root, split, backbone, limit, lt, resolution, split_file, weights, backbone_options,
+                  cache_dir, world: World, options: dict) -> FeatureSet:
+    """:func:`get_features` in its process group: rank 0 unpacks archives and downloads weights
+    into the shared cache first, and derives a long-tailed entry; the other ranks then find them."""
+    with main_first(world):
+        dataset = load_dataset(dataset_name, root, split, lt=lt, limit=limit, split_file=split_file,
+                               cache_dir=cache_dir)
+        model = (backbone if isinstance(backbone, Backbone)
+                 else load_backbone(backbone, weights, **(backbone_options or {})))
+    options = {**options, "world": world}
     if "lt" not in dataset.subset or limit is not None:
-        return extract_features(dataset, model, **options)
+        return extract_features(dataset, model, resolution=resolution, **options)
     base_name = dataset_name[:-3] if dataset_name.endswith("-lt") else dataset_name
     full = load_dataset(base_name, root, split, split_file=split_file, cache_dir=cache_dir)
     # The full split's features are computed with the preprocessing the cut would get.
     full_set = extract_features(full, model, preprocessing=default_preprocessing(dataset, model, resolution),
-                                **{k: v for k, v in options.items() if k != "resolution"})
-    return subset_features(full_set, dataset.source_indices, {"lt": dataset.subset["lt"]}, dataset.display_name)
+                                **options)
+    with main_first(world):
+        return subset_features(full_set, dataset.source_indices, {"lt": dataset.subset["lt"]}, dataset.display_name)
 
 
 __all__ = [

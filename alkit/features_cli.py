@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     from alkit.datasets import DATASET_NAMES
 
     p = _Parser(prog=PROG, description="Extract frozen features of an image data set split (cached).",
+                epilog="Several processes share one extraction when launched with torchrun, e.g. `torchrun "
+                       "--nproc_per_node 4 -m alkit features --dataset ...` (one GPU each with CUDA; multi-node "
+                       "too, with the cache folder shared): the ranks split the shards, rank 0 writes the "
+                       "entry, byte-identical to one process's; a rerun with any number of processes resumes.",
                 formatter_class=HelpFormatter)
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="data set name")
     p.add_argument("--root", help="data folder or archive (.tar.gz/.zip); cifar10 without --root uses "
@@ -60,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone input size in px (default: 112 for 32/64-px images "
                         "with an ImageNet backbone, the backbone's own size otherwise)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
+    p.add_argument("--shard-size", type=positive_int, default=2048,
+                   help="images per resumable shard, the unit torchrun ranks split (rounded to whole batches)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     p.add_argument("--num-workers", type=non_negative_int, default=0, help="image-decoding worker processes")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -179,7 +185,8 @@ def run(args: argparse.Namespace) -> dict:
     result = get_features(args.dataset, args.root, args.split, args.backbone, limit=args.limit, lt=_long_tail(args),
                           resolution=args.resolution, batch_size=args.batch_size, device=args.device,
                           cache_dir=args.out, split_file=args.split_file, weights=args.weights,
-                          backbone_options=options or None, num_workers=args.num_workers, progress=not args.quiet)
+                          backbone_options=options or None, num_workers=args.num_workers, progress=not args.quiet,
+                          shard_size=args.shard_size)
     return {"directory": str(result.directory), "features": str(result.features_path),
             "paths": str(result.directory / "paths.txt") if result.paths is not None else None,
             "labels": str(result.labels_path), "indices": str(result.directory / "indices.npy"),
@@ -218,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted; run the same command again to resume from the completed shards",
               file=sys.stderr)
         return 130
+    from alkit.distributed import is_main_process
+
+    if not is_main_process():   # under torchrun: rank 0 alone prints the result
+        return 0
     for note in _notes(args):   # after the work, so that an error stays the only line on stderr
         print(note, file=sys.stderr)
     if args.json:
