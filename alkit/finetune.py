@@ -27,6 +27,7 @@ and gives the rows an uninterrupted run gives.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import hashlib
@@ -393,6 +394,15 @@ def assemble_chunks(parts: Sequence[list[tuple[int, np.ndarray]]], n_rows: int) 
     return np.concatenate([array for _, array in pieces])
 
 
+def _distributed(ranks: Ranks, device: torch.device):
+    """The process group of a torchrun job (started only when none exists), or nothing."""
+    if ranks.size == 1:
+        return contextlib.nullcontext()
+    from alkit.distributed import process_group
+
+    return process_group(ranks.world, device)
+
+
 def _all_gather(obj, ranks: Ranks) -> list:
     if ranks.size == 1:
         return [obj]
@@ -509,7 +519,7 @@ def train_round(source: NetworkSource, images: PoolImages, labels: np.ndarray, t
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
     model: nn.Module = net
     if ranks.size > 1:
-        if not freeze_bn:
+        if not freeze_bn and device.type == "cuda":   # SyncBatchNorm is CUDA-only; on CPU each rank keeps its own
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -685,115 +695,116 @@ def run_finetune_active_learning(
     if dev.type == "cuda":
         train_images, test_images = train_images.to(dev), test_images.to(dev)
 
-    n = len(train_images)
-    held_out, initial = first_round_split(train_labels, num_classes, val_per_class, initial_size, seed)
-    available = int((~held_out).sum())
-    if initial_size + rounds * round_budget > available:
-        raise ValueError(f"round_budget: {initial_size} initial + {rounds} rounds × {round_budget} = "
-                         f"{initial_size + rounds * round_budget} labels, more than the {available} points outside "
-                         "validation; lower rounds or round_budget")
-    val_idx = np.flatnonzero(held_out)
-    pool_distribution = np.bincount(train_labels[~held_out], minlength=num_classes)
-    run_config = {"strategy": name, "oracle": info.oracle, "seed": int(seed), "initial_size": initial_size,
-                  "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
-                  "regime": "finetune", "finetune": config.as_dict(), "strategy_options": options,
-                  "network": source.identity(), "num_classes": num_classes, "pool_size": n,
-                  "resolution": train_images.resolution}
-    key = _checkpoint_key(**run_config, test_size=len(test_images), labels=hashlib.sha256(
-        np.ascontiguousarray(train_labels, np.int64).tobytes() + np.ascontiguousarray(test_labels, np.int64).tobytes()
-    ).hexdigest())
-    path = Path(checkpoint) if checkpoint is not None else None
-    saved = _load_checkpoint(path, key) if path is not None else None
+    with _distributed(ranks, dev):   # a process group under torchrun, kept if the caller has one
+        n = len(train_images)
+        held_out, initial = first_round_split(train_labels, num_classes, val_per_class, initial_size, seed)
+        available = int((~held_out).sum())
+        if initial_size + rounds * round_budget > available:
+            raise ValueError(f"round_budget: {initial_size} initial + {rounds} rounds × {round_budget} = "
+                             f"{initial_size + rounds * round_budget} labels, more than the {available} points outside "
+                             "validation; lower rounds or round_budget")
+        val_idx = np.flatnonzero(held_out)
+        pool_distribution = np.bincount(train_labels[~held_out], minlength=num_classes)
+        run_config = {"strategy": name, "oracle": info.oracle, "seed": int(seed), "initial_size": initial_size,
+                      "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
+                      "regime": "finetune", "finetune": config.as_dict(), "strategy_options": options,
+                      "network": source.identity(), "num_classes": num_classes, "pool_size": n,
+                      "resolution": train_images.resolution}
+        key = _checkpoint_key(**run_config, test_size=len(test_images), labels=hashlib.sha256(
+            np.ascontiguousarray(train_labels, np.int64).tobytes() + np.ascontiguousarray(test_labels, np.int64).tobytes()
+        ).hexdigest())
+        path = Path(checkpoint) if checkpoint is not None else None
+        saved = _load_checkpoint(path, key) if path is not None else None
 
-    # Loop state: everything a later round needs (the named streams make the round index the RNG state).
-    state = {"round": 0, "labeled": np.zeros(n, bool), "picks": [initial], "rows": [], "counts": [],
-             "per_class": [], "batch": initial, "selection_seconds": 0.0, "details": []}
-    state["labeled"][initial] = True
-    training_resume = None
-    if saved is not None:
-        state = saved["loop"]
-        training_resume = saved.get("training")
-
-    def save(training: dict | None, finished_round: dict | None = None) -> None:
-        """Checkpoint: the loop state at the start of the current round, plus the training state
-        inside it (mid-round) or the network of the round just finished."""
-        if path is not None and ranks.is_main:
-            _save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "key": key, "loop": state, "training": training,
-                                    "finished_round": finished_round})
-
-    bar = tqdm(range(state["round"], rounds + 1), desc=f"{name} seed {seed} (fine-tuning)",
-               disable=not progress or not ranks.is_main, leave=False)
-    dtype = autocast_dtype(config.precision, dev)
-    channels_last = config.channels_last and dev.type == "cuda"
-    for r in bar:
-        labeled = state["labeled"]
-        lab_idx = np.flatnonzero(labeled)
-        training = train_round(
-            source, train_images, train_labels, lab_idx, val_idx, num_classes, config, stream(seed, "training", r),
-            dev, ranks=ranks, resume=training_resume, save=save,
-            on_epoch=None if on_epoch is None else functools.partial(on_epoch, r))
+        # Loop state: everything a later round needs (the named streams make the round index the RNG state).
+        state = {"round": 0, "labeled": np.zeros(n, bool), "picks": [initial], "rows": [], "counts": [],
+                 "per_class": [], "batch": initial, "selection_seconds": 0.0, "details": []}
+        state["labeled"][initial] = True
         training_resume = None
-        started = time.perf_counter()
-        _, test_logits = predict(training.net, test_images, np.arange(len(test_images)), dev,
-                                 batch_size=config.eval_batch_size, dtype=dtype, ranks=ranks,
-                                 channels_last=channels_last, with_features=False)
-        metrics = classification_metrics(test_logits, test_labels, num_classes)
-        test_seconds = time.perf_counter() - started
-        batch = state["batch"]
-        labeled_imb = imbalance_metrics(train_labels[lab_idx], num_classes, pool_distribution)
-        batch_imb = imbalance_metrics(train_labels[batch], num_classes, pool_distribution)
-        row = {
-            "strategy": name, "oracle": info.oracle, "seed": int(seed), "round": r,
-            "n_labeled": int(lab_idx.size), "batch_size": int(batch.size),
-            "top1": metrics["top1"], "top5": metrics["top5"], "balanced_accuracy": metrics["balanced_accuracy"],
-            **training.record(),
-            **_prefixed("labeled_", labeled_imb), **_prefixed("batch_", batch_imb),
-            "selection_seconds": state["selection_seconds"], "training_seconds": training.seconds,
-        }
-        detail = {"round": r, "epochs_run": training.epochs_run, "best_epoch": training.best_epoch,
-                  "training_seconds": training.seconds, "test_seconds": test_seconds}
-        if on_round is not None and ranks.is_main:
-            on_round(row, batch)
-        bar.set_postfix(n=lab_idx.size, top1=f"{metrics['top1']:.3f}")
-        new_batch = None
-        if r < rounds:
+        if saved is not None:
+            state = saved["loop"]
+            training_resume = saved.get("training")
+
+        def save(training: dict | None, finished_round: dict | None = None) -> None:
+            """Checkpoint: the loop state at the start of the current round, plus the training state
+            inside it (mid-round) or the network of the round just finished."""
+            if path is not None and ranks.is_main:
+                _save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "key": key, "loop": state, "training": training,
+                                        "finished_round": finished_round})
+
+        bar = tqdm(range(state["round"], rounds + 1), desc=f"{name} seed {seed} (fine-tuning)",
+                   disable=not progress or not ranks.is_main, leave=False)
+        dtype = autocast_dtype(config.precision, dev)
+        channels_last = config.channels_last and dev.type == "cuda"
+        for r in bar:
+            labeled = state["labeled"]
+            lab_idx = np.flatnonzero(labeled)
+            training = train_round(
+                source, train_images, train_labels, lab_idx, val_idx, num_classes, config, stream(seed, "training", r),
+                dev, ranks=ranks, resume=training_resume, save=save,
+                on_epoch=None if on_epoch is None else functools.partial(on_epoch, r))
+            training_resume = None
             started = time.perf_counter()
-            features, _ = predict(training.net, train_images, np.arange(n), dev, batch_size=config.eval_batch_size,
-                                  dtype=dtype, ranks=ranks, channels_last=channels_last)
-            if features.nbytes > FLOAT32_FEATURE_BYTES:
-                features = features.astype(np.float16)
-            detail["embed_seconds"] = time.perf_counter() - started
-            head = training.net.head
-            pool = PoolState(
-                features=features, labeled=labeled.copy(), held_out=held_out,
-                labels=np.where(labeled, train_labels, -1).astype(np.int64), num_classes=num_classes,
-                weight=head.weight.detach().float().cpu().numpy(), bias=head.bias.detach().float().cpu().numpy(),
-                cache=StrategyCache(features), images=train_images,   # features change every round: a fresh cache
-            )
-            started = time.perf_counter()
-            if ranks.is_main:
-                new_batch = select(pool, info, round_budget, stream(seed, "selection", r + 1),
-                                   oracle_labels=train_labels if info.oracle else None)
-            new_batch = _broadcast(new_batch, ranks)
-            selection_seconds = time.perf_counter() - started
-        state["rows"].append(row)
-        state["counts"].append(labeled_imb["counts"])
-        state["per_class"].append(metrics["per_class_accuracy"])
-        state["details"].append(detail)
-        state["round"] = r + 1
-        if new_batch is not None:
-            labeled = labeled.copy()
-            labeled[new_batch] = True
-            state.update(labeled=labeled, batch=new_batch, selection_seconds=selection_seconds)
-            state["picks"].append(new_batch)
-        # The round is done: no training to resume; its trained network and optimiser are kept beside
-        # the loop state (for inspection; the next round starts from a fresh network).
-        save(None, {"round": r, "model": _state_to_cpu(training.net.state_dict()),
-                    "optimizer": training.optimizer_state})
-        _barrier(ranks)
-    run_config["rounds_detail"] = state["details"]
-    return RunResult(list(state["rows"]), list(state["picks"]), val_idx, np.stack(state["counts"]),
-                     np.stack(state["per_class"]), run_config)
+            _, test_logits = predict(training.net, test_images, np.arange(len(test_images)), dev,
+                                     batch_size=config.eval_batch_size, dtype=dtype, ranks=ranks,
+                                     channels_last=channels_last, with_features=False)
+            metrics = classification_metrics(test_logits, test_labels, num_classes)
+            test_seconds = time.perf_counter() - started
+            batch = state["batch"]
+            labeled_imb = imbalance_metrics(train_labels[lab_idx], num_classes, pool_distribution)
+            batch_imb = imbalance_metrics(train_labels[batch], num_classes, pool_distribution)
+            row = {
+                "strategy": name, "oracle": info.oracle, "seed": int(seed), "round": r,
+                "n_labeled": int(lab_idx.size), "batch_size": int(batch.size),
+                "top1": metrics["top1"], "top5": metrics["top5"], "balanced_accuracy": metrics["balanced_accuracy"],
+                **training.record(),
+                **_prefixed("labeled_", labeled_imb), **_prefixed("batch_", batch_imb),
+                "selection_seconds": state["selection_seconds"], "training_seconds": training.seconds,
+            }
+            detail = {"round": r, "epochs_run": training.epochs_run, "best_epoch": training.best_epoch,
+                      "training_seconds": training.seconds, "test_seconds": test_seconds}
+            if on_round is not None and ranks.is_main:
+                on_round(row, batch)
+            bar.set_postfix(n=lab_idx.size, top1=f"{metrics['top1']:.3f}")
+            new_batch = None
+            if r < rounds:
+                started = time.perf_counter()
+                features, _ = predict(training.net, train_images, np.arange(n), dev, batch_size=config.eval_batch_size,
+                                      dtype=dtype, ranks=ranks, channels_last=channels_last)
+                if features.nbytes > FLOAT32_FEATURE_BYTES:
+                    features = features.astype(np.float16)
+                detail["embed_seconds"] = time.perf_counter() - started
+                head = training.net.head
+                pool = PoolState(
+                    features=features, labeled=labeled.copy(), held_out=held_out,
+                    labels=np.where(labeled, train_labels, -1).astype(np.int64), num_classes=num_classes,
+                    weight=head.weight.detach().float().cpu().numpy(), bias=head.bias.detach().float().cpu().numpy(),
+                    cache=StrategyCache(features), images=train_images,   # features change every round: a fresh cache
+                )
+                started = time.perf_counter()
+                if ranks.is_main:
+                    new_batch = select(pool, info, round_budget, stream(seed, "selection", r + 1),
+                                       oracle_labels=train_labels if info.oracle else None)
+                new_batch = _broadcast(new_batch, ranks)
+                selection_seconds = time.perf_counter() - started
+            state["rows"].append(row)
+            state["counts"].append(labeled_imb["counts"])
+            state["per_class"].append(metrics["per_class_accuracy"])
+            state["details"].append(detail)
+            state["round"] = r + 1
+            if new_batch is not None:
+                labeled = labeled.copy()
+                labeled[new_batch] = True
+                state.update(labeled=labeled, batch=new_batch, selection_seconds=selection_seconds)
+                state["picks"].append(new_batch)
+            # The round is done: no training to resume; its trained network and optimiser are kept beside
+            # the loop state (for inspection; the next round starts from a fresh network).
+            save(None, {"round": r, "model": _state_to_cpu(training.net.state_dict()),
+                        "optimizer": training.optimizer_state})
+            _barrier(ranks)
+        run_config["rounds_detail"] = state["details"]
+        return RunResult(list(state["rows"]), list(state["picks"]), val_idx, np.stack(state["counts"]),
+                         np.stack(state["per_class"]), run_config)
 
 
 # --------------------------------------------------------------------------------------------

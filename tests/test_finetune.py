@@ -211,3 +211,34 @@ def test_command_line_on_a_tiny_image_folder(tmp_path, capsys):
     assert "--budget" in capsys.readouterr().err
     assert main([*argv[:5], "nope", *argv[6:]]) == 2
     assert "--strategies: strategy 'nope' is unknown" in capsys.readouterr().err
+
+
+def test_torchrun_with_two_cpu_ranks_gives_the_single_process_runs(tmp_path):
+    """gloo, 2 ranks: each trains on half of every batch, evaluation and re-embedding are gathered,
+    rank 0 selects and writes; the schedule and splits are those of one process (BatchNorm statistics
+    per shard move the losses slightly)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = make_imagefolder(tmp_path / "imgs", {"train": {"a": 12, "b": 12}, "test": {"a": 4, "b": 4}})
+    args = ["-m", "alkit.finetune", "--dataset", "imagefolder", "--root", str(root), "--strategies", "margin",
+            "--initial", "6", "--budget", "4", "--rounds", "1", "--preset", "tiny", "--backbone", "tiny_cnn",
+            "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "ddp.csv")], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("wrote 2 rows") == 1          # rank 0 alone writes
+    from alkit.finetune import main
+
+    assert main([*args[2:], "--out", str(tmp_path / "one.csv")]) == 0
+    ddp, one = pd.read_csv(tmp_path / "ddp.csv"), pd.read_csv(tmp_path / "one.csv")
+    assert list(ddp.columns) == list(one.columns) and ddp["n_labeled"].tolist() == one["n_labeled"].tolist()
+    np.testing.assert_allclose(ddp["val_loss"], one["val_loss"], atol=0.05)
+    a, b = (np.load(tmp_path / f"{name}.csv.runs" / "margin__seed0.npz") for name in ("ddp", "one"))
+    np.testing.assert_array_equal(a["validation_indices"], b["validation_indices"])
+    np.testing.assert_array_equal(a["picks_round0"], b["picks_round0"])
+    assert np.unique(a["picks_round1"]).size == 4
