@@ -11,16 +11,26 @@ self-supervised features.  Following the authors' code (``deep-al/pycls/al/typic
     nearest available points of the same cluster (n = their number).
 
 Differences from the authors' code: the paper's formula uses Euclidean distances, their code
-the squared ones returned by faiss ``IndexFlatL2`` (we follow the paper); k-means here is our
-own seeded Lloyd (k-means++ init, fitted on at most 256·K points as faiss does, then every
-point assigned) instead of sklearn's KMeans / MiniBatchKMeans; an exhausted cluster is skipped
-(their loop would fail) and, once every kept cluster is exhausted, dropped clusters are used.
-Within one active-learning run the clustering is computed once and reused while K and the
-clustered rows stay the same (``reuse_clusters``; they always do at this package's budgets: K
-reaches 500 in the first round and the clustered rows are the pool minus the fixed validation
-split), where the authors' code re-clusters the same rows every round (DEVIATIONS.md).
-Cost: k-means O(iters·256K·K·D + N·K·D), once per run; typicality O(s²·D) per visited cluster of size s,
-computed once per cluster, then each visit costs O(s·(k + visits)) from sorted neighbour lists.
+the squared ones returned by faiss ``IndexFlatL2`` (we follow the paper); k-means is seeded
+(k-means++ seeds and the at most 256·K fit points drawn from the selection ``rng``, as faiss fits on
+256·K points), its Lloyd iterations run in faiss (``backend="faiss"``, the default) instead of
+sklearn's unseeded KMeans / MiniBatchKMeans, then every point is assigned to its nearest centroid;
+an exhausted cluster is skipped (their loop would fail) and, once every kept cluster is exhausted,
+dropped clusters are used.  Within one active-learning run the clustering is computed once and
+reused while K and the clustered rows stay the same (``reuse_clusters``; they always do at this
+package's budgets: K reaches 500 in the first round and the clustered rows are the pool minus the
+fixed validation split), where the authors' code re-clusters the same rows every round
+(DEVIATIONS.md).
+
+Two backends, the same formula: ``"faiss"`` (default) — faiss's Lloyd iterations and flat-index
+assignment, nearest neighbours from one float32 symmetric product per cluster with the ranking
+decided in float64 where float32 cannot (:mod:`alkit.strategies._exact_search`); ``"torch"`` — the
+previous implementation, kept as the reference: :func:`kmeans_lloyd` (float64 means) and
+:class:`_ClusterKNN` (float64 products).  Both draw the same fit points and seeds, so they differ
+only in Lloyd's float32 vs float64 means and emptied-cluster rule, which can move near-tied points
+between clusters; given the same clusters they pick the same points (tested).
+Cost: k-means O(iters·256K·K·D + N·K·D), once per run; neighbours O(s²·D/2) per visited cluster of
+size s, computed once per cluster, then each visit costs O(s·(k + visits)) from sorted neighbour lists.
 """
 from __future__ import annotations
 
@@ -37,6 +47,7 @@ from alkit.strategies._dense import (
     gather_rows,
     row_sqnorms,
 )
+from alkit.strategies._exact_search import ClusterKNN, centred_fit_rows, fit_positions, kmeans_faiss, kmeans_pp_seeds
 from alkit.strategies.registry import register
 
 MAX_CLUSTERS = 500
@@ -44,6 +55,7 @@ MIN_CLUSTER_SIZE = 5
 K_NN = 20
 POINTS_PER_CENTROID = 256
 MAX_FIT_POINTS = 131_072
+BACKENDS = ("faiss", "torch")
 
 
 def _assign(store, sq, centers: torch.Tensor, rows_per_block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +95,7 @@ def kmeans(
     n_clusters: int,
     rng: np.random.Generator,
     *,
+    backend: str = "faiss",
     max_iter: int = 20,
     points_per_centroid: int = POINTS_PER_CENTROID,
     max_fit_points: int = MAX_FIT_POINTS,
@@ -93,41 +106,54 @@ def kmeans(
 ) -> np.ndarray:
     """Seeded k-means of ``features[indices]``; returns a cluster id per index (deterministic given rng).
 
-    k-means++ seeding then Lloyd iterations (float32 distances, float64 means) on at most
-    min(``points_per_centroid``·K, ``max_fit_points``) points drawn with ``rng`` (all if fewer);
-    then every point is assigned to its nearest centre.  An emptied cluster is re-seeded at a
-    random fit point.  ``normalize`` clusters the L2-normalised rows.
+    k-means++ seeds and up to ``max_iter`` Lloyd iterations on at most
+    min(``points_per_centroid``·K, ``max_fit_points``) points drawn with ``rng`` (all if fewer),
+    then every point assigned to its nearest centre.  ``backend``: "faiss" (:func:`kmeans_faiss`)
+    or "torch" (:func:`kmeans_lloyd`, the reference); both draw the same fit points and seeds.
+    ``normalize`` clusters the L2-normalised rows.
+    """
+    check_backend(backend)
+    fn = kmeans_faiss if backend == "faiss" else kmeans_lloyd
+    return fn(features, indices, n_clusters, rng, max_iter=max_iter, points_per_centroid=points_per_centroid,
+              max_fit_points=max_fit_points, normalize=normalize, chunk_rows=chunk_rows, cache_bytes=cache_bytes,
+              device=device)
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+def kmeans_lloyd(
+    features: np.ndarray,
+    indices: np.ndarray,
+    n_clusters: int,
+    rng: np.random.Generator,
+    *,
+    max_iter: int = 20,
+    points_per_centroid: int = POINTS_PER_CENTROID,
+    max_fit_points: int = MAX_FIT_POINTS,
+    normalize: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    cache_bytes: int = 2 * 1024**3,
+    device: str | None = None,
+) -> np.ndarray:
+    """The reference k-means (``backend="torch"``): k-means++ seeding then Lloyd iterations
+    (float32 distances, float64 means) on at most min(``points_per_centroid``·K, ``max_fit_points``)
+    points drawn with ``rng`` (all if fewer); then every point is assigned to its nearest centre.
+    An emptied cluster is re-seeded at a random fit point.  ``normalize`` clusters the L2-normalised
+    rows.
     """
     indices = np.asarray(indices, np.int64)
     n = indices.size
     k = max(1, min(int(n_clusters), n))
     dev = as_device(device)
-    n_fit = max(k, min(points_per_centroid * k, max_fit_points))
-    fit = np.sort(rng.choice(n, size=n_fit, replace=False)) if n > n_fit else np.arange(n)
-    raw = feature_store(features, indices[fit], normalize=normalize, chunk_rows=chunk_rows, cache_bytes=0, device=dev)
-    x = raw.block(0, fit.size)
-    mu_t = x.double().mean(0).float()
-    x = x - mu_t
-    mu = mu_t.cpu().numpy()
-    sq = (x.double() ** 2).sum(1).float()
+    fit = fit_positions(n, k, rng, points_per_centroid, max_fit_points)
+    x, mu_t, sq = centred_fit_rows(features, indices[fit], normalize, chunk_rows)
+    mu = mu_t.numpy()
     m = fit.size
-    # k-means++ seeding (D² sampling, inverse CDF with one rng.random() per centre), in numpy
-    xn = x.cpu().numpy()
-    sqn = sq.cpu().numpy().astype(np.float64)
-    first = int(rng.integers(m))
-    chosen = [first]
-    d2 = np.maximum(sqn + sqn[first] - 2.0 * (xn @ xn[first]), 0.0)
-    d2[first] = 0.0
-    for _ in range(1, k):
-        cdf = np.cumsum(d2)
-        if not cdf[-1] > 0:
-            free = np.setdiff1d(np.arange(m), chosen)
-            j = int(free[rng.integers(free.size)])
-        else:
-            j = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), m - 1)
-        chosen.append(j)
-        np.minimum(d2, np.maximum(sqn + sqn[j] - 2.0 * (xn @ xn[j]), 0.0), out=d2)
-        d2[chosen] = 0.0
+    chosen = kmeans_pp_seeds(x.numpy(), sq.numpy().astype(np.float64), k, rng)
+    x, sq = x.to(dev), sq.to(dev)
     centers = x[torch.as_tensor(chosen, device=dev)].clone()
     rows_per_block = max(1, (1 << 24) // k)
 
@@ -199,18 +225,27 @@ class _ClusterKNN:
             return None
         return np.where(take, self.dist, 0.0).sum(1) / k
 
+    def most_typical(self, free: np.ndarray, k: int) -> int | None:
+        """Position of the free point of highest typicality (first of ties); None: widen."""
+        mean = self.mean_knn(free, k)
+        if mean is None:
+            return None
+        return int(np.argmax(np.where(free, 1.0 / (mean + 1e-5), -np.inf)))
+
 
 def _clusters(pool: PoolState, relevant: np.ndarray, n_clusters: int, rng: np.random.Generator,
-              reuse: bool, chunk_rows: int, device: str | None) -> np.ndarray:
+              reuse: bool, backend: str, chunk_rows: int, device: str | None) -> np.ndarray:
     """k-means ids of ``relevant``; kept in the run's ``pool.cache`` and reused while K and the rows
-    stay the same (the key: K and a digest of the clustered row ids; the cache is bound to the
-    features).  A reused clustering draws nothing from ``rng``."""
+    stay the same (the key: K, a digest of the clustered row ids and the backend; the cache is
+    bound to the features).  A reused clustering draws nothing from ``rng``."""
     if not reuse or pool.cache is None:
-        return kmeans(pool.features, relevant, n_clusters, rng, chunk_rows=chunk_rows, device=device)
-    key = ("typiclust", "kmeans", int(n_clusters), hashlib.blake2b(relevant.tobytes(), digest_size=16).hexdigest())
+        return kmeans(pool.features, relevant, n_clusters, rng, backend=backend, chunk_rows=chunk_rows, device=device)
+    key = ("typiclust", "kmeans", int(n_clusters), hashlib.blake2b(relevant.tobytes(), digest_size=16).hexdigest(),
+           backend)
     kept = pool.cache.run
     if key not in kept:
-        kept[key] = kmeans(pool.features, relevant, n_clusters, rng, chunk_rows=chunk_rows, device=device)
+        kept[key] = kmeans(pool.features, relevant, n_clusters, rng, backend=backend, chunk_rows=chunk_rows,
+                           device=device)
     return kept[key]
 
 
@@ -224,6 +259,7 @@ def typiclust(
     min_cluster_size: int = MIN_CLUSTER_SIZE,
     k_nn: int = K_NN,
     reuse_clusters: bool = True,
+    backend: str = "faiss",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str | None = None,
 ) -> np.ndarray:
@@ -237,11 +273,13 @@ def typiclust(
     ``reuse_clusters``: within one run (``pool.cache`` set by the loop), later rounds reuse the
     clustering of the first round that had the same K and the same clustered rows; False
     re-clusters every round (the authors' code; their unseeded k-means then differs between rounds
-    only by its random start).
+    only by its random start).  ``backend``: "faiss" (default) or "torch", the previous
+    implementation kept as the reference (module docstring).
     """
+    check_backend(backend)
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     n_clusters = min(int((pool.labeled & ~pool.held_out).sum()) + budget, int(max_clusters), relevant.size)
-    clusters = _clusters(pool, relevant, n_clusters, rng, reuse_clusters, chunk_rows, device)
+    clusters = _clusters(pool, relevant, n_clusters, rng, reuse_clusters, backend, chunk_rows, device)
     eligible = pool.eligible[relevant]
     ids, sizes = np.unique(clusters, return_counts=True)
     labelled_counts = np.bincount(clusters[~eligible], minlength=ids.max() + 1)[ids]
@@ -251,7 +289,8 @@ def typiclust(
     avail = eligible.copy()
     members = {int(c): np.flatnonzero(clusters == c) for c in ids}
     visits_planned = -(-budget // max(len(cycle), 1)) + 1
-    knn: dict[int, _ClusterKNN] = {}
+    neighbours = (lambda x, width: ClusterKNN(x, width, device=device)) if backend == "faiss" else _ClusterKNN
+    knn: dict = {}
     picks: list[int] = []
     i = 0
     while len(picks) < budget:
@@ -272,14 +311,12 @@ def typiclust(
             best = int(np.flatnonzero(free)[0])
         else:
             if c not in knn:
-                knn[c] = _ClusterKNN(gather_rows(pool.features, relevant[pts], chunk_rows), k_nn + 1 + 2 * visits_planned)
-            mean = knn[c].mean_knn(free, k)
-            while mean is None:  # more removals than planned: rebuild wider
-                knn[c] = _ClusterKNN(gather_rows(pool.features, relevant[pts], chunk_rows),
-                                     min(pts.size, 2 * knn[c].width + k_nn))
-                mean = knn[c].mean_knn(free, k)
-            typ = np.where(free, 1.0 / (mean + 1e-5), -np.inf)
-            best = int(np.argmax(typ))
+                knn[c] = neighbours(gather_rows(pool.features, relevant[pts], chunk_rows), k_nn + 1 + 2 * visits_planned)
+            best = knn[c].most_typical(free, k)
+            while best is None:  # more removals than planned: rebuild wider
+                knn[c] = neighbours(gather_rows(pool.features, relevant[pts], chunk_rows),
+                                    min(pts.size, 2 * knn[c].width + k_nn))
+                best = knn[c].most_typical(free, k)
         avail[pts[best]] = False
         picks.append(int(relevant[pts[best]]))
         i += 1

@@ -1,0 +1,357 @@
+"""Exact neighbour searches for ProbCover and TypiClust: faiss's flat (brute-force) indexes, float32
+candidates, float64 decisions where float32 cannot decide.
+
+Three searches, each as named steps:
+
+* :func:`ball_graph` — every pair of rows closer than δ, as a CSR graph (ProbCover).  Steps:
+  :func:`_range_faiss` (faiss's range search on a flat L2 "index", the row block against the rows
+  from that block on: each pair is measured once, the graph being symmetric), or
+  :func:`_range_torch` on a GPU; the radius is widened by the float32 error bound, pairs within
+  that bound of δ² are decided in float64 (:func:`_decide`), the rest by their float32 distance;
+  then :func:`_symmetric_csr` mirrors them and adds the self-loops.
+* :func:`kmeans_faiss` — seeded k-means: k-means++ seeds drawn from the caller's ``rng`` (the
+  same draws as :func:`alkit.strategies.typiclust.kmeans_lloyd`), Lloyd iterations by
+  ``faiss.Clustering``, then every row assigned to its nearest centroid by a flat index.
+* :class:`ClusterKNN` — each point's nearest neighbours within one cluster (TypiClust): float32
+  candidate lists from one symmetric product (on the CPU ``x @ x.T`` computes half of it), and
+  :meth:`ClusterKNN.most_typical` decides in float64 among the points float32 cannot separate.
+  faiss's ``knn`` was measured slower here (it computes both halves of the symmetric product):
+  ``benchmarks/bench_faiss_paths.py``.
+
+The decision rule ("exact"): a squared distance is the float64 Σ_d (x_d − y_d)² of the float32
+rows (:func:`alkit.strategies._dense.sqdist64`, the numbers every reference uses); a float32 one
+computed as ‖x‖² + ‖y‖² − 2⟨x, y⟩ is assumed within ``TIE_RTOL``·(‖x‖² + ‖y‖²) of it, the bound
+coreset and balancing assume.
+
+GPU: with ``device="cuda"``, k-means runs on faiss's GPU flat index when faiss-gpu is installed
+(:func:`faiss_gpu`), else on the CPU; the graph's and the clusters' products run in torch on the
+device (faiss has no range search on GPU flat indexes).  No GPU package is needed on the CPU path.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from alkit.strategies._dense import RowStore, as_device, feature_store, row_sqnorms, sqdist64
+
+#: Relative float32 error assumed for a squared distance ‖x‖² + ‖y‖² − 2⟨x, y⟩ (of ‖x‖² + ‖y‖²);
+#: the same bound as coreset's and balancing's near-tie re-ranking.
+TIE_RTOL = 1e-5
+
+
+@functools.cache
+def _faiss():
+    import faiss   # faiss-cpu is a dependency; imported on first use (it takes a moment)
+
+    return faiss
+
+
+def faiss_gpu(device: str | torch.device | None) -> bool:
+    """True when ``device`` is a CUDA device and the installed faiss has GPU support and sees a GPU."""
+    if as_device(device).type != "cuda":
+        return False
+    faiss = _faiss()
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+@functools.cache
+def _gpu_resources():
+    return _faiss().StandardGpuResources()
+
+
+def flat_l2_index(dim: int, device: str | torch.device | None = None):
+    """An exact (flat) L2 index: on the GPU when :func:`faiss_gpu`, else on the CPU."""
+    faiss = _faiss()
+    if faiss_gpu(device):
+        dev = as_device(device)
+        return faiss.GpuIndexFlatL2(_gpu_resources(), dim, faiss.GpuIndexFlatConfig() if dev.index is None else
+                                    _gpu_config(dev.index))
+    return faiss.IndexFlatL2(dim)
+
+
+def _gpu_config(index: int):
+    config = _faiss().GpuIndexFlatConfig()
+    config.device = index
+    return config
+
+
+# ------------------------------------------------------------------------------ δ-ball graph
+def ball_graph(store: RowStore, delta: float, max_edges: int, block_rows: int = 4096,
+               search: str = "auto") -> sp.csr_matrix:
+    """CSR adjacency (bool) of ‖x − y‖ < δ over the rows of ``store``, self-loops included, exact:
+    a pair is an edge iff its float64 squared distance (:func:`sqdist64`) is below float(δ)²; a pair at
+    exactly δ is not.  ``search``: "faiss" (range search), "torch" (products on the store's
+    device), "auto" (faiss on the CPU, torch elsewhere).  More than ``max_edges`` edges: ValueError."""
+    n = store.n
+    radius2 = float(delta) ** 2
+    if search == "auto":
+        search = "faiss" if store.device.type == "cpu" else "torch"
+    if search not in ("faiss", "torch"):
+        raise ValueError(f"search must be 'faiss', 'torch' or 'auto', got {search!r}")
+    sq = row_sqnorms(store, torch.float64)
+    sq_np = sq.cpu().numpy()
+    slack = 2.0 * TIE_RTOL * float(sq_np.max(initial=0.0))
+    found_r, found_c = [], []
+    total = n   # the self-loops
+    starts = range(0, n, block_rows)
+    for a0 in starts:
+        a1 = min(a0 + block_rows, n)
+        rows = store.block(a0, a1)
+        for b0 in range(a0, n, block_rows):   # the upper triangle of blocks
+            b1 = min(b0 + block_rows, n)
+            other = rows if b0 == a0 else store.block(b0, b1)
+            if search == "faiss":
+                r, c, d2 = _range_faiss(rows, other, radius2 + slack)
+            else:
+                r, c, d2 = _range_torch(rows, other, sq[a0:a1].float(), sq[b0:b1].float(), radius2 + slack)
+            if b0 == a0:   # within the diagonal block each pair once, the self-pair not at all
+                keep = c > r
+                r, c, d2 = r[keep], c[keep], d2[keep]
+            r, c = r + a0, c + b0
+            edge = _decide(store, r, c, d2, sq_np, radius2)
+            r, c = r[edge], c[edge]
+            total += 2 * r.size
+            if total > max_edges:
+                raise ValueError(
+                    f"delta={delta:g} gives more than max_edges={max_edges} edges on {n} points; "
+                    "choose a smaller delta (or raise max_edges if memory allows)"
+                )
+            found_r.append(r)
+            found_c.append(c)
+    return _symmetric_csr(n, found_r, found_c)
+
+
+def _range_faiss(rows: torch.Tensor, other: torch.Tensor, radius2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, float32 d²) of every pair with d² < ``radius2``: faiss's range search of ``rows``
+    over a flat L2 index of ``other`` (run on the arrays in place, no index copy)."""
+    faiss = _faiss()
+    q = np.ascontiguousarray(rows.numpy(), np.float32)
+    db = np.ascontiguousarray(other.numpy(), np.float32)
+    result = faiss.RangeSearchResult(q.shape[0])
+    faiss.range_search_L2sqr(faiss.swig_ptr(q), faiss.swig_ptr(db), q.shape[1], q.shape[0], db.shape[0],
+                             float(radius2), result)
+    lims = faiss.rev_swig_ptr(result.lims, q.shape[0] + 1).astype(np.int64)
+    m = int(lims[-1])
+    if m == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    cols = faiss.rev_swig_ptr(result.labels, m).copy().astype(np.int64)
+    d2 = faiss.rev_swig_ptr(result.distances, m).copy()
+    return np.repeat(np.arange(q.shape[0], dtype=np.int64), np.diff(lims)), cols, d2
+
+
+def _range_torch(rows, other, sq_rows, sq_other, radius2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same pairs as :func:`_range_faiss`, from one float32 product on the tensors' device."""
+    d2 = torch.addmm(sq_rows[:, None] + sq_other[None, :], rows, other.T, alpha=-2.0)
+    r, c = torch.nonzero(d2 < radius2, as_tuple=True)
+    return r.cpu().numpy(), c.cpu().numpy(), d2[r, c].cpu().numpy()
+
+
+def _decide(store: RowStore, r: np.ndarray, c: np.ndarray, d2: np.ndarray, sq: np.ndarray,
+            radius2: float) -> np.ndarray:
+    """Which candidate pairs are edges: by their float32 d² where it is more than the error bound
+    from δ², else by the float64 d² (few pairs: those within about 1e-5 of δ²)."""
+    tol = TIE_RTOL * (sq[r] + sq[c])
+    d2 = d2.astype(np.float64)
+    edge = d2 < radius2 - tol
+    unsure = np.flatnonzero(~edge & (d2 <= radius2 + tol))
+    if unsure.size:
+        edge[unsure] = pair_sqdist64(store, r[unsure], c[unsure]) < radius2
+    return edge
+
+
+def pair_sqdist64(store: RowStore, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """:func:`sqdist64` of the pairs (r[i], c[i]) of rows of ``store``: the very numbers the full
+    float64 matrix has for them."""
+    out = np.empty(r.size)
+    order = np.argsort(r, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, r[order][1:] != r[order][:-1]])
+    for start, stop in zip(firsts, np.r_[firsts[1:], r.size]):
+        sel = order[start:stop]
+        a = store.rows(r[sel[:1]]).cpu().numpy()
+        b = store.rows(c[sel]).cpu().numpy()
+        out[sel] = sqdist64(a, b)[0]
+    return out
+
+
+def _symmetric_csr(n: int, found_r: list[np.ndarray], found_c: list[np.ndarray]) -> sp.csr_matrix:
+    """The pairs (r < c) in both directions plus every self-loop, as a CSR matrix with sorted rows."""
+    r = np.concatenate(found_r) if found_r else np.empty(0, np.int64)
+    c = np.concatenate(found_c) if found_c else np.empty(0, np.int64)
+    diag = np.arange(n, dtype=np.int64)
+    rows = np.concatenate([r, c, diag])
+    cols = np.concatenate([c, r, diag])
+    order = np.argsort(rows * n + cols)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sp.csr_matrix((np.ones(rows.size, bool), cols[order].astype(np.int32), indptr), shape=(n, n))
+
+
+# ------------------------------------------------------------------------------ k-means
+def fit_positions(n: int, k: int, rng: np.random.Generator, points_per_centroid: int, max_fit_points: int) -> np.ndarray:
+    """Sorted positions of the rows k-means is fitted on: min(``points_per_centroid``·k,
+    ``max_fit_points``) drawn with ``rng`` (at least k), or all n if that is fewer."""
+    n_fit = max(k, min(points_per_centroid * k, max_fit_points))
+    return np.sort(rng.choice(n, size=n_fit, replace=False)) if n > n_fit else np.arange(n)
+
+
+def centred_fit_rows(features: np.ndarray, rows: np.ndarray, normalize: bool,
+                     chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fit rows as float32 (L2-normalised first if ``normalize``) minus their mean, that mean, and
+    their squared norms (float64 sums rounded to float32).  Centred rows give smaller float32
+    errors in ‖x‖² + ‖c‖² − 2⟨x, c⟩."""
+    x = feature_store(features, rows, normalize=normalize, chunk_rows=chunk_rows, cache_bytes=0).block(0, rows.size)
+    mu = x.double().mean(0).float()
+    x = x - mu
+    return x, mu, (x.double() ** 2).sum(1).float()
+
+
+def kmeans_pp_seeds(x: np.ndarray, sq: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """k-means++ seeding: positions of k rows of ``x`` (squared norms ``sq``, float64), the first
+    uniform, each next one drawn ∝ D² (squared distance to the nearest seed so far) by inverse CDF
+    with one ``rng.random()``; uniform among the rows not chosen once every D² is 0."""
+    m = x.shape[0]
+    first = int(rng.integers(m))
+    chosen = [first]
+    d2 = np.maximum(sq + sq[first] - 2.0 * (x @ x[first]), 0.0)
+    d2[first] = 0.0
+    for _ in range(1, k):
+        cdf = np.cumsum(d2)
+        if not cdf[-1] > 0:
+            free = np.setdiff1d(np.arange(m), chosen)
+            j = int(free[rng.integers(free.size)])
+        else:
+            j = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), m - 1)
+        chosen.append(j)
+        np.minimum(d2, np.maximum(sq + sq[j] - 2.0 * (x @ x[j]), 0.0), out=d2)
+        d2[chosen] = 0.0
+    return chosen
+
+
+def kmeans_faiss(
+    features: np.ndarray,
+    indices: np.ndarray,
+    n_clusters: int,
+    rng: np.random.Generator,
+    *,
+    max_iter: int,
+    points_per_centroid: int,
+    max_fit_points: int,
+    normalize: bool,
+    chunk_rows: int,
+    cache_bytes: int,
+    device: str | None,
+    return_centroids: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Seeded k-means of ``features[indices]`` (see :func:`alkit.strategies.typiclust.kmeans`): the
+    fit rows and the k-means++ seeds drawn from ``rng`` exactly as ``kmeans_lloyd`` draws them, then
+    up to ``max_iter`` Lloyd iterations by ``faiss.Clustering`` (float32 means; an emptied cluster is
+    re-seeded by splitting a large one, faiss's rule, seeded from ``rng``), then every row assigned
+    to its nearest centroid by a flat L2 index (on the GPU when :func:`faiss_gpu`).
+    ``return_centroids``: also return the (K, D) float32 centroids, in the features' coordinates."""
+    faiss = _faiss()
+    indices = np.asarray(indices, np.int64)
+    n = indices.size
+    k = max(1, min(int(n_clusters), n))
+    fit = fit_positions(n, k, rng, points_per_centroid, max_fit_points)
+    x, mu, sq = centred_fit_rows(features, indices[fit], normalize, chunk_rows)
+    x, mu = np.ascontiguousarray(x.numpy()), mu.numpy()
+    seeds = kmeans_pp_seeds(x, sq.numpy().astype(np.float64), k, rng)
+    params = faiss.ClusteringParameters()
+    params.niter = int(max_iter)
+    params.seed = int(rng.integers(2**31 - 1))
+    params.max_points_per_centroid = max(1, -(-fit.size // k))   # no subsampling inside faiss: it is done above
+    params.min_points_per_centroid = 1
+    clustering = faiss.Clustering(x.shape[1], k, params)
+    faiss.copy_array_to_vector(np.ascontiguousarray(x[seeds]).ravel(), clustering.centroids)
+    clustering.train(x, flat_l2_index(x.shape[1], device))
+    centroids = faiss.vector_to_array(clustering.centroids).reshape(k, x.shape[1])
+    index = flat_l2_index(x.shape[1], device)
+    index.add(centroids)
+    if fit.size == n:
+        ids = index.search(x, 1)[1].ravel().astype(np.int64)
+    else:
+        store = feature_store(features, indices, center=mu, normalize=normalize, chunk_rows=chunk_rows, cache_bytes=0)
+        ids = np.empty(n, np.int64)
+        for start, stop, block in store.chunks():
+            ids[start:stop] = index.search(np.ascontiguousarray(block.numpy()), 1)[1].ravel()
+    return (ids, centroids + mu) if return_centroids else ids
+
+
+# ------------------------------------------------------------------------------ kNN in a cluster
+class ClusterKNN:
+    """The ``width`` nearest neighbours (sorted) of each of a cluster's points within the cluster.
+
+    Candidates in float32 from the centred rows' product with themselves (one ``x @ x.T``: a
+    symmetric product, of which BLAS computes half; rows in blocks above ``block_rows`` points;
+    ``product="torch"`` on ``device`` for a GPU).  :meth:`most_typical` ranks by those float32
+    distances and decides in float64 among the points they cannot separate, so it returns the
+    point the float64 distances rank first.  Memory O(s·width) plus one s × min(s, block_rows)
+    block."""
+
+    def __init__(self, x: np.ndarray, width: int, *, block_rows: int = 8192, product: str = "auto",
+                 device: str | torch.device | None = None) -> None:
+        self.x = np.ascontiguousarray(x, np.float32)
+        s = self.x.shape[0]
+        xc = np.ascontiguousarray(self.x - self.x.astype(np.float64).mean(0).astype(np.float32))
+        sq = np.einsum("ij,ij->i", xc, xc, dtype=np.float64)
+        self.width = width = min(width, s)
+        dev = as_device(device)
+        if product == "auto":
+            product = "numpy" if dev.type == "cpu" else "torch"
+        self.dist = np.empty((s, width))
+        self.nbr = np.empty((s, width), np.int64)
+        if product == "torch":
+            xt, sq_t = torch.from_numpy(xc).to(dev), torch.from_numpy(sq).to(dev).float()
+        for start in range(0, s, block_rows):
+            stop = min(start + block_rows, s)
+            if product == "torch":
+                d2 = torch.addmm(sq_t[start:stop, None] + sq_t[None, :], xt[start:stop], xt.T, alpha=-2.0)
+                d2[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")
+                vals, nbrs = torch.topk(d2, width, dim=1, largest=False, sorted=True)
+                vals, nbrs = vals.cpu().numpy(), nbrs.cpu().numpy()
+            else:
+                gram = xc @ xc.T if stop - start == s else xc[start:stop] @ xc.T
+                d2 = sq.astype(np.float32)[start:stop, None] + sq.astype(np.float32)[None, :] - 2.0 * gram
+                d2[np.arange(stop - start), np.arange(start, stop)] = np.inf
+                nbrs = np.argpartition(d2, width - 1, axis=1)[:, :width]
+                vals = np.take_along_axis(d2, nbrs, axis=1)
+                order = np.argsort(vals, axis=1, kind="stable")
+                vals, nbrs = np.take_along_axis(vals, order, axis=1), np.take_along_axis(nbrs, order, axis=1)
+            self.dist[start:stop] = np.sqrt(np.maximum(vals, 0.0))
+            self.nbr[start:stop] = nbrs
+        # Bound on |float32 − float64| of any distance from each row: |√a − √b| ≤ |a − b| / (√a + √b)
+        # and ≤ √|a − b|, with |a − b| ≤ tol; the nearest distance gives the largest bound.
+        tol = TIE_RTOL * (sq + sq.max(initial=0.0))
+        d1 = self.dist[:, 0] if width else np.zeros(s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            by_ratio = tol / (d1 + np.sqrt(np.maximum(d1 * d1 - tol, 0.0)))
+        self.err = np.where(np.isfinite(by_ratio), np.minimum(by_ratio, np.sqrt(tol)), np.sqrt(tol))
+
+    def mean_knn(self, avail: np.ndarray, k: int) -> np.ndarray | None:
+        """Mean float32 distance to the k nearest available neighbours of every point (None: widen)."""
+        ok = avail[self.nbr] & np.isfinite(self.dist)
+        take = ok & (np.cumsum(ok, axis=1) <= k)
+        if (take.sum(1)[avail] < k).any():
+            return None
+        return np.where(take, self.dist, 0.0).sum(1) / k
+
+    def most_typical(self, free: np.ndarray, k: int) -> int | None:
+        """Position of the free point of highest typicality 1 / (mean distance to its k nearest free
+        neighbours + 1e-5), by float64 distances (ties: the lowest position); None: widen the lists."""
+        mean = self.mean_knn(free, k)
+        if mean is None:
+            return None
+        mean = np.where(free, mean, np.inf)
+        ceiling = np.min(mean + self.err)   # the best float64 mean is at most this
+        near = np.flatnonzero(free & (mean - self.err <= ceiling))
+        if near.size == 1:
+            return int(near[0])
+        others = np.flatnonzero(free)
+        typ = np.empty(near.size)
+        for i, p in enumerate(near):
+            d = np.sqrt(sqdist64(self.x[p:p + 1], self.x[others[others != p]])[0])
+            typ[i] = 1.0 / (np.sort(d)[:k].sum() / k + 1e-5)
+        return int(near[np.argmax(typ)])
