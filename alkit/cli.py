@@ -453,10 +453,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _probe_arguments(run)
 
+    from alkit.finetune import FINETUNE_HELP, add_finetune_arguments   # the fine-tuning regime's flags
+
+    add_finetune_arguments(sub.add_parser("finetune", help=FINETUNE_HELP, description=FINETUNE_HELP,
+                                          formatter_class=HelpFormatter))
+
     # Listed for the help only: main() hands `features …` to alkit.features_cli before parsing.
     sub.add_parser("features", help="extract (or find in the cache) frozen features of an image data set "
                                     f"(`{PROG} features --help`)", add_help=False)
     return parser
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from alkit.finetune import run_finetune_args
+
+    return run_finetune_args(args)
 
 
 def _probe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -476,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_features(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"strategies": cmd_strategies, "select": cmd_select, "run": cmd_run}
+    handlers = {"strategies": cmd_strategies, "select": cmd_select, "run": cmd_run, "finetune": cmd_finetune}
     try:
         return handlers[args.command](args)
     except OSError as exc:   # e.g. the disk filled up while writing --out

@@ -204,7 +204,9 @@ def test_command_line_on_a_tiny_image_folder(tmp_path, capsys):
     stems = sorted(p.name for p in (tmp_path / "rows.csv.runs").iterdir())
     assert stems == ["random__seed0.csv", "random__seed0.json", "random__seed0.npz", "vaal__seed0.csv",
                      "vaal__seed0.json", "vaal__seed0.npz"]          # checkpoints removed once saved
-    assert main(argv) == 0                                            # finished runs are loaded
+    from alkit.cli import main as alkit_main
+
+    assert alkit_main(["finetune", *argv]) == 0                      # python -m alkit finetune: runs loaded
     pd.testing.assert_frame_equal(pd.read_csv(out), rows)
     capsys.readouterr()
     assert main([*argv[:-3], "--budget", "40", "--out", str(out)]) == 2
