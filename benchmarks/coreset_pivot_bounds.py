@@ -42,7 +42,8 @@ def pivot_bounds(d2: torch.Tensor, center_pivot_d2: torch.Tensor, n_pivots: int,
 
 def main(argv: list[str] | None = None) -> int:
     from alkit.io import provenance, write_json, write_text
-    from alkit.strategies.coreset import LAZY_FIRST_CENTERS, PIVOT_SHARE, coreset_centers
+    from alkit.strategies._coreset_engine import LAZY_FIRST_CENTERS, PIVOT_SHARE
+    from alkit.strategies.coreset import coreset_centers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-total", type=int, default=1_281_167)

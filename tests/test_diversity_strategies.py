@@ -128,9 +128,9 @@ def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers,
 def test_k_center_greedy_with_a_small_top_set_equals_the_reference(top_rows, monkeypatch):
     # The top set (candidates with the largest stored minima) is rebuilt often when small; the
     # picks must not depend on it.
-    from alkit.strategies import coreset as coreset_module
+    from alkit.strategies import _coreset_engine as coreset_engine
 
-    monkeypatch.setattr(coreset_module, "TOP_ROWS", top_rows)
+    monkeypatch.setattr(coreset_engine, "TOP_ROWS", top_rows)
     rng = np.random.default_rng(8)
     x = random_features(rng, 1600, 10, np.float32)   # more candidates than MAX_REFINE
     perm = rng.permutation(1600)

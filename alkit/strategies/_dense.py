@@ -35,6 +35,24 @@ def gather_rows(
     return out
 
 
+def check_indices(candidate_indices: np.ndarray, center_indices: np.ndarray | None, n_rows: int
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The index contract of the diversity engines and their references: both sets as int64
+    vectors within ``[0, n_rows)``, no repeats, disjoint (``center_indices`` None stays None)."""
+    cand = np.asarray(candidate_indices, np.int64).ravel()
+    cent = None if center_indices is None else np.asarray(center_indices, np.int64).ravel()
+    for name, idx in (("candidate_indices", cand), ("center_indices", cent)):
+        if idx is None or not idx.size:
+            continue
+        if idx.min() < 0 or idx.max() >= n_rows:
+            raise ValueError(f"{name} must lie in [0, {n_rows}) (rows of features)")
+        if np.unique(idx).size != idx.size:
+            raise ValueError(f"{name} must not repeat an index")
+    if cent is not None and cand.size and cent.size and np.intersect1d(cand, cent).size:
+        raise ValueError("candidate_indices and center_indices must be disjoint")
+    return cand, cent
+
+
 def sqdist64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact-as-possible squared Euclidean distances in float64: Σ_d (a_d − b_d)², pair by pair.
 

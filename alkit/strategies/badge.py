@@ -26,6 +26,7 @@ from alkit.strategies._dense import (
     DEFAULT_CENTER_BLOCK,
     RowStore,
     as_device,
+    check_indices,
     feature_store,
     gather_rows,
     row_sqnorms,
@@ -175,17 +176,6 @@ class BoundedD2Sampler:
         return None, trials
 
 
-def _check(candidate_indices, center_indices, n_rows):
-    cand = np.asarray(candidate_indices, np.int64).ravel()
-    cent = None if center_indices is None else np.asarray(center_indices, np.int64).ravel()
-    for name, idx in (("candidate_indices", cand), ("center_indices", cent)):
-        if idx is not None and idx.size and (idx.min() < 0 or idx.max() >= n_rows or np.unique(idx).size != idx.size):
-            raise ValueError(f"{name} must be distinct rows in [0, {n_rows})")
-    if cent is not None and cent.size and np.intersect1d(cand, cent).size:
-        raise ValueError("candidate_indices and center_indices must be disjoint")
-    return cand, cent
-
-
 # ----------------------------------------------------------------------------- fast path
 def kmeans_pp_gradient(
     features: np.ndarray,
@@ -231,7 +221,7 @@ def kmeans_pp_gradient(
     ``return_d2`` implies ``lazy=False``.
     """
     t0 = time.perf_counter()
-    cand, cent = _check(candidate_indices, center_indices, features.shape[0])
+    cand, cent = check_indices(candidate_indices, center_indices, features.shape[0])
     k = min(int(k), cand.size)
     if k <= 0:
         return (np.empty(0, np.int64), np.empty(0)) if return_d2 else np.empty(0, np.int64)
@@ -395,7 +385,7 @@ def kmeans_pp_reference(
     Same rules and the same random draws as :func:`kmeans_pp_gradient`.  With ``pool_shape``
     the explicit (C, D) gradients are average-pooled with torch's ``adaptive_avg_pool2d``.
     """
-    cand, cent = _check(candidate_indices, center_indices, features.shape[0])
+    cand, cent = check_indices(candidate_indices, center_indices, features.shape[0])
     k = min(int(k), cand.size)
     if k <= 0:
         return np.empty(0, np.int64)

@@ -1,0 +1,626 @@
+"""The fast exact engine of k-center greedy (the method, its tie rules and the plain reference are
+in :mod:`alkit.strategies.coreset`).
+
+Every candidate keeps ``mind``, the float32 minimum of ‖x − c‖² over the centres it has met so
+far (centres ``[0, seen)``): an *upper bound* of its true minimum, exact once it has met every
+centre.  Distances come from the candidates' mean-centred rows as ‖x‖² + ‖c‖² − 2⟨x, c⟩, one
+GEMM per candidate block × centre block, so the extra memory never grows with N or with the
+labelled set.  A pick takes the largest stored value; if that candidate has met every centre it
+is the true maximum (every other stored value bounds its own minimum from above), else the
+largest stale candidates are compared with the centres they miss and the pick repeats.  Near
+ties of the float32 maximum are settled in float64 with the reference's own distance function.
+
+The steps, in the order :func:`k_center_greedy` runs them:
+
+* :func:`~alkit.strategies._dense.check_indices` — the index contract (shared with the reference);
+* :func:`set_up` → :class:`KCenterState` — centre on the candidates' mean, cache the candidates'
+  rows and norms, choose how many labelled centres to compare up front (:func:`eager_count`),
+  lay out the centres' rows (:func:`centre_rows`) and give every candidate its starting bound
+  (:func:`compare_first_centres`, tightened by :func:`tighten_by_pivot_groups`), or take up the
+  bounds an earlier round of the same run left (:func:`resume`);
+* :func:`pick_next` — the largest exact distance: the largest stored bound (:class:`TopSet`),
+  refreshed until it and its near ties are up to date (:func:`bring_up_to_date`, by
+  :func:`refresh` or :func:`full_pass`), then the near ties re-ranked in float64
+  (:func:`rerank_near_ties`, :func:`exact_min_sqdist`);
+* :func:`add_centre` — the pick joins the centres;
+* :func:`save_carry` — the bounds the next round of the run starts from (``pool.cache.run``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from alkit.pool import DEFAULT_CHUNK_ROWS
+from alkit.strategies._dense import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CENTER_BLOCK,
+    RowStore,
+    as_device,
+    check_indices,
+    feature_store,
+    gather_rows,
+    mean_rows,
+    row_sqnorms,
+    sqdist64,
+)
+
+#: Relative float32 error assumed for a squared distance ‖x‖² + ‖c‖² − 2⟨x, c⟩ (of ‖x‖² + ‖c‖²,
+#: centred features).  Candidates within twice this of the float32 maximum are re-ranked in float64.
+TIE_RTOL = 1e-5
+#: At most this many near-tied candidates are re-ranked exactly per pick (duplicates aside, 1–3).
+MAX_REFINE = 1024
+#: Candidates with the largest stored minima kept aside, so that a pick scans these, not all N.
+TOP_ROWS = 4096
+#: Stale candidates brought up to date together when the current maximum is stale (one GEMM).
+REFRESH_ROWS = 256
+#: Candidates still missing most centres that a refresh takes along when it must read every pending
+#: centre anyway (one GEMM of a few rows costs about as much as one of this many).
+PREFETCH_ROWS = 64
+#: Labelled centres compared with every candidate up front when there are too many to compare
+#: eagerly (|cand| · |centres| · D above :data:`EAGER_WORK`); the others are compared lazily.
+LAZY_FIRST_CENTERS = 1024
+EAGER_WORK = 1 << 36
+#: ... and when there are more than this many candidates per pick: a lazy refresh then reads every
+#: pending centre, which costs more than one eager GEMM when picks are not few.
+LAZY_SETUP_RATIO = 64
+#: Each pending labelled centre joins the groups of this many of its nearest pivots (see
+#: :func:`tighten_by_pivot_groups`): on a 4,000-candidate sample of the 1.28 M pool with 1,024
+#: pivots, 1 → 24 % of starting bounds exact, 8 → 84 %, 16 → 95 % (work ∝ this number;
+#: ``benchmarks/coreset_pivot_bounds.py``).
+PIVOT_SHARE = 16
+
+
+# --------------------------------------------------------------------------- shared helpers
+def merge_nearest(current: tuple[torch.Tensor, ...], found: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Combine two (min, argmin, runner-up) summaries of distances to centres, row by row.
+
+    The runner-up is the smallest distance to a centre other than the argmin.  A centre met twice
+    (same argmin in both) is counted once, so a repeated comparison never fakes a near tie."""
+    m1, i1, r1 = current
+    m2, i2, r2 = found
+    same = i1 == i2
+    closer = (m2 < m1) & ~same
+    runner_up = torch.where(same, torch.minimum(r1, r2),
+                            torch.where(closer, torch.minimum(m1, r2), torch.minimum(r1, m2)))
+    return torch.minimum(m1, m2), torch.where(closer, i2, i1), runner_up
+
+
+# --------------------------------------------------------------------------- the state
+class TopSet:
+    """The :data:`TOP_ROWS` largest stored values at the last rebuild, and the smallest of them,
+    ``floor``.  Stored values only ever decrease, so every candidate outside the set stays ≤ floor,
+    and the maximum, its near ties and the largest stale rows can be found in the set
+    (O(TOP_ROWS) per pick, not O(N)) as long as some value in it is still > floor."""
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self.values = values   # the stored minima (updated in place by the engine)
+        self.rows: torch.Tensor | None = None
+        self.floor = float("inf")
+
+    def rebuild(self) -> None:
+        m = min(TOP_ROWS, self.values.numel())
+        values, idx = torch.topk(self.values, m)
+        self.rows = idx
+        self.floor = float(values[-1]) if m < self.values.numel() else float("-inf")
+
+    def current(self) -> torch.Tensor | None:
+        """The set if it certainly holds the maximum (after one rebuild if needed), else None."""
+        for attempt in range(2):
+            top = self.rows
+            if top is not None and float(self.values[top].max()) > self.floor:
+                return top
+            if attempt == 0:
+                self.rebuild()
+        return None
+
+    def argmax(self) -> int:
+        """Position of the largest stored value (the first one on an exact tie, as ``argmax``)."""
+        top = self.current()
+        if top is None:   # ties at the floor (e.g. all +inf): global argmax
+            return int(torch.argmax(self.values))
+        local = self.values[top]
+        return int(top[local == local.max()].min())
+
+    def at_least(self, threshold: float) -> torch.Tensor:
+        """Positions (ascending) whose stored value is ≥ threshold."""
+        top = self.current()
+        if top is not None and threshold > self.floor:
+            return torch.sort(top[self.values[top] >= threshold]).values
+        return torch.nonzero(self.values >= threshold).flatten()
+
+    def largest(self, width: int) -> torch.Tensor:
+        """Positions of the ``width`` largest stored values."""
+        top = self.current()
+        if top is not None:
+            return top[torch.topk(self.values[top], min(width, top.numel())).indices]
+        return torch.topk(self.values, width).indices
+
+
+@dataclass
+class Counters:
+    """What a call reports in ``timings`` besides its times and settings."""
+
+    refined: int = 0          # picks whose float32 near tie was re-ranked in float64
+    refreshes: int = 0        # lazy refresh GEMMs
+    refreshed_rows: int = 0
+    full_passes: int = 0
+    lone_refined: int = 0     # near-tied candidates re-ranked against their one nearest centre
+    refresh_s: float = 0.0
+    refine_s: float = 0.0
+
+
+@dataclass(eq=False)
+class KCenterState:
+    """Everything one call works on.  A *position* indexes ``cand``; centre j is row j of
+    ``centers``: the labelled centres in the order of ``cent``, then the picks in pick order."""
+
+    features: np.ndarray
+    cand: np.ndarray               # candidate row ids
+    cent: np.ndarray               # the starting centres' ids, in centre order (see `set_up`)
+    mu: np.ndarray                 # the candidates' mean (float32): every row is centred on it
+    store: RowStore                # the candidates' centred rows
+    sq: torch.Tensor               # ‖x − mu‖² per candidate (float32)
+    centers: torch.Tensor          # (|cent| + k, D) centred float32 rows, the first n_centers in use
+    center_sq: torch.Tensor        # ‖c − mu‖² per centre
+    n_centers: int                 # centres known so far (labelled + picked)
+    mind: torch.Tensor             # per candidate: min over centres [0, seen) of ‖x − c‖² (an upper bound)
+    seen: torch.Tensor             # per candidate: centres [0, seen) compared
+    # Lazy only: over the centres each candidate has met in passes and refreshes (not the pivot
+    # groups' extra comparisons), its float32 minimum, the centre attaining it and the runner-up.
+    # A runner-up more than 2·tol above the minimum means the float64 re-ranking of near ties
+    # needs one pair, not every centre (see `exact_min_sqdist`).
+    tracked: tuple[torch.Tensor, ...] | None
+    lazy: bool
+    eager: int                     # labelled centres compared with every candidate up front
+    use_pivots: bool               # ... which then serve as pivots (see `tighten_by_pivot_groups`)
+    resumed: bool                  # started from a carry
+    chunk_rows: int
+    center_block: int
+    device: torch.device
+    max_sq: float = 0.0
+    max_center_sq: float = 0.0
+    rows_per_block: int = 1
+    pass_floor: int = 0            # no candidate has seen fewer centres than this (cost of a full pass)
+    picks: list[int] = field(default_factory=list)   # positions, in pick order
+    counters: Counters = field(default_factory=Counters)
+    top: TopSet = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.max_sq = float(self.sq.max())
+        self.max_center_sq = float(self.center_sq[:self.n_centers].max()) if self.n_centers else 0.0
+        self.rows_per_block = max(1, min(self.chunk_rows, (1 << 24) // max(self.center_block, 1)))
+        self.top = TopSet(self.mind)
+
+    def centre_ids(self) -> np.ndarray:
+        """Row ids of the centres so far, in centre order."""
+        return np.concatenate([self.cent, self.cand[np.asarray(self.picks, np.int64)]])
+
+    def nearest(self, block: torch.Tensor, block_sq: torch.Tensor, c0: int, c1: int) -> tuple[torch.Tensor, ...]:
+        """Per row of ``block``, over centres c0:c1 (float32): the smallest ‖row − centre‖², the
+        centre attaining it, and the second smallest (+inf with one centre)."""
+        best = torch.full((block.shape[0],), float("inf"), dtype=torch.float32, device=self.device)
+        arg = torch.zeros(block.shape[0], dtype=torch.int64, device=self.device)
+        second = best.clone()
+        for b0 in range(c0, c1, self.center_block):
+            b1 = min(b0 + self.center_block, c1)
+            d2 = torch.addmm(block_sq[:, None] + self.center_sq[None, b0:b1], block, self.centers[b0:b1].T, alpha=-2.0)
+            if b1 - b0 > 1:
+                values, idx = torch.topk(d2, 2, dim=1, largest=False)
+            else:
+                values = torch.cat([d2, torch.full_like(d2, float("inf"))], 1)
+                idx = torch.zeros_like(values, dtype=torch.int64)
+            best, arg, second = merge_nearest((best, arg, second), (values[:, 0], idx[:, 0] + b0, values[:, 1]))
+        return best, arg, second
+
+    def track(self, positions: torch.Tensor | slice, found: tuple[torch.Tensor, ...]) -> None:
+        """Fold (min, argmin, runner-up) over newly met centres into the stored values at ``positions``."""
+        self.mind[positions] = torch.minimum(self.mind[positions], found[0])
+        if self.tracked is not None:
+            tracked = self.tracked
+            merged = merge_nearest((tracked[0][positions], tracked[1][positions], tracked[2][positions]), found)
+            for store_t, value in zip(tracked, merged):
+                store_t[positions] = value
+
+    def compare(self, start: int, stop: int, block: torch.Tensor, c0: int, c1: int) -> None:
+        """Stored values of rows start:stop ← their min with ‖row − centre‖² over centres c0:c1."""
+        self.track(slice(start, stop), self.nearest(block, self.sq[start:stop], c0, c1))
+
+
+# --------------------------------------------------------------------------- set up
+@dataclass
+class Carried:
+    """The state a carry left, mapped onto this call's candidates (see :func:`resume`)."""
+
+    mu: np.ndarray
+    centres: np.ndarray
+    mind: torch.Tensor
+    seen: torch.Tensor
+    tracked: tuple[torch.Tensor, ...]
+
+
+def resume(carry: dict | None, features: np.ndarray, cand: np.ndarray, cent: np.ndarray) -> Carried | None:
+    """The lazy state a previous call left in ``carry``, mapped onto this call; None if it does not apply.
+
+    It applies when the features are the very array the carry was made on (it keeps a reference:
+    a carry lives for one run over one feature matrix), every earlier centre (labelled or picked)
+    is still a centre and every candidate was a candidate then.  The centres are then ordered
+    earlier centres first, in their earlier order, so each candidate's count of centres met
+    (``seen``) and the centre ids in its (min, argmin, runner-up) stay valid; the new centres are
+    pending."""
+    if not carry or carry.get("features") is not features:
+        return None
+    old_centres, old_cand = carry["centre_ids"], carry["cand"]
+    if not np.isin(old_centres, cent).all():
+        return None
+    order = np.argsort(old_cand, kind="stable")
+    where = np.searchsorted(old_cand[order], cand)
+    where[where == old_cand.size] = 0
+    if not cand.size or not np.array_equal(old_cand[order][where], cand):
+        return None
+    positions = torch.from_numpy(order[where])
+    fresh = cent[~np.isin(cent, old_centres)]
+    return Carried(mu=carry["mu"], centres=np.concatenate([old_centres, fresh]), mind=carry["mind"][positions],
+                   seen=carry["seen"][positions], tracked=tuple(t[positions] for t in carry["tracked"]))
+
+
+def eager_count(n_cand: int, n_cent: int, dim: int, k: int, lazy: bool, eager_centers: int | None) -> int:
+    """How many labelled centres are compared with every candidate up front (the rest lazily)."""
+    if not lazy:
+        return n_cent
+    if eager_centers is None:
+        # A lazy refresh reads every pending centre (~1 refresh per pick); eager set-up is one GEMM
+        # over all candidates.  Lazy set-up pays only when candidates far outnumber the picks.
+        small = n_cand * n_cent * dim <= EAGER_WORK or n_cand <= LAZY_SETUP_RATIO * k
+        return n_cent if small else min(n_cent, LAZY_FIRST_CENTERS)
+    return min(max(int(eager_centers), 0), n_cent)
+
+
+def centre_rows(features: np.ndarray, cent: np.ndarray, k: int, mu: np.ndarray, chunk_rows: int, center_block: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Room for all centres, labelled first then ``k`` picks, as centred float32 rows, with their
+    squared norms; the labelled ones filled in."""
+    dim = features.shape[1]
+    centers = torch.empty((cent.size + k, dim), dtype=torch.float32, device=device)
+    center_sq = torch.empty(cent.size + k, dtype=torch.float32, device=device)
+    mu_t = torch.from_numpy(mu).to(device)
+    for c0 in range(0, cent.size, center_block):
+        block = torch.from_numpy(gather_rows(features, cent[c0:c0 + center_block], chunk_rows)).to(device) - mu_t
+        centers[c0:c0 + block.shape[0]] = block
+        center_sq[c0:c0 + block.shape[0]] = (block.double() ** 2).sum(1).float()
+    return centers, center_sq
+
+
+def set_up(features: np.ndarray, cand: np.ndarray, cent: np.ndarray, k: int, *, chunk_rows: int, center_block: int,
+           cache_bytes: int, device: str | torch.device | None, lazy: bool, eager_centers: int | None,
+           pivot_bounds: bool, carry: dict | None) -> KCenterState:
+    """The state before the first pick: rows, norms, centres and every candidate's starting bound."""
+    dev = as_device(device)
+    resumed = resume(carry, features, cand, cent) if lazy else None
+    if resumed is not None:   # same centring as the stored values, centres in their stored order
+        mu, cent = resumed.mu, resumed.centres
+    else:
+        # Centre on the candidates' mean: distances are unchanged, float32 error shrinks.
+        mu = mean_rows(features, cand, chunk_rows).astype(np.float32)
+    store = feature_store(features, cand, center=mu, chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=dev)
+    sq = row_sqnorms(store)
+    eager = 0 if resumed is not None else eager_count(cand.size, cent.size, features.shape[1], k, lazy, eager_centers)
+    # With labelled centres left pending, the first `eager` of them double as pivots that tighten
+    # every candidate's starting bound (see `tighten_by_pivot_groups`).  A fixed shuffle spreads the
+    # pivots over the labelled set; the picks do not depend on the order of the centres.
+    use_pivots = lazy and pivot_bounds and 0 < eager < cent.size
+    if use_pivots:
+        cent = cent[np.random.default_rng(0).permutation(cent.size)]
+    centers, center_sq = centre_rows(features, cent, k, mu, chunk_rows, center_block, dev)
+    if resumed is not None:
+        mind, seen, tracked = resumed.mind.to(dev), resumed.seen.to(dev), tuple(t.to(dev) for t in resumed.tracked)
+    else:
+        mind = torch.full((cand.size,), float("inf"), dtype=torch.float32, device=dev)
+        seen = torch.full((cand.size,), eager, dtype=torch.int64, device=dev)
+        tracked = (torch.full((cand.size,), float("inf"), dtype=torch.float32, device=dev),
+                   torch.zeros(cand.size, dtype=torch.int64, device=dev),
+                   torch.full((cand.size,), float("inf"), dtype=torch.float32, device=dev)) if lazy else None
+    state = KCenterState(features=features, cand=cand, cent=cent, mu=mu, store=store, sq=sq, centers=centers,
+                         center_sq=center_sq, n_centers=cent.size, mind=mind, seen=seen, tracked=tracked, lazy=lazy,
+                         eager=eager, use_pivots=use_pivots, resumed=resumed is not None, chunk_rows=chunk_rows,
+                         center_block=center_block, device=dev)
+    compare_first_centres(state)
+    state.pass_floor = int(state.seen.min())
+    return state
+
+
+def compare_first_centres(state: KCenterState) -> None:
+    """Every candidate against the first ``eager`` labelled centres (a blocked GEMM); as pivots,
+    their nearest one also selects more centres to lower its bound with."""
+    s = state
+    if s.use_pivots:
+        nearest_pivot = torch.empty(s.cand.size, dtype=torch.int64, device=s.device)
+        for start, stop, block in s.store.chunks(s.rows_per_block):
+            found = s.nearest(block, s.sq[start:stop], 0, s.eager)
+            s.track(slice(start, stop), found)
+            nearest_pivot[start:stop] = found[1]
+        tighten_by_pivot_groups(s, nearest_pivot)
+    elif s.eager:
+        for start, stop, block in s.store.chunks(s.rows_per_block):
+            s.compare(start, stop, block, 0, s.eager)
+
+
+def split_by_pivot(members: torch.Tensor, pivot: torch.Tensor, n_pivots: int) -> tuple[torch.Tensor, ...]:
+    """``members`` split into one group per pivot (stable: ascending order kept within a group)."""
+    return torch.split(members[torch.argsort(pivot, stable=True)], torch.bincount(pivot, minlength=n_pivots).tolist())
+
+
+def tighten_by_pivot_groups(state: KCenterState, nearest_pivot: torch.Tensor) -> None:
+    """Lower each candidate's bound with the pending labelled centres that have its nearest
+    pivot among their :data:`PIVOT_SHARE` nearest pivots.
+
+    Only a bound: ``seen`` stays at the pivots, so a candidate still meets every pending
+    centre before its value counts as exact.  But its true nearest centre is usually in that
+    group (95 % of candidates on the 1.28 M ImageNet-shaped pool), so the lazy loop refreshes
+    little more than the candidates that get picked.  With the pivots alone the bounds are
+    loose by more than the spread of the minima (distances concentrate in 2048 dimensions),
+    so nearly every candidate would be refreshed against every pending centre."""
+    s = state
+    eager, centers, center_sq = s.eager, s.centers, s.center_sq
+    share = min(PIVOT_SHARE, eager)
+    pending = torch.arange(eager, s.cent.size, device=s.device)
+    pivot_of = []   # per pending centre, its `share` nearest pivots
+    for ids in torch.split(pending, max(1, (1 << 24) // eager)):
+        d2 = torch.addmm(center_sq[ids, None] + center_sq[None, :eager], centers[ids], centers[:eager].T, alpha=-2.0)
+        pivot_of.append(torch.topk(d2, share, dim=1, largest=False).indices)
+    pair_pivot = torch.cat(pivot_of).flatten()
+    pair_centre = pending.repeat_interleave(share)
+    positions = torch.arange(s.cand.size, device=s.device)
+    groups = zip(split_by_pivot(positions, nearest_pivot, eager), split_by_pivot(pair_centre, pair_pivot, eager))
+    for group, ids in groups:
+        if group.numel() == 0 or ids.numel() == 0:
+            continue
+        for rows in torch.split(group, s.rows_per_block):
+            block = s.store.rows(rows.cpu().numpy())
+            d2 = torch.addmm(s.sq[rows, None] + center_sq[None, ids], block, centers[ids].T, alpha=-2.0)
+            s.mind[rows] = torch.minimum(s.mind[rows], d2.min(dim=1).values)
+
+
+# --------------------------------------------------------------------------- refresh
+def full_pass(state: KCenterState) -> None:
+    """Bring every candidate up to date with all centres (eager, chunked)."""
+    state.counters.full_passes += 1
+    for start, stop, block in state.store.chunks(state.rows_per_block):
+        low = int(state.seen[start:stop].min())
+        if low < state.n_centers:
+            state.compare(start, stop, block, low, state.n_centers)
+    state.seen.fill_(state.n_centers)
+
+
+def refresh(state: KCenterState, positions: torch.Tensor) -> None:
+    """Compare the candidates at ``positions`` with the centres they have not seen yet."""
+    started = time.perf_counter()
+    low = int(state.seen[positions].min())
+    block = state.store.rows(positions.cpu().numpy())
+    state.track(positions, state.nearest(block, state.sq[positions], low, state.n_centers))
+    state.seen[positions] = state.n_centers
+    state.counters.refreshes += 1
+    state.counters.refreshed_rows += int(positions.numel())
+    state.counters.refresh_s += time.perf_counter() - started
+
+
+def with_far_behind(state: KCenterState, stale: torch.Tensor) -> torch.Tensor:
+    """``stale`` plus, if one of them still misses most centres, the :data:`PREFETCH_ROWS`
+    largest candidates that do too: such a refresh reads every pending centre whatever the
+    row count, and those candidates come up next (picks descend the stored values)."""
+    if state.n_centers - int(state.seen[stale].min()) <= LAZY_FIRST_CENTERS:
+        return stale
+    ahead = state.top.largest(4 * PREFETCH_ROWS)
+    far = ahead[state.n_centers - state.seen[ahead] > LAZY_FIRST_CENTERS][:PREFETCH_ROWS]
+    return torch.cat([stale, far]).unique()
+
+
+@dataclass
+class Effort:
+    """Refresh work spent on the current pick."""
+
+    pairs: int = 0     # row × centre comparisons
+    retries: int = 0   # calls of `bring_up_to_date`
+
+
+def bring_up_to_date(state: KCenterState, threshold: float, best: int, effort: Effort) -> bool:
+    """Refresh stale candidates among ``best`` and those whose stored value is ≥ ``threshold``
+    (at most 8·4^retry ≤ :data:`REFRESH_ROWS` of the largest); False if any was stale."""
+    s = state
+    # Few candidates usually need it: start with a handful, widen on every retry of this pick.
+    # Against many pending (labelled) centres a refresh reads them all whatever the row count,
+    # so it then takes many rows at once.
+    if s.n_centers - int(s.seen[best]) > LAZY_FIRST_CENTERS:
+        width = min(TOP_ROWS, REFRESH_ROWS * 4 ** effort.retries, s.cand.size)
+    else:
+        width = min(REFRESH_ROWS, 8 * 4 ** effort.retries, s.cand.size)
+    effort.retries += 1
+    rows = s.top.at_least(threshold) if threshold > float("-inf") else None
+    if rows is None or rows.numel() > width:
+        rows = s.top.largest(width)
+    rows = torch.cat([rows, torch.tensor([best], device=rows.device)]).unique()
+    stale = rows[s.seen[rows] < s.n_centers]
+    if stale.numel() == 0:
+        return True
+    effort.pairs += int(stale.numel()) * (s.n_centers - int(s.seen[stale].min()))
+    if effort.pairs > s.cand.size * max(s.n_centers - s.pass_floor, 1):
+        full_pass(s)   # refreshes cost more than one pass would: do the pass
+        s.pass_floor = s.n_centers
+    else:
+        refresh(s, with_far_behind(s, stale))
+    return False
+
+
+# --------------------------------------------------------------------------- pick
+def pick_next(state: KCenterState, tie_rtol: float) -> int:
+    """Position of the next centre: the largest exact min-distance, near ties settled in float64."""
+    effort = Effort()
+    while True:
+        best = state.top.argmax()
+        if int(state.seen[best]) < state.n_centers:   # stale maximum: refresh the top stale candidates
+            bring_up_to_date(state, float("-inf"), best, effort)
+            continue
+        tol = tie_rtol * (state.max_sq + state.max_center_sq) if tie_rtol > 0 else 0.0
+        # Every candidate within 2·tol of the maximum must be up to date before ranking ties.
+        if tie_rtol > 0 and not bring_up_to_date(state, float(state.mind[best]) - 2.0 * tol, best, effort):
+            continue
+        break
+    if tie_rtol > 0:
+        best = rerank_near_ties(state, best, tol)
+    return best
+
+
+def rerank_near_ties(state: KCenterState, best: int, tol: float) -> int:
+    """Among the candidates within 2·tol of the float32 maximum (if 2 to :data:`MAX_REFINE` of
+    them), the one with the largest float64 min-distance (the first one on an exact tie)."""
+    near = state.top.at_least(float(state.mind[best]) - 2.0 * tol).cpu().numpy()
+    if 1 < near.size <= MAX_REFINE:
+        state.counters.refined += 1
+        started = time.perf_counter()
+        best = int(near[np.argmax(exact_min_sqdist(state, near, tol))])
+        state.counters.refine_s += time.perf_counter() - started
+    return best
+
+
+def exact_min_sqdist(state: KCenterState, positions: np.ndarray, tol: float) -> np.ndarray:
+    """Float64 min over all centres of ‖x − c‖², for the candidates at ``positions``.
+
+    The float32 distances to every centre shortlist, per candidate, the centres within
+    2·tol of its float32 minimum: if each float32 distance is within tol of the exact one,
+    the exact nearest centre is among them.  Only those pairs are computed in float64, from
+    the raw rows, with the very function the reference uses (so equal pairs give equal
+    numbers)."""
+    s = state
+    features, cand, chunk_rows, n_centers = s.features, s.cand, s.chunk_rows, s.n_centers
+    center_ids = s.centre_ids()
+    out = np.empty(positions.size)
+    if s.tracked is not None:   # a runner-up beyond 2·tol: the argmin is the only centre to check
+        pos_t = torch.from_numpy(positions).to(s.device)
+        lone = (s.tracked[2][pos_t] > s.tracked[0][pos_t] + 2.0 * tol).cpu().numpy()
+        raw = gather_rows(features, cand[positions[lone]], chunk_rows, np.float64)
+        partner = gather_rows(features, center_ids[s.tracked[1][pos_t[lone]].cpu().numpy()], chunk_rows, np.float64)
+        out[lone] = [sqdist64(raw[i:i + 1], partner[i:i + 1])[0, 0] for i in range(raw.shape[0])]
+        s.counters.lone_refined += int(lone.sum())
+    else:
+        lone = np.zeros(positions.size, bool)
+    rest = np.flatnonzero(~lone)
+    for g0 in range(0, rest.size, 64):
+        group = positions[rest[g0:g0 + 64]]
+        pos_t = torch.from_numpy(group).to(s.device)
+        xs = s.store.rows(group)
+        d32 = torch.cat([torch.addmm(s.sq[pos_t, None] + s.center_sq[None, b0:min(b0 + s.center_block, n_centers)], xs,
+                                     s.centers[b0:min(b0 + s.center_block, n_centers)].T, alpha=-2.0)
+                         for b0 in range(0, n_centers, s.center_block)], dim=1)
+        shortlist = d32 <= d32.min(dim=1, keepdim=True).values + 2.0 * tol
+        raw = gather_rows(features, cand[group], chunk_rows, np.float64)
+        for i in range(group.size):
+            close = torch.nonzero(shortlist[i]).flatten().cpu().numpy()
+            partners = gather_rows(features, center_ids[close], chunk_rows, np.float64)
+            out[rest[g0 + i]] = sqdist64(raw[i:i + 1], partners).min()
+    return out
+
+
+# --------------------------------------------------------------------------- add a centre, carry on
+def add_centre(state: KCenterState, pos: int) -> None:
+    """The candidate at ``pos`` becomes the next centre (eager: every stored value meets it now)."""
+    s = state
+    x = s.store.rows(np.array([pos]))[0]
+    s.centers[s.n_centers] = x
+    s.center_sq[s.n_centers] = s.sq[pos]
+    s.n_centers += 1
+    s.max_center_sq = max(s.max_center_sq, float(s.sq[pos]))
+    s.mind[pos] = float("-inf")
+    s.picks.append(pos)
+    if not s.lazy:
+        for start, stop, block in s.store.chunks():
+            d2 = torch.addmv(s.sq[start:stop] + s.sq[pos], block, x, alpha=-2.0)
+            torch.minimum(s.mind[start:stop], d2, out=s.mind[start:stop])
+        s.seen.fill_(s.n_centers)
+
+
+def save_carry(state: KCenterState, carry: dict) -> None:
+    """Leave in ``carry`` what the next call of the same run starts from (see :func:`resume`)."""
+    carry.clear()
+    carry.update(features=state.features, cand=state.cand, mu=state.mu, centre_ids=state.centre_ids(),
+                 mind=state.mind.cpu(), seen=state.seen.cpu(), tracked=tuple(t.cpu() for t in state.tracked))
+
+
+# --------------------------------------------------------------------------- the engine
+def k_center_greedy(
+    features: np.ndarray,
+    center_indices: np.ndarray,
+    candidate_indices: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    center_block: int = DEFAULT_CENTER_BLOCK,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    device: str | torch.device | None = None,
+    tie_rtol: float = TIE_RTOL,
+    lazy: bool = True,
+    eager_centers: int | None = None,
+    pivot_bounds: bool = True,
+    carry: dict | None = None,
+    timings: dict | None = None,
+) -> np.ndarray:
+    """k-center greedy: ``k`` rows of ``candidate_indices`` (global row ids, in pick order); the
+    picks of :func:`alkit.strategies.coreset.k_center_greedy_reference`.
+
+    Centres start as ``center_indices`` (if empty, the first pick is a candidate drawn
+    uniformly with ``rng``); each step picks argmax_x min_c ‖x − c‖² over the remaining
+    candidates (first candidate on an exact tie) and adds it to the centres.
+
+    ``lazy=True`` (exact): stored minima are upper bounds, refreshed only for the largest stale
+    candidates (see the module docstring).  A new centre lowers few candidates' minima in
+    practice (1.0 refreshes per pick on the 100 k ImageNet-shaped pool, ``bench_scale.py
+    --lazy-vs-eager``), so a pick costs ~|centres added since| · D instead of a pass over all
+    candidates; when refreshes pile up (more than a pass would cost) every stale candidate is
+    brought up to date in one chunked pass.  ``lazy=False``: every pick one pass over all
+    candidates.
+
+    ``eager_centers``: how many of the labelled centres are compared with every candidate up
+    front (a blocked GEMM); the rest start pending and are compared lazily.  Default: all of
+    them when |cand| · |centres| · D ≤ 2³⁶ multiply-adds or |cand| ≤ 64·k, else the first
+    :data:`LAZY_FIRST_CENTERS`.  Those then serve as pivots (``pivot_bounds=True``): every
+    candidate is also compared with the pending labelled centres nearest to its own nearest pivot
+    (≈ |cand| · |centres| / |pivots| · D work), which makes most starting bounds exact, so the
+    lazy loop refreshes few candidates against all pending centres.  Still exact: a candidate's
+    value counts only once it has met every centre.
+
+    ``carry`` (lazy only): a dict that successive calls of one active-learning run share.  Each
+    call leaves its per-candidate state there (stored minima, centres met, nearest centre, and the
+    features array itself); the next call starts from it when it reads that very array, its
+    centres include every earlier centre and pick and its candidates were all candidates then (as
+    from one round to the next), comparing candidates lazily with the new centres only instead of
+    with every labelled centre again.  The stored values are upper bounds over centres that are
+    still centres, so the picks are unchanged.
+
+    Memory: the candidates' rows (float32 if they fit ``cache_bytes``, else their own dtype, else
+    streamed from ``features``) + the centres' rows (float32, |centres| + k) + two |cand| vectors
+    + one chunk × ``center_block`` block.  ``timings``, if a dict, receives ``setup_s``,
+    ``picks_s``, ``cache_mode``, ``eager_centers``, ``pivots``, ``resumed`` and the
+    :class:`Counters` (``refined``, ``refreshes``, ``refreshed_rows``, ``full_passes``,
+    ``lone_refined``, ``refresh_s``, ``refine_s``).
+    """
+    t0 = time.perf_counter()
+    cand, cent = check_indices(candidate_indices, center_indices, features.shape[0])
+    k = min(int(k), cand.size)
+    if k <= 0:
+        return np.empty(0, np.int64)
+    state = set_up(features, cand, cent, k, chunk_rows=chunk_rows, center_block=center_block, cache_bytes=cache_bytes,
+                   device=device, lazy=lazy, eager_centers=eager_centers, pivot_bounds=pivot_bounds, carry=carry)
+    t1 = time.perf_counter()
+    if state.cent.size == 0:
+        add_centre(state, int(rng.integers(cand.size)))
+    while len(state.picks) < k:
+        add_centre(state, pick_next(state, tie_rtol))
+    if carry is not None and lazy:
+        save_carry(state, carry)
+    if timings is not None:
+        timings.update(setup_s=t1 - t0, picks_s=time.perf_counter() - t1, cache_mode=state.store.mode,
+                       eager_centers=state.eager, pivots=state.eager if state.use_pivots else 0,
+                       resumed=state.resumed, **vars(state.counters))
+    return cand[np.asarray(state.picks, np.int64)]
