@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from alkit import experiment
+from alkit import launch, runs, studies
+from alkit.io import array_fingerprint
 from alkit.report import summary_table
 from alkit.strategies.registry import resolve_strategy
 
@@ -42,7 +43,7 @@ SMOKE = {"class_counts": (5, 10), "strategies": ("random", "margin", "base"), "s
          "per_class": {"initial": 2, "round_budget": 1, "rounds": 2, "val_per_class": 1}}
 RUNS_DIR = "results/runs/class-count"
 SWEEP_DIR = "results/runs/cpu"
-FULL_CLASSES = experiment.data_spec(SOURCE_DATASET).num_classes
+FULL_CLASSES = studies.data_spec(SOURCE_DATASET).num_classes
 
 
 def run_folder(k: int, scale: str, out: str | Path, sweep_out: str | Path) -> Path:
@@ -74,19 +75,19 @@ def schedule(k: int, per_class: dict = PER_CLASS) -> dict:
             "rounds": per_class["rounds"], "val_per_class": per_class["val_per_class"]}
 
 
-def run_one(data: experiment.StudyData, k: int, strategy: str, seed: int, out: str | Path, sweep_out: str | Path,
+def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str | Path, sweep_out: str | Path,
             scale: str = "cpu", per_class: dict = PER_CLASS, shared: dict | None = None) -> pd.DataFrame:
     """Rows of one (K, strategy, seed) run, computed unless finished with the same settings.
 
     ``shared``: the ``shared`` dict of the run's :class:`alkit.pool.StrategyCache` (round-0 heads),
     one per feature matrix: per :func:`shared_key`."""
     if scale == "cpu" and k == FULL_CLASSES:   # the data set itself: the cpu sweep's run
-        config = experiment.sweep_config(SOURCE_DATASET, "cpu")
+        config = studies.sweep_config(SOURCE_DATASET, "cpu")
         if schedule(k, per_class) != {"initial_size": config.initial_size, "round_budget": config.round_budget,
                                       "rounds": config.rounds, "val_per_class": config.val_per_class}:
             raise ValueError(f"per_class: at K = {k} the schedule must be the cpu sweep's of {SOURCE_DATASET}, "
                              f"whose runs K = {k} reuses; got {per_class}")
-        frame = experiment.run_configured_sweep(SOURCE_DATASET, "cpu", sweep_out, data=data, strategies=[strategy],
+        frame = runs.run_configured_sweep(SOURCE_DATASET, "cpu", sweep_out, data=data, strategies=[strategy],
                                                 seeds=[seed], progress=False, shared=shared)
     else:
         classes = class_subset(data.num_classes, k, seed)
@@ -94,13 +95,13 @@ def run_one(data: experiment.StudyData, k: int, strategy: str, seed: int, out: s
         x, y = restrict(train_features, data.train_labels, classes)
         tx, ty = restrict(test_features, data.test_labels, classes)
         if "fingerprints" not in data.meta:
-            data.meta["fingerprints"] = (experiment._fingerprint(data.train_features, data.train_labels),
-                                         experiment._fingerprint(data.test_features, data.test_labels))
+            data.meta["fingerprints"] = (array_fingerprint(data.train_features, data.train_labels),
+                                         array_fingerprint(data.test_features, data.test_labels))
         meta = {"source": data.source, "of": SOURCE_DATASET, "train_fingerprint": data.meta["fingerprints"][0],
                 "test_fingerprint": data.meta["fingerprints"][1], "scale": scale, "num_classes": k,
                 "classes": classes.tolist()}
-        probe = experiment.sweep_config(SOURCE_DATASET, scale).probe
-        frame = experiment.run_sweep(x, y, tx, ty, k, [strategy], [seed], **schedule(k, per_class), probe=probe,
+        probe = studies.sweep_config(SOURCE_DATASET, scale).probe
+        frame = runs.run_sweep(x, y, tx, ty, k, [strategy], [seed], **schedule(k, per_class), probe=probe,
                                      out_dir=run_folder(k, scale, out, sweep_out), dataset=f"{SOURCE_DATASET}-k{k}",
                                      data_meta=meta, data_source=data.source, progress=False,
                                      shared=shared)
@@ -111,7 +112,7 @@ def run_one(data: experiment.StudyData, k: int, strategy: str, seed: int, out: s
 
 def pending_runs(class_counts: Sequence[int], strategies: Sequence[str], seeds: Sequence[int]) -> list[tuple]:
     """(dataset, ((K, strategy),), seed) tasks, cheapest K first and seed-major within each K, in
-    the shape :func:`alkit.reproduce.run_parallel` hands out."""
+    the shape :func:`alkit.launch.run_parallel` hands out."""
     return [(SOURCE_DATASET, ((int(k), s),), int(seed)) for k in sorted(class_counts) for seed in seeds
             for s in strategies]
 
@@ -127,16 +128,13 @@ _WORKER_SHARED: dict = {}   # shared_key -> the shared dict of those runs (round
 
 def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, source: str, data_root: str | None,
            sweep_out: str = SWEEP_DIR, per_class: dict | None = None) -> str:
-    """One (K, strategy) task of a parallel class-count sweep (see :func:`alkit.reproduce.run_parallel`)."""
-    from alkit import reproduce   # here: alkit.reproduce imports this module for its command line
-
+    """One (K, strategy) task of a parallel class-count sweep (see :func:`alkit.launch.run_parallel`)."""
     k, strategy = task
     started = time.perf_counter()
-    if dataset not in reproduce._WORKER_DATA:
-        reproduce._WORKER_DATA[dataset] = experiment.load_study_data(dataset, scale, source=source,
-                                                                     data_root=data_root, extract=False,
-                                                                     progress=False)
-    data = reproduce._WORKER_DATA[dataset]
+    if dataset not in launch._WORKER_DATA:
+        launch._WORKER_DATA[dataset] = studies.load_study_data(dataset, scale, source=source, data_root=data_root,
+                                                              extract=False, progress=False)
+    data = launch._WORKER_DATA[dataset]
     finals = []
     for seed in seeds:
         frame = run_one(data, k, strategy, seed, out, sweep_out, scale, per_class or PER_CLASS,
@@ -151,18 +149,16 @@ def run_class_count(out: str | Path = RUNS_DIR, sweep_out: str | Path = SWEEP_DI
                     seeds: Sequence[int] = SEEDS, per_class: dict = PER_CLASS, jobs: int = 1,
                     source: str = "auto", data_root: str | None = None, extract: bool = True) -> None:
     """Run (or resume) every (K, strategy, seed); append the wall time to ``<out>/sweep_times.json``."""
-    from alkit import reproduce   # here: alkit.reproduce imports this module for its command line
-
     for name in strategies:
         resolve_strategy(name)
     pending = pending_runs(class_counts, strategies, seeds)
     started, started_epoch = time.perf_counter(), time.time()
     if jobs > 1:
-        reproduce.run_parallel(pending, scale, str(out), source=source, data_root=data_root, jobs=jobs,
+        launch.run_parallel(pending, scale, str(out), source=source, data_root=data_root, jobs=jobs,
                                extract=extract, worker=worker,
                                worker_kwargs={"sweep_out": str(sweep_out), "per_class": dict(per_class)})
     else:
-        data = experiment.load_study_data(SOURCE_DATASET, scale, source=source, data_root=data_root,
+        data = studies.load_study_data(SOURCE_DATASET, scale, source=source, data_root=data_root,
                                           extract=extract, progress=False)
         shared: dict = {}
         for _, ((k, strategy),), seed in tqdm(pending, desc="class count"):
@@ -170,9 +166,9 @@ def run_class_count(out: str | Path = RUNS_DIR, sweep_out: str | Path = SWEEP_DI
                     shared.setdefault(shared_key(k, seed, data.num_classes), {}))
     ran = 0
     for _, ((k, strategy),), seed in pending:
-        meta = experiment.run_path(run_folder(k, scale, out, sweep_out), strategy, seed).with_suffix(".json")
+        meta = runs.run_path(run_folder(k, scale, out, sweep_out), strategy, seed).with_suffix(".json")
         ran += int(meta.exists() and meta.stat().st_mtime >= started_epoch)
-    reproduce._log_sweep(str(out), f"class-count ({scale})", jobs, len(pending), ran, time.perf_counter() - started)
+    launch._log_sweep(str(out), f"class-count ({scale})", jobs, len(pending), ran, time.perf_counter() - started)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +181,7 @@ def load_class_count(out: str | Path = RUNS_DIR, sweep_out: str | Path = SWEEP_D
     """Rows of the finished runs, with ``num_classes``; the batches' class counts as ``batch_counts``."""
     frames = []
     for k in class_counts:
-        for stem in experiment.finished_runs(run_folder(k, scale, out, sweep_out)):
+        for stem in runs.finished_runs(run_folder(k, scale, out, sweep_out)):
             frame = pd.read_csv(stem.with_suffix(".csv"))
             if frame["strategy"].iloc[0] not in strategies or (seeds is not None and frame["seed"].iloc[0] not in seeds):
                 continue

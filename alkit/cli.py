@@ -1,14 +1,21 @@
-"""Command line: ``python -m alkit {select,strategies,run,features} ...``.
+"""Every command line of alkit: ``python -m alkit {select,strategies,run,features} ...``,
+``python -m alkit.experiment`` (configured sweeps) and ``python -m alkit.reproduce`` (figures,
+sweeps, the class-count experiment).
 
 Bad input exits with status 2 and one line on stderr naming the argument by its flag and saying
 the fix; everything that can be checked (files, values, the output path) is checked before any
-compute starts.
+compute starts.  The commands import the library inside their functions, so that ``--help`` and a
+mistyped flag answer at once instead of after loading torch.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import sys
+import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -295,7 +302,6 @@ def cmd_select(args: argparse.Namespace) -> int:
                          "points still to label with -1")
     config = probe_config(args)
     classes = np.unique(labels[labels >= 0])
-    import time
 
     def say(message: str) -> None:   # what is happening (long on large pools), on stdout: stderr is for errors
         if not args.quiet:
@@ -333,9 +339,6 @@ def cmd_select(args: argparse.Namespace) -> int:
         else:
             save_npy(args.out, picks.astype(np.int64))
     except OSError as exc:   # checked before the selection, yet the disk may fill: keep the picks somewhere
-        import os
-        import tempfile
-
         fd, rescue = tempfile.mkstemp(prefix="alkit-picks-", suffix=".npy")
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, picks.astype(np.int64))
@@ -364,8 +367,6 @@ def probe_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from alkit.experiment import run_from_arrays
-
     return run_from_arrays(args)
 
 
@@ -373,6 +374,418 @@ def cmd_features(argv: list[str]) -> int:
     from alkit.features_cli import main as features_main
 
     return features_main(argv)
+
+
+# --------------------------------------------------------------------------------------------
+# `run` (a sweep over arrays) and `python -m alkit.experiment` (the configured sweeps)
+# --------------------------------------------------------------------------------------------
+
+EXPERIMENT_PROG = "python -m alkit.experiment"
+
+#: Python parameter names in library errors → the flags of ``python -m alkit.experiment``.
+EXPERIMENT_FLAGS = {"data_root": "--data-root", "cache_dir": "--cache-dir", "weights": "--weights",
+                    "dataset": "--dataset", "scale": "--scale", "source": "--source", "rounds": "--rounds",
+                    "seeds": "--seeds", "strategies": "--strategies", "results_dir": "--out"}
+
+
+def _experiment_message(exc: BaseException) -> str:
+    message = flag_names(one_line(exc), EXPERIMENT_FLAGS)
+    # The checkpoint loader's hint names a Python keyword this command does not have.
+    return message.replace(
+        "if you trust it, load it with trust_checkpoint=True",
+        "if you trust it, extract the features first with `python -m alkit features … --weights FILE "
+        "--trust-checkpoint` (the sweep then finds them in the cache)")
+
+
+def experiment_main(argv: list[str] | None = None) -> int:
+    """``python -m alkit.experiment``: run (or resume) configured sweeps."""
+    from alkit.io import check_output_dir
+    from alkit.runs import run_configured_sweep
+    from alkit.studies import DATASETS, DEFAULT_BACKBONE, SCALE_NAMES, SCALES, SOURCES, sweep_config
+
+    parser = OneLineParser(
+        prog=EXPERIMENT_PROG, formatter_class=HelpFormatter,
+        description="Run (or resume) configured active-learning sweeps; one result file per run.")
+    parser.add_argument("--scale", choices=SCALE_NAMES, required=True)
+    parser.add_argument("--dataset", action="append", required=True,
+                        help=f"one of {', '.join(DATASETS)} (repeat the flag for several, or 'all')")
+    parser.add_argument("--out", required=True, help="results folder; runs go to OUT/<dataset>/")
+    parser.add_argument("--strategies", help="comma-separated names (default: the scale's list)")
+    parser.add_argument("--seeds", help="comma-separated non-negative integers (default: the scale's seeds)")
+    parser.add_argument("--rounds", type=non_negative_int, help="query rounds (default: the scale's)")
+    parser.add_argument("--source", choices=SOURCES, default="auto")
+    parser.add_argument("--data-root", help="folder holding the archives (default $ALKIT_DATA or ../shared/data)")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    parser.add_argument("--weights", help="checkpoint file of the backbone (the paper's SimCLR / MoCo v2 weights)")
+    parser.add_argument("--cache-dir", help="feature cache (default ~/.cache/alkit)")
+    parser.add_argument("--no-extract", action="store_true",
+                        help="fail instead of extracting features that are not cached yet")
+    parser.add_argument("--show", action="store_true", help="print the configuration and exit")
+    args = parser.parse_args(argv)
+    try:
+        if "all" in args.dataset and len(args.dataset) > 1:
+            raise UsageError("--dataset: 'all' already means every data set of the scale; give it alone")
+        datasets = list(SCALES[args.scale]) if args.dataset == ["all"] else args.dataset
+        twice = [d for d in dict.fromkeys(datasets) if datasets.count(d) > 1]
+        if twice:
+            raise UsageError(f"--dataset: {twice[0]!r} is given twice; give each data set once")
+        seeds = None if args.seeds is None else parse_seeds(args.seeds)
+        strategies = None if args.strategies is None else parse_strategies(args.strategies)
+        overrides = dict(seeds=seeds, strategies=strategies, rounds=args.rounds)
+        configs = {}
+        for dataset in datasets:   # every data set checked before the first one runs
+            try:
+                configs[dataset] = sweep_config(dataset, args.scale, **overrides)
+            except ValueError as exc:
+                raise UsageError(f"--dataset: {exc}") from None
+        if args.data_root is not None and not Path(args.data_root).expanduser().exists():
+            raise UsageError(f"--data-root: {args.data_root} does not exist; pass the folder holding the archives")
+        if args.weights is not None and not Path(args.weights).expanduser().is_file():
+            raise UsageError(f"--weights: file not found: {args.weights}")
+        if not args.show:
+            check_output_dir(args.out, "--out")
+            if args.cache_dir is not None:
+                check_output_dir(args.cache_dir, "--cache-dir")
+        for dataset in datasets:
+            config = configs[dataset]
+            print(f"[{dataset} @ {args.scale}] {json.dumps(config.as_dict(), default=str)}", flush=True)
+            if args.show:
+                continue
+            started = time.perf_counter()
+            frame = run_configured_sweep(dataset, args.scale, args.out, source=args.source,
+                                         data_root=args.data_root, backbone=args.backbone,
+                                         cache_dir=args.cache_dir, extract=not args.no_extract,
+                                         weights=args.weights, **overrides)
+            print(f"[{dataset}] {frame[['strategy', 'seed']].drop_duplicates().shape[0]} runs, "
+                  f"{time.perf_counter() - started:.0f} s -> {Path(args.out) / dataset}", flush=True)
+    except (ValueError, OSError) as exc:
+        print(f"{EXPERIMENT_PROG}: error: {_experiment_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{EXPERIMENT_PROG}: interrupted; finished runs are saved: run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _pool_schedule_checks(train_labels: np.ndarray, num_classes: int, args: argparse.Namespace,
+                          seeds: list[int]) -> None:
+    """Refuse, before any compute, a schedule the pool cannot serve: too few points for the
+    initial set and the rounds, or a seed whose random initial set holds one class only."""
+    from alkit.loop import first_round_split
+
+    counts = np.bincount(train_labels, minlength=num_classes)
+    n_val = int(np.minimum(args.val_per_class, counts // 2).sum())
+    n_out = int(train_labels.size) - n_val
+    val_note = f" ({n_val} held out by --val-per-class {args.val_per_class})" if n_val else ""
+    if args.initial > n_out:
+        raise UsageError(f"--initial: {args.initial} initial points, but the pool has only {n_out} outside "
+                         f"validation{val_note}; lower --initial")
+    need = args.initial + args.rounds * args.budget
+    if need > n_out:
+        raise UsageError(f"--budget: --initial {args.initial} + --rounds {args.rounds} × --budget {args.budget} = "
+                         f"{need} points, but the pool has only {n_out} outside validation{val_note}: the last "
+                         "rounds could not use their budget; lower --budget or --rounds")
+    for seed in seeds:
+        _, initial = first_round_split(train_labels, num_classes, args.val_per_class, args.initial, seed)
+        present = np.unique(train_labels[initial])
+        if present.size < 2:
+            raise UsageError(f"--initial: the random initial set of seed {seed} ({args.initial} points) holds class "
+                             f"{int(present[0])} only, and a head cannot be trained on one class; raise --initial")
+
+
+def run_from_arrays(args: argparse.Namespace) -> int:
+    """``python -m alkit run``: check everything, load arrays, run the sweep, write the CSV of all rows.
+
+    Every check (lists, output path, arrays, classes, schedule) comes before the compute, so bad
+    input never costs a sweep."""
+    from alkit.io import array_fingerprint, atomic_write, check_output_file
+    from alkit.pool import check_features
+    from alkit.runs import run_sweep
+
+    strategies = parse_strategies(args.strategies)
+    seeds = parse_seeds(args.seeds)
+    probe = probe_config(args)
+    check_output_file(args.out, "--out")
+    if (args.test_features is None) != (args.test_labels is None):
+        raise UsageError("--test-features and --test-labels must be given together")
+    if args.test_features is None and not 0 < args.test_fraction < 1:
+        raise UsageError(f"--test-fraction: must lie in (0, 1), got {args.test_fraction}")
+    x = _load_array(args.features, "--features")
+    if x.ndim != 2:
+        raise UsageError(f"--features: must be a 2-D (N, D) array, got shape {x.shape}")
+    check_features(x, "--features")
+    y = np.asarray(_load_array(args.labels, "--labels"))
+    if y.shape != (x.shape[0],):
+        raise UsageError(f"--labels: must hold one label per row of --features ({x.shape[0]}), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UsageError(f"--labels: must hold integer classes, got dtype {y.dtype}")
+    if (y == -1).any():
+        raise UsageError(f"--labels: {int((y == -1).sum())} points are -1 (unlabelled), but `run` needs the true "
+                         "class of every pool point: it simulates labelling by revealing them when queried; for a "
+                         "partly labelled pool choose the next batch with `python -m alkit select`")
+    if y.min() < 0:
+        raise UsageError(f"--labels: classes must be ≥ 0, found {y.min()}")
+    num_classes = args.num_classes or int(y.max()) + 1
+    if y.max() >= num_classes:
+        raise UsageError(f"--num-classes: {num_classes} is too small: --labels holds class {y.max()}; drop "
+                         "--num-classes or raise it")
+    if args.test_features is None:
+        order = np.random.default_rng(12345).permutation(x.shape[0])
+        n_test = int(round(args.test_fraction * x.shape[0]))
+        if not 0 < n_test < x.shape[0]:
+            raise UsageError(f"--test-fraction: {args.test_fraction} of {x.shape[0]} points leaves "
+                             f"{n_test} for testing and {x.shape[0] - n_test} for the pool; both need some")
+        test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+        tx, ty, x, y = x[test], y[test], x[train], y[train]
+        where = "the pool (after holding out --test-fraction)"
+    else:
+        tx = _load_array(args.test_features, "--test-features")
+        if tx.ndim != 2 or tx.shape[1] != x.shape[1]:
+            raise UsageError(f"--test-features: must be (M, {x.shape[1]}) like --features, got shape {tx.shape}")
+        check_features(tx, "--test-features")
+        ty = np.asarray(_load_array(args.test_labels, "--test-labels"))
+        if ty.shape != (tx.shape[0],) or not np.issubdtype(ty.dtype, np.integer):
+            raise UsageError(f"--test-labels: must hold one integer class per row of --test-features "
+                             f"({tx.shape[0]}), got {ty.dtype} {ty.shape}")
+        if ty.min() < 0 or ty.max() >= num_classes:
+            raise UsageError(f"--test-labels: classes must lie in [0, {num_classes}), found [{ty.min()}, {ty.max()}]"
+                             + (" (-1 is not a class: every test point needs its label)" if ty.min() == -1 else ""))
+        where = "--labels"
+    present = np.unique(y)
+    if present.size < 2:
+        raise UsageError(f"--labels: every point of {where} has class {int(present[0])}; active learning needs two "
+                         "classes or more")
+    missing = np.setdiff1d(np.arange(num_classes), present)
+    if missing.size and not args.allow_missing_classes:
+        shown = ", ".join(map(str, missing[:5])) + (", …" if missing.size > 5 else "")
+        raise UsageError(f"--num-classes: {missing.size} of the {num_classes} classes have no point in {where}: "
+                         f"class {shown}; they would enter the metrics as classes never predicted right. Give "
+                         "--num-classes the classes the data has, or pass --allow-missing-classes if the pool "
+                         "truly lacks them")
+    _pool_schedule_checks(y, num_classes, args, seeds)
+
+    # Every finished (strategy, seed) run is kept beside --out, so the same command run again (after an
+    # interruption, or with more seeds) resumes: runs with the same settings and data are loaded.
+    runs_dir = Path(args.out).with_name(Path(args.out).name + ".runs")
+    data_meta = {"train_fingerprint": array_fingerprint(x, y), "test_fingerprint": array_fingerprint(tx, ty),
+                 "num_classes": num_classes}
+    frame = run_sweep(x, y, tx, ty, num_classes, strategies, seeds, initial_size=args.initial,
+                      round_budget=args.budget, rounds=args.rounds, val_per_class=args.val_per_class,
+                      probe=probe, dataset=Path(args.features).stem, progress=not getattr(args, "quiet", False),
+                      out_dir=runs_dir, data_meta=data_meta)
+    try:
+        atomic_write(args.out, lambda tmp: frame.to_csv(tmp, index=False))
+    except OSError as exc:   # checked before the sweep, yet the disk may fill: keep the rows somewhere
+        fd, rescue = tempfile.mkstemp(prefix="alkit-run-", suffix=".csv")
+        os.close(fd)
+        frame.to_csv(rescue, index=False)
+        raise UsageError(f"--out: cannot write {args.out} ({exc.strerror or exc}); the {len(frame)} rows were "
+                         f"saved to {rescue} instead") from None
+    print(f"wrote {len(frame)} rows -> {args.out} (each run kept in {runs_dir}/: the same command resumes)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# `python -m alkit.reproduce` (notebooks, sweeps, the class-count experiment)
+# --------------------------------------------------------------------------------------------
+
+def _shown(path: str | Path) -> str:   # for reproduce_main's last line
+    """``path`` relative to the repository when it lies inside it, with a trailing slash."""
+    from alkit.reproduce import REPO
+
+    path = Path(path)
+    full = path if path.is_absolute() else REPO / path
+    try:
+        return f"{full.resolve().relative_to(REPO)}/"
+    except ValueError:
+        return f"{path}/"
+
+
+def _csv_type(cast, flag: str, what: str):
+    """An argparse type: comma-separated ``what``, each once."""
+    def parse(text: str) -> list:
+        try:
+            return parse_list(text, flag, what, cast)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+    parse.__name__ = what   # argparse names the type in its message
+    return parse
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
+def reproduce_main(argv: list[str] | None = None) -> int:
+    """``python -m alkit.reproduce``: the notebooks, the sweeps and the class-count experiment."""
+    from alkit.reproduce import (COMMITTED_CLASS_COUNT, COMMITTED_RUNS, EXECUTED_DIR, REPO, pair_mismatches,
+                                 reproduce_class_count, reproduce_figures, reproduce_results, sync_pairs)
+
+    prog = "python -m alkit.reproduce"
+    parser = OneLineParser(prog=prog, description="Run the companion notebooks and sweeps: what ``make "
+                           "reproduce-figures`` / ``reproduce-results`` call.", formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+    fig = sub.add_parser("figures", help="render figures/tables from committed results (offline)",
+                         formatter_class=HelpFormatter)
+    fig.add_argument("--results", default=COMMITTED_RUNS, help="the finished runs to render")
+    res = sub.add_parser("results", help="run a scale end to end", formatter_class=HelpFormatter)
+    res.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="smoke")
+    res.add_argument("--source", choices=("auto", "features", "synthetic"), default="auto")
+    res.add_argument("--data-root", default=None)
+    res.add_argument("--no-extract", action="store_true",
+                     help="never extract features: put off a data set until its features are cached")
+    res.add_argument("--wait-minutes", type=_non_negative_float, default=0.0,
+                     help="with --no-extract: how long to wait for features before giving up")
+    res.add_argument("--datasets", type=_csv_type(str, "--datasets", "data set names"), default=None,
+                     help="comma-separated: run only these data sets of the scale (default: all)")
+    res.add_argument("--strategies", type=_csv_type(str, "--strategies", "strategy names"), default=None,
+                     help="comma-separated: run only these strategies (default: all)")
+    res.add_argument("--jobs", type=positive_int, default=1,
+                     help="worker processes, with cpu count // jobs torch threads each (make: JOBS=2)")
+    res.add_argument("--out", default=None, help=f"runs folder (default {COMMITTED_RUNS} for cpu)")
+    cc = sub.add_parser("class-count", help="the class-count experiment (Tiny-ImageNet restricted to K classes)",
+                        formatter_class=HelpFormatter)
+    cc.add_argument("--jobs", type=positive_int, default=1, help="worker processes (make: JOBS=2)")
+    cc.add_argument("--out", default=COMMITTED_CLASS_COUNT, help="runs with K < 200 classes")
+    cc.add_argument("--sweep-out", default=COMMITTED_RUNS, help="the cpu sweep's runs (K = 200 is its Tiny-ImageNet)")
+    cc.add_argument("--class-counts", type=_csv_type(positive_int, "--class-counts", "positive class counts"), default=None)
+    cc.add_argument("--strategies", type=_csv_type(str, "--strategies", "strategy names"), default=None)
+    cc.add_argument("--seeds", type=_csv_type(seed_int, "--seeds", "non-negative integer seeds"), default=None)
+    cc.add_argument("--no-extract", action="store_true", help="fail instead of extracting missing features")
+    cc.add_argument("--data-root", default=None)
+    sub.add_parser("sync", help="write notebooks/*.ipynb from notebooks/*.py")
+    sub.add_parser("check", help="check that each .py/.ipynb pair agrees")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    started = time.perf_counter()
+    where = ""
+    try:
+        if args.command == "sync":
+            for path in sync_pairs():
+                print("wrote", path.relative_to(REPO))
+        elif args.command == "check":
+            problems = pair_mismatches()
+            for p in problems:
+                print(p, file=sys.stderr)
+            return 1 if problems else 0
+        elif args.command == "figures":
+            results = Path(args.results)
+            if not (results if results.is_absolute() else REPO / results).is_dir():
+                fig.error(f"argument --results: folder {args.results} does not exist; pass the folder of "
+                             f"finished runs (default {COMMITTED_RUNS})")
+            executed = reproduce_figures(args.results)
+            where = (f"figures in {_shown('results/figures')}, tables in {_shown('results/tables')} "
+                     f"(executed notebooks in {_shown(EXECUTED_DIR / 'figures')})" if executed
+                     else f"no notebook ran: no finished runs under {args.results}")
+        elif args.command == "class-count":
+            reproduce_class_count(args.out, args.sweep_out, args.jobs, not args.no_extract, args.class_counts,
+                                  args.strategies, args.seeds, data_root=args.data_root)
+            where = f"runs in {_shown(args.out)}"
+            if Path(args.out).resolve() == (REPO / COMMITTED_CLASS_COUNT).resolve():
+                where += f"; table in {_shown('results/tables')}, figure in {_shown('results/figures')}"
+        else:
+            if args.scale == "smoke" and (args.datasets or args.strategies):
+                res.error("--datasets / --strategies apply to the cpu and paper sweeps, not to smoke")
+            if args.scale == "smoke" and (args.jobs != 1 or args.out):
+                res.error("--jobs / --out apply to the cpu and paper sweeps, not to smoke")
+            reproduce_results(args.scale, args.source, args.data_root, extract=not args.no_extract,
+                              wait_seconds=60 * args.wait_minutes, datasets=args.datasets, strategies=args.strategies,
+                              jobs=args.jobs, out=args.out)
+            if args.scale == "smoke":
+                where = (f"runs, figures and tables in {_shown('notebooks/executed/smoke')} "
+                         "(results/ is left as it is)")
+            else:
+                out = args.out or (COMMITTED_RUNS if args.scale == "cpu" else f"results/runs/{args.scale}")
+                where = f"runs in {_shown(out)}"
+                if args.scale == "cpu" and Path(out).resolve() == (REPO / COMMITTED_RUNS).resolve():
+                    where += f"; figures in {_shown('results/figures')}, tables in {_shown('results/tables')}"
+    except ValueError as exc:
+        print(f"{prog} {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"done in {time.perf_counter() - started:.0f} s" + (f": {where}" if where else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# `python -m alkit.demo`, `python -m alkit.samples`, `python -m alkit.imagenet_pool`
+# --------------------------------------------------------------------------------------------
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """``python -m alkit.demo``: every strategy on two synthetic pools, rows and figures."""
+    parser = OneLineParser(prog="python -m alkit.demo", formatter_class=HelpFormatter,
+                           description="A short demo on synthetic pools: every strategy, accuracy and imbalance "
+                                       "against labels.")
+    parser.add_argument("--out", default="results/demo", help="output folder")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated non-negative integer seeds")
+    parser.add_argument("--rounds", type=non_negative_int, default=4, help="query rounds")
+    args = parser.parse_args(argv)
+    try:
+        seeds = parse_seeds(args.seeds)
+        from alkit.demo import write_demo
+
+        paths = write_demo(args.out, tuple(seeds), args.rounds)
+    except (ValueError, OSError) as exc:
+        print(f"python -m alkit.demo: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print("wrote", ", ".join(str(p) for p in paths))
+    return 0
+
+
+def samples_main(argv: list[str] | None = None) -> int:
+    """``python -m alkit.samples``: rebuild the shipped feature sample from the feature cache."""
+    parser = OneLineParser(prog="python -m alkit.samples", formatter_class=HelpFormatter,
+                           description="Rebuild the shipped feature sample from the cached Tiny-ImageNet features.")
+    parser.add_argument("--out", default=None, help="where to write it (default: the shipped file)")
+    parser.add_argument("--data-root", default=None, help="folder holding tiny-imagenet-200.tar.gz")
+    args = parser.parse_args(argv)
+    from alkit.samples import SAMPLE_FILE, rebuild_sample
+
+    try:
+        path = rebuild_sample(args.out or SAMPLE_FILE, args.data_root)
+    except (ValueError, OSError) as exc:
+        print(f"python -m alkit.samples: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def imagenet_pool_main(argv: list[str] | None = None) -> int:
+    """``python -m alkit.imagenet_pool``: write (or find) a synthetic pool of ImageNet's shape."""
+    from alkit.imagenet_pool import (IMAGENET_CLASSES, IMAGENET_FEATURE_DIM, IMAGENET_TRAIN_SIZE, ImageNetPoolSpec,
+                                     make_imagenet_pool)
+
+    parser = OneLineParser(prog="python -m alkit.imagenet_pool", formatter_class=HelpFormatter,
+                           description="A synthetic pool of ImageNet's shape (features, labels, test set) on disk.")
+    parser.add_argument("--out", default=None, help="output folder (default: ~/.cache/alkit/imagenet_like/<spec>)")
+    parser.add_argument("--n-total", type=positive_int, default=IMAGENET_TRAIN_SIZE, help="training pool size")
+    parser.add_argument("--num-classes", type=positive_int, default=IMAGENET_CLASSES)
+    parser.add_argument("--dim", type=positive_int, default=IMAGENET_FEATURE_DIM, help="feature dimension")
+    parser.add_argument("--n-test-per-class", type=positive_int, default=50)
+    parser.add_argument("--seed", type=seed_int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        spec = ImageNetPoolSpec(n_total=args.n_total, num_classes=args.num_classes, dim=args.dim,
+                                n_test_per_class=args.n_test_per_class, seed=args.seed)
+        pool = make_imagenet_pool(args.out, spec, progress=not args.quiet)
+    except (ValueError, OSError) as exc:
+        print(f"python -m alkit.imagenet_pool: error: {flag_names(one_line(exc), IMAGENET_POOL_FLAGS)}",
+              file=sys.stderr)
+        return 2
+    print(pool.path)
+    return 0
+
+
+#: ImageNetPoolSpec's fields → the flags of ``python -m alkit.imagenet_pool``.
+IMAGENET_POOL_FLAGS = {"n_total": "--n-total", "num_classes": "--num-classes", "n_test_per_class": "--n-test-per-class",
+                       "dim": "--dim", "seed": "--seed"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -240,6 +240,15 @@ def long_tailed_class_counts(num_classes: int, n_max: int, imbalance_ratio: floa
     return np.array([n_max] * head + [int(n_max * imbalance_ratio)] * (num_classes - head), dtype=np.int64)
 
 
+def rows_per_class(labels: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sorted rows holding ``counts[c]`` random items of every class c: the first items of one
+    permutation of each class's rows, classes in order (one ``rng.permutation`` per class, drawn
+    even for a count of 0, so that a class's picks do not depend on the other classes' counts)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    kept = [rng.permutation(np.flatnonzero(labels == c))[: int(counts[c])] for c in range(len(counts))]
+    return np.sort(np.concatenate(kept)).astype(np.int64) if kept else np.empty(0, np.int64)
+
+
 def long_tailed_indices(labels: np.ndarray, num_classes: int, spec: LongTailSpec) -> np.ndarray:
     """Sorted rows of a split kept by the long-tailed profile ``spec`` (seeded per-class choice)."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -250,9 +259,7 @@ def long_tailed_indices(labels: np.ndarray, num_classes: int, spec: LongTailSpec
     if short.size:
         raise ValueError(f"n_max={n_max} asks for {counts[short[0]]} images of class {short[0]}, which has "
                          f"{available[short[0]]}; pass a smaller n_max")
-    rng = np.random.default_rng(spec.seed)
-    kept = [rng.permutation(np.flatnonzero(labels == c))[: counts[c]] for c in range(num_classes)]
-    return np.sort(np.concatenate(kept)).astype(np.int64)
+    return rows_per_class(labels, counts, np.random.default_rng(spec.seed))
 
 
 def stratified_limit_indices(labels: np.ndarray, num_classes: int, limit: int, seed: int = 0) -> np.ndarray:
@@ -274,9 +281,7 @@ def stratified_limit_indices(labels: np.ndarray, num_classes: int, limit: int, s
         add = np.minimum(add, available[open_classes] - quota[open_classes])
         quota[open_classes] += add
         remaining -= int(add.sum())
-    rng = np.random.default_rng(seed)
-    kept = [rng.permutation(np.flatnonzero(labels == c))[: quota[c]] for c in range(num_classes)]
-    return np.sort(np.concatenate(kept)).astype(np.int64)
+    return rows_per_class(labels, quota, np.random.default_rng(seed))
 
 
 def make_long_tailed(dataset: ImageDataset, spec: LongTailSpec) -> ImageDataset:
@@ -303,15 +308,11 @@ def class_balanced_holdout(labels: np.ndarray, num_classes: int, fraction: float
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     labels = np.asarray(labels, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in range(num_classes):
-        rows = np.flatnonzero(labels == c)
-        k = int(round(fraction * rows.size))
-        if rows.size >= 2:
-            k = min(max(k, 1), rows.size - 1)
-        held.append(rng.permutation(rows)[:k])
-    held_rows = np.sort(np.concatenate(held)).astype(np.int64)
+    sizes = np.bincount(labels, minlength=num_classes)
+    counts = np.rint(fraction * sizes).astype(np.int64)
+    several = sizes >= 2
+    counts[several] = np.clip(counts[several], 1, sizes[several] - 1)
+    held_rows = rows_per_class(labels, counts, np.random.default_rng(seed))
     mask = np.ones(labels.size, dtype=bool)
     mask[held_rows] = False
     return np.flatnonzero(mask).astype(np.int64), held_rows
@@ -858,5 +859,5 @@ __all__ = [
     "extract_archive", "guess_native_size", "limit_dataset", "load_cifar10", "load_dataset", "load_imagefolder",
     "load_images", "load_imagenet",
     "load_imagenet_lt", "load_tiny_imagenet", "long_tailed_class_counts", "long_tailed_indices",
-    "make_long_tailed", "stratified_limit_indices",
+    "make_long_tailed", "rows_per_class", "stratified_limit_indices",
 ]

@@ -6,14 +6,13 @@ figures as PNG/PDF.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from alkit.experiment import run_sweep
+from alkit.runs import run_sweep
 from alkit.io import atomic_write, provenance, write_json
 from alkit.plots import plot_difference_from_random, plot_metric, save_figure
 from alkit.probe import ProbeConfig
@@ -59,22 +58,20 @@ def draw(frame: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alkit.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/demo", help="output folder")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--rounds", type=int, default=4)
-    args = parser.parse_args(argv)
-    out = Path(args.out)
+def write_demo(out: str | Path, seeds: tuple[int, ...] = (0, 1, 2), rounds: int = 4) -> list[Path]:
+    """Run the demo and write its rows (CSV), figures and provenance under ``out``; returns the figures."""
+    out = Path(out)
     started = time.perf_counter()
-    frame = run_demo(out, tuple(int(s) for s in args.seeds.split(",")), args.rounds)
+    frame = run_demo(out, tuple(seeds), rounds)
     atomic_write(out / "demo_rows.csv", lambda tmp: frame.to_csv(tmp, index=False))
     paths = draw(frame, out)
     write_json(out / "demo_provenance.json", provenance(wall_seconds=time.perf_counter() - started,
                                                          pools={k: str(v) for k, v in DEMO_POOLS.items()}))
-    print("wrote", ", ".join(str(p) for p in paths))
-    return 0
+    return paths
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Imported here, not above: the command line sits on top of this module, never below it.
+    from alkit.cli import demo_main
+
+    raise SystemExit(demo_main())

@@ -24,7 +24,6 @@ Command line: ``python -m alkit.imagenet_pool [--out DIR] [--n-total N --num-cla
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from alkit.io import save_npy, write_json
 
@@ -211,8 +211,6 @@ class _Structure:
 def _write_split(path: Path, labels: np.ndarray, structure: _Structure, split: int, spec: ImageNetPoolSpec,
                  progress: bool, desc: str) -> np.ndarray:
     """Write the features of ``labels`` into ``path`` (float16 .npy), resuming from a partial file."""
-    from tqdm.auto import tqdm
-
     n = labels.size
     n_chunks = -(-n // spec.chunk_rows)
     partial = path.with_name(path.name + ".partial")
@@ -343,25 +341,8 @@ def remove_pool(path: str | Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alkit.imagenet_pool", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="output folder (default: ~/.cache/alkit/imagenet_like/<spec>)")
-    parser.add_argument("--n-total", type=int, default=IMAGENET_TRAIN_SIZE)
-    parser.add_argument("--num-classes", type=int, default=IMAGENET_CLASSES)
-    parser.add_argument("--dim", type=int, default=IMAGENET_FEATURE_DIM)
-    parser.add_argument("--n-test-per-class", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        spec = ImageNetPoolSpec(n_total=args.n_total, num_classes=args.num_classes, dim=args.dim,
-                                n_test_per_class=args.n_test_per_class, seed=args.seed)
-        pool = make_imagenet_pool(args.out, spec, progress=not args.quiet)
-    except ValueError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    print(pool.path)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Imported here, not above: the command line sits on top of this module, never below it.
+    from alkit.cli import imagenet_pool_main
+
+    raise SystemExit(imagenet_pool_main())

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import minimize
 
 #: Gradient tolerance: stop when max |∇f| ≤ tol · max |∇f(0, 0)| (the gradient at the zero head,
 #: so the test does not depend on the number of classes, the scale of the loss or a warm start).
@@ -61,8 +62,6 @@ def objective_reference(x: np.ndarray, y: np.ndarray, weight: np.ndarray, bias: 
 def logreg_reference(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float,
                      s: np.ndarray | None = None, gtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
     """The minimiser (W, b) of f by scipy's L-BFGS-B in float64: the plain statement of the method."""
-    from scipy.optimize import minimize
-
     x = np.asarray(x, np.float64)
     s = np.full(x.shape[0], 1.0 / x.shape[0]) if s is None else np.asarray(s, np.float64)
     d = x.shape[1]

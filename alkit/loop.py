@@ -6,14 +6,17 @@ comparisons), and a run repeated with the same inputs gives identical rows and p
 """
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from alkit.io import atomic_write
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_features, check_labels
 from alkit.probe import LinearHead, ProbeConfig, train_linear_probe
@@ -29,7 +32,10 @@ def stream(seed: int, name: str, round_index: int = 0) -> np.random.Generator:
 
 
 def balanced_validation_split(labels: np.ndarray, num_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """Bool mask holding out ``per_class`` random points of each class (at most half a class)."""
+    """Bool mask holding out ``per_class`` random points of each class (at most half a class).
+
+    Draws with ``rng.choice`` rather than :func:`alkit.datasets.rows_per_class` (a permutation per
+    class): every committed run's validation split comes from these draws."""
     held = np.zeros(labels.shape[0], bool)
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
@@ -88,6 +94,7 @@ def run_active_learning(
     on_round: Callable[[dict, np.ndarray], None] | None = None,
     shared: dict | None = None,
     images=None,
+    checkpoint: str | Path | None = None,
 ) -> RunResult:
     """Run the initial random pool plus ``rounds`` query rounds; return a :class:`RunResult`.
 
@@ -108,6 +115,13 @@ def run_active_learning(
     ``images``: the pool's images (:class:`alkit.images.PoolImages`, one per row of
     ``train_features``), handed to the strategy in every round's pool state; only strategies that
     train on pixels (VAAL) need them.  The fine-tuning loop (:mod:`alkit.finetune`) always has them.
+
+    ``checkpoint``: a file where the state after every round is saved (atomically) and from which
+    a run killed or preempted mid-way resumes at the round it was in: rows, picks, the previous
+    head (the next probe's warm start) and the run's cache (coreset's bounds, TypiClust's
+    clusters) are restored, and every random stream is keyed by (seed, round), so the resumed run
+    gives the rows and picks of an uninterrupted one.  A checkpoint of other settings is ignored.
+    The caller deletes it once the finished run is saved.
     """
     info = resolve_strategy(strategy)
     name = strategy_name or info.name
@@ -147,13 +161,24 @@ def run_active_learning(
     val_x = np.asarray(train_features[val_idx], np.float32) if val_idx.size else None
     val_y = train_labels[val_idx] if val_idx.size else None
 
+    config = {"strategy": name, "oracle": info.oracle, "seed": int(seed), "initial_size": initial_size,
+              "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
+              "probe": probe.as_dict(), "num_classes": num_classes, "pool_size": n}
     rows: list[dict] = []
     picks = [initial]
     counts_per_round, per_class_per_round = [], []
     batch, selection_seconds = initial, 0.0
     head: LinearHead | None = None   # the previous round's head: warm start of this round's probe
     cache = StrategyCache(train_features, shared={} if shared is None else shared)
-    bar = tqdm(range(rounds + 1), desc=f"{name} seed {seed}", disable=not progress, leave=False)
+    state = _read_checkpoint(checkpoint, config)
+    if state is not None:   # resume after the last saved round
+        rows, picks, counts_per_round, per_class_per_round = (state["rows"], state["picks"], state["counts"],
+                                                              state["per_class"])
+        batch, selection_seconds, head = state["batch"], state["selection_seconds"], state["head"]
+        cache.run.update(state["cache_run"])
+        for p in picks[1:]:
+            labeled[p] = True
+    bar = tqdm(range(len(rows), rounds + 1), desc=f"{name} seed {seed}", disable=not progress, leave=False)
     first_key = ("loop", "round0_head", int(seed), initial_size, val_per_class, num_classes, repr(probe))
     for r in bar:
         lab_idx = np.flatnonzero(labeled)
@@ -196,10 +221,33 @@ def run_active_learning(
         selection_seconds = time.perf_counter() - started
         labeled[batch] = True
         picks.append(batch)
-    config = {"strategy": name, "oracle": info.oracle, "seed": int(seed), "initial_size": initial_size,
-              "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
-              "probe": probe.as_dict(), "num_classes": num_classes, "pool_size": n}
+        if checkpoint is not None:
+            _write_checkpoint(checkpoint, {
+                "config": config, "rows": rows, "picks": picks, "counts": counts_per_round,
+                "per_class": per_class_per_round, "batch": batch, "selection_seconds": selection_seconds,
+                "head": head, "cache_run": cache.run})
     return RunResult(rows, picks, val_idx, np.stack(counts_per_round), np.stack(per_class_per_round), config)
+
+
+def _write_checkpoint(path: str | Path, state: dict) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    atomic_write(path, write)
+
+
+def _read_checkpoint(path: str | Path | None, config: dict) -> dict | None:
+    """The state a checkpoint of this run holds, or None (none, unreadable, or other settings).
+    Unpickled: a checkpoint is this package's own file beside the run it belongs to."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            state = pickle.load(fh)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("config") == config else None
 
 
 TIMING_COLUMNS = ("selection_seconds", "training_seconds")

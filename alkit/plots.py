@@ -11,8 +11,11 @@ from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import seaborn as sns
 
+from alkit.io import atomic_write
 from alkit.stats import mean_interval, paired_differences
+from alkit.strategies.registry import in_registry_order, strategy_names
 
 #: Readable names for the metric columns of the loop's rows.
 METRIC_LABELS = {
@@ -43,10 +46,6 @@ def strategy_colors(strategies: Sequence[str]) -> dict[str, tuple]:
     """Stable colours: a registered strategy gets the same colour in every figure whatever else is
     drawn (by its place in the registry); random is black; a user's strategy gets a colour from a
     hash of its name."""
-    import seaborn as sns
-
-    from alkit.strategies import strategy_names
-
     palette = sns.color_palette("tab20", 20)
     registered = [s for s in strategy_names() if s != "random"]
     colors = {}
@@ -74,14 +73,6 @@ def strategy_label(strategy: str, frame: pd.DataFrame) -> str:
     return label
 
 
-def _ordered(strategies) -> list[str]:
-    """Registry order (random first), user strategies last: legends read the same everywhere."""
-    from alkit.strategies import strategy_names
-
-    order = {s: i for i, s in enumerate(strategy_names())}
-    return sorted(strategies, key=lambda s: (order.get(s, len(order)), s))
-
-
 def _style(frame: pd.DataFrame, strategy: str, colors: dict) -> dict:
     emphasised = strategy in ("random", "base")
     return {"color": colors[strategy], "linestyle": "--" if _is_oracle(frame, strategy) else "-",
@@ -96,7 +87,7 @@ def plot_metric(frame: pd.DataFrame, metric: str, ax=None, x: str = "n_labeled",
     if metric not in frame:
         raise ValueError(f"metric {metric!r} is not a column of the rows; choose one of {', '.join(frame.columns)}")
     colors = strategy_colors(list(frame["strategy"].unique()))
-    for strategy in _ordered(frame["strategy"].unique()):
+    for strategy in in_registry_order(frame["strategy"].unique()):
         group = frame[frame["strategy"] == strategy]
         stats = group.groupby(x)[metric].apply(lambda v: pd.Series(mean_interval(v.to_numpy()))).unstack()
         ax.plot(stats.index, stats["mean"], **_style(frame, strategy, colors))
@@ -119,7 +110,7 @@ def plot_difference_from_random(frame: pd.DataFrame, metric: str = "top1", ax=No
     ax = ax if ax is not None else plt.gca()
     diffs = paired_differences(frame, metric, baseline, by=(x,))
     colors = strategy_colors(list(frame["strategy"].unique()))
-    for strategy in _ordered(diffs["strategy"].unique()):
+    for strategy in in_registry_order(diffs["strategy"].unique()):
         group = diffs[diffs["strategy"] == strategy].sort_values(x)
         ax.plot(group[x], group["mean"], **_style(frame, strategy, colors))
         ax.fill_between(group[x], group["low"], group["high"], color=colors[strategy], alpha=0.12, lw=0)
@@ -136,7 +127,7 @@ def plot_bars(table: pd.DataFrame, value: str, ax=None, low: str | None = None, 
               title: str | None = None, xlabel: str | None = None, zero_line: bool = True):
     """Horizontal bars of ``value`` per strategy (rows of a summary table), with an interval."""
     ax = ax if ax is not None else plt.gca()
-    table = table.set_index("strategy").loc[_ordered(table["strategy"].unique())].reset_index()
+    table = table.set_index("strategy").loc[in_registry_order(table["strategy"].unique())].reset_index()
     colors = strategy_colors(list(table["strategy"]))
     y = range(len(table))
     err = None
@@ -189,7 +180,7 @@ def plot_against_classes(table: pd.DataFrame, value: str, ax=None, low: str | No
     the interval ``low``–``high`` as error bars when given (the class-count experiment)."""
     ax = ax if ax is not None else plt.gca()
     colors = strategy_colors(list(table["strategy"].unique()))
-    strategies = _ordered(table["strategy"].unique())
+    strategies = in_registry_order(table["strategy"].unique())
     offsets = {s: 1.0 + 0.025 * (i - (len(strategies) - 1) / 2) for i, s in enumerate(strategies)}   # no overlaps
     for strategy in strategies:
         sub = table[table["strategy"] == strategy].sort_values("num_classes")
@@ -230,7 +221,7 @@ def by_dataset(frame: pd.DataFrame, draw: Callable, datasets: Sequence[str], tit
             continue
         draw(sub, ax, (titles or {}).get(ds, ds))
     if legend:
-        handles, labels = {}, []
+        handles = {}
         for ax in axes[0]:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)
@@ -250,8 +241,6 @@ def stamp(fig, text: str, color: str = "firebrick") -> None:
 def save_figure(fig, stem: str | Path, formats=("png", "pdf")) -> list[Path]:
     """Write ``stem.png`` and ``stem.pdf`` atomically (PDF without a timestamp, so re-renders of
     the same results give the same bytes)."""
-    from alkit.io import atomic_write
-
     paths = []
     for fmt in formats:
         path = Path(f"{stem}.{fmt}")

@@ -27,7 +27,7 @@ import torch
 
 from alkit.logreg import (DEFAULT_MAX_ITER, DEFAULT_TOL, fast_products_available, fit_logreg, sample_weights,
                           zero_head_gradient)
-from alkit.pool import check_features, check_labels
+from alkit.checks import check_features, check_labels
 
 PROBE_METHODS = ("logreg", "early_stopping")
 

@@ -32,6 +32,7 @@ with fewer for random itself, every verdict is "inconclusive".
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +41,8 @@ import pandas as pd
 
 from alkit.io import atomic_write
 from alkit.stats import area_under_curve, mean_interval
+from alkit.strategies.registry import in_registry_order
+from alkit.studies import DATASETS
 
 #: The strategies whose failure the paper reports (margin, confidence, coreset, BADGE, …).
 POPULAR_STRATEGIES = ("confidence", "margin", "entropy", "mase", "coreset", "badge", "partitioned_coreset",
@@ -79,8 +82,6 @@ def output_dir(requested: str | Path | None, notebook: str, kind: str) -> Path:
 
 def dataset_titles(frame: pd.DataFrame) -> dict[str, str]:
     """Panel titles that say what the numbers are made of (a stand-in says so)."""
-    from alkit.experiment import DATASETS
-
     titles = {}
     for ds, group in frame.groupby("dataset"):
         title = DATASETS[ds].title if ds in DATASETS else ds
@@ -90,19 +91,26 @@ def dataset_titles(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def figure_note(frame: pd.DataFrame) -> str:
-    """Small print for a figure: seeds, intervals, caveats, and a loud line for synthetic data."""
-    from alkit.experiment import DATASETS
+    """Small print for a figure: a loud line naming the panels of synthetic data (only those),
+    seeds and intervals, and each real data set's caveat."""
+    def title(ds: str) -> str:
+        return DATASETS[ds].title if ds in DATASETS else ds
 
+    synthetic, real = [], []
+    for ds, group in frame.groupby("dataset", sort=False):
+        sources = " ".join(set(group["data_source"].astype(str))) if "data_source" in group else ""
+        (synthetic if "synthetic" in sources.lower() else real).append(ds)
     lines = []
-    sources = " ".join(set(frame["data_source"].astype(str))) if "data_source" in frame else ""
-    if "synthetic" in sources.lower() or "SYNTHETIC" in sources:
-        lines.append("SYNTHETIC DATA: these panels are not measurements on the paper's data sets.")
+    if synthetic:
+        which = "these panels are" if not real else f"the panel{'s' if len(synthetic) > 1 else ''} of " + \
+            ", ".join(title(d) for d in synthetic) + (" are" if len(synthetic) > 1 else " is")
+        lines.append(f"SYNTHETIC DATA: {which} not measurements on the paper's data sets.")
     seeds = frame.groupby(["dataset", "strategy"])["seed"].nunique().groupby("dataset").agg(["min", "max"])
     lines.append("Mean over seeds with 95 % t-interval (" + ", ".join(
         f"{d}: {lo} seeds" if lo == hi else f"{d}: {lo}–{hi} seeds per strategy" for d, (lo, hi) in seeds.iterrows())
                  + "); differences are paired by seed.")
-    for ds in frame["dataset"].unique():
-        if ds in DATASETS and DATASETS[ds].caveat and "synthetic" not in sources.lower():
+    for ds in real:
+        if ds in DATASETS and DATASETS[ds].caveat:
             lines.append(f"{DATASETS[ds].title}: {DATASETS[ds].caveat}.")
     return "\n".join(lines)
 
@@ -180,9 +188,7 @@ def summary_table(frame: pd.DataFrame, metric: str = "top1", baseline: str = "ra
         })
     table = pd.DataFrame(rows)
     table["wins"] = table["wins"].astype("Int64")  # a count, blank for the baseline
-    from alkit.plots import _ordered
-
-    order = {s: i for i, s in enumerate(_ordered(table["strategy"].unique()))}
+    order = {s: i for i, s in enumerate(in_registry_order(table["strategy"].unique()))}
     return table.sort_values(["dataset", "strategy"], key=lambda col: col.map(order) if col.name == "strategy"
                              else col).reset_index(drop=True)
 
@@ -325,9 +331,7 @@ def change_table(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, s
     merged["oracle"] = merged[f"oracle_{a}"].fillna(merged[f"oracle_{b}"]).astype(bool)
     merged = merged.drop(columns=[f"oracle_{a}", f"oracle_{b}"])
     merged["outcome_changed"] = merged[f"outcome_{a}"] != merged[f"outcome_{b}"]
-    from alkit.plots import _ordered
-
-    order = {s: i for i, s in enumerate(_ordered(merged["strategy"].unique()))}
+    order = {s: i for i, s in enumerate(in_registry_order(merged["strategy"].unique()))}
     return merged.sort_values(["dataset", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c,
                               ignore_index=True)
 
@@ -408,8 +412,6 @@ def sweep_times(results_dir: str | Path) -> pd.DataFrame:
     """The sweeps that wrote ``results_dir`` (its ``sweep_times.json``, appended by every
     ``python -m alkit.reproduce results`` sweep): when, at which commit, with how many workers and
     threads, how many runs planned and run, and the wall time in minutes.  Empty if there is none."""
-    import json
-
     path = Path(results_dir) / "sweep_times.json"
     if not path.is_file():
         return pd.DataFrame()

@@ -9,12 +9,11 @@ features in the cache: ``python -m alkit features --dataset tiny-imagenet ...``)
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from alkit import experiment
+from alkit import studies
 from alkit.io import atomic_write
 
 SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "tiny_imagenet_sample.npz"
@@ -25,7 +24,7 @@ SAMPLE_SCHEDULE = {"initial_size": 5 * SAMPLE_CLASSES, "round_budget": 3 * SAMPL
                    "val_per_class": 5}
 
 
-def build_sample(data: experiment.StudyData, path: str | Path = SAMPLE_FILE, num_classes: int = SAMPLE_CLASSES,
+def build_sample(data: studies.StudyData, path: str | Path = SAMPLE_FILE, num_classes: int = SAMPLE_CLASSES,
                  train_per_class: int = TRAIN_PER_CLASS, test_per_class: int = TEST_PER_CLASS,
                  seed: int = SAMPLE_SEED) -> Path:
     """Write the sample: ``num_classes`` random classes of ``data``, the first ``train_per_class`` /
@@ -58,30 +57,29 @@ def build_sample(data: experiment.StudyData, path: str | Path = SAMPLE_FILE, num
     return atomic_write(Path(path), write)
 
 
-def load_sample(path: str | Path = SAMPLE_FILE) -> experiment.StudyData:
-    """The shipped sample as :class:`alkit.experiment.StudyData` (real features, 40 classes)."""
+def load_sample(path: str | Path = SAMPLE_FILE) -> studies.StudyData:
+    """The shipped sample as :class:`alkit.studies.StudyData` (real features, 40 classes)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path: the feature sample {path} is missing; rebuild it with `python -m alkit.samples`")
     with np.load(path) as arrays:
         data = {k: arrays[k] for k in arrays.files}
     k = int(data["source_classes"].size)
-    return experiment.StudyData(
+    return studies.StudyData(
         "tiny-imagenet-sample", f"Tiny-ImageNet sample ({k} classes)", data["train_features"],
         data["train_labels"].astype(np.int64), data["test_features"], data["test_labels"].astype(np.int64), k,
         f"efficientnet_lite0 features, {data['train_labels'].size:,}-image sample", False,
         {"sample": str(path), "source_classes": data["source_classes"].tolist()})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alkit.samples", description="Rebuild the shipped feature sample.")
-    parser.add_argument("--out", default=str(SAMPLE_FILE))
-    parser.add_argument("--data-root", default=None, help="folder holding tiny-imagenet-200.tar.gz")
-    args = parser.parse_args(argv)
-    data = experiment.load_study_data("tiny-imagenet", "cpu", data_root=args.data_root, extract=False, progress=False)
-    print(f"wrote {build_sample(data, args.out)}")
-    return 0
+def rebuild_sample(path: str | Path = SAMPLE_FILE, data_root: str | Path | None = None) -> Path:
+    """Cut the sample again from the cached Tiny-ImageNet features (``python -m alkit.samples``)."""
+    data = studies.load_study_data("tiny-imagenet", "cpu", data_root=data_root, extract=False, progress=False)
+    return build_sample(data, path)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Imported here, not above: the command line sits on top of this module, never below it.
+    from alkit.cli import samples_main
+
+    raise SystemExit(samples_main())

@@ -5,7 +5,10 @@ Every strategy computes scores with these, then one shared, seeded routine
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import torch
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -31,8 +34,6 @@ def least_confidence_scores(logits: np.ndarray) -> np.ndarray:
     """max_k p_k: the least confident points have the smallest value."""
     t = _torch_view(logits)
     if t is not None:
-        import torch
-
         with torch.no_grad():
             return torch.softmax(t, dim=1).max(dim=1).values.numpy()
     return softmax(logits).max(axis=1)
@@ -42,8 +43,6 @@ def margin_scores(logits: np.ndarray) -> np.ndarray:
     """p₍₁₎ − p₍₂₎, the gap between the two most probable classes (0 for a single class)."""
     t = _torch_view(logits)
     if t is not None:
-        import torch
-
         with torch.no_grad():
             top2 = torch.softmax(t, dim=1).topk(2, dim=1).values
             return (top2[:, 0] - top2[:, 1]).numpy()
@@ -58,8 +57,6 @@ def entropy(logits: np.ndarray) -> np.ndarray:
     """Shannon entropy −Σ p log p of the predicted distribution (natural log)."""
     t = _torch_view(logits)
     if t is not None:
-        import torch
-
         with torch.no_grad():
             log_probs = torch.log_softmax(t, dim=1)
             return -(log_probs.exp() * log_probs).sum(dim=1).numpy()
@@ -137,10 +134,6 @@ def auto_chunk_rows(num_classes: int, dim: int = 0) -> int:
 
 def _as_tensor(array: np.ndarray):
     """A torch view of a (possibly read-only) numpy array, without the non-writable warning."""
-    import warnings
-
-    import torch
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(np.ascontiguousarray(array))
@@ -155,8 +148,6 @@ def read_rows(features: np.ndarray, indices: np.ndarray, out=None):
     at least ``len(indices) × D`` elements) when given — fresh large allocations page-fault.
     A contiguous float32 run is returned as a view, without a copy.
     """
-    import torch
-
     n, dim = indices.size, features.shape[1]
     if n == 0:
         return torch.empty((0, dim), dtype=torch.float32)
@@ -184,8 +175,6 @@ def iter_logits(pool, indices: np.ndarray, chunk_rows: int | None = None, with_f
     *reused* by the next chunk: copy what must outlive the iteration.  Uses the pool's precomputed logits when it
     has them, else ℓ = z Wᵀ + b with ``torch.addmm`` in float32.
     """
-    import torch
-
     if chunk_rows is None:
         chunk_rows = auto_chunk_rows(pool.num_classes, pool.dim)
     if pool.logits is None and pool.weight is None:
@@ -221,8 +210,6 @@ def boundary_distances_(logits, weight_dist, zero_offdiagonal: bool | None = Non
     i ≠ j, is 0 (then 0/0 entries are set to inf); computed when None.  ``scratch``: an
     optional float32 tensor with at least n × C elements, reused for ‖w_ŷ − w_c‖ rows.
     """
-    import torch
-
     n = logits.shape[0]
     if zero_offdiagonal is None:
         zero_offdiagonal = bool((weight_dist == 0).sum() > weight_dist.shape[0])

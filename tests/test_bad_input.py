@@ -333,9 +333,9 @@ RUN_CASES = [
 
 @pytest.mark.parametrize("change, flag, words", RUN_CASES, ids=lambda v: str(v)[:40] if isinstance(v, dict) else None)
 def test_run_rejects_before_the_compute(files, capsys, monkeypatch, change, flag, words):
-    import alkit.experiment
+    import alkit.runs
 
-    monkeypatch.setattr(alkit.experiment, "run_sweep", _no_compute)
+    monkeypatch.setattr(alkit.runs, "run_sweep", _no_compute)
     line = one_error_line(alkit_main, _run_argv(files, **change), capsys)
     assert flag in line and words in line, line
 
@@ -348,16 +348,16 @@ def test_run_allows_missing_classes_when_asked(files, capsys):
 
 
 def test_run_disk_full_keeps_the_rows(files, capsys, monkeypatch, tmp_path):
-    import alkit.experiment
+    import alkit.io
 
-    real = alkit.experiment.atomic_write
+    real = alkit.io.atomic_write
 
     def full(path, write):   # the disk fills when the rows are written (the kept runs went through)
         if Path(path) == tmp_path / "rows.csv":
             raise OSError(28, "No space left on device")
         return real(path, write)
 
-    monkeypatch.setattr(alkit.experiment, "atomic_write", full)
+    monkeypatch.setattr(alkit.io, "atomic_write", full)
     line = one_error_line(alkit_main, _run_argv(files, rounds="0", quiet=True, out=str(tmp_path / "rows.csv")),
                           capsys)
     assert "--out" in line and "No space left" in line
@@ -368,7 +368,7 @@ def test_run_disk_full_keeps_the_rows(files, capsys, monkeypatch, tmp_path):
 
 def test_parameter_names_become_flags():
     from alkit.cli import flag_names
-    from alkit.experiment import _experiment_message
+    from alkit.cli import _experiment_message
 
     assert flag_names("initial_size 1000 exceeds the 160 points outside validation").startswith("--initial 1000")
     assert flag_names("budget must be a positive integer, got 0") == "--budget must be a positive integer, got 0"
@@ -466,11 +466,11 @@ def test_features_worker_errors_name_the_image(images, tmp_path, capsys):
     (["--out", "{d}/x", "--data-root", "{d}/no-such-folder"], "--data-root", "does not exist"),
 ])
 def test_experiment_rejects(files, capsys, monkeypatch, extra, flag, words):
-    from alkit import experiment
+    from alkit import cli, runs
 
-    monkeypatch.setattr(experiment, "run_configured_sweep", _no_compute)
+    monkeypatch.setattr(runs, "run_configured_sweep", _no_compute)
     argv = ["--scale", "smoke", "--dataset", "cifar10"] + [a.format(d=files) for a in extra]
-    line = one_error_line(experiment.main, argv, capsys)
+    line = one_error_line(cli.experiment_main, argv, capsys)
     assert flag in line and words in line, line
 
 
@@ -482,9 +482,9 @@ def test_experiment_rejects(files, capsys, monkeypatch, extra, flag, words):
     (["figures", "--results", "/no/such/runs"], "--results"),
 ])
 def test_reproduce_rejects(capsys, argv, flag):
-    from alkit import reproduce
+    from alkit.cli import reproduce_main
 
-    line = one_error_line(reproduce.main, argv, capsys)
+    line = one_error_line(reproduce_main, argv, capsys)
     assert flag in line, line
 
 

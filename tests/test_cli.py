@@ -129,7 +129,7 @@ def test_select_reports_progress_unless_quiet(arrays, capsys):
 
 
 def test_run_resumes_from_the_runs_it_kept(arrays, monkeypatch):
-    import alkit.experiment as experiment
+    import alkit.runs as runs
 
     out = arrays / "rows.csv"
     argv = ["run", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Ytrue.npy"), "--strategies",
@@ -140,8 +140,8 @@ def test_run_resumes_from_the_runs_it_kept(arrays, monkeypatch):
     assert sorted(p.name for p in (arrays / "rows.csv.runs").glob("*.json")) == \
         ["margin__seed0.json", "random__seed0.json"]
     calls = []
-    real = experiment.run_active_learning
-    monkeypatch.setattr(experiment, "run_active_learning", lambda *a, **k: calls.append(a[5]) or real(*a, **k))
+    real = runs.run_active_learning
+    monkeypatch.setattr(runs, "run_active_learning", lambda *a, **k: calls.append(a[5]) or real(*a, **k))
     assert main(argv[:8] + ["0,1"] + argv[9:]) == 0        # one more seed: only its runs are computed
     assert len(calls) == 2
     again = pd.read_csv(out)
@@ -159,15 +159,15 @@ def test_two_sweeps_into_one_folder_compute_each_run_once(tmp_path):
 
     script = textwrap.dedent(f"""
         import json, numpy as np
-        import alkit.experiment as experiment
+        import alkit.runs as runs
         from alkit.synthetic import gaussian_mixture
         d = gaussian_mixture(5, 40, 6, separation=3.0, seed=0)
         computed = []
-        real = experiment.run_active_learning
-        experiment.run_active_learning = lambda *a, **k: computed.append((k["seed"], a[5].name)) or real(*a, **k)
-        experiment.run_sweep(d.train_features, d.train_labels, d.test_features, d.test_labels, 5,
-                             ["random", "margin", "coreset"], [0, 1, 2], initial_size=10, round_budget=10, rounds=2,
-                             val_per_class=2, out_dir={str(tmp_path / "runs")!r}, progress=False)
+        real = runs.run_active_learning
+        runs.run_active_learning = lambda *a, **k: computed.append((k["seed"], a[5].name)) or real(*a, **k)
+        runs.run_sweep(d.train_features, d.train_labels, d.test_features, d.test_labels, 5,
+                       ["random", "margin", "coreset"], [0, 1, 2], initial_size=10, round_budget=10, rounds=2,
+                       val_per_class=2, out_dir={str(tmp_path / "runs")!r}, progress=False)
         print(json.dumps(computed))
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -179,7 +179,7 @@ def test_two_sweeps_into_one_folder_compute_each_run_once(tmp_path):
     done = [tuple(x) for o in outs for x in json.loads(o[0])]
     assert len(done) == len(set(done)) == 9   # every run computed exactly once between the two
     assert not list((tmp_path / "runs").glob("*.claim"))
-    from alkit.experiment import claim_run, release_claim
+    from alkit.runs import claim_run, release_claim
 
     stem = tmp_path / "runs" / "x__seed0"
     stem.with_suffix(".claim").write_text("999999999 " + __import__("platform").node() + "\n")   # a dead process

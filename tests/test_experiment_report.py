@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alkit import experiment, report
+from alkit import experiment, report, runs
 from alkit.probe import ProbeConfig
 from alkit.stats import area_under_curve, mean_interval
 from alkit.synthetic import gaussian_mixture
@@ -45,7 +45,7 @@ def test_sweep_resumes_without_recomputing_and_reruns_changed_settings(tmp_path,
     def boom(*args, **kwargs):
         raise AssertionError("a finished run was recomputed")
 
-    monkeypatch.setattr(experiment, "run_active_learning", boom)
+    monkeypatch.setattr(runs, "run_active_learning", boom)
     again = _sweep(tmp_path)
     cols = [c for c in first.columns if not c.endswith("_seconds")]
     pd.testing.assert_frame_equal(first[cols], again[cols], check_dtype=False)
@@ -55,7 +55,7 @@ def test_sweep_resumes_without_recomputing_and_reruns_changed_settings(tmp_path,
 
 def test_interrupted_run_leaves_no_result(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = experiment.run_active_learning
+    real = runs.run_active_learning
 
     def fail_second(*args, **kwargs):
         calls["n"] += 1
@@ -63,7 +63,7 @@ def test_interrupted_run_leaves_no_result(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "run_active_learning", fail_second)
+    monkeypatch.setattr(runs, "run_active_learning", fail_second)
     with pytest.raises(KeyboardInterrupt):
         _sweep(tmp_path)
     assert [s.name for s in experiment.finished_runs(tmp_path)] == ["random__seed0"]
@@ -92,7 +92,7 @@ def test_cpu_scale_matches_the_issue():
 
 def test_cpu_phases_cover_every_strategy_of_every_cpu_data_set_once():
     # Reordering the sweep must never drop a (data set, strategy) the cpu scale promises.
-    from alkit.reproduce import CPU_PHASES, SWEEP_DATASETS
+    from alkit.studies import CPU_PHASES, SWEEP_DATASETS
 
     planned: dict[str, list[str]] = {}
     extra: dict[tuple[str, str], tuple[int, ...]] = {}
@@ -113,7 +113,8 @@ def test_cpu_phases_cover_every_strategy_of_every_cpu_data_set_once():
 
 
 def test_only_phases_keeps_the_order_and_names_bad_filters():
-    from alkit.reproduce import CPU_PHASES, only_phases
+    from alkit.launch import only_phases
+    from alkit.studies import CPU_PHASES
 
     kept = only_phases(CPU_PHASES, "cpu", datasets=["cifar10-lt", "cifar10"], strategies=["probcover", "random"])
     flat = [(d, n) for d, names, *_ in kept for n in names]
@@ -153,16 +154,16 @@ def test_sweep_shares_what_depends_on_the_features_alone(tmp_path, monkeypatch):
 def test_sweep_workers_keep_one_shared_dict_per_data_set(tmp_path, monkeypatch):
     """A parallel sweep's worker keeps the shared dict of each data set across its tasks, so the
     seeds of a SHARED_ACROSS_SEEDS strategy sent to it build ProbCover's graph once."""
-    from alkit import reproduce
+    from alkit import launch
 
     builds = _count_graph_builds(monkeypatch)
-    monkeypatch.setattr(reproduce, "_WORKER_DATA", {})
-    monkeypatch.setattr(reproduce, "_WORKER_SHARED", {})
+    monkeypatch.setattr(launch, "_WORKER_DATA", {})
+    monkeypatch.setattr(launch, "_WORKER_SHARED", {})
     for seeds in ([0], [1]):
-        reproduce._worker_run("cifar10", "probcover", seeds, "smoke", str(tmp_path), "synthetic", None)
-    assert len(builds) == 1 and set(reproduce._WORKER_SHARED) == {"cifar10"}
-    assert len(_round0_heads(reproduce._WORKER_SHARED["cifar10"])) == 2
-    assert "probcover" in reproduce.SHARED_ACROSS_SEEDS
+        launch._worker_run("cifar10", "probcover", seeds, "smoke", str(tmp_path), "synthetic", None)
+    assert len(builds) == 1 and set(launch._WORKER_SHARED) == {"cifar10"}
+    assert len(_round0_heads(launch._WORKER_SHARED["cifar10"])) == 2
+    assert "probcover" in launch.SHARED_ACROSS_SEEDS
 
 
 def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
@@ -170,7 +171,7 @@ def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
     one worker; a rerun skips every finished run; each sweep appends its wall time."""
     import json
 
-    from alkit.reproduce import run_phases
+    from alkit.launch import run_phases
 
     phases = [("cifar10", ("random", "margin", "probcover"))]
     run_phases(phases, "smoke", str(tmp_path / "serial"), source="synthetic")
@@ -208,7 +209,8 @@ def _worker_needing_features(dataset, strategy, seeds, scale, out, source, data_
 
 
 def test_parallel_sweep_extracts_missing_features_once_in_the_parent(tmp_path, monkeypatch):
-    from alkit.reproduce import run_parallel
+    from alkit import launch
+    from alkit.launch import run_parallel
 
     extracted = []
 
@@ -217,7 +219,7 @@ def test_parallel_sweep_extracts_missing_features_once_in_the_parent(tmp_path, m
         extracted.append(dataset)
         (tmp_path / f"{dataset}.cached").touch()
 
-    monkeypatch.setattr(experiment, "load_study_data", fake_load)
+    monkeypatch.setattr(launch, "load_study_data", fake_load)
     pending = [("cifar10", ("random",), 0), ("cifar10", ("margin",), 0), ("cifar10", ("random",), 1)]
     run_parallel(pending, "cpu", str(tmp_path), jobs=2, worker=_worker_needing_features)
     assert extracted == ["cifar10"]
@@ -370,3 +372,16 @@ def test_change_table_pairs_each_strategy_before_and_after():
     assert (margin["outcome_old"], margin["outcome_new"], bool(margin["outcome_changed"])) == ("tie", "win", True)
     assert table.set_index("strategy").loc["random", "final_top1_new"] == 0.75
     assert not table.set_index("strategy").loc["random", "outcome_changed"]
+
+
+def test_figure_note_names_only_the_synthetic_panels_and_keeps_the_real_caveats():
+    from alkit import report
+
+    rows = pd.DataFrame({"dataset": ["cifar10", "imagenet-synthetic"], "strategy": ["random", "random"],
+                         "seed": [0, 0], "data_source": ["efficientnet_lite0 features", "SYNTHETIC ImageNet-shaped pool"]})
+    note = report.figure_note(rows)
+    assert "SYNTHETIC DATA: the panel of ImageNet-shaped pool is not" in note
+    assert "CIFAR-10: lossy JPEG" in note
+    only = report.figure_note(rows[rows["dataset"] == "imagenet-synthetic"])
+    assert only.startswith("SYNTHETIC DATA: these panels are not") and "CIFAR-10" not in only
+    assert "SYNTHETIC" not in report.figure_note(rows[rows["dataset"] == "cifar10"])

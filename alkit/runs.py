@@ -1,0 +1,315 @@
+"""Runs and sweeps: one result per (data set, strategy, seed), written so that nothing finished is lost.
+
+Each finished run leaves ``<out>/<dataset>/<strategy>__seed<k>.csv`` (its rows), ``.npz`` (picks,
+label counts, per-class accuracy) and, written last, ``.json`` (run key + provenance).  A run
+whose ``.json`` exists with the same key is skipped, so an interrupted sweep resumes where it
+stopped and never reuses a result made with other settings; a run is claimed (``.claim``) before
+it is computed, so two sweeps into one folder compute each run once; while it runs, ``.ckpt`` holds
+its state after the last finished round, so a killed or preempted run resumes at the round it was
+in (:func:`alkit.loop.run_active_learning`).
+
+:func:`run_configured_sweep` runs the schedule of :mod:`alkit.studies` (``python -m alkit.experiment
+--scale cpu --dataset cifar10 --out results/runs/cpu``); :func:`run_sweep` runs any arrays; the
+readers (:func:`load_runs`, :func:`results_for`) are what the notebooks use.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from alkit.io import array_fingerprint, atomic_write, loaded_commit, provenance, write_json
+from alkit.loop import RunResult, run_active_learning
+from alkit.probe import ProbeConfig
+from alkit.strategies.registry import Strategy, resolve_strategy
+from alkit.studies import DEFAULT_BACKBONE, StudyData, load_study_data, sweep_config
+
+def run_path(out_dir: Path, strategy: str, seed: int) -> Path:
+    return Path(out_dir) / f"{strategy}__seed{seed}"
+
+
+def _save_run(stem: Path, result: RunResult, extra: dict) -> None:
+    atomic_write(stem.with_suffix(".csv"), lambda tmp: pd.DataFrame(result.rows).to_csv(tmp, index=False))
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            # int32 picks: pools here are far below 2³¹ points and the files are committed.
+            np.savez_compressed(
+                fh, validation_indices=result.validation_indices.astype(np.int32),
+                label_counts=result.label_counts.astype(np.int32),
+                per_class_accuracy=result.per_class_accuracy.astype(np.float32),
+                **{f"picks_round{r}": p.astype(np.int32) for r, p in enumerate(result.picks)},
+            )
+
+    atomic_write(stem.with_suffix(".npz"), write_npz)
+    write_json(stem.with_suffix(".json"), {"config": result.config, **extra})  # last: marks the run done
+
+
+def _finished(stem: Path, run_key: dict) -> bool:
+    meta = stem.with_suffix(".json")
+    if not (meta.exists() and stem.with_suffix(".csv").exists() and stem.with_suffix(".npz").exists()):
+        return False
+    try:
+        return json.loads(meta.read_text()).get("run_key") == run_key
+    except (OSError, ValueError):
+        return False
+
+
+def run_sweep(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    num_classes: int,
+    strategies: Sequence[str | Strategy],
+    seeds: Sequence[int],
+    *,
+    initial_size: int,
+    round_budget: int,
+    rounds: int,
+    val_per_class: int = 0,
+    probe: ProbeConfig = ProbeConfig(),
+    out_dir: str | Path | None = None,
+    dataset: str = "arrays",
+    data_meta: dict | None = None,
+    data_source: str = "arrays",
+    progress: bool = True,
+    shared: dict | None = None,
+) -> pd.DataFrame:
+    """Run every (strategy, seed); return all rows.
+
+    Runs go seed by seed (every strategy for seed 0, then seed 1, …), so a sweep stopped early
+    still holds complete paired comparisons for the seeds it finished.  With ``out_dir`` each
+    run is saved as it finishes and finished runs with the same settings are loaded instead.
+    ``shared``: the ``shared`` dict of every run's :class:`alkit.pool.StrategyCache`, for work that
+    depends on these features alone (round-0 heads, ProbCover's δ-graph; see
+    :func:`alkit.loop.run_active_learning`); a fresh dict for this call when None.  Pass the same
+    dict again only with the same features and labels.
+    """
+    shared = {} if shared is None else shared
+    frames: dict[tuple[str, int], pd.DataFrame] = {}
+    infos = [resolve_strategy(s) for s in strategies]
+    jobs = [(info, int(seed)) for seed in seeds for info in infos]
+    deferred = []   # runs another live process has claimed: collected (or taken over) at the end
+    bar = tqdm(jobs, desc=f"sweep {dataset}", disable=not progress)
+
+    def key_of(info, seed) -> dict:
+        key = {"dataset": dataset, "strategy": info.name, "seed": seed, "initial_size": initial_size,
+               "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
+               "probe": probe.as_dict(), "data": data_meta or {}, "pool_size": int(train_features.shape[0])}
+        return json.loads(json.dumps(key, default=str))
+
+    def compute(info, seed, key, stem) -> pd.DataFrame:
+        started = time.perf_counter()
+        try:
+            result = run_active_learning(
+                train_features, train_labels, test_features, test_labels, num_classes, info, seed=seed,
+                initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
+                probe=probe, progress=False, shared=shared,
+                checkpoint=None if stem is None else stem.with_suffix(".ckpt"),
+            )
+            frame = result.frame()
+            frame.insert(0, "dataset", dataset)
+            frame.insert(1, "data_source", data_source)
+            result.rows = frame.to_dict("records")
+            if stem is not None:
+                _save_run(stem, result, {"run_key": key, "provenance": provenance(
+                    wall_seconds=round(time.perf_counter() - started, 2))})
+                stem.with_suffix(".ckpt").unlink(missing_ok=True)   # the run is saved: its rounds are not needed
+        finally:
+            if stem is not None:
+                release_claim(stem)
+        return frame
+
+    for info, seed in bar:
+        key = key_of(info, seed)
+        stem = run_path(Path(out_dir), info.name, seed) if out_dir is not None else None
+        if stem is not None and _finished(stem, key):
+            frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
+            continue
+        if stem is not None and not claim_run(stem):
+            deferred.append((info, seed, key, stem))
+            continue
+        bar.set_postfix(run=f"{info.name} seed {seed}")
+        frames[(info.name, seed)] = compute(info, seed, key, stem)
+    while deferred:   # wait for the other process's runs; take over any whose process has gone
+        for job in list(deferred):
+            info, seed, key, stem = job
+            if _finished(stem, key):
+                frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
+                deferred.remove(job)
+            elif claim_run(stem):
+                frames[(info.name, seed)] = compute(info, seed, key, stem)
+                deferred.remove(job)
+        if deferred:
+            time.sleep(CLAIM_POLL_S)
+    ordered = [frames[(info.name, seed)] for info, seed in jobs]
+    return pd.concat(ordered, ignore_index=True) if ordered else pd.DataFrame()
+
+
+#: Seconds between looks at runs another process has claimed.
+CLAIM_POLL_S = 2.0
+
+
+def _claim_owner_alive(claim: Path) -> bool:
+    """Whether the process that wrote ``claim`` ("pid host") still runs; on another host, whether the
+    claim is less than a day old (its process cannot be asked)."""
+    try:
+        pid_text, host = claim.read_text().split()[:2]
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    if host != platform.node():
+        try:
+            return time.time() - claim.stat().st_mtime < 86_400
+        except OSError:
+            return False
+    if pid == os.getpid():
+        return False   # this process's own claim from an interrupted attempt
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_run(stem: Path) -> bool:
+    """Claim the run at ``stem`` for this process (``<stem>.claim`` holding "pid host", created
+    exclusively), so that two sweeps into one folder compute each run once.  False if another live
+    process holds it; a claim whose process is gone is taken over."""
+    claim = Path(stem).with_suffix(".claim")
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if _claim_owner_alive(claim):
+                return False
+            claim.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {platform.node()}\n")
+        return True
+    return False
+
+
+def release_claim(stem: Path) -> None:
+    Path(stem).with_suffix(".claim").unlink(missing_ok=True)
+
+
+def run_configured_sweep(
+    dataset: str,
+    scale: str,
+    out: str | Path | None,
+    *,
+    source: str = "auto",
+    data_root: str | Path | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    data: StudyData | None = None,
+    extract: bool = True,
+    weights: str | Path | None = None,
+    shared: dict | None = None,
+    **overrides,
+) -> pd.DataFrame:
+    """Run (or resume) the ``scale`` sweep of ``dataset``; runs land in ``<out>/<dataset>/``.
+
+    ``overrides`` change the configured schedule (``seeds``, ``strategies``, ``rounds``, ...);
+    the run key records them, so results made with other settings are never mixed in.  ``shared``:
+    see :func:`run_sweep`; a caller running several sweeps of one data set keeps one per data set.
+    """
+    loaded_commit()   # pin the provenance's commit to the code this process started with
+    config = sweep_config(dataset, scale, **overrides)
+    data = data or load_study_data(dataset, scale, source=source, data_root=data_root, backbone=backbone,
+                                   cache_dir=cache_dir, config=config, progress=progress, extract=extract,
+                                   weights=weights)
+    if "fingerprints" not in data.meta:  # hashing 100 k × 1280 features takes a second: once per StudyData
+        data.meta["fingerprints"] = (array_fingerprint(data.train_features, data.train_labels),
+                                     array_fingerprint(data.test_features, data.test_labels))
+    train_fp, test_fp = data.meta["fingerprints"]
+    data_meta = {"source": data.source, "train_fingerprint": train_fp, "test_fingerprint": test_fp, "scale": scale,
+                 "num_classes": data.num_classes, **({"note": config.note} if config.note else {})}
+    train_features, test_features = data.loop_features()
+    return run_sweep(
+        train_features, data.train_labels, test_features, data.test_labels, data.num_classes,
+        config.strategy_list(), config.seeds, initial_size=config.initial_size, round_budget=config.round_budget,
+        rounds=config.rounds, val_per_class=config.val_per_class, probe=config.probe,
+        out_dir=None if out is None else Path(out) / dataset, dataset=dataset, data_meta=data_meta,
+        data_source=data.source, progress=progress, shared=shared,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading results back
+# --------------------------------------------------------------------------------------------
+
+def finished_runs(results_dir: str | Path, dataset: str | None = None) -> list[Path]:
+    """Stems of the finished runs (``.json`` written last) under ``results_dir[/dataset]``."""
+    base = Path(results_dir) / dataset if dataset else Path(results_dir)
+    if not base.is_dir():
+        return []
+    stems = []
+    for meta in sorted(base.rglob("*__seed*.json")):
+        stem = meta.with_suffix("")
+        if stem.with_suffix(".csv").exists() and stem.with_suffix(".npz").exists():
+            stems.append(stem)
+    return stems
+
+
+def load_runs(results_dir: str | Path, dataset: str | None = None) -> pd.DataFrame:
+    """All rows of the finished runs under ``results_dir`` (one folder per data set)."""
+    frames = [pd.read_csv(stem.with_suffix(".csv")) for stem in finished_runs(results_dir, dataset)]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_run_arrays(results_dir: str | Path, dataset: str, strategy: str, seed: int) -> dict[str, np.ndarray]:
+    """The ``.npz`` of one run: picks per round, label counts, per-class accuracy."""
+    stem = run_path(Path(results_dir) / dataset, strategy, seed)
+    with np.load(stem.with_suffix(".npz")) as data:
+        return {k: data[k] for k in data.files}
+
+
+def results_for(
+    datasets: Sequence[str],
+    scale: str,
+    results_dir: str | Path,
+    *,
+    run_missing: bool,
+    source: str = "auto",
+    data_root: str | Path | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+    progress: bool = False,
+    **overrides,
+) -> pd.DataFrame:
+    """Rows of ``datasets`` at ``scale``: with ``run_missing`` the sweeps run (finished runs are
+    loaded, not recomputed); without, only what ``results_dir`` already holds is read — the way
+    ``make reproduce-figures`` renders committed results offline."""
+    frames = []
+    for dataset in datasets:
+        if run_missing:
+            frame = run_configured_sweep(dataset, scale, results_dir, source=source, data_root=data_root,
+                                         backbone=backbone, progress=progress, **overrides)
+        else:
+            frame = load_runs(results_dir, dataset)
+            # Committed results may hold more than asked for: keep the asked strategies and seeds.
+            if not frame.empty and overrides.get("strategies") is not None:
+                frame = frame[frame["strategy"].isin([resolve_strategy(s).name for s in overrides["strategies"]])]
+            if not frame.empty and overrides.get("seeds") is not None:
+                frame = frame[frame["seed"].isin([int(s) for s in overrides["seeds"]])]
+        if frame.empty:
+            raise ValueError(f"results_dir: no finished runs of {dataset!r} under {results_dir}; run "
+                             f"`python -m alkit.experiment --scale {scale} --dataset {dataset} --out {results_dir}`")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
