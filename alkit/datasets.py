@@ -629,7 +629,7 @@ def _cifar_pickles_dir(directory: Path) -> Path | None:
 
 
 def _cifar_from_torchvision(directory: Path, split: str, download: bool) -> ImageDataset:
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10   # torchvision's loader serves only this download path
 
     dataset = CIFAR10(str(directory), train=(split == "train"), download=download)
     return ImageDataset(name="cifar10", split=split, labels=np.asarray(dataset.targets, np.int64),

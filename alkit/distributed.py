@@ -36,6 +36,7 @@ from datetime import timedelta
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
+import torch.distributed as dist
 
 #: The variables a launcher sets; the names appear in every error message about them.
 ENV_RANK, ENV_WORLD_SIZE, ENV_LOCAL_RANK = "RANK", "WORLD_SIZE", "LOCAL_RANK"
@@ -172,8 +173,6 @@ def process_group(world: World, device: torch.device) -> Iterator[bool]:
     Starts a group only when none exists (a caller's group, e.g. a training loop's, is used as it
     is and left running) and destroys only the group it started.  Yields whether it started one.
     """
-    import torch.distributed as dist
-
     started = False
     if world.is_distributed and not dist.is_initialized():
         if device.type == "cuda":
@@ -193,8 +192,6 @@ def process_group(world: World, device: torch.device) -> Iterator[bool]:
 
 def _group_device(world: World) -> list[int] | None:
     """The device ids nccl's barrier needs (its own GPU), None for gloo."""
-    import torch.distributed as dist
-
     if dist.get_backend() == "nccl":
         return [torch.cuda.current_device()]
     return None
@@ -204,8 +201,6 @@ def barrier(world: World) -> None:
     """Wait until every rank has arrived (nothing for a single process)."""
     if not world.is_distributed:
         return
-    import torch.distributed as dist
-
     ids = _group_device(world)
     dist.barrier(device_ids=ids) if ids else dist.barrier()
 
@@ -214,8 +209,6 @@ def broadcast(obj: Any, world: World) -> Any:
     """Rank 0's ``obj`` on every rank (a picklable object; the identity for a single process)."""
     if not world.is_distributed:
         return obj
-    import torch.distributed as dist
-
     box = [obj if world.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -225,8 +218,6 @@ def all_gather(obj: Any, world: World) -> list[Any]:
     """Every rank's ``obj``, in rank order, on every rank (``[obj]`` for a single process)."""
     if not world.is_distributed:
         return [obj]
-    import torch.distributed as dist
-
     out: list[Any] = [None] * world.size
     dist.all_gather_object(out, obj)
     return out

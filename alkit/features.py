@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from PIL import Image
 
 from alkit.backbones import Backbone, load_backbone
@@ -526,8 +527,6 @@ def _extract(dataset: ImageDataset, backbone: Backbone, preprocessing: Preproces
     done = [s for s in mine if _read_shard(partial / f"shard_{s:06d}.npy", rows_of(s), dim) is not None]
     bar = None
     if progress and world.is_main:
-        from tqdm.auto import tqdm
-
         where = f" ({world}, its share)" if world.is_distributed else ""
         bar = tqdm(total=sum(rows_of(s) for s in mine), initial=sum(rows_of(s) for s in done), unit="img",
                    desc=f"{dataset.display_name} {dataset.split} → {backbone.name} "

@@ -26,7 +26,6 @@ and gives the rows an uninterrupted run gives.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import functools
@@ -35,7 +34,6 @@ import io
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -47,11 +45,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from alkit.backbones import CIFAR10_MEAN, CIFAR10_STD, load_backbone, resnet18_cifar
+from alkit.datasets import load_dataset
+from alkit.distributed import all_gather, barrier, broadcast, process_group, world_from_env
+from alkit.features import Preprocessing
 from alkit.images import PoolImages, random_crop_flip
-from alkit.io import atomic_write
+from alkit.io import atomic_write, provenance
 from alkit.loop import RunResult, _prefixed, first_round_split, stream
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_labels
+from alkit.runs import claim_run, is_finished, release_claim, run_path, save_run
 from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
 
 # --------------------------------------------------------------------------------------------
@@ -289,8 +292,6 @@ def network_source(name: str = "resnet18_scratch", weights: str | Path | None = 
     """A trainable network by name (:data:`NETWORK_NAMES`): the feature backbones of
     :mod:`alkit.backbones` (a trainable copy of their weights), or ``resnet18_scratch`` (CIFAR-stem
     ResNet-18, random) / ``tiny_cnn`` (tests) initialised from each round's training stream."""
-    from alkit.backbones import CIFAR10_MEAN, CIFAR10_STD, load_backbone, resnet18_cifar
-
     if name in ("resnet18_scratch", "tiny_cnn"):
         if weights is not None or options:
             raise ValueError(f"backbone {name!r} starts from random weights: drop weights= / options")
@@ -363,8 +364,6 @@ def ranks_from_env() -> Ranks:
     """One process unless WORLD_SIZE > 1 (torchrun); then the world of :mod:`alkit.distributed`."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         return Ranks()
-    from alkit.distributed import world_from_env
-
     world = world_from_env()
     return Ranks(world.rank, world.size, world)
 
@@ -398,31 +397,23 @@ def _distributed(ranks: Ranks, device: torch.device):
     """The process group of a torchrun job (started only when none exists), or nothing."""
     if ranks.size == 1:
         return contextlib.nullcontext()
-    from alkit.distributed import process_group
-
     return process_group(ranks.world, device)
 
 
 def _all_gather(obj, ranks: Ranks) -> list:
     if ranks.size == 1:
         return [obj]
-    from alkit.distributed import all_gather
-
     return all_gather(obj, ranks.world)
 
 
 def _broadcast(obj, ranks: Ranks):
     if ranks.size == 1:
         return obj
-    from alkit.distributed import broadcast
-
     return broadcast(obj, ranks.world)
 
 
 def _barrier(ranks: Ranks) -> None:
     if ranks.size > 1:
-        from alkit.distributed import barrier
-
         barrier(ranks.world)
 
 
@@ -811,17 +802,6 @@ def run_finetune_active_learning(
 # Sweeps into the run store
 # --------------------------------------------------------------------------------------------
 
-def _run_store():
-    """The run store (``run_path``, ``_save_run``, ``_finished``, ``claim_run``, ``release_claim``):
-    :mod:`alkit.runs`, or :mod:`alkit.experiment` where it has not moved yet."""
-    try:
-        from alkit import runs as store
-        store.run_path, store._save_run, store._finished, store.claim_run, store.release_claim  # noqa: B018
-    except (ImportError, AttributeError):
-        from alkit import experiment as store
-    return store
-
-
 def checkpoint_path(stem: Path) -> Path:
     """Where the run at ``stem`` keeps its checkpoint while it runs (removed when it is saved)."""
     return Path(stem).with_name(Path(stem).name + ".ckpt.pt")
@@ -856,9 +836,6 @@ def run_finetune_sweep(
     ``.csv``/``.npz``/``.json``, the ``.json`` last); a finished run with the same key is loaded, and
     an unfinished one resumes from its checkpoint (``<stem>.ckpt.pt``) in the round it was in.
     ``on_epoch(strategy, seed, round, epoch)`` after each training epoch (progress, tests)."""
-    from alkit.io import provenance
-
-    store = _run_store()
     config = finetune_config(config)
     source = network if isinstance(network, NetworkSource) else network_source(network)
     infos = [resolve_strategy(s) for s in strategies]
@@ -872,13 +849,13 @@ def run_finetune_sweep(
             "initial_size": initial_size, "round_budget": round_budget, "rounds": rounds,
             "val_per_class": val_per_class, "finetune": config.as_dict(), "network": source.identity(),
             "data": data_meta or {}, "pool_size": len(train_images)}, default=str))
-        stem = store.run_path(Path(out_dir), info.name, seed) if out_dir is not None else None
-        if stem is not None and store._finished(stem, key):
+        stem = run_path(Path(out_dir), info.name, seed) if out_dir is not None else None
+        if stem is not None and is_finished(stem, key):
             frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
             continue
         # Under torchrun every rank computes every run (each its shard); only rank 0 claims and writes.
         claimed = stem is not None and ranks.is_main and ranks.size == 1
-        if claimed and not store.claim_run(stem):
+        if claimed and not claim_run(stem):
             raise ValueError(f"out: another live process is computing {stem.name} in {stem.parent}; wait for it or "
                              "choose another output path")
         bar.set_postfix(run=f"{info.name} seed {seed}")
@@ -895,12 +872,12 @@ def run_finetune_sweep(
             frame.insert(1, "data_source", data_source)
             result.rows = frame.to_dict("records")
             if stem is not None and ranks.is_main:
-                store._save_run(stem, result, {"run_key": key, "provenance": provenance(
+                save_run(stem, result, {"run_key": key, "provenance": provenance(
                     wall_seconds=round(time.perf_counter() - started, 2))})
                 checkpoint_path(stem).unlink(missing_ok=True)
         finally:
             if claimed:
-                store.release_claim(stem)
+                release_claim(stem)
         frames[(info.name, seed)] = frame
     ordered = [frames[(info.name, seed)] for info, seed in jobs]
     return pd.concat(ordered, ignore_index=True) if ordered else pd.DataFrame()
@@ -917,9 +894,6 @@ def load_pool_images(dataset: str, root: str | Path | None, *, network: NetworkS
     (:func:`alkit.datasets.load_dataset`; split "val" where there is no "test"), sized for ``network``:
     small fixed-size images keep their own size (CIFAR 32 px, Tiny-ImageNet 64 px), photos are
     centre-cropped to the backbone's resolution; ``resolution`` overrides both."""
-    from alkit.datasets import load_dataset
-    from alkit.features import Preprocessing
-
     train = load_dataset(dataset, root, "train", limit=train_limit, cache_dir=cache_dir)
     try:
         test = load_dataset(dataset, root, "test", limit=test_limit, cache_dir=cache_dir)
@@ -939,125 +913,8 @@ def load_pool_images(dataset: str, root: str | Path | None, *, network: NetworkS
     return train_images, train.labels, test_images, test.labels, train.num_classes, meta
 
 
-# --------------------------------------------------------------------------------------------
-# Command line: python -m alkit finetune
-# --------------------------------------------------------------------------------------------
-
-FINETUNE_HELP = "fine-tune the network end to end each round (the paper's other regime) and write CSV"
-
-
-def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags of ``python -m alkit finetune`` (the values go to :func:`finetune_command`)."""
-    from alkit.cli import non_negative_int, positive_int
-
-    parser.add_argument("--dataset", required=True,
-                        help="cifar10, cifar10-lt, tiny-imagenet, imagenet, imagefolder (a folder with "
-                             "train/<class>/ and test/<class>/), …")
-    parser.add_argument("--root", help="the data set's folder or archive (cifar10: downloaded when absent)")
-    parser.add_argument("--strategies", default="random,margin,base", help="comma-separated names (vaal included)")
-    parser.add_argument("--seeds", default="0", help="comma-separated non-negative integer seeds")
-    parser.add_argument("--initial", required=True, type=positive_int, help="random initial labelled images")
-    parser.add_argument("--budget", required=True, type=positive_int, help="images per round")
-    parser.add_argument("--rounds", required=True, type=non_negative_int, help="query rounds after the initial pool")
-    parser.add_argument("--val-per-class", type=non_negative_int, default=None,
-                        help="free validation images per class for early stopping (default: 10 %% of the smallest "
-                             "class)")
-    parser.add_argument("--preset", choices=list(PRESETS), default=None,
-                        help="training recipe (default: the data set's paper recipe, else paper_cifar10)")
-    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per round at most (preset's)")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="training batch (preset's)")
-    parser.add_argument("--backbone", default="resnet18_scratch",
-                        help=f"network: {', '.join(NETWORK_NAMES)}")
-    parser.add_argument("--weights", help="checkpoint of a pretrained backbone (SimCLR, MoCo v2, torchvision)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--resolution", type=positive_int, default=None,
-                        help="input size in px (default: small images' own size, else the backbone's)")
-    parser.add_argument("--train-limit", type=positive_int, default=None,
-                        help="a class-stratified slice of the training split (CPU runs)")
-    parser.add_argument("--test-limit", type=positive_int, default=None, help="a slice of the test split")
-    parser.add_argument("--out", required=True, help="CSV of per-round rows; its folder must exist. Each run is "
-                                                     "kept in OUT.runs/ with a checkpoint while it runs, so the "
-                                                     "same command resumes where it stopped")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
-
-
-def finetune_command(dataset: str, root: str | None, strategies: str, seeds: str, initial: int, budget: int,
-                     rounds: int, out: str, *, val_per_class: int | None = None, preset: str | None = None,
-                     epochs: int | None = None, batch_size: int | None = None, backbone: str = "resnet18_scratch",
-                     weights: str | None = None, device: str | None = None, resolution: int | None = None,
-                     train_limit: int | None = None, test_limit: int | None = None, quiet: bool = False,
-                     cache_dir: str | None = None, on_epoch=None) -> int:
-    """``python -m alkit finetune``: check the input, load the images, run (or resume) every
-    (strategy, seed) and write all rows to ``out`` (the columns of ``alkit run``).  Bad input raises
-    ValueError naming the flag, before any training."""
-    from alkit.cli import UsageError, parse_seeds, parse_strategies
-    from alkit.io import check_output_file
-
-    names = parse_strategies(strategies)
-    seed_list = parse_seeds(seeds)
-    check_output_file(out, "--out")
-    if root is not None and not Path(root).expanduser().exists():
-        raise UsageError(f"--root: {root} does not exist; pass the data set's folder or archive")
-    if weights is not None and not Path(weights).expanduser().is_file():
-        raise UsageError(f"--weights: file not found: {weights}")
-    try:
-        config = finetune_config(preset or DATASET_PRESETS.get(dataset, "paper_cifar10"), epochs=epochs,
-                                 batch_size=batch_size)
-        dev = resolve_device(device)
-    except ValueError as exc:
-        raise UsageError(f"--{'device' if 'device' in str(exc) else 'preset'}: {exc}") from None
-    try:
-        source = network_source(backbone, weights)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageError(f"--backbone: {exc}") from None
-    train_images, y, test_images, ty, num_classes, meta = load_pool_images(
-        dataset, root, network=source, resolution=resolution, train_limit=train_limit, test_limit=test_limit,
-        cache_dir=cache_dir)
-    counts = np.bincount(y, minlength=num_classes)
-    if val_per_class is None:
-        val_per_class = max(1, int(counts[counts > 0].min()) // 10)
-    n_val = int(np.minimum(val_per_class, counts // 2).sum())
-    if initial + rounds * budget > y.size - n_val:
-        raise UsageError(f"--budget: --initial {initial} + --rounds {rounds} × --budget {budget} = "
-                         f"{initial + rounds * budget} images, but the pool has only {y.size - n_val} outside "
-                         f"validation ({n_val} held out by --val-per-class {val_per_class}); lower --budget or --rounds")
-    if (counts > 0).sum() < 2:
-        raise UsageError("--dataset: the training split holds one class; active learning needs two or more")
-    runs_dir = Path(out).with_name(Path(out).name + ".runs")
-    frame = run_finetune_sweep(
-        train_images, y, test_images, ty, num_classes, names, seed_list, initial_size=initial, round_budget=budget,
-        rounds=rounds, val_per_class=val_per_class, network=source, config=config, out_dir=runs_dir,
-        dataset=meta["dataset"], data_meta=meta, data_source=f"{backbone} fine-tuned", device=dev,
-        progress=not quiet, on_epoch=on_epoch)
-    if ranks_from_env().is_main:
-        atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False))
-        print(f"wrote {len(frame)} rows -> {out} (each run kept in {runs_dir}/: the same command resumes)")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m alkit.finetune …`` (the same as ``python -m alkit finetune …``)."""
-    from alkit.cli import HelpFormatter, OneLineParser, flag_names, one_line
-
-    parser = add_finetune_arguments(OneLineParser(prog="python -m alkit finetune", description=FINETUNE_HELP,
-                                                  formatter_class=HelpFormatter))
-    args = parser.parse_args(argv)
-    try:
-        return run_finetune_args(args)
-    except ValueError as exc:
-        print(f"python -m alkit finetune: error: {flag_names(one_line(exc))}", file=sys.stderr)
-        return 2
-
-
-def run_finetune_args(args: argparse.Namespace) -> int:
-    """:func:`finetune_command` with the values of :func:`add_finetune_arguments`'s flags."""
-    return finetune_command(args.dataset, args.root, args.strategies, args.seeds, args.initial, args.budget,
-                            args.rounds, args.out, val_per_class=args.val_per_class, preset=args.preset,
-                            epochs=args.epochs, batch_size=args.batch_size, backbone=args.backbone,
-                            weights=args.weights, device=args.device, resolution=args.resolution,
-                            train_limit=args.train_limit, test_limit=args.test_limit, quiet=args.quiet)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Imported here, not above: the command line sits on top of this module, never below it.
+    from alkit.cli import finetune_main
+
+    raise SystemExit(finetune_main())

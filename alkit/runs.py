@@ -35,7 +35,7 @@ def run_path(out_dir: Path, strategy: str, seed: int) -> Path:
     return Path(out_dir) / f"{strategy}__seed{seed}"
 
 
-def _save_run(stem: Path, result: RunResult, extra: dict) -> None:
+def save_run(stem: Path, result: RunResult, extra: dict) -> None:
     atomic_write(stem.with_suffix(".csv"), lambda tmp: pd.DataFrame(result.rows).to_csv(tmp, index=False))
 
     def write_npz(tmp: Path) -> None:
@@ -52,7 +52,7 @@ def _save_run(stem: Path, result: RunResult, extra: dict) -> None:
     write_json(stem.with_suffix(".json"), {"config": result.config, **extra})  # last: marks the run done
 
 
-def _finished(stem: Path, run_key: dict) -> bool:
+def is_finished(stem: Path, run_key: dict) -> bool:
     meta = stem.with_suffix(".json")
     if not (meta.exists() and stem.with_suffix(".csv").exists() and stem.with_suffix(".npz").exists()):
         return False
@@ -120,7 +120,7 @@ def run_sweep(
             frame.insert(1, "data_source", data_source)
             result.rows = frame.to_dict("records")
             if stem is not None:
-                _save_run(stem, result, {"run_key": key, "provenance": provenance(
+                save_run(stem, result, {"run_key": key, "provenance": provenance(
                     wall_seconds=round(time.perf_counter() - started, 2))})
                 stem.with_suffix(".ckpt").unlink(missing_ok=True)   # the run is saved: its rounds are not needed
         finally:
@@ -131,7 +131,7 @@ def run_sweep(
     for info, seed in bar:
         key = key_of(info, seed)
         stem = run_path(Path(out_dir), info.name, seed) if out_dir is not None else None
-        if stem is not None and _finished(stem, key):
+        if stem is not None and is_finished(stem, key):
             frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
             continue
         if stem is not None and not claim_run(stem):
@@ -142,7 +142,7 @@ def run_sweep(
     while deferred:   # wait for the other process's runs; take over any whose process has gone
         for job in list(deferred):
             info, seed, key, stem = job
-            if _finished(stem, key):
+            if is_finished(stem, key):
                 frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
                 deferred.remove(job)
             elif claim_run(stem):

@@ -425,7 +425,7 @@ FEATURE_CASES = [
 
 @pytest.mark.parametrize("extra, flag, words", FEATURE_CASES, ids=lambda v: " ".join(v)[:50] if isinstance(v, list) else None)
 def test_features_rejects(images, tmp_path, monkeypatch, capsys, extra, flag, words):
-    from alkit.features_cli import main as features_main
+    from alkit.cli import features_main
 
     monkeypatch.setenv("ALKIT_CACHE", str(tmp_path / "cache"))
     argv = ["--dataset", "imagefolder", "--split", "train", "--resolution", "32", "--batch-size", "2", "--quiet",
@@ -437,7 +437,7 @@ def test_features_rejects(images, tmp_path, monkeypatch, capsys, extra, flag, wo
 
 
 def test_features_cifar10_has_no_val_split(images, capsys):
-    from alkit.features_cli import main as features_main
+    from alkit.cli import features_main
 
     line = one_error_line(features_main, ["--dataset", "cifar10", "--root", str(images / "good"), "--split", "val"],
                           capsys)
@@ -445,7 +445,7 @@ def test_features_cifar10_has_no_val_split(images, capsys):
 
 
 def test_features_worker_errors_name_the_image(images, tmp_path, capsys):
-    from alkit.features_cli import main as features_main
+    from alkit.cli import features_main
 
     argv = ["--dataset", "imagefolder", "--split", "train", "--root", str(images / "fake"), "--resolution", "32",
             "--quiet", "--num-workers", "1", "--out", str(tmp_path / "cache")]

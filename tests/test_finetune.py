@@ -190,7 +190,7 @@ def test_presets_hold_the_papers_recipes():
 
 
 def test_command_line_on_a_tiny_image_folder(tmp_path, capsys):
-    from alkit.finetune import main
+    from alkit.cli import finetune_main as main
 
     root = make_imagefolder(tmp_path / "imgs", {"train": {"a": 12, "b": 12}, "test": {"a": 4, "b": 4}})
     out = tmp_path / "rows.csv"
@@ -234,7 +234,7 @@ def test_torchrun_with_two_cpu_ranks_gives_the_single_process_runs(tmp_path):
                           text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote 2 rows") == 1          # rank 0 alone writes
-    from alkit.finetune import main
+    from alkit.cli import finetune_main as main
 
     assert main([*args[2:], "--out", str(tmp_path / "one.csv")]) == 0
     ddp, one = pd.read_csv(tmp_path / "ddp.csv"), pd.read_csv(tmp_path / "one.csv")

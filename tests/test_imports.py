@@ -1,0 +1,130 @@
+"""The package's import graph points one way: no cycles, every command line in alkit/cli.py, and an
+import inside a function only with its reason beside it."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "alkit"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _outside_main_guard(tree: ast.Module) -> list[ast.AST]:
+    """Every node but those under ``if __name__ == "__main__":`` (a module run as a script may call
+    the command line above it)."""
+    guarded = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) \
+                and getattr(node.test.left, "id", None) == "__name__":
+            guarded.update(id(n) for n in ast.walk(node))
+    return [n for n in ast.walk(tree) if id(n) not in guarded]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module → the alkit modules it imports anywhere (module level or inside functions)."""
+    modules = _modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in _outside_main_guard(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "alkit":
+                for alias in node.names:   # `from alkit import runs` imports the module alkit.runs
+                    target = owner(f"{node.module}.{alias.name}") or owner(node.module)
+                    if target and target != name:
+                        targets.add(target)
+            elif isinstance(node, ast.Import):
+                targets.update(t for a in node.names if a.name.split(".")[0] == "alkit"
+                               for t in [owner(a.name)] if t and t != name)
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if not state.get(nxt):
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if not state.get(node):
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_find_cycle_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle_in_the_package():
+    # Packages import their submodules (registration); a submodule importing its package's
+    # registry is the same direction, so package -> submodule edges are dropped before the check.
+    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in import_graph().items()}
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_layers_point_down():
+    graph = import_graph()
+    bottom = ("alkit.io", "alkit.checks", "alkit.stats", "alkit.metrics")
+    for module in bottom:
+        assert not {t for t in graph[module] if t not in bottom}, (module, graph[module])
+    for module, targets in graph.items():   # nothing but `python -m alkit` imports the command line
+        if module not in ("alkit.cli", "alkit.__main__"):
+            assert "alkit.cli" not in targets, module
+    assert "alkit.reproduce" not in graph["alkit.launch"] | graph["alkit.runs"] | graph["alkit.studies"]
+
+
+def test_every_argument_parser_lives_in_cli():
+    for name, path in _modules().items():
+        if name == "alkit.cli":
+            continue
+        for node in _outside_main_guard(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert "argparse" not in [a.name for a in node.names], f"{path.name} imports argparse"
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "argparse", f"{path.name} imports from argparse"
+
+
+def test_imports_inside_functions_say_why():
+    """Outside cli.py (whose commands import the library lazily so that --help answers at once, as
+    its docstring says), an import inside a function carries its reason on its line or the one before."""
+    for name, path in _modules().items():
+        if name == "alkit.cli":
+            continue
+        lines = path.read_text().splitlines()
+        tree = ast.parse("\n".join(lines))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    here, before = lines[node.lineno - 1], lines[node.lineno - 2]
+                    assert "#" in here or before.strip().startswith("#"), f"{path}:{node.lineno}: {here.strip()}"
