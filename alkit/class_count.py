@@ -76,11 +76,13 @@ def schedule(k: int, per_class: dict = PER_CLASS) -> dict:
 
 
 def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str | Path, sweep_out: str | Path,
-            scale: str = "cpu", per_class: dict = PER_CLASS, shared: dict | None = None) -> pd.DataFrame:
+            scale: str = "cpu", per_class: dict = PER_CLASS, shared: dict | None = None,
+            claimed: str = "wait") -> pd.DataFrame:
     """Rows of one (K, strategy, seed) run, computed unless finished with the same settings.
 
     ``shared``: the ``shared`` dict of the run's :class:`alkit.pool.StrategyCache` (round-0 heads),
-    one per feature matrix: per :func:`shared_key`."""
+    one per feature matrix: per :func:`shared_key`.  ``claimed``: see :func:`alkit.runs.run_sweep`
+    (a run another worker holds is skipped with ``"skip"``: no rows)."""
     if scale == "cpu" and k == FULL_CLASSES:   # the data set itself: the cpu sweep's run
         config = studies.sweep_config(SOURCE_DATASET, "cpu")
         if schedule(k, per_class) != {"initial_size": config.initial_size, "round_budget": config.round_budget,
@@ -88,7 +90,7 @@ def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str 
             raise ValueError(f"per_class: at K = {k} the schedule must be the cpu sweep's of {SOURCE_DATASET}, "
                              f"whose runs K = {k} reuses; got {per_class}")
         frame = runs.run_configured_sweep(SOURCE_DATASET, "cpu", sweep_out, data=data, strategies=[strategy],
-                                                seeds=[seed], progress=False, shared=shared)
+                                          seeds=[seed], progress=False, shared=shared, claimed=claimed)
     else:
         classes = class_subset(data.num_classes, k, seed)
         train_features, test_features = data.loop_features()
@@ -102,9 +104,9 @@ def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str 
                 "classes": classes.tolist()}
         probe = studies.sweep_config(SOURCE_DATASET, scale).probe
         frame = runs.run_sweep(x, y, tx, ty, k, [strategy], [seed], **schedule(k, per_class), probe=probe,
-                                     out_dir=run_folder(k, scale, out, sweep_out), dataset=f"{SOURCE_DATASET}-k{k}",
-                                     data_meta=meta, data_source=data.source, progress=False,
-                                     shared=shared)
+                               out_dir=run_folder(k, scale, out, sweep_out), dataset=f"{SOURCE_DATASET}-k{k}",
+                               data_meta=meta, data_source=data.source, progress=False, shared=shared,
+                               claimed=claimed)
     frame = frame.copy()
     frame["num_classes"] = k
     return frame
@@ -127,7 +129,7 @@ _WORKER_SHARED: dict = {}   # shared_key -> the shared dict of those runs (round
 
 
 def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, source: str, data_root: str | None,
-           sweep_out: str = SWEEP_DIR, per_class: dict | None = None) -> str:
+           sweep_out: str = SWEEP_DIR, per_class: dict | None = None, claimed: str = "wait") -> str:
     """One (K, strategy) task of a parallel class-count sweep (see :func:`alkit.launch.run_parallel`)."""
     k, strategy = task
     started = time.perf_counter()
@@ -138,8 +140,9 @@ def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, so
     finals = []
     for seed in seeds:
         frame = run_one(data, k, strategy, seed, out, sweep_out, scale, per_class or PER_CLASS,
-                        _WORKER_SHARED.setdefault(shared_key(k, seed, data.num_classes), {}))
-        finals.append(frame["top1"].iloc[-1])
+                        _WORKER_SHARED.setdefault(shared_key(k, seed, data.num_classes), {}), claimed=claimed)
+        if not frame.empty:
+            finals.append(frame["top1"].iloc[-1])
     return (f"[K = {k}] {strategy} seed {','.join(map(str, seeds))}: {time.perf_counter() - started:.0f} s "
             f"(top-1 at the end {', '.join(f'{v:.4f}' for v in finals)})")
 

@@ -185,8 +185,10 @@ def parse_seeds(text: str | None, flag: str = "--seeds") -> list[int]:
     return parse_list(text, flag, "non-negative integer seeds", seed_int, "0,1,2")
 
 
-def parse_strategies(text: str | None, flag: str = "--strategies", *, allow_oracle: bool = True) -> list[str]:
-    """Registered strategy names (aliases resolved), each once."""
+def parse_strategies(text: str | None, flag: str = "--strategies", *, allow_oracle: bool = True,
+                     allow_images: bool = True) -> list[str]:
+    """Registered strategy names (aliases resolved), each once; ``allow_images=False`` refuses those
+    that train on images (VAAL) for commands that hold features only."""
     from alkit.strategies import resolve_strategy, strategy_names
 
     names = parse_list(text, flag, "strategy names", example="random,margin")
@@ -200,6 +202,9 @@ def parse_strategies(text: str | None, flag: str = "--strategies", *, allow_orac
         if info.oracle and not allow_oracle:
             raise UsageError(f"{flag}: {info.name!r} is an oracle baseline (it reads true labels of unlabelled "
                              "points) and cannot run on a real pool")
+        if "images" in info.needs and not allow_images:
+            raise UsageError(f"{flag}: {info.name!r} trains on the pool's images and this command has features "
+                             f"only; run it with `{PROG} finetune` (the fine-tuning loop holds the images)")
         resolved.append(info.name)
     if len(set(resolved)) != len(resolved):
         twice = next(n for n in resolved if resolved.count(n) > 1)
@@ -235,10 +240,10 @@ def flag_names(message: str, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
 def cmd_strategies(args: argparse.Namespace) -> int:
     from alkit.strategies import available_strategies
 
-    infos = available_strategies()
+    infos = available_strategies(images=True)
     width = max(len(i.name) for i in infos)
-    for info in infos:
-        flag = "oracle" if info.oracle else "      "
+    for info in infos:   # "images": trains on the pool's images, so `finetune` only
+        flag = "oracle" if info.oracle else "images" if "images" in info.needs else "      "
         print(f"{info.name:<{width}}  {flag}  {info.summary}")
     return 0
 
@@ -647,8 +652,17 @@ def experiment_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-extract", action="store_true",
                         help="fail instead of extracting features that are not cached yet")
     parser.add_argument("--show", action="store_true", help="print the configuration and exit")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="local worker processes (--executor local)")
+    _executor_arguments(parser)
     args = parser.parse_args(argv)
+    executor, slurm = _executor_choice(args, parser)
     try:
+        if executor in ("local", "slurm"):
+            moved = [flag for flag, value in (("--rounds", args.rounds), ("--weights", args.weights),
+                                              ("--cache-dir", args.cache_dir)) if value is not None]
+            if moved or args.backbone != DEFAULT_BACKBONE:
+                raise UsageError(f"{(moved or ['--backbone'])[0]}: the {executor} executor runs the scale's "
+                                 "configured schedule on cached default features; drop it or use --executor inline")
         if "all" in args.dataset and len(args.dataset) > 1:
             raise UsageError("--dataset: 'all' already means every data set of the scale; give it alone")
         datasets = list(SCALES[args.scale]) if args.dataset == ["all"] else args.dataset
@@ -678,6 +692,13 @@ def experiment_main(argv: list[str] | None = None) -> int:
             if args.show:
                 continue
             started = time.perf_counter()
+            if executor in ("local", "slurm"):
+                from alkit.launch import run_phases
+
+                run_phases([(dataset, strategies, seeds)], args.scale, args.out, source=args.source,
+                           data_root=args.data_root, extract=not args.no_extract, jobs=args.jobs, executor=executor,
+                           slurm=slurm)
+                continue
             frame = run_configured_sweep(dataset, args.scale, args.out, source=args.source,
                                          data_root=args.data_root, backbone=args.backbone,
                                          cache_dir=args.cache_dir, extract=not args.no_extract,
@@ -729,7 +750,7 @@ def run_from_arrays(args: argparse.Namespace) -> int:
     from alkit.pool import check_features
     from alkit.runs import run_sweep
 
-    strategies = parse_strategies(args.strategies)
+    strategies = parse_strategies(args.strategies, allow_images=False)
     seeds = parse_seeds(args.seeds)
     probe = probe_config(args)
     check_output_file(args.out, "--out")
@@ -849,6 +870,46 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """--executor and the SLURM resources of a sweep (alkit.launch)."""
+    parser.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
+                        help="where the runs are computed: this process (inline), --jobs local processes through "
+                             "submitit (local), or one SLURM job per run (slurm: submits and returns; the same "
+                             "command submits what is still missing) (default: inline for --jobs 1, else local)")
+    slurm = parser.add_argument_group("SLURM (with --executor slurm)")
+    slurm.add_argument("--slurm-partition", help="partition to submit to (default: the cluster's)")
+    slurm.add_argument("--slurm-account", help="account to charge")
+    slurm.add_argument("--slurm-qos", help="quality of service")
+    slurm.add_argument("--slurm-constraint", help="node features, e.g. a GPU type")
+    slurm.add_argument("--slurm-gpus", type=non_negative_int, default=0, help="GPUs per job")
+    slurm.add_argument("--slurm-cpus", type=positive_int, default=4, help="CPUs per job")
+    slurm.add_argument("--slurm-mem-gb", type=positive_int, default=32, help="memory per job in GB")
+    slurm.add_argument("--slurm-time-min", type=positive_int, default=240,
+                       help="time limit per job in minutes (a job that reaches it is requeued and resumes)")
+    slurm.add_argument("--slurm-array-parallelism", type=positive_int, default=64,
+                       help="jobs of the array running at once")
+
+
+def _executor_choice(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """(executor, SlurmOptions or None) from the flags of :func:`_executor_arguments`."""
+    from alkit.launch import SlurmOptions
+
+    slurm_flags = [f"--slurm-{name.replace('_', '-')}" for name in ("partition", "account", "qos", "constraint")
+                   if getattr(args, f"slurm_{name}")]
+    if args.executor != "slurm" and slurm_flags:
+        parser.error(f"{slurm_flags[0]} applies with --executor slurm")
+    if args.executor == "inline" and args.jobs > 1:
+        parser.error(f"--jobs: the inline executor is this one process; --jobs {args.jobs} needs --executor local")
+    if args.executor == "slurm" and args.jobs != 1:
+        parser.error("--jobs: SLURM runs one job per run (--slurm-array-parallelism sets how many at once)")
+    if args.executor != "slurm":
+        return args.executor or ("local" if args.jobs > 1 else None), None
+    return "slurm", SlurmOptions(partition=args.slurm_partition, account=args.slurm_account, qos=args.slurm_qos,
+                                 constraint=args.slurm_constraint, gpus_per_node=args.slurm_gpus,
+                                 cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb,
+                                 timeout_min=args.slurm_time_min, array_parallelism=args.slurm_array_parallelism)
+
+
 def reproduce_main(argv: list[str] | None = None) -> int:
     """``python -m alkit.reproduce``: the notebooks, the sweeps and the class-count experiment."""
     from alkit.reproduce import (COMMITTED_CLASS_COUNT, COMMITTED_RUNS, EXECUTED_DIR, REPO, pair_mismatches,
@@ -876,6 +937,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     res.add_argument("--jobs", type=positive_int, default=1,
                      help="worker processes, with cpu count // jobs torch threads each (make: JOBS=2)")
     res.add_argument("--out", default=None, help=f"runs folder (default {COMMITTED_RUNS} for cpu)")
+    _executor_arguments(res)
     cc = sub.add_parser("class-count", help="the class-count experiment (Tiny-ImageNet restricted to K classes)",
                         formatter_class=HelpFormatter)
     cc.add_argument("--jobs", type=positive_int, default=1, help="worker processes (make: JOBS=2)")
@@ -886,6 +948,20 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     cc.add_argument("--seeds", type=_csv_type(seed_int, "--seeds", "non-negative integer seeds"), default=None)
     cc.add_argument("--no-extract", action="store_true", help="fail instead of extracting missing features")
     cc.add_argument("--data-root", default=None)
+    ft = sub.add_parser("finetune", help="the fine-tuning sweep of a scale (alkit.finetune.FINETUNE_SCALES)",
+                        formatter_class=HelpFormatter)
+    ft.add_argument("--scale", choices=("gpu", "paper", "cpu", "smoke"), default="gpu",
+                    help="gpu: CIFAR-10, 5 strategies x 3 seeds, ResNet-18 from scratch (one GPU); paper: the "
+                         "authors' schedules (--weights); cpu / smoke: a 600-image slice (minutes / seconds)")
+    ft.add_argument("--out", default=None, help="runs folder (default results/runs/finetune-<scale>)")
+    ft.add_argument("--datasets", type=_csv_type(str, "--datasets", "data set names"), default=None,
+                    help="comma-separated: only these data sets of the scale (paper: cifar10,cifar10-lt or imagenet)")
+    ft.add_argument("--weights", default=None, help="the backbone's self-supervised checkpoint (paper scale)")
+    ft.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    ft.add_argument("--data-root", default=None,
+                    help="folder holding the data set's archive or folder (default $ALKIT_DATA or ../shared/data)")
+    ft.add_argument("--source", choices=("auto", "synthetic"), default="auto",
+                    help="synthetic: generated class-coloured images instead of the data set (tests)")
     sub.add_parser("sync", help="write notebooks/*.ipynb from notebooks/*.py")
     sub.add_parser("check", help="check that each .py/.ipynb pair agrees")
     args = parser.parse_args(argv)
@@ -901,6 +977,23 @@ def reproduce_main(argv: list[str] | None = None) -> int:
             for p in problems:
                 print(p, file=sys.stderr)
             return 1 if problems else 0
+        elif args.command == "finetune":
+            from alkit.finetune import check_scale_weights, finetune_scale, resolve_device
+            from alkit.reproduce import reproduce_finetune
+
+            flags = {"weights": "--weights", "datasets": "--datasets", "device": "--device",
+                     "data_root": "--data-root", "scale": "--scale"}
+            try:   # every argument checked before any image is read
+                check_scale_weights(finetune_scale(args.scale, args.datasets), args.weights, args.scale)
+                resolve_device(args.device)
+            except ValueError as exc:
+                ft.error(flag_names(one_line(exc), flags))
+            try:
+                out = reproduce_finetune(args.scale, args.out, args.data_root, args.weights, args.device,
+                                         args.datasets, args.source)
+            except ValueError as exc:
+                raise ValueError(flag_names(one_line(exc), flags)) from None
+            where = f"runs in {_shown(out)}"
         elif args.command == "figures":
             results = Path(args.results)
             if not (results if results.is_absolute() else REPO / results).is_dir():
@@ -921,9 +1014,12 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                 res.error("--datasets / --strategies apply to the cpu and paper sweeps, not to smoke")
             if args.scale == "smoke" and (args.jobs != 1 or args.out):
                 res.error("--jobs / --out apply to the cpu and paper sweeps, not to smoke")
+            if args.scale == "smoke" and args.executor:
+                res.error("--executor applies to the cpu and paper sweeps, not to smoke")
+            executor, slurm = _executor_choice(args, res)
             reproduce_results(args.scale, args.source, args.data_root, extract=not args.no_extract,
                               wait_seconds=60 * args.wait_minutes, datasets=args.datasets, strategies=args.strategies,
-                              jobs=args.jobs, out=args.out)
+                              jobs=args.jobs, out=args.out, executor=executor, slurm=slurm)
             if args.scale == "smoke":
                 where = (f"runs, figures and tables in {_shown('notebooks/executed/smoke')} "
                          "(results/ is left as it is)")

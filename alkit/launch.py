@@ -1,23 +1,32 @@
-"""Running many runs: the order of a scale's sweep, on one process or on worker processes.
+"""Running many runs: a scale's sweep in this process, on local worker processes, or on SLURM.
 
 :func:`run_phases` takes ``(dataset, strategies[, seeds])`` phases (:data:`alkit.studies.CPU_PHASES`
 is the cpu sweep's priority order) and runs every (data set, strategy, seed) run once, skipping the
-finished ones (:mod:`alkit.runs` keeps one result per run and claims a run before computing it), in
-this process (:func:`_run_serial`, which can put off a data set whose features are still being
-extracted) or on ``jobs`` worker processes (:func:`run_parallel`).  Each sweep's wall time is
-appended to ``<out>/sweep_times.json``.
+finished ones (:mod:`alkit.runs` keeps one result per run, claims a run before computing it and
+checkpoints it after every round), with one of three executors:
+
+* ``inline`` — this process (:func:`_run_serial`, which can put off a data set whose features are
+  still being extracted);
+* ``local`` — ``jobs`` local processes started through submitit (:func:`run_parallel`), which share
+  the runs through the claims;
+* ``slurm`` — a SLURM job array, one job per run, requeued on preemption or time-out and resumed at
+  the round it was in (:func:`run_slurm`, :class:`RunJob`).
+
+The same command resumes a sweep whatever executor ran it; results land in the same files.
 """
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import shutil
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+import submitit
 import torch
 
 from alkit import io
@@ -26,26 +35,43 @@ from alkit.io import loaded_commit, write_json
 from alkit.runs import run_configured_sweep, run_path
 from alkit.studies import load_study_data, sweep_config
 
+#: Where the runs of a sweep are computed: this process, local worker processes, or a SLURM cluster.
+EXECUTORS = ("inline", "local", "slurm")
+
+
 def run_phases(phases, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
-               extract: bool = True, wait_seconds: float = 0.0, jobs: int = 1) -> None:
-    """Run ``(dataset, strategies)`` phases in order.  With ``extract=False`` a phase whose features
-    are not cached yet is put off (and retried first once they are) instead of extracting them,
-    for up to ``wait_seconds`` of waiting — so a sweep can start while features are extracted.
-    ``jobs`` > 1 runs that many worker processes (see :func:`run_parallel`).  The sweep's wall time
-    is appended to ``<out>/sweep_times.json``."""
+               extract: bool = True, wait_seconds: float = 0.0, jobs: int = 1, executor: str | None = None,
+               slurm: SlurmOptions | None = None) -> None:
+    """Run ``(dataset, strategies[, seeds])`` phases in order, one (data set, strategy, seed) run at a
+    time in priority order, skipping finished runs.
+
+    ``executor``: ``"inline"`` runs them in this process (with ``extract=False`` a data set whose
+    features are not cached yet is put off, and retried first once they are, for up to
+    ``wait_seconds``, so a sweep can start while features are extracted); ``"local"`` on ``jobs``
+    local worker processes through submitit (:func:`run_parallel`); ``"slurm"`` submits each run as a
+    job of a SLURM array and returns (:func:`run_slurm`, resources from ``slurm``).  None: inline for
+    one job, local for more.  The wall time of an inline or local sweep is appended to
+    ``<out>/sweep_times.json``."""
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer (worker processes), got {jobs!r}")
+    executor = executor or ("inline" if jobs == 1 else "local")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "inline" and jobs > 1:
+        raise ValueError(f"jobs: the inline executor runs in this one process; for {jobs} workers use the local "
+                         "executor")
     loaded_commit()   # every run of this sweep records the commit it started from
-    # One run at a time (seed-major inside a phase), so that priorities are checked again after every
-    # run: a data set whose features arrive mid-sweep starts after the current run, not a whole phase.
     pending = []
     for dataset, strategies, *seeds in phases:   # (dataset, strategies[, seeds]): no seeds = the scale's
         config = sweep_config(dataset, scale, strategies=strategies)
         for seed in (seeds[0] if seeds and seeds[0] else config.seeds):
             pending += [(dataset, (strategy,), seed) for strategy in config.strategy_list()
                         if (dataset, (strategy,), seed) not in pending]
+    if executor == "slurm":
+        run_slurm(pending, scale, out, source=source, data_root=data_root, options=slurm or SlurmOptions())
+        return
     started, started_epoch = time.perf_counter(), time.time()
-    if jobs > 1:
+    if executor == "local":
         run_parallel(pending, scale, out, source=source, data_root=data_root, jobs=jobs, extract=extract)
     else:
         _run_serial(pending, scale, out, source=source, data_root=data_root, extract=extract,
@@ -91,43 +117,61 @@ _WORKER_DATA: dict = {}
 _WORKER_SHARED: dict = {}
 
 
-def _worker_init(commit: str, threads: int) -> None:
+def _worker_init(commit: str, threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
     io._LOADED_COMMIT = commit   # the parent's commit: the code the sweep started with
-    parent = os.getppid()
 
     def leave_with_parent() -> None:   # a killed sweep leaves no worker running (runs are saved atomically)
-        while os.getppid() == parent:
+        while _alive(parent):
             time.sleep(2)
         os._exit(1)
 
     threading.Thread(target=leave_with_parent, daemon=True).start()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: str, source: str,
-                data_root: str | None) -> str:
+                data_root: str | None, claimed: str = "wait") -> str:
     started = time.perf_counter()
     if dataset not in _WORKER_DATA:   # once per data set and worker
         _WORKER_DATA[dataset] = load_study_data(dataset, scale, source=source, data_root=data_root,
                                                 extract=False, progress=False)
     frame = run_configured_sweep(dataset, scale, out, data=_WORKER_DATA[dataset], strategies=[strategy],
-                                 seeds=seeds, progress=False, shared=_WORKER_SHARED.setdefault(dataset, {}))
+                                 seeds=seeds, progress=False, shared=_WORKER_SHARED.setdefault(dataset, {}),
+                                 claimed=claimed)
+    if frame.empty:
+        return f"[{dataset}] {strategy} seed {','.join(map(str, seeds))}: claimed by another worker"
     finals = frame.groupby("seed")["top1"].last()
     return (f"[{dataset}] {strategy} seed {','.join(map(str, seeds))}: {time.perf_counter() - started:.0f} s "
             f"(top-1 at the end {', '.join(f'{v:.4f}' for v in finals)}) -> {out}/{dataset}")
 
 
 def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
-                 jobs: int = 2, extract: bool = True, worker=None, worker_kwargs: dict | None = None) -> None:
+                 jobs: int = 2, extract: bool = True, worker=None, worker_kwargs: dict | None = None,
+                 poll_s: float = 1.0) -> None:
     """Run ``pending`` ((dataset, (strategy,), seed) in priority order; finished ones are skipped) on
-    ``jobs`` worker processes with
-    cpu_count // jobs torch threads each.  On 2 cores, two one-thread workers keep both cores busy
-    through the many small steps (probe epochs, per-cluster loops) where one two-thread process
-    leaves one idle.  Each worker loads a data set once; all seeds of a :data:`SHARED_ACROSS_SEEDS`
-    strategy go to one worker.  Workers never extract features: when a data set's are not cached,
-    this process extracts them (``extract=True``, else it stops with the message) and then hands
-    that data set's runs out again.  ``worker`` replaces the function that runs one task (tests, the
-    class-count experiment), called with ``worker_kwargs`` as keyword arguments."""
+    ``jobs`` local processes started through submitit (``LocalExecutor``), with cpu_count // jobs
+    torch threads each.  On 2 cores, two one-thread workers keep both cores busy through the many
+    small steps (probe epochs, per-cluster loops) where one two-thread process leaves one idle.
+
+    Every worker walks the whole list in priority order and computes the runs no other worker has
+    claimed (:func:`alkit.runs.claim_run`), so the work is shared without a scheduler, a worker
+    keeps a data set loaded and its round-0 heads across runs, and all seeds of a
+    :data:`SHARED_ACROSS_SEEDS` strategy are one task.  Workers never extract features: a task whose
+    features are not cached is reported back, this process extracts them (``extract=True``, else it
+    stops with the message) and runs those tasks in another pass.  This process prints each run as
+    its result appears.  ``worker`` replaces the function that runs one task (tests, the
+    class-count experiment); it is called as ``worker(dataset, task, seeds, scale, out, source,
+    data_root, claimed="skip", **worker_kwargs)``."""
     tasks, grouped = [], {}
     for dataset, (strategy,), seed in pending:
         if strategy in SHARED_ACROSS_SEEDS:
@@ -137,35 +181,178 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
             grouped[(dataset, strategy)].append(seed)
         else:
             tasks.append((dataset, strategy, [seed]))
-    context = multiprocessing.get_context("spawn")   # no fork of a process that has started torch threads
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                             initargs=(loaded_commit(), _worker_threads(jobs))) as executor:
-        worker = worker or _worker_run
-        extra = worker_kwargs or {}
-        task_of = {executor.submit(worker, *task, scale, out, source, data_root, **extra): task for task in tasks}
-        remaining, extracted = set(task_of), set()
-        while remaining:
-            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-            for future in done:
+    folder = Path(out) / ".submitit"
+    extracted: set = set()
+    while tasks:
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=7 * 24 * 60)
+        started = [executor.submit(_local_worker, tasks, scale, out, source, data_root, _worker_threads(jobs),
+                                   loaded_commit(), os.getpid(), worker, worker_kwargs or {})
+                   for _ in range(min(jobs, len(tasks)))]
+        uncached = _follow(started, pending, out, poll_s)
+        if not uncached:
+            break
+        missing = sorted({t[0] for t in uncached})
+        if not extract:
+            raise SystemExit(f"features of {', '.join(missing)} are not in the cache yet\n"
+                             "(--no-extract: cache the features first)")
+        for dataset in missing:
+            if dataset not in extracted:
+                print(f"[{dataset}] extracting features before its runs", flush=True)
+                load_study_data(dataset, scale, source=source, data_root=data_root, extract=True)
+                extracted.add(dataset)
+        # each worker reports every task it could not load: run each once more
+        tasks = [(d, s, list(seeds)) for d, s, seeds in dict.fromkeys((d, s, tuple(seeds)) for d, s, seeds in uncached)]
+    shutil.rmtree(folder, ignore_errors=True)   # the workers' logs: kept only when a worker failed
+
+
+def _follow(started, pending, out: str, poll_s: float) -> list[tuple]:
+    """Wait for the local workers; print each pending run once its result file appears; return the
+    tasks whose features were not cached.  A failed worker stops the others and raises."""
+    shown = set()
+
+    def show_new() -> None:
+        for dataset, (strategy,), seed in pending:
+            if not isinstance(strategy, str):   # another experiment's task (the class-count's (K, strategy))
+                continue
+            meta = run_path(Path(out) / dataset, strategy, seed).with_suffix(".json")
+            if (dataset, strategy, seed) not in shown and meta.exists():
+                shown.add((dataset, strategy, seed))
+                line = _result_line(meta)
+                if line:
+                    print(f"[{dataset}] {strategy} seed {seed}: {line}", flush=True)
+
+    pre_existing = {(d, s, seed) for d, (s,), seed in pending
+                    if isinstance(s, str) and run_path(Path(out) / d, s, seed).with_suffix(".json").exists()}
+    shown |= pre_existing
+    uncached = []
+    try:
+        while started:
+            time.sleep(poll_s)
+            show_new()
+            for job in [j for j in started if j.done()]:
+                started.remove(job)
                 try:
-                    print(future.result(), flush=True)
-                except FeaturesNotCached as exc:
-                    dataset = task_of[future][0]
-                    if not extract:
-                        for other in remaining:
-                            other.cancel()
-                        raise SystemExit(f"{exc}\n(--no-extract: cache the features first)") from exc
-                    if dataset not in extracted:   # once; the other workers go on meanwhile
-                        print(f"[{dataset}] extracting features before its runs", flush=True)
-                        load_study_data(dataset, scale, source=source, data_root=data_root, extract=True)
-                        extracted.add(dataset)
-                    again = executor.submit(worker, *task_of[future], scale, out, source, data_root, **extra)
-                    task_of[again] = task_of[future]
-                    remaining.add(again)
-                except Exception:
-                    for other in remaining:
-                        other.cancel()
-                    raise
+                    uncached += job.result()
+                except Exception:   # submitit's FailedJobError: the worker's traceback is in its log
+                    raise SystemExit(f"a sweep worker failed: {_last_line(job.paths.stderr)} "
+                                     f"(its log: {job.paths.stderr})") from None
+    finally:
+        for job in started:   # an error or Ctrl-C here: no worker keeps running
+            job.cancel(check=False)
+    show_new()
+    return uncached
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "empty log"
+
+
+def _result_line(meta: Path) -> str:
+    """"<seconds> s (top-1 at the end …)" from a finished run's files, or "" when unreadable."""
+    try:
+        seconds = json.loads(meta.read_text())["provenance"]["wall_seconds"]
+        top1 = pd.read_csv(meta.with_suffix(".csv"))["top1"].iloc[-1]
+    except (OSError, ValueError, KeyError, IndexError):
+        return ""
+    return f"{seconds:.0f} s (top-1 at the end {top1:.4f})"
+
+
+def _local_worker(tasks, scale: str, out: str, source: str, data_root: str | None, threads: int, commit: str,
+                  parent: int, worker=None, worker_kwargs: dict | None = None) -> list[tuple]:
+    """One local worker (a submitit job): every task in order, skipping the runs others have
+    claimed; returns the tasks whose features are not cached."""
+    _worker_init(commit, threads, parent)
+    worker = worker or _worker_run
+    uncached = []
+    for dataset, task, seeds in tasks:
+        try:
+            worker(dataset, task, seeds, scale, out, source, data_root, claimed="skip", **(worker_kwargs or {}))
+        except FeaturesNotCached:
+            uncached.append((dataset, task, seeds))
+    return uncached
+
+
+# --------------------------------------------------------------------------------------------
+# SLURM: one job per run, a job array
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Resources of each run's job on a SLURM cluster (``python -m alkit.reproduce results
+    --executor slurm``).  A linear-probe run needs a few cores and the pool's features in memory:
+    Tiny-ImageNet's 100 k × 1280 float16 take 0.3 GB, ImageNet's 1.28 M × 2048 5 GB."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpus_per_node: int = 0
+    cpus_per_task: int = 4
+    mem_gb: int = 32
+    timeout_min: int = 240
+    array_parallelism: int = 64
+    #: Seconds before the time limit at which SLURM signals the job: it checkpoints and requeues.
+    signal_delay_s: int = 120
+
+    def executor_parameters(self) -> dict:
+        params = {"cpus_per_task": self.cpus_per_task, "mem": f"{self.mem_gb}GB", "time": self.timeout_min,
+                  "array_parallelism": self.array_parallelism, "signal_delay_s": self.signal_delay_s}
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        for name in ("partition", "account", "qos", "constraint"):
+            if getattr(self, name):
+                params[name] = getattr(self, name)
+        return params
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """One (data set, strategy, seed) run as a SLURM job.  On preemption or at its time limit SLURM
+    signals the job, submitit requeues it (``Checkpointable``), and the run resumes from the
+    checkpoint of its last finished round (:func:`alkit.loop.run_active_learning`), so a requeue
+    costs at most the round in progress; its claim is recognised as its own (the job id stays)."""
+
+    def __init__(self, dataset: str, strategy: str, seed: int, scale: str, out: str, source: str,
+                 data_root: str | None) -> None:
+        self.task = (dataset, strategy, int(seed), scale, str(out), source, data_root)
+
+    def __call__(self) -> str:
+        dataset, strategy, seed, scale, out, source, data_root = self.task
+        return _worker_run(dataset, strategy, [seed], scale, out, source, data_root)
+
+
+def run_slurm(pending, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
+              options: SlurmOptions = SlurmOptions(), folder: str | Path | None = None) -> list[str]:
+    """Submit every pending run that is not finished as one task of a SLURM job array; returns the
+    job ids.  Jobs never extract features: cache them first (``python -m alkit features``, under
+    torchrun for many GPUs).  The results land in ``out`` as a local sweep's do; the same command
+    submits only what is still missing."""
+    folder = Path(folder) if folder is not None else Path(out) / ".submitit"
+    todo = [(d, s, seed) for d, (s,), seed in pending
+            if not run_path(Path(out) / d, s, seed).with_suffix(".json").exists()]
+    if not todo:
+        print(f"every run is finished under {out}: nothing to submit", flush=True)
+        return []
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    except RuntimeError as exc:   # submitit looks for srun first
+        raise ValueError(f"executor: no SLURM on this machine ({exc}); submit from the cluster's login node, or "
+                         "use the local executor") from None
+    executor.update_parameters(name="alkit-sweep", **{f"slurm_{k}": v for k, v in options.executor_parameters().items()})
+    with executor.batch():
+        jobs = [executor.submit(RunJob(d, s, seed, scale, out, source, data_root)) for d, s, seed in todo]
+    ids = [job.job_id for job in jobs]
+    write_json(Path(out) / "slurm_jobs.json", {"submitted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                "jobs": [{"job_id": i, "dataset": d, "strategy": s, "seed": seed}
+                                                         for i, (d, s, seed) in zip(ids, todo)],
+                                                "logs": str(folder)})
+    print(f"submitted {len(ids)} runs as SLURM array {ids[0].split('_')[0]} (logs in {folder}); results land in "
+          f"{out}/ — run the same command again to submit what is still missing", flush=True)
+    return ids
 
 
 def _run_serial(pending, scale: str, out: str, *, source: str, data_root: str | None, extract: bool,

@@ -212,10 +212,11 @@ def run_smoke(base: str | Path = "notebooks/executed/smoke", source: str = "auto
 
 def reproduce_results(scale: str, source: str = "auto", data_root: str | None = None, extract: bool = True,
                       wait_seconds: float = 0.0, datasets=None, strategies=None, jobs: int = 1,
-                      out: str | None = None) -> None:
+                      out: str | None = None, executor: str | None = None, slurm=None) -> None:
     """``smoke``: every notebook end to end on tiny data into notebooks/executed/smoke/.
     ``cpu`` / ``paper``: the sweeps (resumable, in priority order; ``datasets`` / ``strategies``
-    run only those runs), then the figures."""
+    run only those runs; ``executor`` and ``slurm``: see :func:`alkit.launch.run_phases`), then the
+    figures (not after a SLURM submission: run ``figures`` once the jobs are done)."""
     if scale == "smoke":
         run_smoke(source=source, data_root=data_root)
         return
@@ -224,7 +225,9 @@ def reproduce_results(scale: str, source: str = "auto", data_root: str | None = 
     if datasets or strategies:
         phases = only_phases(phases, scale, datasets, strategies)
     run_phases(phases, scale, out, source=source, data_root=data_root, extract=extract, wait_seconds=wait_seconds,
-               jobs=jobs)
+               jobs=jobs, executor=executor, slurm=slurm)
+    if executor == "slurm":
+        return
     if scale == "cpu" and Path(out).resolve() == (REPO / COMMITTED_RUNS).resolve():
         reproduce_figures(out)
     elif scale == "cpu":   # the committed figures and tables stay those of the committed runs

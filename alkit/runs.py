@@ -82,6 +82,7 @@ def run_sweep(
     data_source: str = "arrays",
     progress: bool = True,
     shared: dict | None = None,
+    claimed: str = "wait",
 ) -> pd.DataFrame:
     """Run every (strategy, seed); return all rows.
 
@@ -91,8 +92,12 @@ def run_sweep(
     ``shared``: the ``shared`` dict of every run's :class:`alkit.pool.StrategyCache`, for work that
     depends on these features alone (round-0 heads, ProbCover's δ-graph; see
     :func:`alkit.loop.run_active_learning`); a fresh dict for this call when None.  Pass the same
-    dict again only with the same features and labels.
+    dict again only with the same features and labels.  ``claimed``: what to do with a run another
+    live process has claimed — ``"wait"`` for it (and take it over if that process goes), or
+    ``"skip"`` it (its rows are then missing from the result: a worker sharing a sweep with others).
     """
+    if claimed not in ("wait", "skip"):
+        raise ValueError(f"claimed must be 'wait' or 'skip', got {claimed!r}")
     shared = {} if shared is None else shared
     frames: dict[tuple[str, int], pd.DataFrame] = {}
     infos = [resolve_strategy(s) for s in strategies]
@@ -139,7 +144,7 @@ def run_sweep(
             continue
         bar.set_postfix(run=f"{info.name} seed {seed}")
         frames[(info.name, seed)] = compute(info, seed, key, stem)
-    while deferred:   # wait for the other process's runs; take over any whose process has gone
+    while deferred and claimed == "wait":   # the other process's runs; take over any whose process has gone
         for job in list(deferred):
             info, seed, key, stem = job
             if is_finished(stem, key):
@@ -150,7 +155,7 @@ def run_sweep(
                 deferred.remove(job)
         if deferred:
             time.sleep(CLAIM_POLL_S)
-    ordered = [frames[(info.name, seed)] for info, seed in jobs]
+    ordered = [frames[(info.name, seed)] for info, seed in jobs if (info.name, seed) in frames]
     return pd.concat(ordered, ignore_index=True) if ordered else pd.DataFrame()
 
 
@@ -158,13 +163,26 @@ def run_sweep(
 CLAIM_POLL_S = 2.0
 
 
+def cluster_job_id() -> str:
+    """The SLURM job (and array task) this process runs in, or "-" outside SLURM: a requeued job
+    keeps its id, so it recognises the claims it left before it was preempted."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return "-"
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{job}_{task}" if task else job
+
+
 def _claim_owner_alive(claim: Path) -> bool:
-    """Whether the process that wrote ``claim`` ("pid host") still runs; on another host, whether the
-    claim is less than a day old (its process cannot be asked)."""
+    """Whether the process that wrote ``claim`` ("pid host job") still runs: not when the claim is
+    this SLURM job's own (written before a preemption); on another host, whether the claim is less
+    than a day old (its process cannot be asked)."""
     try:
-        pid_text, host = claim.read_text().split()[:2]
+        pid_text, host, *job = claim.read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
+        return False
+    if job and job[0] != "-" and job[0] == cluster_job_id():
         return False
     if host != platform.node():
         try:
@@ -183,7 +201,7 @@ def _claim_owner_alive(claim: Path) -> bool:
 
 
 def claim_run(stem: Path) -> bool:
-    """Claim the run at ``stem`` for this process (``<stem>.claim`` holding "pid host", created
+    """Claim the run at ``stem`` for this process (``<stem>.claim`` holding "pid host job", created
     exclusively), so that two sweeps into one folder compute each run once.  False if another live
     process holds it; a claim whose process is gone is taken over."""
     claim = Path(stem).with_suffix(".claim")
@@ -197,7 +215,7 @@ def claim_run(stem: Path) -> bool:
             claim.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {platform.node()}\n")
+            fh.write(f"{os.getpid()} {platform.node()} {cluster_job_id()}\n")
         return True
     return False
 
@@ -220,6 +238,7 @@ def run_configured_sweep(
     extract: bool = True,
     weights: str | Path | None = None,
     shared: dict | None = None,
+    claimed: str = "wait",
     **overrides,
 ) -> pd.DataFrame:
     """Run (or resume) the ``scale`` sweep of ``dataset``; runs land in ``<out>/<dataset>/``.
@@ -227,6 +246,7 @@ def run_configured_sweep(
     ``overrides`` change the configured schedule (``seeds``, ``strategies``, ``rounds``, ...);
     the run key records them, so results made with other settings are never mixed in.  ``shared``:
     see :func:`run_sweep`; a caller running several sweeps of one data set keeps one per data set.
+    ``claimed``: see :func:`run_sweep`.
     """
     loaded_commit()   # pin the provenance's commit to the code this process started with
     config = sweep_config(dataset, scale, **overrides)
@@ -245,7 +265,7 @@ def run_configured_sweep(
         config.strategy_list(), config.seeds, initial_size=config.initial_size, round_budget=config.round_budget,
         rounds=config.rounds, val_per_class=config.val_per_class, probe=config.probe,
         out_dir=None if out is None else Path(out) / dataset, dataset=dataset, data_meta=data_meta,
-        data_source=data.source, progress=progress, shared=shared,
+        data_source=data.source, progress=progress, shared=shared, claimed=claimed,
     )
 
 

@@ -198,7 +198,7 @@ def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
         run_phases(phases, "smoke", str(tmp_path / "x"), source="synthetic", jobs=0)
 
 
-def _worker_needing_features(dataset, strategy, seeds, scale, out, source, data_root):
+def _worker_needing_features(dataset, strategy, seeds, scale, out, source, data_root, **kwargs):
     """Stands in for a sweep worker: fails as an uncached data set does until ``out/<dataset>.cached`` exists."""
     from pathlib import Path
 
@@ -209,8 +209,15 @@ def _worker_needing_features(dataset, strategy, seeds, scale, out, source, data_
 
 
 def test_parallel_sweep_extracts_missing_features_once_in_the_parent(tmp_path, monkeypatch):
+    import sys
+
+    import cloudpickle
+
     from alkit import launch
     from alkit.launch import run_parallel
+
+    # The workers are other processes (submitit): they get this module's stand-in worker by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
     extracted = []
 
