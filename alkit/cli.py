@@ -58,16 +58,22 @@ def _existing_file(path: str, arg: str, what: str) -> Path:
 def _load_array(path: str, arg: str) -> np.ndarray:
     """One array from a .npy file (memory-mapped), or a UsageError naming ``arg``."""
     p = _existing_file(path, arg, ".npy")
-    try:
-        loaded = np.load(p, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"{arg}: cannot read {path} as a .npy array ({one_line(exc)}); write it with "
-                         "numpy.save") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        names = list(loaded.files)
-        loaded.close()
+    with open(p, "rb") as fh:
+        is_zip = fh.read(4) == b"PK\x03\x04"
+    if is_zip:   # an .npz (numpy would leave its handle open on a corrupt one): name its arrays
+        try:
+            with zipfile.ZipFile(p) as archive:
+                names = [n.removesuffix(".npy") for n in archive.namelist()]
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UsageError(f"{arg}: cannot read {path} as a .npy array ({one_line(exc)}); write it with "
+                             "numpy.save") from None
         raise UsageError(f"{arg}: {path} is an .npz archive (arrays {', '.join(names) or 'none'}); pass one array "
                          "saved with numpy.save as .npy")
+    try:
+        loaded = np.load(p, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{arg}: cannot read {path} as a .npy array ({one_line(exc)}); write it with "
+                         "numpy.save") from None
     if not isinstance(loaded, np.ndarray):
         raise UsageError(f"{arg}: {path} does not hold a numpy array")
     return loaded
@@ -93,22 +99,24 @@ def _load_pool_features(path: str) -> tuple[np.ndarray, list[str] | None]:
 
 def _load_head(path: str) -> tuple[np.ndarray, np.ndarray]:
     p = _existing_file(path, "--head", ".npz with arrays W and b")
-    try:
-        data = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"--head: cannot read {path} as .npz ({one_line(exc)}); save the head with "
-                         "numpy.savez(path, W=W, b=b)") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise UsageError(f"--head: {path} holds a single array (.npy), not a head; save W (C×D) and b (C) "
-                         "together with numpy.savez(path, W=W, b=b)")
-    with data:
-        if "W" not in data.files or "b" not in data.files:
-            raise UsageError(f"--head: {path} must hold arrays 'W' (C×D) and 'b' (C), found {data.files}; save it "
-                             "with numpy.savez(path, W=W, b=b)")
+    # The file is opened here, not by np.load: numpy leaves its own handle open when the zip is corrupt.
+    with open(p, "rb") as fh:
         try:
-            weight, bias = np.asarray(data["W"]), np.asarray(data["b"])
+            data = np.load(fh, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise UsageError(f"--head: cannot read W and b from {path} ({one_line(exc)})") from None
+            raise UsageError(f"--head: cannot read {path} as .npz ({one_line(exc)}); save the head with "
+                             "numpy.savez(path, W=W, b=b)") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise UsageError(f"--head: {path} holds a single array (.npy), not a head; save W (C×D) and b (C) "
+                             "together with numpy.savez(path, W=W, b=b)")
+        with data:
+            if "W" not in data.files or "b" not in data.files:
+                raise UsageError(f"--head: {path} must hold arrays 'W' (C×D) and 'b' (C), found {data.files}; save "
+                                 "it with numpy.savez(path, W=W, b=b)")
+            try:
+                weight, bias = np.asarray(data["W"]), np.asarray(data["b"])
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise UsageError(f"--head: cannot read W and b from {path} ({one_line(exc)})") from None
     for name, array in (("W", weight), ("b", bias)):
         if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
             raise UsageError(f"--head: {name} must hold numbers, got dtype {array.dtype}")

@@ -622,3 +622,21 @@ def test_cli_output_gets_the_default_permissions(files, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "P.npy").stat().st_mode) == 0o644
+
+
+def test_a_corrupt_head_file_is_closed_after_the_error(tmp_path):
+    """numpy leaves its handle open on a corrupt zip (a ResourceWarning when it is collected); the
+    CLI opens and closes the file itself."""
+    import gc
+    import warnings
+
+    from alkit.cli import UsageError, _load_head
+
+    bad = tmp_path / "head.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UsageError, match="--head: cannot read"):
+            _load_head(str(bad))
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
