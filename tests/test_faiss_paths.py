@@ -219,3 +219,23 @@ def test_gpu_paths_are_guarded():
         assert not E.faiss_gpu("cuda")
     assert isinstance(E.flat_l2_index(4, "cpu"), E._faiss().IndexFlatL2)
     assert sp.issparse(delta_graph(unit_rows(np.eye(3, dtype=np.float32))[0], 0.5))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_estimated_delta_keeps_the_quantile_ball_pure_under_the_exact_rule(seed):
+    """δ is the quantile centre's float64 distance to its nearest point of another pseudo-class,
+    rounded down: that point is no edge, and at least α of the balls are pure under the exact graph."""
+    from alkit.strategies.probcover import estimate_delta
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((300, 6)).astype(np.float32)
+    store, u = unit_rows(x)
+    pseudo = rng.integers(0, 3, 300)
+    delta = estimate_delta(store, pseudo, np.random.default_rng(seed), alpha=0.9, sample=300)
+    d2 = sqdist64(u, u)
+    d_diff = np.where(pseudo[:, None] != pseudo[None, :], d2, np.inf).min(1)
+    at = int(np.floor((1.0 - 0.9) * 300))   # the quantile's position, as estimate_delta computes it
+    assert delta ** 2 <= np.sort(d_diff)[at] < np.nextafter(delta, 3.0) ** 2   # rounded down
+    graph = delta_graph(store, delta).toarray()
+    pure = ~(graph & (pseudo[:, None] != pseudo[None, :])).any(1)
+    assert pure.mean() >= 0.9

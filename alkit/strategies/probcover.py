@@ -96,20 +96,36 @@ def estimate_delta(
     alpha: float = PURITY_ALPHA,
     sample: int = PURITY_SAMPLE,
 ) -> float:
-    """Largest δ with ball purity ≥ ``alpha`` under ``pseudo_labels`` (ProbCover's rule), on ≤ ``sample`` balls."""
+    """Largest δ with ball purity ≥ ``alpha`` under ``pseudo_labels`` (ProbCover's rule), on ≤ ``sample`` balls.
+
+    d_diff(x), the distance from a sampled centre x to the nearest point of another pseudo-class, is
+    found in float32; δ is the float64 distance (:func:`sqdist64`) of the pair at the (1 − α)
+    quantile, rounded down to the largest float whose square does not exceed it, so that under the
+    graph's exact rule (an edge iff d² < δ²) that point stays outside the ball, as purity needs."""
     n = store.n
     centres = np.sort(rng.choice(n, size=min(sample, n), replace=False))
     x = store.rows(centres)
     lab_c = torch.from_numpy(pseudo_labels[centres]).to(x.device)
     d_diff = torch.full((centres.size,), float("inf"), device=x.device)
+    partner = torch.zeros(centres.size, dtype=torch.int64, device=x.device)
     for start, stop, other in store.chunks():
         d2 = (2.0 - 2.0 * (x @ other.T)).clamp(min=0)
         same = lab_c[:, None] == torch.from_numpy(pseudo_labels[start:stop]).to(x.device)[None, :]
         d2[same] = float("inf")
-        d_diff = torch.minimum(d_diff, d2.min(dim=1).values)
-    d = np.sort(np.sqrt(d_diff.cpu().numpy()))  # +inf where the sample sees one pseudo-class only
-    q = d[min(int(np.floor((1.0 - alpha) * d.size)), d.size - 1)]
-    return float(q) if np.isfinite(q) else 2.0  # every ball pure: the diameter of the unit sphere
+        nearest, where = d2.min(dim=1)
+        closer = nearest < d_diff
+        d_diff = torch.where(closer, nearest, d_diff)
+        partner = torch.where(closer, where + start, partner)
+    d = np.sqrt(d_diff.cpu().numpy())  # +inf where the sample sees one pseudo-class only
+    at = np.argsort(d, kind="stable")[min(int(np.floor((1.0 - alpha) * d.size)), d.size - 1)]
+    if not np.isfinite(d[at]):
+        return 2.0  # every ball pure: the diameter of the unit sphere
+    pair_d2 = float(sqdist64(store.rows(centres[at:at + 1]).cpu().numpy(),
+                             store.rows(partner[at:at + 1].cpu().numpy()).cpu().numpy())[0, 0])
+    delta = float(np.sqrt(pair_d2))
+    while delta * delta > pair_d2:
+        delta = float(np.nextafter(delta, 0.0))
+    return delta
 
 
 def check_ties(ties: str) -> None:
