@@ -14,7 +14,7 @@ import torch
 
 from alkit import make_pool, select
 from alkit.pool import StrategyCache
-from alkit.strategies import badge as badge_module
+from alkit.strategies import _badge_engine as badge_engine
 from alkit.strategies.badge import (
     BoundedD2Sampler,
     adaptive_pool_matrix,
@@ -433,7 +433,7 @@ def test_lazy_kmeans_pp_gradient_has_the_reference_joint_distribution(mode):
 
 
 def test_lazy_kmeans_pp_gradient_falls_back_to_full_passes_and_stays_valid(monkeypatch, tmp_path):
-    monkeypatch.setattr(badge_module, "LAZY_MAX_TRIALS", 1)
+    monkeypatch.setattr(badge_engine, "LAZY_MAX_TRIALS", 1)   # the engine reads it
     rng = np.random.default_rng(5)
     x = random_features(rng, 400, 8, np.float16, tmp_path, offset=0.5)
     logits = (rng.standard_normal((400, 5)) * 2).astype(np.float32)

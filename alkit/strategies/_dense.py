@@ -53,6 +53,34 @@ def check_indices(candidate_indices: np.ndarray, center_indices: np.ndarray | No
     return cand, cent
 
 
+def d2_draw(d2: np.ndarray, chosen: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw of a position with probability ∝ D² (chosen points weigh 0).
+
+    ``u`` is one uniform number in [0, 1): the position is the first j with
+    Σ_{i≤j} w_i > u·Σ w.  If every weight is 0 (all points coincide with a centre, or the model
+    is certain everywhere so every g = 0), the draw is uniform over the points not yet chosen.
+    """
+    w = np.where(chosen, 0.0, np.nan_to_num(np.maximum(d2, 0.0), nan=0.0, posinf=0.0))
+    cdf = np.cumsum(w)
+    total = cdf[-1] if cdf.size else 0.0
+    if not total > 0.0:
+        free = np.flatnonzero(~chosen)
+        return int(free[min(int(u * free.size), free.size - 1)])
+    j = int(np.searchsorted(cdf, u * total, side="right"))
+    if j >= w.size or w[j] == 0.0:  # u·total rounded onto the end: the last positive weight
+        j = int(np.flatnonzero(w > 0)[-1])
+    return j
+
+
+def d2_probabilities(d2: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The k-means++ sampling distribution P(j) = D²_j / Σ D² (chosen points 0; uniform if all 0)."""
+    w = np.where(chosen, 0.0, np.maximum(d2, 0.0))
+    total = w.sum()
+    if not total > 0:
+        return (~chosen) / max((~chosen).sum(), 1)
+    return w / total
+
+
 def sqdist64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact-as-possible squared Euclidean distances in float64: Σ_d (a_d − b_d)², pair by pair.
 
