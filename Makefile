@@ -10,7 +10,8 @@ STAMP := $(VENV)/.alkit-installed
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv test reproduce-figures reproduce-results reproduce-class-count lab demo benchmarks clean-venv
+.PHONY: venv test reproduce-figures reproduce-results reproduce-class-count reproduce-finetune lab demo \
+	benchmarks clean-venv
 
 venv: $(STAMP)
 
@@ -43,6 +44,16 @@ reproduce-results: $(STAMP)
 CLASS_COUNT_JOBS ?= 2
 reproduce-class-count: $(STAMP)
 	$(PY) -m alkit.reproduce class-count --jobs $(CLASS_COUNT_JOBS)
+
+# The fine-tuning sweep (alkit.finetune.FINETUNE_SCALES; resumable) into results/runs/finetune-<scale>.
+# SCALE=gpu (the default here): CIFAR-10, 5 strategies x 3 seeds, ResNet-18 from scratch, one GPU.
+# SCALE=paper: the authors' schedules, WEIGHTS=<checkpoint> (and DATASETS=cifar10,cifar10-lt or imagenet).
+# SCALE=cpu: a 600-image slice on the CPU (minutes). DEVICE=cpu|cuda; DATA_ROOT: the archives' folder.
+FINETUNE_SCALE = $(if $(filter command line environment,$(origin SCALE)),$(SCALE),gpu)
+FINETUNE_FLAGS = $(if $(WEIGHTS), --weights $(WEIGHTS))$(if $(DATASETS), --datasets $(DATASETS))$(if \
+	$(DEVICE), --device $(DEVICE))$(if $(DATA_ROOT), --data-root $(DATA_ROOT))
+reproduce-finetune: $(STAMP)
+	$(PY) -m alkit.reproduce finetune --scale $(FINETUNE_SCALE)$(FINETUNE_FLAGS)
 
 # JupyterLab on the notebooks (the .py files open as notebooks through jupytext's extension).
 lab: $(STAMP)

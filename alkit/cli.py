@@ -990,7 +990,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
             from alkit.reproduce import reproduce_finetune
 
             flags = {"weights": "--weights", "datasets": "--datasets", "device": "--device",
-                     "data_root": "--data-root", "scale": "--scale"}
+                     "data_root": "--data-root", "root": "--data-root", "scale": "--scale"}
             try:   # every argument checked before any image is read
                 check_scale_weights(finetune_scale(args.scale, args.datasets), args.weights, args.scale)
                 resolve_device(args.device)
@@ -999,7 +999,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
             try:
                 out = reproduce_finetune(args.scale, args.out, args.data_root, args.weights, args.device,
                                          args.datasets, args.source)
-            except ValueError as exc:
+            except (ValueError, FileNotFoundError) as exc:   # no data where --data-root points, or offline
                 raise ValueError(flag_names(one_line(exc), flags)) from None
             where = f"runs in {_shown(out)}"
         elif args.command == "figures":

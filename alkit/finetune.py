@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,12 +51,14 @@ from alkit.datasets import load_dataset
 from alkit.distributed import all_gather, barrier, broadcast, process_group, world_from_env
 from alkit.features import Preprocessing
 from alkit.images import PoolImages, random_crop_flip
-from alkit.io import atomic_write, provenance
+from alkit.io import atomic_write, loaded_commit, provenance, write_json
 from alkit.loop import RunResult, _prefixed, first_round_split, stream
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_labels
-from alkit.runs import claim_run, is_finished, release_claim, run_path, save_run
+from alkit.runs import claim_run, is_finished, load_runs, release_claim, run_path, save_run
 from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
+from alkit.studies import SOURCES, data_root_for, data_spec
+from alkit.synthetic import colour_images
 
 # --------------------------------------------------------------------------------------------
 # Recipes
@@ -176,7 +179,9 @@ class FinetuneScale:
     round_budget: int
     rounds: int
     val_per_class: int
-    weights_needed: bool = False
+    weights_needed: bool = False      # a pretrained backbone: --weights names its checkpoint
+    train_limit: int | None = None    # class-stratified slice of the training split (CPU scales)
+    test_limit: int | None = None
     note: str = ""
 
     def as_dict(self) -> dict:
@@ -200,10 +205,55 @@ FINETUNE_SCALES: dict[str, dict[str, FinetuneScale]] = {
         "imagenet": FinetuneScale("imagenet", "paper_imagenet", "moco_v2_resnet50", GPU_STRATEGIES, (98, 99),
                                   30_000, 10_000, 8, 13, weights_needed=True),
     },
-    # Seconds on a CPU: a 600-image slice of CIFAR-10, the tiny preset (what the tests run at).
+    # A quarter of an hour on 2 CPU cores (16 min measured, loaded machine): a 600-image slice of CIFAR-10
+    # (300 test images), the tiny preset, ResNet-18 — chance accuracy after 2 epochs; it checks the path.
     "cpu": {"cifar10": FinetuneScale("cifar10", "tiny", "resnet18_scratch", ("random", "margin", "base", "vaal"),
-                                     (0,), 40, 40, 2, 5, note="600-image slice, tiny preset: a smoke test")},
+                                     (0,), 40, 40, 2, 5, train_limit=600, test_limit=300,
+                                     note="600-image slice, tiny preset: a smoke test of the ResNet-18 path")},
+    # Seconds (notebook h's smoke run, CI): the same slice and schedule with a two-layer CNN, two seeds;
+    # class-coloured generated images stand in when the CIFAR-10 archive is absent.
+    "smoke": {"cifar10": FinetuneScale("cifar10", "tiny", "tiny_cnn", ("random", "margin", "base", "vaal"),
+                                       (0, 1), 40, 40, 2, 5, train_limit=600, test_limit=300,
+                                       note="tiny CNN, tiny preset: a smoke test")},
 }
+
+
+def finetune_scale(scale: str, datasets: Sequence[str] | None = None) -> dict[str, FinetuneScale]:
+    """The configured sweeps of ``scale`` (:data:`FINETUNE_SCALES`), only ``datasets`` when given."""
+    if scale not in FINETUNE_SCALES:
+        raise ValueError(f"scale must be one of {', '.join(FINETUNE_SCALES)}, got {scale!r}")
+    entries = FINETUNE_SCALES[scale]
+    for name in datasets or ():
+        if name not in entries:
+            raise ValueError(f"datasets: {name!r} has no {scale}-scale fine-tuning sweep; choose among "
+                             f"{', '.join(entries)}")
+    return {name: entries[name] for name in (datasets or entries)}
+
+
+def describe_scale(scale: str) -> str:
+    """One line per data set of ``scale``: network, recipe, seeds, schedule and note (for figures)."""
+    return "\n".join(f"Fine-tuning ({scale} scale, {d}): {e.backbone}, preset {e.preset}, seeds "
+                     f"{', '.join(map(str, e.seeds))}, {e.initial_size} + {e.rounds} × {e.round_budget} labels"
+                     + (f"; {e.note}" if e.note else "") + "." for d, e in finetune_scale(scale).items())
+
+
+def check_scale_weights(entries: dict[str, FinetuneScale], weights: str | Path | None, scale: str = "") -> None:
+    """Refuse, before any data is read, a checkpoint the sweeps cannot use or its absence where they
+    need one (one checkpoint serves one backbone)."""
+    needing = sorted({e.backbone for e in entries.values() if e.weights_needed})
+    at = f" at {scale} scale" if scale else ""
+    if weights is None and needing:
+        which = "; ".join(f"{b} for {', '.join(d for d, e in entries.items() if e.backbone == b)}" for b in needing)
+        raise ValueError(f"weights: the networks{at} start from the authors' self-supervised checkpoints ({which}); "
+                         "pass --weights FILE" + (" and --datasets of one backbone" if len(needing) > 1 else ""))
+    if weights is not None and not needing:
+        random_nets = ", ".join(sorted({e.backbone for e in entries.values()}))
+        raise ValueError(f"weights: the networks{at} start from random weights ({random_nets}); drop --weights")
+    if weights is not None and len(needing) > 1:
+        raise ValueError(f"weights: one checkpoint cannot serve {' and '.join(needing)}; choose the data sets of "
+                         "one backbone with --datasets")
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise ValueError(f"weights: file not found: {weights}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -911,6 +961,104 @@ def load_pool_images(dataset: str, root: str | Path | None, *, network: NetworkS
             "test_sha256": test.content_fingerprint, "n_train": len(train), "n_test": len(test),
             "preprocessing": preprocessing.as_dict(), "test_split": test.split}
     return train_images, train.labels, test_images, test.labels, train.num_classes, meta
+
+
+#: What a stand-in's rows say they are (``report.figure_note`` labels them SYNTHETIC).
+STANDIN_SOURCE = "SYNTHETIC class-coloured images (no CIFAR-10 archive)"
+
+
+def load_scale_images(entry: FinetuneScale, network: NetworkSource, *, source: str = "auto",
+                      data_root: str | Path | None = None, allow_standin: bool = False):
+    """``(train, labels, test, labels, C, meta, data_source)`` of one configured sweep: the real
+    images (root as :func:`alkit.studies.load_study_data` finds it: ``data_root``, ``$ALKIT_DATA`` or
+    ../shared/data, plus the data set's archive name), sliced as the scale says; generated
+    class-coloured images (:func:`alkit.synthetic.colour_images`) with ``source="synthetic"``, or with
+    ``"auto"`` when the images are absent and ``allow_standin`` (smoke).  CIFAR-10 without a root is
+    torchvision's download (a clear error offline)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    spec = data_spec(entry.dataset)
+    root = data_root_for(entry.dataset, data_root)
+    have_real = root is not None and root.exists()
+    if source == "synthetic" or (source == "auto" and not have_real and allow_standin):
+        n_train = (entry.train_limit or 600) // spec.num_classes
+        n_test = (entry.test_limit or 300) // spec.num_classes
+        train, y, test, ty = colour_images(spec.num_classes, n_train, 32, n_test_per_class=n_test, seed=7)
+        wrap = functools.partial(PoolImages.from_arrays, mean=network.mean, std=network.std)
+        meta = {"dataset": entry.dataset, "source": "synthetic", "generator": "alkit.synthetic.colour_images",
+                "n_train": int(y.size), "n_test": int(ty.size), "seed": 7}
+        return wrap(train), y, wrap(test), ty, spec.num_classes, meta, STANDIN_SOURCE
+    if not have_real and (data_root is not None or spec.loader not in ("cifar10", "cifar10-lt")):
+        raise ValueError(f"data_root: no images of {entry.dataset!r} (looked for {spec.archive or 'a folder'} under "
+                         f"{root or '$ALKIT_DATA / ../shared/data'}); pass --data-root")
+    train, y, test, ty, num_classes, meta = load_pool_images(
+        spec.loader, root if have_real else None, network=network, train_limit=entry.train_limit,
+        test_limit=entry.test_limit)
+    sliced = f", {y.size}-image slice" if entry.train_limit else ""
+    return train, y, test, ty, num_classes, meta, f"{network.name} fine-tuned{sliced}"
+
+
+def run_finetune_scale(scale: str, out: str | Path | None, *, datasets: Sequence[str] | None = None,
+                       source: str = "auto", data_root: str | Path | None = None, weights: str | Path | None = None,
+                       device: str | torch.device | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run (or resume) the configured fine-tuning sweeps of ``scale`` (:data:`FINETUNE_SCALES`); each
+    data set's runs land in ``<out>/<dataset>/`` as the linear sweeps' do (``<strategy>__seed<k>``
+    ``.csv``/``.npz``/``.json``; a killed run resumes from its ``.ckpt.pt``).  Every check (scale,
+    data sets, weights, device) comes before any image is read.  All rows."""
+    entries = finetune_scale(scale, datasets)
+    check_scale_weights(entries, weights, scale)
+    dev = resolve_device(device)
+    commit, started = loaded_commit(), time.perf_counter()   # every run records the commit the sweep started from
+    frames = []
+    for dataset, entry in entries.items():
+        network = network_source(entry.backbone, weights if entry.weights_needed else None)
+        train, y, test, ty, num_classes, meta, data_source = load_scale_images(
+            entry, network, source=source, data_root=data_root, allow_standin=scale == "smoke")
+        frames.append(run_finetune_sweep(
+            train, y, test, ty, num_classes, entry.strategies, entry.seeds, initial_size=entry.initial_size,
+            round_budget=entry.round_budget, rounds=entry.rounds, val_per_class=entry.val_per_class,
+            network=network, config=entry.preset, out_dir=None if out is None else Path(out) / dataset,
+            dataset=dataset, data_meta={**meta, "scale": scale, **({"note": entry.note} if entry.note else {})},
+            data_source=data_source, device=device, progress=progress))
+    frame = pd.concat(frames, ignore_index=True)
+    if out is not None and ranks_from_env().is_main:
+        _log_sweep(Path(out), {
+            "regime": "finetune", "scale": scale, "command": " ".join(sys.argv), "git_commit": commit,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "world_size": ranks_from_env().size, "runs": int(frame.groupby(["dataset", "strategy", "seed"]).ngroups),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return frame
+
+
+def _log_sweep(out: Path, entry: dict) -> None:
+    """Append ``entry`` to ``<out>/sweep_times.json`` (as the linear sweeps log theirs)."""
+    path = out / "sweep_times.json"
+    try:
+        log = json.loads(path.read_text()) if path.exists() else []
+    except ValueError:
+        log = []
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, [*log, entry])
+
+
+def finetune_results_for(scale: str, runs_dir: str | Path, *, run_missing: bool, datasets: Sequence[str] = ("cifar10",),
+                         source: str = "auto", data_root: str | Path | None = None,
+                         strategies: Sequence[str] | None = None, device: str | None = None) -> pd.DataFrame:
+    """Rows of the fine-tuning runs of ``datasets``, as :func:`alkit.runs.results_for` gives the
+    linear ones: with ``run_missing`` the ``scale`` sweep runs first (finished runs are loaded),
+    without it only what ``runs_dir`` holds is read; ``strategies`` keeps those."""
+    if run_missing:
+        frame = run_finetune_scale(scale, runs_dir, datasets=datasets, source=source, data_root=data_root,
+                                   device=device, progress=False)
+    else:
+        frame = pd.concat([load_runs(runs_dir, d) for d in datasets], ignore_index=True)
+    if frame.empty:
+        raise ValueError(f"runs_dir: no finished fine-tuning runs of {', '.join(datasets)} under {runs_dir}; run "
+                         f"`python -m alkit.reproduce finetune --scale {scale} --out {runs_dir}`")
+    if strategies is not None:
+        frame = frame[frame["strategy"].isin([resolve_strategy(s).name for s in strategies])]
+    return frame.reset_index(drop=True)
 
 
 if __name__ == "__main__":

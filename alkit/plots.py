@@ -210,11 +210,13 @@ def plot_against_classes(table: pd.DataFrame, value: str, ax=None, low: str | No
 
 
 def by_dataset(frame: pd.DataFrame, draw: Callable, datasets: Sequence[str], titles: dict[str, str] | None = None,
-               width: float = 6.0, height: float = 4.4, legend: bool = True, suptitle: str | None = None):
-    """One panel per data set, side by side: ``draw(rows_of_that_dataset, ax, title)``."""
+               width: float = 6.0, height: float = 4.4, legend: bool = True, suptitle: str | None = None,
+               column: str = "dataset"):
+    """One panel per data set, side by side: ``draw(rows_of_that_dataset, ax, title)``; ``column``
+    names another column whose values are the panels (``"regime"``: linear beside fine-tuned)."""
     fig, axes = plt.subplots(1, len(datasets), figsize=(width * len(datasets), height), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
-        sub = frame[frame["dataset"] == ds]
+        sub = frame[frame[column] == ds]
         if sub.empty:
             ax.text(0.5, 0.5, f"no results for {ds}", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()

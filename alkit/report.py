@@ -90,6 +90,33 @@ def dataset_titles(frame: pd.DataFrame) -> dict[str, str]:
     return titles
 
 
+#: The paper's two training regimes, as panel titles say them (rows carry them in a ``regime`` column).
+REGIMES = {"linear": "linear probe on frozen features", "finetune": "network fine-tuned end to end"}
+
+
+def with_regimes(linear: pd.DataFrame, finetune: pd.DataFrame) -> pd.DataFrame:
+    """The rows of both regimes in one frame, with a ``regime`` column ("linear", "finetune")."""
+    return pd.concat([linear.assign(regime="linear"), finetune.assign(regime="finetune")], ignore_index=True)
+
+
+def regime_titles(frame: pd.DataFrame) -> dict[str, str]:
+    """Panel titles per regime: data set, regime and what the numbers are made of."""
+    titles = {}
+    for regime, group in frame.groupby("regime", sort=False):
+        names = ", ".join(DATASETS[d].title if d in DATASETS else d for d in group["dataset"].unique())
+        sources = "; ".join(sorted(set(group["data_source"].astype(str)))) if "data_source" in group else ""
+        titles[regime] = f"{names}: {REGIMES.get(regime, regime)}" + (f"\n[{sources}]" if sources else "")
+    return titles
+
+
+def regime_summary(frame: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+    """:func:`summary_table` of each regime, one after the other (a ``regime`` column first)."""
+    tables = [summary_table(group, metric).assign(regime=regime)
+              for regime, group in frame.groupby("regime", sort=False)]
+    table = pd.concat(tables, ignore_index=True)
+    return table[["regime", *[c for c in table.columns if c != "regime"]]]
+
+
 def figure_note(frame: pd.DataFrame) -> str:
     """Small print for a figure: a loud line naming the panels of synthetic data (only those),
     seeds and intervals, and each real data set's caveat."""

@@ -5,6 +5,7 @@
 ``python -m alkit.reproduce results --scale cpu``    the offline sweeps into results/runs/cpu, then figures
 ``python -m alkit.reproduce results --scale paper``  the authors' schedule (GPU, your ImageNet + checkpoints)
 ``python -m alkit.reproduce class-count --jobs 2``  the class-count experiment, then its table and figure
+``python -m alkit.reproduce finetune --scale gpu``   the fine-tuning sweep (GPU) into results/runs/finetune-gpu
 ``python -m alkit.reproduce sync`` / ``check``        write / compare the .ipynb twins of notebooks/*.py
 
 Notebooks are executed with papermill; executed copies go to ``notebooks/executed/`` (ignored by
@@ -23,7 +24,7 @@ import papermill
 import zmq
 from jupyter_client import AsyncKernelManager
 
-from alkit import class_count
+from alkit import class_count, finetune
 from alkit.launch import only_phases, run_phases
 from alkit.runs import finished_runs
 from alkit.studies import CPU_PHASES, SWEEP_DATASETS
@@ -33,11 +34,13 @@ NOTEBOOK_DIR = REPO / "notebooks"
 EXECUTED_DIR = NOTEBOOK_DIR / "executed"
 #: One notebook per artefact of the paper, in the order they are run.
 NOTEBOOKS = ("a_toy_vs_many_class", "b_class_imbalance", "c_long_tailed_cifar10", "d_imagenet_linear_eval",
-             "e_summary", "f_playground", "g_class_count")
+             "e_summary", "f_playground", "g_class_count", "h_finetune_vs_linear")
 #: Rendered from committed results by ``make reproduce-figures`` (the playground computes, so not it).
 FIGURE_NOTEBOOKS = tuple(n for n in NOTEBOOKS if n != "f_playground")
 COMMITTED_CLASS_COUNT = "results/runs/class-count"
 COMMITTED_RUNS = "results/runs/cpu"
+#: The fine-tuning runs notebook h reads beside the linear ones (``make reproduce-finetune``, a GPU).
+COMMITTED_FINETUNE = "results/runs/finetune-gpu"
 
 # --------------------------------------------------------------------------------------------
 # .py <-> .ipynb pairs
@@ -155,7 +158,7 @@ def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> 
 
 
 def _parameters(name: str, scale: str, results: str, figures: str, tables: str, run_missing: bool,
-                source: str, class_count_runs: str | None = None) -> dict:
+                source: str, class_count_runs: str | None = None, finetune_runs: str | None = None) -> dict:
     params = {"SCALE": scale, "RESULTS_DIR": results, "FIGURES_DIR": figures, "RUN_MISSING": run_missing,
               "SOURCE": source}
     if name == "e_summary":
@@ -168,29 +171,40 @@ def _parameters(name: str, scale: str, results: str, figures: str, tables: str, 
                   "TABLES_DIR": tables, "RUN_MISSING": run_missing, "SOURCE": source}
     if name == "f_playground":  # the playground computes its own small runs and keeps them out of results/
         params = {"SCALE": "smoke", "SOURCE": source, "FIGURES_DIR": str(Path(figures).parent / "playground")}
+    if name == "h_finetune_vs_linear":   # the fine-tuning runs beside the linear sweep's (smoke: its own, seconds)
+        tuned = "smoke" if scale == "smoke" else "gpu"
+        params.update(FINETUNE_SCALE=tuned, FINETUNE_RUNS_DIR=finetune_runs or str(Path(results).parent /
+                                                                                   f"finetune-{tuned}"))
+        if scale == "smoke":
+            params["TORCH_THREADS"] = 1   # a two-layer CNN: one thread is several times faster on a busy machine
     return params
 
 
 def reproduce_figures(results: str = COMMITTED_RUNS, figures: str = "results/figures",
                       tables: str = "results/tables", out_dir: Path = EXECUTED_DIR / "figures",
-                      class_count_runs: str = COMMITTED_CLASS_COUNT) -> list[Path]:
-    """Every figure and table from the finished runs under ``results`` — nothing is recomputed.
-    A notebook whose data set has no finished runs yet is skipped with a message.  Returns the
-    executed copies."""
+                      class_count_runs: str = COMMITTED_CLASS_COUNT,
+                      finetune_runs: str = COMMITTED_FINETUNE) -> list[Path]:
+    """Every figure and table from the finished runs under ``results`` (and ``class_count_runs``,
+    ``finetune_runs``) — nothing is recomputed.  A notebook whose data set has no finished runs yet
+    is skipped with a message.  Returns the executed copies."""
     needs = {"a_toy_vs_many_class": ("cifar10", "tiny-imagenet"), "b_class_imbalance": ("cifar10", "tiny-imagenet"),
              "c_long_tailed_cifar10": ("cifar10-lt",), "d_imagenet_linear_eval": ("imagenet-synthetic",),
-             "e_summary": (), "g_class_count": ()}
+             "e_summary": (), "g_class_count": (), "h_finetune_vs_linear": ("cifar10",)}
     executed = []
     for name in FIGURE_NOTEBOOKS:
         missing = [d for d in needs[name] if not finished_runs(REPO / results, d)]
         if name == "g_class_count" and not finished_runs(REPO / class_count_runs):
             print(f"  {name}: skipped, no class-count runs under {class_count_runs}", flush=True)
             continue
+        if name == "h_finetune_vs_linear" and not finished_runs(REPO / finetune_runs, "cifar10"):
+            print(f"  {name}: skipped, no finished fine-tuning runs under {finetune_runs} (a GPU makes them: "
+                  "make reproduce-finetune)", flush=True)
+            continue
         if missing:
             print(f"  {name}: skipped, no finished runs of {', '.join(missing)} under {results}", flush=True)
             continue
         executed.append(execute(name, _parameters(name, "cpu", results, figures, tables, False, "auto",
-                                                  class_count_runs), out_dir))
+                                                  class_count_runs, finetune_runs), out_dir))
     return executed
 
 
@@ -248,6 +262,26 @@ def reproduce_class_count(out: str = COMMITTED_CLASS_COUNT, sweep_out: str = COM
     else:   # the committed figure and table stay those of the committed runs
         print(f"runs in {out}; table and figure from them: run notebooks/g_class_count with RUNS_DIR={out}",
               flush=True)
+
+
+def finetune_out(scale: str) -> str:
+    """Where ``reproduce finetune --scale`` writes by default."""
+    return f"results/runs/finetune-{scale}"
+
+
+def reproduce_finetune(scale: str, out: str | None = None, data_root: str | None = None, weights: str | None = None,
+                       device: str | None = None, datasets=None, source: str = "auto") -> Path:
+    """The configured fine-tuning sweep ``FINETUNE_SCALES[scale]``
+    (:func:`alkit.finetune.run_finetune_scale`): every run into ``<out>/<dataset>/`` (default
+    ``results/runs/finetune-<scale>``) with the linear sweeps' run files and provenance, the sweep's
+    wall time, device and commit appended to ``<out>/sweep_times.json``; resumable (finished runs
+    are skipped, a killed run resumes in its round).  Images: ``data_root`` / ``$ALKIT_DATA`` /
+    ../shared/data plus the data set's archive name.  Returns the runs folder."""
+    out_dir = Path(out or finetune_out(scale))
+    out_dir = out_dir if out_dir.is_absolute() else REPO / out_dir
+    finetune.run_finetune_scale(scale, out_dir, datasets=datasets, source=source, data_root=data_root,
+                                weights=weights, device=device)
+    return out_dir
 
 
 if __name__ == "__main__":

@@ -96,6 +96,17 @@ def default_data_root() -> Path | None:
     return beside_repo if beside_repo.is_dir() else None
 
 
+def data_root_for(dataset: str, data_root: str | Path | None = None) -> Path | None:
+    """Where ``dataset``'s images are: ``data_root`` (default :func:`default_data_root`) plus the
+    data set's archive name when that archive is there (``../shared/data/cifar10-jpeg.tar.gz``),
+    else ``data_root`` itself; None when no root is known.  It may not exist: callers check."""
+    spec = data_spec(dataset)
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    if spec.archive is not None and root is not None and (root / spec.archive).exists():
+        root = root / spec.archive
+    return root
+
+
 # --------------------------------------------------------------------------------------------
 # Scales: every setting of a sweep in one place
 # --------------------------------------------------------------------------------------------
@@ -397,9 +408,7 @@ def load_study_data(
     config = config or sweep_config(dataset, scale)
     if spec.loader == "imagenet-synthetic":
         return _imagenet_synthetic(spec, config)
-    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
-    if spec.archive is not None and root is not None and (root / spec.archive).exists():
-        root = root / spec.archive
+    root = data_root_for(dataset, data_root)
     have_real = root is not None and root.exists()
     if source == "synthetic" or (source == "auto" and not have_real and scale == "smoke"):
         return _standin(spec)

@@ -73,3 +73,30 @@ def gaussian_mixture(
     desc = (f"gaussian_mixture(C={num_classes}, n_max={n_max}, dim={dim}, profile={profile}, "
             f"rho={imbalance_ratio}, separation={separation}, seed={seed})")
     return SyntheticData(train_x, train_y, test_x, test_y, num_classes, desc)
+
+
+def colour_images(num_classes: int = 10, n_per_class: int = 60, size: int = 32, *, noise: float = 70.0,
+                  n_test_per_class: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Labelled stand-in images (no data set needed): class c is a noisy image of one colour μ_c
+    (drawn from ``seed``) with a bright square in a class-dependent corner; pixels are μ_c plus
+    Gaussian noise of standard deviation ``noise``, clipped to 0–255.  Returns ``(train (N, size,
+    size, 3) uint8, train labels, test images, test labels)``, classes interleaved."""
+    if num_classes < 2 or n_per_class < 1 or n_test_per_class < 1 or size < 8:
+        raise ValueError("colour_images needs ≥ 2 classes, ≥ 1 image per class and size ≥ 8, got "
+                         f"{num_classes}, {n_per_class}, {n_test_per_class}, {size}")
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(40, 215, (num_classes, 3))
+    corner = size // 4
+
+    def draw(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.tile(np.arange(num_classes), per_class)
+        x = colours[labels][:, None, None, :] + rng.normal(0.0, noise, (labels.size, size, size, 3))
+        for c in range(num_classes):
+            rows, (top, left) = labels == c, divmod(c % 4, 2)
+            x[rows, top * (size - corner):top * (size - corner) + corner,
+              left * (size - corner):left * (size - corner) + corner] += 60.0
+        return np.clip(x, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+    train_x, train_y = draw(n_per_class)
+    test_x, test_y = draw(n_test_per_class)
+    return train_x, train_y, test_x, test_y

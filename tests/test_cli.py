@@ -96,6 +96,17 @@ def test_strategies_lists_registry(capsys):
 
     assert re.search(r"^balanced_random\s+oracle\s+ORACLE", out, re.M)
     assert re.search(r"^margin\s+Margin", out, re.M) and not re.search(r"^margin\s+oracle", out, re.M)
+    assert re.search(r"^vaal\s+images\s+VAAL", out, re.M)   # listed, marked: it trains on images (finetune only)
+
+
+def test_run_refuses_an_image_strategy_before_reading_anything(tmp_path, capsys):
+    """`run` holds features only: VAAL is refused with the command that can run it, before any file is read."""
+    code = main(["run", "--features", str(tmp_path / "absent.npy"), "--labels", str(tmp_path / "absent.npy"),
+                 "--strategies", "margin,vaal", "--initial", "5", "--budget", "5", "--rounds", "1",
+                 "--out", str(tmp_path / "rows.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--strategies: 'vaal' trains on the pool's images" in err and "python -m alkit finetune" in err
 
 
 def test_run_writes_csv(arrays):

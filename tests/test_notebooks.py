@@ -54,7 +54,8 @@ def test_smoke_runs_every_notebook(smoke_run):
     assert [p.stem for p in executed] == list(reproduce.NOTEBOOKS)
     figures = {p.name for p in (base / "figures").iterdir()}
     for stem in ("a_accuracy", "a_difference_from_random", "b_batch_balance", "c_balanced_accuracy",
-                 "d_imagenet_accuracy", "e_auc_difference", "g_class_count"):
+                 "d_imagenet_accuracy", "e_auc_difference", "g_class_count", "h_accuracy",
+                 "h_difference_from_random"):
         assert f"{stem}.png" in figures and f"{stem}.pdf" in figures
     assert (base / "playground" / "f_playground.png").exists()
 
@@ -77,6 +78,8 @@ def test_smoke_results_say_the_data_are_synthetic(smoke_run):
     assert set(rows["data_source"]) == {"synthetic stand-in"}
     rows = pd.read_csv(next((base / "runs" / "imagenet-synthetic").glob("*.csv")))
     assert rows["data_source"].str.startswith("SYNTHETIC").all()
+    rows = pd.read_csv(next((base / "finetune-smoke" / "cifar10").glob("vaal__*.csv")))   # notebook h: generated
+    assert rows["data_source"].str.startswith("SYNTHETIC").all() and (rows["dataset"] == "cifar10").all()
 
 
 def test_smoke_class_count_table_has_the_issue_columns(smoke_run):

@@ -227,8 +227,10 @@ def vaal_scores(pool: PoolState, rng: np.random.Generator, **options) -> tuple[n
 
 @register("vaal", needs=("images",), reference="Sinha, Ebrahimi, Darrell 2019 (ICCV); Emam et al. 2021 code")
 def vaal(pool: PoolState, budget: int, rng: np.random.Generator, **options) -> np.ndarray:
-    """VAAL: train a VAE and a labelled-vs-unlabelled discriminator on the pool's images; pick the
-    b images with the smallest D(μ(x)), those the discriminator finds least likely labelled.
+    """VAAL: the images a labelled-vs-unlabelled discriminator on a VAE's codes finds least likely labelled.
+
+    A VAE and the discriminator D are trained on the pool's images; the b images with the smallest
+    D(μ(x)) are picked.
 
     Needs ``pool.images``.  ``options``: epochs, batch_size, latent_dim, width, adversary_weight (λ),
     beta, lr_vae, lr_discriminator, crop, device (see :data:`VAAL_DEFAULTS`).
