@@ -18,6 +18,7 @@ import numpy as np
 
 from alkit.checks import DEFAULT_CHUNK_ROWS, check_features, check_labels
 from alkit.probe import ProbeConfig, train_linear_probe
+from alkit.rows import gather_rows
 
 #: Key under which a ``shared`` dict records the shape and dtype of the features it serves.
 _SHARED_FEATURES_KEY = ("alkit.pool", "features")
@@ -201,8 +202,8 @@ class PoolState:
 
     # ------------------------------------------------------------ streaming
     def features_of(self, indices: np.ndarray) -> np.ndarray:
-        """Float32 copy of the features of ``indices`` (sorted access is fastest on memmaps)."""
-        return np.asarray(self.features[indices], dtype=np.float32)
+        """Float32 copy of the features of ``indices`` (:func:`alkit.rows.gather_rows`)."""
+        return gather_rows(self.features, indices)
 
     def logits_of(self, indices: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """Float32 logits of ``indices``; ``features`` may pass their already-loaded features."""

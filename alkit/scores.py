@@ -5,10 +5,11 @@ Every strategy computes scores with these, then one shared, seeded routine
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
+
+from alkit.rows import as_tensor as _as_tensor
+from alkit.rows import read_rows
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -130,42 +131,6 @@ def auto_chunk_rows(num_classes: int, dim: int = 0) -> int:
     """Rows per chunk so that a (rows × C) float32 block is about 16 MB (256 to 16,384 rows)."""
     rows = _CHUNK_TARGET_BYTES // (4 * max(int(num_classes), int(dim) // 2, 1))
     return int(min(16_384, max(256, 1 << (int(rows).bit_length() - 1))))
-
-
-def _as_tensor(array: np.ndarray):
-    """A torch view of a (possibly read-only) numpy array, without the non-writable warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def read_rows(features: np.ndarray, indices: np.ndarray, out=None):
-    """Float32 torch tensor of ``features[indices]`` (memory maps welcome; sorted is fastest).
-
-    A contiguous run is read as a slice; a sparse chunk reads the span it covers when that is
-    at most twice its size (one sequential read), else gathers rows.  float16 is converted by
-    torch (vectorised F16C), one chunk at a time, into ``out`` (a reusable float32 tensor with
-    at least ``len(indices) × D`` elements) when given — fresh large allocations page-fault.
-    A contiguous float32 run is returned as a view, without a copy.
-    """
-    n, dim = indices.size, features.shape[1]
-    if n == 0:
-        return torch.empty((0, dim), dtype=torch.float32)
-    lo, hi = int(indices[0]), int(indices[-1]) + 1
-    ordered = n == 1 or bool(np.all(np.diff(indices) > 0))
-    if ordered and hi - lo == n:
-        block = _as_tensor(features[lo:hi])
-    elif ordered and hi - lo <= 2 * n:
-        block = _as_tensor(features[lo:hi])[torch.from_numpy(indices - lo)]
-    else:
-        block = _as_tensor(features[indices])
-    if block.dtype == torch.float32:
-        return block
-    if out is None:
-        return block.float()
-    target = out.view(-1)[: n * dim].view(n, dim)
-    target.copy_(block)
-    return target
 
 
 def iter_logits(pool, indices: np.ndarray, chunk_rows: int | None = None, with_features: bool = False):

@@ -15,24 +15,12 @@ import torch
 from scipy.spatial.distance import cdist
 
 from alkit.pool import DEFAULT_CHUNK_ROWS
+from alkit.rows import gather_rows
 
 #: Default memory budget (bytes) for rows cached by a strategy (features, or p − e_ŷ).
 DEFAULT_CACHE_BYTES = 2 * 1024**3
 #: Column block when comparing many rows against many centres (rows × block float32 temp).
 DEFAULT_CENTER_BLOCK = 1024
-
-
-def gather_rows(
-    features: np.ndarray, indices: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS, dtype=np.float32
-) -> np.ndarray:
-    """Contiguous copy of ``features[indices]`` (any order), read in sorted chunks (fast on memmaps)."""
-    indices = np.asarray(indices, np.int64)
-    out = np.empty((indices.size, features.shape[1]), dtype)
-    for start in range(0, indices.size, chunk_rows):
-        idx = indices[start:start + chunk_rows]
-        order = np.argsort(idx, kind="stable")
-        out[start + order] = np.asarray(features[idx[order]])
-    return out
 
 
 def check_indices(candidate_indices: np.ndarray, center_indices: np.ndarray | None, n_rows: int
