@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from alkit.strategies._dense import RowStore, as_device, feature_store, row_sqnorms, sqdist64
+from alkit.strategies._dense import RowStore, as_device, d2_draw, feature_store, row_sqnorms, sqdist64
 
 #: Relative float32 error assumed for a squared distance ‖x‖² + ‖y‖² − 2⟨x, y⟩ (of ‖x‖² + ‖y‖²);
 #: the same bound as coreset's and balancing's near-tie re-ranking.
@@ -215,16 +215,18 @@ def kmeans_pp_seeds(x: np.ndarray, sq: np.ndarray, k: int, rng: np.random.Genera
     m = x.shape[0]
     first = int(rng.integers(m))
     chosen = [first]
+    taken = np.zeros(m, bool)
+    taken[first] = True
     d2 = np.maximum(sq + sq[first] - 2.0 * (x @ x[first]), 0.0)
     d2[first] = 0.0
     for _ in range(1, k):
-        cdf = np.cumsum(d2)
-        if not cdf[-1] > 0:
-            free = np.setdiff1d(np.arange(m), chosen)
+        if not d2.sum() > 0:
+            free = np.flatnonzero(~taken)
             j = int(free[rng.integers(free.size)])
-        else:
-            j = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), m - 1)
+        else:   # the D² draw BADGE uses (one uniform number, inverse CDF)
+            j = d2_draw(d2, taken, rng.random())
         chosen.append(j)
+        taken[j] = True
         np.minimum(d2, np.maximum(sq + sq[j] - 2.0 * (x @ x[j]), 0.0), out=d2)
         d2[chosen] = 0.0
     return chosen
