@@ -286,14 +286,14 @@ def kmeans_faiss(
 class ClusterKNN:
     """The ``width`` nearest neighbours (sorted) of each of a cluster's points within the cluster.
 
-    Candidates in float32 from the centred rows' product with themselves (one ``x @ x.T``: a
-    symmetric product, of which BLAS computes half; rows in blocks above ``block_rows`` points;
-    ``product="torch"`` on ``device`` for a GPU).  :meth:`most_typical` ranks by those float32
+    Candidates in float32 from the centred rows' product with themselves, each pair once (blocks
+    of ``block_rows`` rows over the upper triangle, the diagonal ones by BLAS's symmetric product,
+    each row keeping its ``width`` nearest so far; ``product="torch"``: row blocks on ``device``,
+    for a GPU).  :meth:`most_typical` ranks by those float32
     distances and decides in float64 among the points they cannot separate, so it returns the
-    point the float64 distances rank first.  Memory O(s·width) plus one s × min(s, block_rows)
-    block."""
+    point the float64 distances rank first.  Memory O(s·width) plus a few blocks."""
 
-    def __init__(self, x: np.ndarray, width: int, *, block_rows: int = 8192, product: str = "auto",
+    def __init__(self, x: np.ndarray, width: int, *, block_rows: int = 4096, product: str = "auto",
                  device: str | torch.device | None = None) -> None:
         self.x = np.ascontiguousarray(x, np.float32)
         s = self.x.shape[0]
@@ -303,27 +303,11 @@ class ClusterKNN:
         dev = as_device(device)
         if product == "auto":
             product = "numpy" if dev.type == "cpu" else "torch"
-        self.dist = np.empty((s, width))
-        self.nbr = np.empty((s, width), np.int64)
         if product == "torch":
-            xt, sq_t = torch.from_numpy(xc).to(dev), torch.from_numpy(sq).to(dev).float()
-        for start in range(0, s, block_rows):
-            stop = min(start + block_rows, s)
-            if product == "torch":
-                d2 = torch.addmm(sq_t[start:stop, None] + sq_t[None, :], xt[start:stop], xt.T, alpha=-2.0)
-                d2[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")
-                vals, nbrs = torch.topk(d2, width, dim=1, largest=False, sorted=True)
-                vals, nbrs = vals.cpu().numpy(), nbrs.cpu().numpy()
-            else:
-                gram = xc @ xc.T if stop - start == s else xc[start:stop] @ xc.T
-                d2 = sq.astype(np.float32)[start:stop, None] + sq.astype(np.float32)[None, :] - 2.0 * gram
-                d2[np.arange(stop - start), np.arange(start, stop)] = np.inf
-                nbrs = np.argpartition(d2, width - 1, axis=1)[:, :width]
-                vals = np.take_along_axis(d2, nbrs, axis=1)
-                order = np.argsort(vals, axis=1, kind="stable")
-                vals, nbrs = np.take_along_axis(vals, order, axis=1), np.take_along_axis(nbrs, order, axis=1)
-            self.dist[start:stop] = np.sqrt(np.maximum(vals, 0.0))
-            self.nbr[start:stop] = nbrs
+            vals, nbrs = _lists_torch(xc, sq, width, block_rows, dev)
+        else:
+            vals, nbrs = _lists_numpy(xc, sq, width, block_rows)
+        self.dist, self.nbr = np.sqrt(np.maximum(vals, 0.0)).astype(np.float64), nbrs
         # Bound on |float32 − float64| of any distance from each row: |√a − √b| ≤ |a − b| / (√a + √b)
         # and ≤ √|a − b|, with |a − b| ≤ tol; the nearest distance gives the largest bound.
         tol = TIE_RTOL * (sq + sq.max(initial=0.0))
@@ -351,9 +335,72 @@ class ClusterKNN:
         near = np.flatnonzero(free & (mean - self.err <= ceiling))
         if near.size == 1:
             return int(near[0])
-        others = np.flatnonzero(free)
-        typ = np.empty(near.size)
-        for i, p in enumerate(near):
-            d = np.sqrt(sqdist64(self.x[p:p + 1], self.x[others[others != p]])[0])
-            typ[i] = 1.0 / (np.sort(d)[:k].sum() / k + 1e-5)
+        typ = np.array([1.0 / (self._exact_mean(p, free, k) + 1e-5) for p in near])
         return int(near[np.argmax(typ)])
+
+    def _exact_mean(self, p: int, free: np.ndarray, k: int) -> float:
+        """Mean float64 distance from point p to its k nearest free points.  A point off p's float32
+        list is farther than its last entry; when that entry lies beyond the k-th free one by more
+        than twice the error bound, no such point can be among the k nearest, so the list's free
+        points suffice (s·D work becomes width·D)."""
+        nbr, d32 = self.nbr[p], self.dist[p]
+        ok = free[nbr] & np.isfinite(d32)
+        listed = nbr[ok]
+        complete = np.isfinite(d32).sum() == self.x.shape[0] - 1   # the list holds every other point
+        if not complete and not d32[-1] > d32[ok][k - 1] + 2.0 * self.err[p]:
+            listed = np.flatnonzero(free)
+            listed = listed[listed != p]
+        d = np.sqrt(sqdist64(self.x[p:p + 1], self.x[listed])[0])
+        return float(np.sort(d)[:k].sum() / k)
+
+
+def _lists_numpy(xc: np.ndarray, sq: np.ndarray, width: int, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``width`` smallest float32 d² to the other rows (sorted; +inf pads), and their
+    positions: block pairs of the upper triangle, each merged into both its rows' and its columns' lists."""
+    s = xc.shape[0]
+    sq32 = sq.astype(np.float32)
+    best_d = np.full((s, width), np.inf, np.float32)
+    best_i = np.zeros((s, width), np.int64)
+    for a0 in range(0, s, block_rows):
+        a1 = min(a0 + block_rows, s)
+        for b0 in range(a0, s, block_rows):
+            b1 = min(b0 + block_rows, s)
+            rows = xc[a0:a1]
+            gram = rows @ rows.T if b0 == a0 else rows @ xc[b0:b1].T   # the diagonal block: BLAS's symmetric product
+            d2 = sq32[a0:a1, None] + sq32[None, b0:b1] - 2.0 * gram
+            if b0 == a0:
+                np.fill_diagonal(d2, np.inf)
+            _keep_nearest(best_d, best_i, a0, d2, b0)
+            if b0 != a0:
+                _keep_nearest(best_d, best_i, b0, np.ascontiguousarray(d2.T), a0)
+    order = np.argsort(best_d, axis=1, kind="stable")
+    return np.take_along_axis(best_d, order, axis=1), np.take_along_axis(best_i, order, axis=1)
+
+
+def _keep_nearest(best_d: np.ndarray, best_i: np.ndarray, r0: int, d2: np.ndarray, c0: int) -> None:
+    """Merge the block ``d2`` (rows r0…, columns c0…) into those rows' lists of the smallest d²."""
+    width = best_d.shape[1]
+    r1 = r0 + d2.shape[0]
+    m = min(width, d2.shape[1])
+    cand = np.argpartition(d2, m - 1, axis=1)[:, :m] if m < d2.shape[1] else np.broadcast_to(
+        np.arange(d2.shape[1]), d2.shape)
+    all_d = np.concatenate([best_d[r0:r1], np.take_along_axis(d2, cand, axis=1)], axis=1)
+    all_i = np.concatenate([best_i[r0:r1], cand + c0], axis=1)
+    keep = np.argpartition(all_d, width - 1, axis=1)[:, :width]
+    best_d[r0:r1] = np.take_along_axis(all_d, keep, axis=1)
+    best_i[r0:r1] = np.take_along_axis(all_i, keep, axis=1)
+
+
+def _lists_torch(xc: np.ndarray, sq: np.ndarray, width: int, block_rows: int,
+                 device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """The lists of :func:`_lists_numpy` from row blocks × all rows on ``device`` (a GPU)."""
+    s = xc.shape[0]
+    xt, sq_t = torch.from_numpy(xc).to(device), torch.from_numpy(sq).to(device).float()
+    vals, nbrs = np.empty((s, width), np.float32), np.empty((s, width), np.int64)
+    for start in range(0, s, block_rows):
+        stop = min(start + block_rows, s)
+        d2 = torch.addmm(sq_t[start:stop, None] + sq_t[None, :], xt[start:stop], xt.T, alpha=-2.0)
+        d2[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")
+        v, i = torch.topk(d2, width, dim=1, largest=False, sorted=True)
+        vals[start:stop], nbrs[start:stop] = v.cpu().numpy(), i.cpu().numpy()
+    return vals, nbrs
