@@ -19,7 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	@# setuptools' build backend warns about every editable install (a note for package authors):
+	@# its output goes to a log, shown only when the install fails.
+	$(PY) -m pip install --quiet --no-deps -e . > $(VENV)/editable-install.log 2>&1 || (cat $(VENV)/editable-install.log; exit 1)
 	@touch $@
 
 test: $(STAMP)
