@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -36,6 +34,7 @@ import torchvision
 from torch import nn
 
 from alkit.datasets import check_online, default_cache_dir, file_sha256
+from alkit.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -207,16 +206,13 @@ def download_weights(url: str, cache_dir: str | Path | None = None, *, sha256: s
         if reason is not None:
             raise ConnectionError(f"cannot download weights from {url} ({reason}); download the file on a machine "
                                   f"with internet and put it at {target}, or pass weights=<local file>")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+
+        def download(tmp: Path) -> None:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                 while block := response.read(1 << 20):
                     out.write(block)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(target, download)
     actual = file_sha256(target)
     hub_hash = re.search(r"-([a-f0-9]{8,})\.", name)
     expected = sha256 or (hub_hash.group(1) if hub_hash else None)

@@ -31,7 +31,6 @@ import platform
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -47,7 +46,7 @@ from alkit.backbones import Backbone, load_backbone
 from alkit.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
 from alkit.distributed import (World, all_gather, failure_text, main_first, on_main, owned, process_group,
                                raise_failures, rank_device, world_from_env)
-from alkit.io import write_text
+from alkit.io import atomic_write, save_npy, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -353,38 +352,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _publish(tmp: str | Path, path: Path) -> None:
-    """Give a finished temporary file ordinary permissions (mkstemp makes it owner-only) and
-    rename it into place atomically."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_shard(path: Path, rows: int, dim: int) -> np.ndarray | None:
     try:
         shard = np.load(path, mmap_mode="r")
@@ -412,7 +379,7 @@ def _start_partial(partial: Path, settings: dict) -> dict:
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)   # exist_ok: another extraction of this entry may start too
     progress = {"settings": settings, "sessions": 1, "compute_seconds": 0.0, "started": _now()}
-    _write_json_atomic(progress_path, progress)
+    write_json(progress_path, progress)
     return progress
 
 
@@ -474,7 +441,7 @@ def _complete_entry(directory: Path, dataset: ImageDataset) -> FeatureSet | None
     if cached is not None and dataset.files is not None and not (directory / PATHS_FILE).is_file():
         write_paths(directory, dataset)
         if not cached.meta.get("paths_root"):
-            _write_json_atomic(directory / "meta.json", {**cached.meta, "paths_root": str(dataset.root)})
+            write_json(directory / "meta.json", {**cached.meta, "paths_root": str(dataset.root)})
         cached = _read_entry(directory)
     return cached
 
@@ -553,14 +520,14 @@ def _extract(dataset: ImageDataset, backbone: Backbone, preprocessing: Preproces
             if not np.isfinite(out).all():
                 raise ValueError(f"non-finite features (float16 overflow?) in rows {rows[0]}–{rows[-1]} of "
                                  f"{dataset.display_name} {dataset.split}")
-            _save_npy_atomic(partial / f"shard_{shard:06d}.npy", out)
+            save_npy(partial / f"shard_{shard:06d}.npy", out)
             claimed.unlink(missing_ok=True)
             claimed = None
             seconds += time.perf_counter() - started
             computed += 1
             if world.is_main:   # one writer of the progress record (the other ranks' time is added at the end)
                 record["compute_seconds"] = float(record["compute_seconds"]) + time.perf_counter() - started
-                _write_json_atomic(partial / "progress.json", record)
+                write_json(partial / "progress.json", record)
     except Exception as exc:
         if not world.is_distributed:
             raise
@@ -665,21 +632,18 @@ def _assemble(directory: Path, dataset: ImageDataset, backbone: Backbone, prepro
     """Join the shards into features.npy, then write labels, indices and (last) meta.json."""
     partial = directory / "partial"
     n, dim = len(dataset), backbone.feature_dim
-    fd, tmp = tempfile.mkstemp(prefix=".features.npy.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+
+    def join(tmp: Path) -> None:   # shard by shard into a memory map: never the whole array in memory
         joined = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, dim))
         for shard in range(n_shards):
             start = shard * shard_size
             joined[start:start + shard_size] = np.load(partial / f"shard_{shard:06d}.npy")
         joined.flush()
         del joined
-        _publish(tmp, directory / "features.npy")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _save_npy_atomic(directory / "labels.npy", dataset.labels)
-    _save_npy_atomic(directory / "indices.npy", dataset.source_indices)
+
+    atomic_write(directory / "features.npy", join)
+    save_npy(directory / "labels.npy", dataset.labels)
+    save_npy(directory / "indices.npy", dataset.source_indices)
     write_paths(directory, dataset)
     seconds = float(record["compute_seconds"])
     meta = {
@@ -716,7 +680,7 @@ def _assemble(directory: Path, dataset: ImageDataset, backbone: Backbone, prepro
         "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
-    _write_json_atomic(directory / "meta.json", meta)
+    write_json(directory / "meta.json", meta)
     shutil.rmtree(partial, ignore_errors=True)
     return _read_entry(directory)
 
@@ -744,17 +708,17 @@ def subset_features(parent: FeatureSet, rows: np.ndarray, subset: dict, display_
             log.warning("discarding derived feature cache %s: %s", directory, exc)
             shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _save_npy_atomic(directory / "features.npy", np.ascontiguousarray(parent.features[rows]))
+    save_npy(directory / "features.npy", np.ascontiguousarray(parent.features[rows]))
     labels = parent.labels[rows]
-    _save_npy_atomic(directory / "labels.npy", labels)
-    _save_npy_atomic(directory / "indices.npy", parent.indices[rows])
+    save_npy(directory / "labels.npy", labels)
+    save_npy(directory / "indices.npy", parent.indices[rows])
     parent_paths = parent.paths
     if parent_paths is not None:
         write_text(directory / PATHS_FILE, "".join(parent_paths[r] + "\n" for r in rows))
     meta = {**parent.meta, "key": key, "dataset": display_name, "subset": {**parent.meta.get("subset", {}), **subset},
             "n": int(rows.size), "class_counts": np.bincount(labels, minlength=parent.num_classes).tolist(),
             "derived_from": {"key": parent.meta["key"], "directory": str(parent.directory)}}
-    _write_json_atomic(directory / "meta.json", meta)
+    write_json(directory / "meta.json", meta)
     return _read_entry(directory)
 
 
