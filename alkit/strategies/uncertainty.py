@@ -1,4 +1,19 @@
-"""Random baselines and the classic uncertainty scores on model outputs."""
+"""Random baselines and the classic uncertainty scores on model outputs.
+
+With p = softmax(ℓ) the head's probabilities of an eligible point and p₍₁₎ ≥ p₍₂₎ its two largest,
+each strategy takes the b eligible points with the smallest score (:func:`alkit.scores.take_smallest`,
+exact ties broken by the selection rng):
+
+    confidence:  max_k p_k                     (least confident first)
+    margin:      p₍₁₎ − p₍₂₎                     (smallest margin first)
+    entropy:     Σ_k p_k log p_k  = −H(p)      (largest entropy first)
+
+``random`` draws b eligible points uniformly without replacement; ``balanced_random`` (an oracle
+baseline, Emam et al.) draws the same number from every class by the true labels
+(:func:`class_quotas` spreads b mod C over random classes).  The scores are computed chunk by
+chunk (:meth:`alkit.pool.PoolState.iter_chunks`) in the formulas of :mod:`alkit.scores`, so the
+whole pool is scored in bounded memory.
+"""
 from __future__ import annotations
 
 from typing import Callable
