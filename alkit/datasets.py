@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from alkit.io import current_umask, write_text
+from alkit.io import current_umask, process_alive, write_text
 
 log = logging.getLogger(__name__)
 
@@ -456,23 +456,13 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
     return target
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # another user's live process
-        return True
-    return True
-
-
 def remove_stale_temporary(parent: Path, prefix: str) -> list[Path]:
     """Remove ``parent/<prefix><pid>-*`` folders whose process is gone: what a killed extraction
     left behind (an extraction still running elsewhere keeps its folder)."""
     removed = []
     for folder in parent.glob(f"{prefix}*"):
         pid = folder.name[len(prefix):].split("-", 1)[0]
-        if folder.is_dir() and (not pid.isdigit() or not _process_alive(int(pid))):
+        if folder.is_dir() and (not pid.isdigit() or not process_alive(int(pid))):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

@@ -46,7 +46,7 @@ from alkit.backbones import Backbone, load_backbone
 from alkit.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
 from alkit.distributed import (World, all_gather, failure_text, main_first, on_main, owned, process_group,
                                raise_failures, rank_device, world_from_env)
-from alkit.io import atomic_write, save_npy, write_json, write_text
+from alkit.io import atomic_write, process_alive, save_npy, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -577,14 +577,13 @@ def _owner_alive(claim: Path) -> bool:
     try:
         fields = claim.read_text().split()
         pid = int(fields[0])
-        if len(fields) > 1 and fields[1] != socket.gethostname():
-            return False
-        if pid == os.getpid():   # this process's own claim from an interrupted attempt: free to take
-            return False
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError) as exc:
-        return isinstance(exc, PermissionError)   # another user's live process
-    return True
+    except (OSError, ValueError, IndexError):
+        return False
+    if len(fields) > 1 and fields[1] != socket.gethostname():
+        return False
+    if pid == os.getpid():   # this process's own claim from an interrupted attempt: free to take
+        return False
+    return process_alive(pid)
 
 
 def _shards_to_compute(partial: Path, shards: range | list[int], done: list[int], rows_of, dim: int,

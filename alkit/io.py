@@ -137,6 +137,17 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's live process counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def array_fingerprint(*arrays: np.ndarray) -> str:
     """sha256 of the arrays' shapes, dtypes and bytes: a run key's record of its data (float16
     features of 100 k × 1280 take about a second)."""

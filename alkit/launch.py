@@ -31,7 +31,7 @@ import torch
 
 from alkit import io
 from alkit.features import FeaturesNotCached
-from alkit.io import loaded_commit, write_json
+from alkit.io import loaded_commit, process_alive, write_json
 from alkit.runs import run_configured_sweep, run_path
 from alkit.studies import load_study_data, sweep_config
 
@@ -122,21 +122,11 @@ def _worker_init(commit: str, threads: int, parent: int) -> None:
     io._LOADED_COMMIT = commit   # the parent's commit: the code the sweep started with
 
     def leave_with_parent() -> None:   # a killed sweep leaves no worker running (runs are saved atomically)
-        while _alive(parent):
+        while process_alive(parent):
             time.sleep(2)
         os._exit(1)
 
     threading.Thread(target=leave_with_parent, daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: str, source: str,

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from alkit.io import array_fingerprint, atomic_write, loaded_commit, provenance, write_json
+from alkit.io import array_fingerprint, atomic_write, loaded_commit, process_alive, provenance, write_json
 from alkit.loop import RunResult, run_active_learning
 from alkit.probe import ProbeConfig
 from alkit.strategies.registry import Strategy, resolve_strategy
@@ -191,13 +191,7 @@ def _claim_owner_alive(claim: Path) -> bool:
             return False
     if pid == os.getpid():
         return False   # this process's own claim from an interrupted attempt
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 def claim_run(stem: Path) -> bool:
