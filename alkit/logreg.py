@@ -183,7 +183,7 @@ def _line_search(problem: _Problem, z, dz, w, b, pw, pb, f0, slope0, max_steps: 
         return value, slope, za, g
 
     lo, hi = 0.0, None
-    f_lo, slope_lo = f0, slope0
+    f_lo = f0
     alpha = 1.0
     best = None
     for _ in range(max_steps):
@@ -195,7 +195,7 @@ def _line_search(problem: _Problem, z, dz, w, b, pw, pb, f0, slope0, max_steps: 
         elif slope > 0:
             hi = alpha
         else:
-            lo, f_lo, slope_lo = alpha, value, slope
+            lo, f_lo = alpha, value
             best = (alpha, value, za, g)
         alpha = 2.0 * alpha if hi is None else 0.5 * (lo + hi)
     if best is not None:   # sufficient decrease without the curvature condition: still a descent step

@@ -10,7 +10,7 @@ import torch
 
 from alkit import imagenet_pool as ip
 from alkit.imagenet_pool import ImageNetPoolSpec, imagenet_class_sizes, load_imagenet_pool, make_imagenet_pool
-from alkit.pool import PoolState, linear_logits
+from alkit.pool import linear_logits
 from alkit.probe import probe_device
 from alkit.scores import (
     auto_chunk_rows, boundary_distances, boundary_distances_, class_weight_distances, iter_logits, read_rows,
