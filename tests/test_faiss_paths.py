@@ -141,6 +141,36 @@ def test_most_typical_is_the_float64_argmax(seed):
         assert np.isclose(typ[got], max(typ), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_cluster_knn_reads_rows_back_instead_of_keeping_them(seed):
+    """TypiClust keeps one ClusterKNN per cluster for the whole selection: with ``rows`` it holds
+    only its lists (no s × D copy; the pool's size at 1.28 M), reads rows back for the float64
+    decisions, and picks exactly what the version that keeps its rows picks, pick after pick."""
+    rng = np.random.default_rng(seed)
+    s, d = 240, 33
+    x = (rng.standard_normal((s, d)) * rng.uniform(0.5, 2, (s, 1))).astype(np.float32)
+    x[s // 2:] = x[:s - s // 2] * (1 + 1e-6 * rng.standard_normal((s - s // 2, 1))).astype(np.float32)   # near-ties
+    asked = []
+
+    def rows(pos):
+        asked.append(pos.size)
+        return x[pos]
+
+    kept, lean = E.ClusterKNN(x, 45), E.ClusterKNN(x.copy(), 45, rows=rows)
+    assert not any(getattr(v, "ndim", 0) == 2 and v.shape[1] == d for v in vars(lean).values())
+    assert lean.dist.dtype == np.float32 and lean.nbr.dtype == np.int32
+    free = np.ones(s, bool)
+    for _ in range(10):
+        got, want = lean.most_typical(free, 20), kept.most_typical(free, 20)
+        assert got == want
+        free[got] = False
+    assert asked   # the ties were decided on rows read back
+    for p in np.flatnonzero(free)[::7]:   # each float64 mean is the formula's, from rows read back
+        others = np.flatnonzero(free)
+        want = np.sort(np.sqrt(sqdist64(x[p:p + 1], x[others[others != p]])[0]))[:20].mean()
+        assert lean._exact_mean(p, free, 20) == pytest.approx(want, rel=1e-12)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_typiclust_backends_pick_the_same_points_given_the_same_clusters(seed, monkeypatch):
     rng = np.random.default_rng(seed)

@@ -289,7 +289,15 @@ def typiclust(
     avail = eligible.copy()
     members = {int(c): np.flatnonzero(clusters == c) for c in ids}
     visits_planned = -(-budget // max(len(cycle), 1)) + 1
-    neighbours = (lambda x, width: ClusterKNN(x, width, device=device)) if backend == "faiss" else _ClusterKNN
+
+    def neighbours(pts: np.ndarray, width: int):
+        ids = relevant[pts]
+        x = gather_rows(pool.features, ids, chunk_rows)
+        if backend == "torch":
+            return _ClusterKNN(x, width)
+        # the rows are re-read for the rare float64 decisions instead of kept (the pool's size in RAM)
+        return ClusterKNN(x, width, device=device, rows=lambda pos: gather_rows(pool.features, ids[pos], chunk_rows))
+
     knn: dict = {}
     picks: list[int] = []
     i = 0
@@ -311,11 +319,10 @@ def typiclust(
             best = int(np.flatnonzero(free)[0])
         else:
             if c not in knn:
-                knn[c] = neighbours(gather_rows(pool.features, relevant[pts], chunk_rows), k_nn + 1 + 2 * visits_planned)
+                knn[c] = neighbours(pts, k_nn + 1 + 2 * visits_planned)
             best = knn[c].most_typical(free, k)
             while best is None:  # more removals than planned: rebuild wider
-                knn[c] = neighbours(gather_rows(pool.features, relevant[pts], chunk_rows),
-                                    min(pts.size, 2 * knn[c].width + k_nn))
+                knn[c] = neighbours(pts, min(pts.size, 2 * knn[c].width + k_nn))
                 best = knn[c].most_typical(free, k)
         avail[pts[best]] = False
         picks.append(int(relevant[pts[best]]))
