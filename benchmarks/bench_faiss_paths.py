@@ -119,7 +119,8 @@ def markdown(data: dict) -> str:
         lines += ["", "## ProbCover at N = 1,281,167 on this CPU (estimate)", "",
                   f"The build scales as N²·D: {scale:.0f} × the 100 k case, about **{hours:.1f} h** for the graph "
                   f"(the full N × N product alone: {product_hours:.1f} h), if the 10.5 GB of normalised float32 rows "
-                  "stay in memory (`normalised_store(..., cache_bytes=11 * 2**30)` on a machine with the RAM for it; "
+                  "stay in memory (`select(pool, functools.partial(probcover, cache_bytes=11 * 2**30), ...)` on a machine "
+                  "with the RAM for it; "
                   "the default 2 GiB cache re-reads the float16 memory map for every block pair, far slower). "
                   "The greedy picks after it are O(|E|). Not run."]
     return "\n".join(lines) + "\n"

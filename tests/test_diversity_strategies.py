@@ -866,6 +866,26 @@ def test_probcover_ties_are_uniform_not_storage_order():
         select(pool, lambda p, b, r: fn(p, b, r, delta=1e-3, ties="lowest"), 1, 0)
 
 
+def test_probcover_row_cache_changes_memory_not_picks(monkeypatch):
+    """``cache_bytes`` decides whether the normalised rows are kept or re-read per block pair (the
+    1.28 M case needs 10.5 GB to keep them); the picks are the same either way."""
+    fn = __import__("alkit").strategies.probcover.probcover
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 300)
+    x = (rng.standard_normal((4, 16))[y] * 2 + rng.standard_normal((300, 16))).astype(np.float32)
+    labels = np.full(300, -1)
+    labels[:8] = y[:8]
+    pool = make_pool(x, labels, 4)
+    modes = []
+    real = probcover_module.normalised_store
+    monkeypatch.setattr(probcover_module, "normalised_store",
+                        lambda *a, **k: modes.append(real(*a, **k)) or modes[-1])
+    kept = select(pool, lambda p, b, r: fn(p, b, r, chunk_rows=64), 20, 0)
+    reread = select(pool, lambda p, b, r: fn(p, b, r, chunk_rows=64, cache_bytes=0), 20, 0)
+    np.testing.assert_array_equal(kept, reread)
+    assert [m.mode for m in modes] == ["float32 cache", "streamed"]
+
+
 def test_delta_graph_and_purity_delta():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((90, 4)).astype(np.float32)
