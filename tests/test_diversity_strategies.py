@@ -884,6 +884,15 @@ def test_probcover_row_cache_changes_memory_not_picks(monkeypatch):
     reread = select(pool, lambda p, b, r: fn(p, b, r, chunk_rows=64, cache_bytes=0), 20, 0)
     np.testing.assert_array_equal(kept, reread)
     assert [m.mode for m in modes] == ["float32 cache", "streamed"]
+    with pytest.raises(ValueError, match="cache_bytes"):
+        select(pool, lambda p, b, r: fn(p, b, r, cache_bytes=-1), 5, 0)
+
+
+def test_probcover_row_cache_default_is_2_gib_on_the_cpu_and_half_the_free_memory_of_a_gpu(monkeypatch):
+    assert probcover_module.row_cache_bytes(None, None) == probcover_module.row_cache_bytes(None, "cpu") == 2 * 1024**3
+    assert probcover_module.row_cache_bytes(12345, "cuda") == 12345
+    monkeypatch.setattr(probcover_module.torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 141 * 2**30))
+    assert probcover_module.row_cache_bytes(None, "cuda:0") == 40 * 2**30
 
 
 def test_delta_graph_and_purity_delta():

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 import torch
 
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
-from alkit.strategies._dense import RowStore, as_device, gather_rows, sqdist64
+from alkit.strategies._dense import DEFAULT_CACHE_BYTES, RowStore, as_device, gather_rows, sqdist64
 from alkit.strategies._exact_search import ball_graph
 from alkit.strategies.registry import register
 from alkit.strategies.typiclust import kmeans
@@ -73,6 +73,19 @@ def normalised_store(features, indices, chunk_rows=DEFAULT_CHUNK_ROWS, cache_byt
         return x / np.where(norm > 0, norm, 1.0)
 
     return RowStore(indices.size, features.shape[1], load, chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=device)
+
+
+def row_cache_bytes(cache_bytes: int | None, device: str | torch.device | None) -> int:
+    """The row cache for ``cache_bytes`` (None: :data:`DEFAULT_CACHE_BYTES` on the CPU; on a GPU, half
+    of its free memory, since re-reading rows per block pair would leave it waiting on the host)."""
+    if cache_bytes is not None:
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0 or None, got {cache_bytes}")
+        return int(cache_bytes)
+    dev = as_device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0] // 2)
+    return DEFAULT_CACHE_BYTES
 
 
 def delta_graph_reference(unit_rows: np.ndarray, delta: float) -> sp.csr_matrix:
@@ -211,7 +224,7 @@ def probcover(
     delta_seed: int = DELTA_SEED,
     ties: str = "random",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    cache_bytes: int = 2 * 1024**3,
+    cache_bytes: int | None = None,
     device: str | None = None,
 ) -> np.ndarray:
     """ProbCover: on the graph ‖z_x − z_y‖ < δ (unit-normalised features), greedily take the point covering the most uncovered points.
@@ -224,10 +237,12 @@ def probcover(
     (the authors' lowest index).  δ and the graph are kept in ``pool.cache.shared`` when the pool
     has a cache (see the module docstring).  ``cache_bytes``: the normalised float32 rows are kept
     in memory (on ``device``) when they fit, else every block pair of the graph re-reads and
-    re-normalises its rows from the features: at ImageNet's 1.28 M × 2048 they take 10.5 GB, so
-    pass ``cache_bytes=11 * 2**30`` where RAM (or GPU memory) allows.  The picks do not depend on it.
+    re-normalises its rows from the features; None: 2 GiB on the CPU, half the free memory of a
+    GPU (:func:`row_cache_bytes`).  At ImageNet's 1.28 M × 2048 the rows take 10.5 GB: on the CPU
+    pass ``cache_bytes=11 * 2**30`` where RAM allows.  The picks do not depend on it.
     """
     check_ties(ties)   # before the graph build, which can take minutes
+    row_cache = row_cache_bytes(cache_bytes, device)
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     eligible = pool.eligible[relevant]
     on_all_rows = 2 * relevant.size >= pool.size   # share δ and the graph with every round and seed
@@ -237,7 +252,7 @@ def probcover(
 
     @functools.cache
     def store() -> RowStore:   # built only when δ or the graph is not kept already
-        return normalised_store(pool.features, rows, chunk_rows, cache_bytes=cache_bytes, device=as_device(device))
+        return normalised_store(pool.features, rows, chunk_rows, cache_bytes=row_cache, device=as_device(device))
 
     if delta is None:
         delta_key = (*DELTA_KEY, key, pool.num_classes, float(alpha), int(purity_sample), int(delta_seed))
