@@ -269,3 +269,13 @@ def test_estimated_delta_keeps_the_quantile_ball_pure_under_the_exact_rule(seed)
     graph = delta_graph(store, delta).toarray()
     pure = ~(graph & (pseudo[:, None] != pseudo[None, :])).any(1)
     assert pure.mean() >= 0.9
+
+
+def test_centred_fit_rows_squared_norms_are_the_whole_matrix_sums():
+    """The fit rows' squared norms are summed in row blocks (no float64 copy of the fit matrix);
+    they must be the very numbers of the whole-matrix sum, which the k-means++ draws depend on."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((40_000, 24)) * rng.uniform(0.1, 5, (40_000, 1)) + 3).astype(np.float32)
+    centred, mu, sq = E.centred_fit_rows(x, np.arange(x.shape[0]), False, 4096)
+    torch.testing.assert_close(centred, torch.from_numpy(x) - mu, rtol=0, atol=0)
+    assert torch.equal(sq, (centred.double() ** 2).sum(1).float())
