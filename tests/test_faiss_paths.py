@@ -279,3 +279,33 @@ def test_centred_fit_rows_squared_norms_are_the_whole_matrix_sums():
     centred, mu, sq = E.centred_fit_rows(x, np.arange(x.shape[0]), False, 4096)
     torch.testing.assert_close(centred, torch.from_numpy(x) - mu, rtol=0, atol=0)
     assert torch.equal(sq, (centred.double() ** 2).sum(1).float())
+
+
+def _lists_in_child(out):
+    x = np.random.default_rng(0).standard_normal((1200, 16)).astype(np.float32)
+    out.put(hash(E.ClusterKNN(x, 30).nbr.tobytes()))   # small: a big message would block the child's exit
+
+
+def test_cluster_knn_works_in_a_forked_child_after_the_parent_used_it():
+    """The partitions run on threads; a pool kept across calls has no threads in a forked child
+    (multiprocessing's default on Linux, sweeps' workers), whose lists would then wait forever."""
+    import multiprocessing as mp
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)   # more than one part per block
+    try:
+        ctx = mp.get_context("fork")
+        out = ctx.Queue()
+        _lists_in_child(out)
+        in_parent = out.get(timeout=30)
+        child = ctx.Process(target=_lists_in_child, args=(out,))
+        child.start()
+        child.join(60)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+        assert not hung, "ClusterKNN hung in a forked child"
+        assert child.exitcode == 0 and out.get(timeout=10) == in_parent
+    finally:
+        torch.set_num_threads(threads)
+

@@ -381,39 +381,40 @@ def _lists_numpy(xc: np.ndarray, sq: np.ndarray, width: int, block_rows: int) ->
     best_i = np.zeros((s, width), np.int64)
     side = min(block_rows, s)
     norms = np.empty((side, side), np.float32)   # reused: fresh large blocks page-fault
-    for a0 in range(0, s, block_rows):
-        a1 = min(a0 + block_rows, s)
-        for b0 in range(a0, s, block_rows):
-            b1 = min(b0 + block_rows, s)
-            rows = xc[a0:a1]
-            d2 = rows @ rows.T if b0 == a0 else rows @ xc[b0:b1].T   # the diagonal block: BLAS's symmetric product
-            pair = np.add(sq32[a0:a1, None], sq32[None, b0:b1], out=norms[:a1 - a0, :b1 - b0])
-            d2 *= -2.0
-            d2 += pair   # ‖a‖² + ‖b‖² − 2⟨a, b⟩, the same float32 numbers as written that way
-            if b0 == a0:
-                np.fill_diagonal(d2, np.inf)
-            _keep_nearest(best_d, best_i, a0, d2, b0)
-            if b0 != a0:
-                _keep_nearest(best_d, best_i, b0, np.ascontiguousarray(d2.T), a0)
+    # A pool per call, not one kept by the module: a kept pool's threads do not exist in a forked
+    # child, whose map would then wait forever.
+    n_threads = max(1, torch.get_num_threads())
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="alkit-knn") as threads:
+        for a0 in range(0, s, block_rows):
+            a1 = min(a0 + block_rows, s)
+            for b0 in range(a0, s, block_rows):
+                b1 = min(b0 + block_rows, s)
+                rows = xc[a0:a1]
+                d2 = rows @ rows.T if b0 == a0 else rows @ xc[b0:b1].T   # the diagonal block: BLAS's symmetric product
+                pair = np.add(sq32[a0:a1, None], sq32[None, b0:b1], out=norms[:a1 - a0, :b1 - b0])
+                d2 *= -2.0
+                d2 += pair   # ‖a‖² + ‖b‖² − 2⟨a, b⟩, the same float32 numbers as written that way
+                if b0 == a0:
+                    np.fill_diagonal(d2, np.inf)
+                _keep_nearest(best_d, best_i, a0, d2, b0, threads, n_threads)
+                if b0 != a0:
+                    _keep_nearest(best_d, best_i, b0, np.ascontiguousarray(d2.T), a0, threads, n_threads)
     order = np.argsort(best_d, axis=1, kind="stable")
     return np.take_along_axis(best_d, order, axis=1), np.take_along_axis(best_i, order, axis=1)
 
 
-def _keep_nearest(best_d: np.ndarray, best_i: np.ndarray, r0: int, d2: np.ndarray, c0: int) -> None:
+def _keep_nearest(best_d: np.ndarray, best_i: np.ndarray, r0: int, d2: np.ndarray, c0: int,
+                  threads: ThreadPoolExecutor | None = None, n_threads: int = 1) -> None:
     """Merge the block ``d2`` (rows r0…, columns c0…) into those rows' lists of the smallest d².
 
-    Rows are independent, so the block's rows are split among torch's CPU threads (numpy's
-    partition releases the GIL; single-threaded it took a sixth of TypiClust's time at 1.28 M)."""
-    parts = max(1, min(torch.get_num_threads(), d2.shape[0] // 256))
+    Rows are independent, so the block's rows are split among the ``n_threads`` of ``threads``
+    (numpy's partition releases the GIL; single-threaded it took a sixth of TypiClust's time at
+    1.28 M)."""
+    parts = 1 if threads is None else max(1, min(n_threads, d2.shape[0] // 256))
     if parts == 1:
         return _keep_nearest_rows(best_d, best_i, r0, d2, c0)
     cuts = np.linspace(0, d2.shape[0], parts + 1).astype(int)
-    list(_threads(parts).map(lambda a, b: _keep_nearest_rows(best_d, best_i, r0 + a, d2[a:b], c0), cuts[:-1], cuts[1:]))
-
-
-@functools.cache
-def _threads(n: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(n, thread_name_prefix="alkit-knn")
+    list(threads.map(lambda a, b: _keep_nearest_rows(best_d, best_i, r0 + a, d2[a:b], c0), cuts[:-1], cuts[1:]))
 
 
 def _keep_nearest_rows(best_d: np.ndarray, best_i: np.ndarray, r0: int, d2: np.ndarray, c0: int) -> None:
