@@ -51,11 +51,11 @@ from alkit.datasets import load_dataset
 from alkit.distributed import all_gather, barrier, broadcast, process_group, world_from_env
 from alkit.features import Preprocessing
 from alkit.images import PoolImages, random_crop_flip
-from alkit.io import atomic_write, loaded_commit, provenance, write_json
+from alkit.io import atomic_write, loaded_commit, write_json
 from alkit.loop import RunResult, _prefixed, first_round_split, stream
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_labels
-from alkit.runs import claim_run, is_finished, load_runs, release_claim, run_path, save_run
+from alkit.runs import claim_run, finish_run, is_finished, load_runs, release_claim, run_path
 from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
 from alkit.studies import SOURCES, data_root_for, data_spec
 from alkit.synthetic import colour_images
@@ -910,21 +910,15 @@ def run_finetune_sweep(
                              "choose another output path")
         bar.set_postfix(run=f"{info.name} seed {seed}")
         started = time.perf_counter()
+        checkpoint = None if stem is None else checkpoint_path(stem)
         try:
             result = run_finetune_active_learning(
                 train_images, train_labels, test_images, test_labels, num_classes, info, seed=seed,
                 initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
-                network=source, config=config, device=device, progress=progress,
-                checkpoint=None if stem is None else checkpoint_path(stem),
+                network=source, config=config, device=device, progress=progress, checkpoint=checkpoint,
                 on_epoch=None if on_epoch is None else functools.partial(on_epoch, info.name, seed))
-            frame = result.frame()
-            frame.insert(0, "dataset", dataset)
-            frame.insert(1, "data_source", data_source)
-            result.rows = frame.to_dict("records")
-            if stem is not None and ranks.is_main:
-                save_run(stem, result, {"run_key": key, "provenance": provenance(
-                    wall_seconds=round(time.perf_counter() - started, 2))})
-                checkpoint_path(stem).unlink(missing_ok=True)
+            frame = finish_run(result, dataset=dataset, data_source=data_source, stem=stem, key=key, started=started,
+                               checkpoint=checkpoint, write=ranks.is_main)
         finally:
             if claimed:
                 release_claim(stem)

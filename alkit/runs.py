@@ -62,6 +62,23 @@ def is_finished(stem: Path, run_key: dict) -> bool:
         return False
 
 
+def finish_run(result: RunResult, *, dataset: str, data_source: str, stem: Path | None, key: dict,
+               started: float, checkpoint: Path | None = None, write: bool = True) -> pd.DataFrame:
+    """A computed run's rows, tagged with its data set and source; with ``stem`` (and ``write``) saved
+    in the run store with its key and provenance (wall time since ``started``, a perf_counter
+    value), and its ``checkpoint`` removed: the run is saved, its rounds are not needed."""
+    frame = result.frame()
+    frame.insert(0, "dataset", dataset)
+    frame.insert(1, "data_source", data_source)
+    result.rows = frame.to_dict("records")
+    if stem is not None and write:
+        save_run(stem, result, {"run_key": key, "provenance": provenance(
+            wall_seconds=round(time.perf_counter() - started, 2))})
+        if checkpoint is not None:
+            Path(checkpoint).unlink(missing_ok=True)
+    return frame
+
+
 def run_sweep(
     train_features: np.ndarray,
     train_labels: np.ndarray,
@@ -113,25 +130,18 @@ def run_sweep(
 
     def compute(info, seed, key, stem) -> pd.DataFrame:
         started = time.perf_counter()
+        checkpoint = None if stem is None else stem.with_suffix(".ckpt")
         try:
             result = run_active_learning(
                 train_features, train_labels, test_features, test_labels, num_classes, info, seed=seed,
                 initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
-                probe=probe, progress=False, shared=shared,
-                checkpoint=None if stem is None else stem.with_suffix(".ckpt"),
+                probe=probe, progress=False, shared=shared, checkpoint=checkpoint,
             )
-            frame = result.frame()
-            frame.insert(0, "dataset", dataset)
-            frame.insert(1, "data_source", data_source)
-            result.rows = frame.to_dict("records")
-            if stem is not None:
-                save_run(stem, result, {"run_key": key, "provenance": provenance(
-                    wall_seconds=round(time.perf_counter() - started, 2))})
-                stem.with_suffix(".ckpt").unlink(missing_ok=True)   # the run is saved: its rounds are not needed
+            return finish_run(result, dataset=dataset, data_source=data_source, stem=stem, key=key, started=started,
+                              checkpoint=checkpoint)
         finally:
             if stem is not None:
                 release_claim(stem)
-        return frame
 
     for info, seed in bar:
         key = key_of(info, seed)

@@ -308,10 +308,7 @@ class ClusterKNN:
                  device: str | torch.device | None = None, rows=None) -> None:
         x = np.ascontiguousarray(x, np.float32)
         s = self.n = x.shape[0]
-        if rows is None:
-            self._x = x
-            rows = self._x.__getitem__
-        self._rows = rows
+        self._rows = x.__getitem__ if rows is None else rows   # the bound method keeps x only when asked to
         xc = x - x.astype(np.float64).mean(0).astype(np.float32)
         sq = np.einsum("ij,ij->i", xc, xc, dtype=np.float64)
         self.width = width = min(width, s)
