@@ -12,6 +12,19 @@ from alkit.probe import ProbeConfig, train_linear_probe  # noqa: E402
 from alkit.synthetic import gaussian_mixture  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``): tiny
+    networks and batches are dominated by per-op threading overhead, which on a shared 2-core
+    machine made the feature tests about 50× slower with two threads (measured)."""
+    import torch   # only the modules that ask for this fixture need torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def build_pool(num_classes=6, n_max=60, dim=8, n_labeled=30, n_held=12, seed=0, dtype=np.float32, head=True):
     data = gaussian_mixture(num_classes, n_max, dim, separation=2.5, seed=seed)
     x = data.train_features.astype(dtype)

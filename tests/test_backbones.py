@@ -18,13 +18,7 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ALKIT_CACHE", str(tmp_path / "alkit-cache"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: small forward passes are dominated by threading overhead on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -24,14 +24,7 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ALKIT_CACHE", str(tmp_path / "alkit-cache"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny batches are dominated by per-op threading overhead, which on a
-    shared 2-core machine made these tests ~50× slower with two threads (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ TIMING = ["selection_seconds", "training_seconds"]
 SCHEDULE = dict(seed=0, initial_size=12, round_budget=6, rounds=2, val_per_class=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one torch thread is several times faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def colour_images(n_per_class: int, seed: int, size: int = 16) -> tuple[PoolImages, np.ndarray]:

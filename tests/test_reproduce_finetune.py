@@ -14,13 +14,7 @@ from alkit.cli import reproduce_main
 from alkit.synthetic import colour_images
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A two-layer CNN: one torch thread is several times faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _refused(argv, capsys) -> str:

@@ -16,13 +16,7 @@ from alkit.strategies.vaal import VAE, Discriminator, vaal, vaal_scores
 SMALL = dict(epochs=2, batch_size=16, latent_dim=8, width=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one torch thread is several times faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def image_pool(n_labeled=20, n_like=30, n_unlike=30, size=16, seed=0):
