@@ -33,7 +33,7 @@ def run_demo(out: Path, seeds=(0, 1, 2), rounds: int = 4, per_class_budget: int 
         data = gaussian_mixture(**spec, n_test_per_class=30, seed=7)
         c = data.num_classes
         frame = run_sweep(data.train_features, data.train_labels, data.test_features, data.test_labels, c,
-                          strategy_names(), seeds, initial_size=2 * c, round_budget=per_class_budget * c,
+                          strategy_names(variants=False), seeds, initial_size=2 * c, round_budget=per_class_budget * c,
                           rounds=rounds, val_per_class=3, probe=ProbeConfig(),
                           dataset=name, progress=True)
         frames.append(frame)

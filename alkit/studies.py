@@ -128,7 +128,7 @@ class SweepConfig:
     rounds: int
     val_per_class: int
     seeds: tuple[int, ...]
-    strategies: tuple[str, ...] | None = None   # None: every registered strategy
+    strategies: tuple[str, ...] | None = None   # None: every registered strategy but the controlled variants
     probe: ProbeConfig = ProbeConfig()
     train_limit: int | None = None   # class-stratified slice of the real training split (smoke)
     test_limit: int | None = None
@@ -136,7 +136,7 @@ class SweepConfig:
     note: str = ""
 
     def strategy_list(self) -> list[str]:
-        return list(self.strategies) if self.strategies is not None else strategy_names()
+        return list(self.strategies) if self.strategies is not None else strategy_names(variants=False)
 
     def as_dict(self) -> dict:
         out = asdict(self)

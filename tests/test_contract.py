@@ -52,7 +52,8 @@ def test_every_paper_strategy_is_registered_and_documented():
         assert info.summary, f"{info.name} has no docstring summary"
         assert len(info.fn.__doc__) > 60, f"{info.name}: the docstring must give the paper and the formula"
     oracles = {i.name for i in available_strategies() if i.oracle}
-    assert oracles == {"balanced_random"}
+    assert oracles == {"balanced_random", "confidence_class_matched", "margin_class_matched",
+                       "entropy_class_matched"}
 
 
 @pytest.mark.parametrize("name", NAMES)

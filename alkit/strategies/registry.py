@@ -29,6 +29,9 @@ class StrategyInfo:
     reference: str = ""
     #: Pool inputs beyond features and model that the strategy reads: ("images",) for VAAL.
     needs: tuple[str, ...] = ()
+    #: The strategy this one is a controlled variant of ("margin" for margin_balanced): an experiment's
+    #: knob (alkit.strategies.class_balance), left out of the sweeps that run every strategy by default.
+    variant_of: str = ""
 
 
 _REGISTRY: dict[str, StrategyInfo] = {}
@@ -44,11 +47,14 @@ NEEDS = ("images",)
 
 
 def register(name: str, *, oracle: bool = False, reference: str = "",
-             needs: tuple[str, ...] = ()) -> Callable[[Strategy], Strategy]:
+             needs: tuple[str, ...] = (), variant_of: str = "") -> Callable[[Strategy], Strategy]:
     """Decorator: register ``fn`` under ``name``.  ``oracle=True`` marks a baseline that reads
     true labels of unlabelled points (it receives ``pool.oracle_labels``); ``needs=("images",)``
     one that trains on the pool's images (``pool.images``), which only loops holding the images
-    can run."""
+    can run; ``variant_of`` a controlled variant of a registered strategy (an experiment's knob,
+    not in the default sweeps)."""
+    if variant_of and variant_of not in _REGISTRY:
+        raise ValueError(f"variant_of must name a registered strategy, got {variant_of!r}")
     unknown = set(needs) - set(NEEDS)
     if unknown:
         raise ValueError(f"needs must name inputs among {NEEDS}, got {sorted(unknown)}")
@@ -56,7 +62,7 @@ def register(name: str, *, oracle: bool = False, reference: str = "",
     def decorate(fn: Strategy) -> Strategy:
         if name in _REGISTRY:
             raise ValueError(f"strategy name {name!r} is already registered")
-        _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference, tuple(needs))
+        _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference, tuple(needs), variant_of)
         fn.strategy_name = name  # type: ignore[attr-defined]
         fn.oracle = oracle  # type: ignore[attr-defined]
         fn.needs = tuple(needs)  # type: ignore[attr-defined]
@@ -65,16 +71,18 @@ def register(name: str, *, oracle: bool = False, reference: str = "",
     return decorate
 
 
-def available_strategies(*, images: bool = False) -> list[StrategyInfo]:
-    """The registered strategies that run on features (and a model) alone, in registration order:
-    what every feature sweep runs by default.  ``images=True`` adds those that train on the pool's
-    images (VAAL), which only the fine-tuning loop (or a loop given ``images=``) can run."""
-    return [info for info in _REGISTRY.values() if images or "images" not in info.needs]
+def available_strategies(*, images: bool = False, variants: bool = True) -> list[StrategyInfo]:
+    """The registered strategies that run on features (and a model) alone, in registration order.
+    ``images=True`` adds those that train on the pool's images (VAAL), which only the fine-tuning
+    loop (or a loop given ``images=``) can run; ``variants=False`` leaves out the controlled variants
+    (``margin_balanced``, ``margin_class_matched``, …): what every feature sweep runs by default."""
+    return [info for info in _REGISTRY.values()
+            if (images or "images" not in info.needs) and (variants or not info.variant_of)]
 
 
-def strategy_names(*, images: bool = False) -> list[str]:
-    """Names of :func:`available_strategies` (``images=True``: with the image strategies)."""
-    return [info.name for info in available_strategies(images=images)]
+def strategy_names(*, images: bool = False, variants: bool = True) -> list[str]:
+    """Names of :func:`available_strategies` (same options)."""
+    return [info.name for info in available_strategies(images=images, variants=variants)]
 
 
 def in_registry_order(names) -> list[str]:

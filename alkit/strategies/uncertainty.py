@@ -26,14 +26,30 @@ from alkit.strategies.registry import register
 
 
 def score_eligible(
-    pool: PoolState, score_fn: Callable[[np.ndarray], np.ndarray], chunk_rows: int = DEFAULT_CHUNK_ROWS
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(eligible indices, score_fn(logits) for each)``, in one chunked pass over the pool."""
+    pool: PoolState, score_fn: Callable[[np.ndarray], np.ndarray], chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    predictions: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """``(eligible indices, score_fn(logits) for each)``, in one chunked pass over the pool;
+    ``predictions=True`` adds the predicted class argmax_k ℓ_k of each (first maximum)."""
     idx = pool.eligible_indices()
     scores = np.empty(idx.size, np.float64)
+    predicted = np.empty(idx.size, np.int64) if predictions else None
     for start, (chunk, _, logits) in zip(range(0, idx.size, chunk_rows), pool.iter_chunks(idx, chunk_rows)):
         scores[start:start + chunk.size] = score_fn(logits)
-    return idx, scores
+        if predictions:
+            predicted[start:start + chunk.size] = logits.argmax(axis=1)
+    return (idx, scores, predicted) if predictions else (idx, scores)
+
+
+def negative_entropy(logits: np.ndarray) -> np.ndarray:
+    """Σ_k p_k log p_k = −H(p): entropy sampling's score, smallest (most uncertain) first."""
+    return -entropy(logits)
+
+
+#: The score of each score-based strategy here, over a chunk of logits (rows × C), smallest first:
+#: what :func:`alkit.strategies.class_balance.class_balanced` gives per-class quotas.
+SCORE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "confidence": least_confidence_scores, "margin": margin_scores, "entropy": negative_entropy}
 
 
 @register("random", reference="uniform sampling without replacement")
@@ -82,7 +98,7 @@ def class_quotas(budget: int, num_classes: int, rng: np.random.Generator) -> np.
 def least_confidence(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Least confidence: the ``budget`` points with the smallest max_k p_k, p = softmax(ℓ)."""
     pool.require_model("confidence")
-    idx, scores = score_eligible(pool, least_confidence_scores)
+    idx, scores = score_eligible(pool, SCORE_FUNCTIONS["confidence"])
     return idx[take_smallest(scores, budget, rng)]
 
 
@@ -90,7 +106,7 @@ def least_confidence(pool: PoolState, budget: int, rng: np.random.Generator) -> 
 def margin(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Margin: the ``budget`` points with the smallest p₍₁₎ − p₍₂₎ (top-two softmax gap)."""
     pool.require_model("margin")
-    idx, scores = score_eligible(pool, margin_scores)
+    idx, scores = score_eligible(pool, SCORE_FUNCTIONS["margin"])
     return idx[take_smallest(scores, budget, rng)]
 
 
@@ -98,5 +114,5 @@ def margin(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray
 def max_entropy(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Entropy: the ``budget`` points with the largest H(p) = −Σ_k p_k log p_k."""
     pool.require_model("entropy")
-    idx, scores = score_eligible(pool, lambda logits: -entropy(logits))
+    idx, scores = score_eligible(pool, SCORE_FUNCTIONS["entropy"])
     return idx[take_smallest(scores, budget, rng)]
