@@ -10,7 +10,8 @@ STAMP := $(VENV)/.alkit-installed
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv test reproduce-figures reproduce-results reproduce-class-count reproduce-finetune lab demo \
+.PHONY: venv test reproduce-figures reproduce-results reproduce-class-count reproduce-mechanism reproduce-finetune \
+	lab demo \
 	benchmarks clean-venv
 
 venv: $(STAMP)
@@ -46,6 +47,11 @@ reproduce-results: $(STAMP)
 CLASS_COUNT_JOBS ?= 2
 reproduce-class-count: $(STAMP)
 	$(PY) -m alkit.reproduce class-count --jobs $(CLASS_COUNT_JOBS)
+
+# The mechanism experiment (claim 1: class balance and composition as knobs; resumable), then notebooks i and e.
+MECHANISM_JOBS ?= 2
+reproduce-mechanism: $(STAMP)
+	$(PY) -m alkit.reproduce mechanism --jobs $(MECHANISM_JOBS)
 
 # The fine-tuning sweep (alkit.finetune.FINETUNE_SCALES; resumable) into results/runs/finetune-<scale>.
 # SCALE=gpu (the default here): CIFAR-10, 5 strategies x 3 seeds, ResNet-18 from scratch, one GPU.

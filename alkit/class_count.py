@@ -46,9 +46,19 @@ SWEEP_DIR = "results/runs/cpu"
 FULL_CLASSES = studies.data_spec(SOURCE_DATASET).num_classes
 
 
-def run_folder(k: int, scale: str, out: str | Path, sweep_out: str | Path) -> Path:
-    """Where the runs with K classes are: at cpu scale, K = 200 is the Tiny-ImageNet sweep's folder."""
-    if scale == "cpu" and k == FULL_CLASSES:
+def is_the_sweep(k: int, scale: str, per_class: dict = PER_CLASS) -> bool:
+    """Whether K classes with these per-class budgets are the cpu sweep of Tiny-ImageNet itself (all
+    its classes, its schedule): those runs are the sweep's."""
+    config = studies.sweep_config(SOURCE_DATASET, "cpu")
+    return scale == "cpu" and k == FULL_CLASSES and schedule(k, per_class) == {
+        "initial_size": config.initial_size, "round_budget": config.round_budget, "rounds": config.rounds,
+        "val_per_class": config.val_per_class}
+
+
+def run_folder(k: int, scale: str, out: str | Path, sweep_out: str | Path, per_class: dict = PER_CLASS) -> Path:
+    """Where the runs with K classes are: the Tiny-ImageNet sweep's folder for the sweep itself
+    (:func:`is_the_sweep`), else ``<out>/k<K>``."""
+    if is_the_sweep(k, scale, per_class):
         return Path(sweep_out) / SOURCE_DATASET
     return Path(out) / f"k{k}"
 
@@ -77,20 +87,18 @@ def schedule(k: int, per_class: dict = PER_CLASS) -> dict:
 
 def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str | Path, sweep_out: str | Path,
             scale: str = "cpu", per_class: dict = PER_CLASS, shared: dict | None = None,
-            claimed: str = "wait") -> pd.DataFrame:
+            claimed: str = "wait", folder: str | Path | None = None) -> pd.DataFrame:
     """Rows of one (K, strategy, seed) run, computed unless finished with the same settings.
 
     ``shared``: the ``shared`` dict of the run's :class:`alkit.pool.StrategyCache` (round-0 heads),
     one per feature matrix: per :func:`shared_key`.  ``claimed``: see :func:`alkit.runs.run_sweep`
-    (a run another worker holds is skipped with ``"skip"``: no rows)."""
-    if scale == "cpu" and k == FULL_CLASSES:   # the data set itself: the cpu sweep's run
-        config = studies.sweep_config(SOURCE_DATASET, "cpu")
-        if schedule(k, per_class) != {"initial_size": config.initial_size, "round_budget": config.round_budget,
-                                      "rounds": config.rounds, "val_per_class": config.val_per_class}:
-            raise ValueError(f"per_class: at K = {k} the schedule must be the cpu sweep's of {SOURCE_DATASET}, "
-                             f"whose runs K = {k} reuses; got {per_class}")
+    (a run another worker holds is skipped with ``"skip"``: no rows).  ``folder``: where the run
+    goes instead of :func:`run_folder` (an experiment keeping runs of its own; same run key)."""
+    folder = Path(folder) if folder is not None else run_folder(k, scale, out, sweep_out, per_class)
+    if is_the_sweep(k, scale, per_class):   # the data set itself: a run of the cpu sweep
         frame = runs.run_configured_sweep(SOURCE_DATASET, "cpu", sweep_out, data=data, strategies=[strategy],
-                                          seeds=[seed], progress=False, shared=shared, claimed=claimed)
+                                          seeds=[seed], progress=False, shared=shared, claimed=claimed,
+                                          folder=folder)
     else:
         classes = class_subset(data.num_classes, k, seed)
         train_features, test_features = data.loop_features()
@@ -104,7 +112,7 @@ def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str 
                 "classes": classes.tolist()}
         probe = studies.sweep_config(SOURCE_DATASET, scale).probe
         frame = runs.run_sweep(x, y, tx, ty, k, [strategy], [seed], **schedule(k, per_class), probe=probe,
-                               out_dir=run_folder(k, scale, out, sweep_out), dataset=f"{SOURCE_DATASET}-k{k}",
+                               out_dir=folder, dataset=f"{SOURCE_DATASET}-k{k}",
                                data_meta=meta, data_source=data.source, progress=False, shared=shared,
                                claimed=claimed)
     frame = frame.copy()
@@ -169,7 +177,7 @@ def run_class_count(out: str | Path = RUNS_DIR, sweep_out: str | Path = SWEEP_DI
                     shared.setdefault(shared_key(k, seed, data.num_classes), {}))
     ran = 0
     for _, ((k, strategy),), seed in pending:
-        meta = runs.run_path(run_folder(k, scale, out, sweep_out), strategy, seed).with_suffix(".json")
+        meta = runs.run_path(run_folder(k, scale, out, sweep_out, per_class), strategy, seed).with_suffix(".json")
         ran += int(meta.exists() and meta.stat().st_mtime >= started_epoch)
     launch._log_sweep(str(out), f"class-count ({scale})", jobs, len(pending), ran, time.perf_counter() - started)
 

@@ -919,9 +919,10 @@ def _executor_choice(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def reproduce_main(argv: list[str] | None = None) -> int:
-    """``python -m alkit.reproduce``: the notebooks, the sweeps and the class-count experiment."""
-    from alkit.reproduce import (COMMITTED_CLASS_COUNT, COMMITTED_RUNS, EXECUTED_DIR, REPO, pair_mismatches,
-                                 reproduce_class_count, reproduce_figures, reproduce_results, sync_pairs)
+    """``python -m alkit.reproduce``: the notebooks, the sweeps, the class-count and mechanism experiments."""
+    from alkit.reproduce import (COMMITTED_CLASS_COUNT, COMMITTED_MECHANISM, COMMITTED_RUNS, EXECUTED_DIR, REPO,
+                                 pair_mismatches, reproduce_class_count, reproduce_figures, reproduce_mechanism,
+                                 reproduce_results, sync_pairs)
 
     prog = "python -m alkit.reproduce"
     parser = OneLineParser(prog=prog, description="Run the companion notebooks and sweeps: what ``make "
@@ -956,6 +957,16 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     cc.add_argument("--seeds", type=_csv_type(seed_int, "--seeds", "non-negative integer seeds"), default=None)
     cc.add_argument("--no-extract", action="store_true", help="fail instead of extracting missing features")
     cc.add_argument("--data-root", default=None)
+    me = sub.add_parser("mechanism", help="the mechanism experiment: class balance and composition as knobs "
+                        "(claim 1)", formatter_class=HelpFormatter)
+    me.add_argument("--jobs", type=positive_int, default=1, help="worker processes (make: JOBS=2)")
+    me.add_argument("--out", default=COMMITTED_MECHANISM, help="the experiment's own runs")
+    me.add_argument("--class-count-out", default=COMMITTED_CLASS_COUNT,
+                    help="the class-count runs it shares (plain strategies at the paper's schedule, K < 200)")
+    me.add_argument("--sweep-out", default=COMMITTED_RUNS,
+                    help="the cpu sweep's runs it shares (plain strategies on Tiny-ImageNet, K = 200, and CIFAR-10)")
+    me.add_argument("--no-extract", action="store_true", help="fail instead of extracting missing features")
+    me.add_argument("--data-root", default=None)
     ft = sub.add_parser("finetune", help="the fine-tuning sweep of a scale (alkit.finetune.FINETUNE_SCALES)",
                         formatter_class=HelpFormatter)
     ft.add_argument("--scale", choices=("gpu", "paper", "cpu", "smoke"), default="gpu",
@@ -1017,6 +1028,12 @@ def reproduce_main(argv: list[str] | None = None) -> int:
             where = f"runs in {_shown(args.out)}"
             if Path(args.out).resolve() == (REPO / COMMITTED_CLASS_COUNT).resolve():
                 where += f"; table in {_shown('results/tables')}, figure in {_shown('results/figures')}"
+        elif args.command == "mechanism":
+            reproduce_mechanism(args.out, args.class_count_out, args.sweep_out, args.jobs, not args.no_extract,
+                                data_root=args.data_root)
+            where = f"runs in {_shown(args.out)}"
+            if Path(args.out).resolve() == (REPO / COMMITTED_MECHANISM).resolve():
+                where += f"; tables in {_shown('results/tables')}, figure in {_shown('results/figures')}"
         else:
             if args.scale == "smoke" and (args.datasets or args.strategies):
                 res.error("--datasets / --strategies apply to the cpu and paper sweeps, not to smoke")

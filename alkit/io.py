@@ -187,10 +187,32 @@ def loaded_commit() -> str:
     return _LOADED_COMMIT
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command this process runs, as a user would type it on any machine: a module of this
+    package as ``python -m alkit.<module>``, another file inside the repository by its relative path,
+    any other program by its name — never a path of this machine (results are committed)."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    program = Path(argv[0])
+    package = Path(__file__).resolve().parent
+    if program.suffix == ".py" and program.is_absolute():
+        try:
+            module = program.resolve().relative_to(package.parent).with_suffix("")
+        except ValueError:
+            module = None
+        if module is not None and module.parts[0] == package.name:
+            parts = module.parts[:-1] if module.name in ("__main__", "__init__") else module.parts
+            return " ".join(["python -m " + ".".join(parts), *argv[1:]])
+        if module is not None:
+            return " ".join([str(module.with_suffix(".py")), *argv[1:]])
+    return " ".join([program.name if program.is_absolute() else str(program), *argv[1:]])
+
+
 def provenance(**extra: Any) -> dict:
     """Where a result came from: command, commit, versions, hardware, time."""
     info = {
-        "command": " ".join(sys.argv),
+        "command": command_line(),
         "git_commit": loaded_commit(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ def _log_sweep(out: str, scale: str, jobs: int, planned: int, ran: int | None, s
         log = json.loads(path.read_text()) if path.exists() else []
     except ValueError:
         log = []
-    log.append({"scale": scale, "command": " ".join(sys.argv), "git_commit": loaded_commit(), "jobs": jobs,
+    log.append({"scale": scale, "command": io.command_line(), "git_commit": loaded_commit(), "jobs": jobs,
                 "torch_threads": torch.get_num_threads() if jobs == 1 else _worker_threads(jobs),
                 "cpu_count": os.cpu_count(), "runs_planned": planned, "runs_run": ran,
                 "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

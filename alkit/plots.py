@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -203,6 +204,86 @@ def plot_against_classes(table: pd.DataFrame, value: str, ax=None, low: str | No
         ax.set_yscale("log")
     ax.set_xlabel("number of classes K")
     ax.set_ylabel(ylabel or METRIC_LABELS.get(value, value))
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+#: How the mechanism figure draws each part of a strategy's gain over random (alkit.mechanism.PARTS).
+PART_STYLES = {
+    "total": dict(color="black", marker="o", label="total: S − random"),
+    "composition": dict(color="tab:red", marker="s", label="class composition: S_class_matched − random (oracle)"),
+    "within_classes": dict(color="tab:blue", marker="^", label="choice within classes: S − S_class_matched"),
+    "balanced": dict(color="tab:green", marker="D", ls="--", label="balanced scores: S_balanced − random"),
+}
+
+
+def plot_parts_against_classes(parts: pd.DataFrame, strategy: str, ax=None, title: str | None = None):
+    """The parts of ``strategy``'s gain over random (:func:`alkit.mechanism.parts_table` rows at the
+    paper's schedule) against the number of classes, each with its 95 % interval."""
+    ax = ax if ax is not None else plt.gca()
+    sub = parts[(parts["strategy"] == strategy) & (parts["schedule"] == "paper")]
+    names = [p for p in PART_STYLES if p in set(sub["part"])]
+    for i, part in enumerate(names):
+        rows = sub[sub["part"] == part].sort_values("num_classes")
+        x = rows["num_classes"].to_numpy() * (1.0 + 0.03 * (i - (len(names) - 1) / 2))   # no overlaps
+        ax.errorbar(x, rows["mean"], yerr=[rows["mean"] - rows["lo"], rows["hi"] - rows["mean"]], capsize=2,
+                    elinewidth=0.8, lw=1.3, ms=4, **PART_STYLES[part])
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    classes = sorted(sub["num_classes"].unique())
+    ax.set_xticks(classes)
+    ax.set_xticklabels([str(k) for k in classes])
+    ax.minorticks_off()
+    ax.set_xlabel("number of classes K (Tiny-ImageNet subsets)")
+    ax.set_ylabel("Δ area under top-1 curve")
+    ax.set_title(title or f"S = {strategy}", fontsize=10)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_parts_bars(parts: pd.DataFrame, ax=None, title: str | None = None):
+    """Horizontal bars of the parts of each strategy's gain in one cell (:func:`alkit.mechanism.parts_table`
+    rows), coloured as in :func:`plot_parts_against_classes`, with their 95 % intervals."""
+    ax = ax if ax is not None else plt.gca()
+    rows = parts[parts["part"].isin(PART_STYLES)]
+    order = {p: i for i, p in enumerate(PART_STYLES)}
+    rows = rows.sort_values(["strategy", "part"], key=lambda c: c.map(order) if c.name == "part" else c)
+    y = np.arange(len(rows))
+    ax.barh(y, rows["mean"], color=[PART_STYLES[p]["color"] for p in rows["part"]], alpha=0.85,
+            xerr=[(rows["mean"] - rows["lo"]).clip(lower=0), (rows["hi"] - rows["mean"]).clip(lower=0)],
+            error_kw={"lw": 1, "capsize": 2})
+    ax.set_yticks(y, [f"{s}: {p.replace('_', ' ')}" for s, p in zip(rows["strategy"], rows["part"])], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="black", lw=1)
+    ax.set_xlabel("Δ area under top-1 curve")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    return ax
+
+
+def plot_against_labels(table: pd.DataFrame, ax=None, title: str | None = None):
+    """Δ AUC vs random of each strategy against the labels per class at the end of the run (one
+    point per schedule; :func:`alkit.mechanism.mechanism_table` rows of one K), with intervals."""
+    ax = ax if ax is not None else plt.gca()
+    sub = table[table["strategy"] != "random"]
+    colors = strategy_colors([s.removesuffix("_balanced") for s in sub["strategy"].unique()])
+    for strategy in in_registry_order(sub["strategy"].unique()):
+        rows = sub[sub["strategy"] == strategy].sort_values("labels_per_class_final")
+        style = dict(color=colors[strategy.removesuffix("_balanced")], marker="o", ms=4, lw=1.3,   # S_balanced: S's hue
+                     ls="--" if strategy.endswith("_balanced") else "-", label=strategy)
+        ax.errorbar(rows["labels_per_class_final"], rows["auc_diff"], capsize=2, elinewidth=0.8,
+                    yerr=[rows["auc_diff"] - rows["auc_diff_lo"], rows["auc_diff_hi"] - rows["auc_diff"]], **style)
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ticks = sorted(sub["labels_per_class_final"].unique())
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("labels per class at the end (half, paper, double schedule)")
+    ax.set_ylabel("Δ area under top-1 curve vs random")
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

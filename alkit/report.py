@@ -15,10 +15,19 @@ Oracle baselines are never judged.  *Popular* strategies are the paper's
 Balance is the normalised class entropy (1 = balanced) of the labelled set after the last round,
 and of the queried batches averaged over rounds.
 
-1. *Toy results do not carry over to many classes, because of imbalance.*  (i) some popular
-   strategy wins on the toy data set but does not win on the many-class one; (ii) the popular
-   strategies' labelled sets fall further below random's balance on the many-class data set than
-   on the toy one.  Supported: (i) and (ii); not supported: neither; inconclusive: one.
+1. *Toy results do not carry over to many classes, because of imbalance.*  Judged by intervention
+   (:mod:`alkit.mechanism`: Tiny-ImageNet cut to K classes at the same per-class budgets), for each
+   uncertainty strategy S (confidence, margin, entropy).  *Non-transfer*: S's gain over random at
+   the largest K is below its gain at the smallest K (the 95 % Welch interval of the difference lies
+   below 0).  *Because of imbalance*, at the largest K: (a) balancing the same scores recovers the
+   loss (``S_balanced`` − S, paired, interval above 0) and (b) S's class composition alone costs
+   accuracy (``S_class_matched`` − random, paired, interval below 0).  *Labels per class explain it
+   better* when, at either K, S's gain with 4× the labels per class (double against half schedule)
+   rises (interval above 0) by at least as much as the gain falls from the smallest to the largest K.
+   Supported: some S does not transfer, and every S that does not shows (a) and (b) and no
+   labels-per-class effect that large; not supported: some S does not transfer and none of those
+   shows (a) or (b) — or no S fails to transfer; inconclusive: otherwise (the parts point in
+   different directions, or the labels explain the curve as well), and without the mechanism runs.
 2. *Popular strategies fail to beat random.*  Supported: no popular strategy wins on any judged
    data set; not supported: on every judged data set at least half of them win; inconclusive:
    otherwise.
@@ -242,9 +251,89 @@ def _balance_gap(table: pd.DataFrame, dataset: str, column: str = "final_labeled
     return -gap if "kl" in column else gap
 
 
+def _significant(row, name: str) -> int:
+    """+1 if the interval of ``name`` lies above 0, −1 if below, 0 otherwise (or unknown)."""
+    lo, hi = row.get(f"{name}_lo", np.nan), row.get(f"{name}_hi", np.nan)
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def _text(row, name: str) -> str:
+    return f"{row[name]:+.4f} [{row[name + '_lo']:+.4f}, {row[name + '_hi']:+.4f}]"
+
+
+def claim1_verdict(evidence: pd.DataFrame) -> tuple[str, str]:
+    """Claim 1's verdict and its evidence in words, from :func:`alkit.mechanism.claim1_evidence`
+    (one row per uncertainty strategy; rule: module docstring)."""
+    needed = ("change", "composition", "balancing_gain")
+    if evidence.empty or not all(f"{n}_lo" in evidence for n in needed):
+        return "inconclusive", "no mechanism runs (python -m alkit.reproduce mechanism)"
+    parts, failing, both, neither, labels, unknown = [], [], [], [], [], []
+    for row in evidence.to_dict("records"):
+        s, few, many = row["strategy"], row["few"], row["many"]
+        # A part without its runs is unknown, never "no effect": the change first, then the interventions
+        # (needed only when the gain falls).
+        lacking = [n for n in needed if not (np.isfinite(row[f"{n}_lo"]) and np.isfinite(row[f"{n}_hi"]))]
+        if "change" in lacking or (lacking and _significant(row, "change") < 0):
+            parts.append(f"{s}: missing runs for {', '.join(lacking)}")
+            unknown.append(s)
+            continue
+        transfers = _significant(row, "change") >= 0
+        recovers = _significant(row, "balancing_gain") > 0
+        composition_hurts = _significant(row, "composition") < 0
+        drop = -row["change"]
+        label_effects = [k for side, k in (("few", few), ("many", many))
+                         if f"labels_{side}_lo" in row and _significant(row, f"labels_{side}") > 0
+                         and row[f"labels_{side}"] >= drop]
+        text = (f"{s}: gain {_text(row, 'gain_few')} at K = {few}, {_text(row, 'gain_many')} at K = {many} "
+                f"(change {_text(row, 'change')}, {'no fall' if transfers else 'falls'}); at K = {many} "
+                f"balancing its scores {_text(row, 'balancing_gain')} "
+                f"({'recovers' if recovers else 'does not recover'}), its class composition alone "
+                f"{_text(row, 'composition')} ({'costs' if composition_hurts else 'does not cost'}), its choice "
+                f"within classes {_text(row, 'within')}")
+        if any(f"labels_{side}" in row and np.isfinite(row[f"labels_{side}"]) for side in ("few", "many")):
+            text += ("; 4× the labels per class (double vs half) moves its gain by " + ", ".join(
+                f"{_text(row, f'labels_{side}')} at K = {k}" for side, k in (("few", few), ("many", many))
+                if np.isfinite(row.get(f"labels_{side}", np.nan))))
+        parts.append(text)
+        if transfers:
+            continue
+        failing.append(s)
+        if recovers and composition_hurts:
+            both.append(s)
+        if not recovers and not composition_hurts:
+            neither.append(s)
+        if label_effects:
+            labels.append(s)
+    if unknown:
+        verdict, why = "inconclusive", f"runs are missing for {', '.join(unknown)}"
+    elif not failing:
+        verdict, why = "not supported", "no uncertainty strategy's gain falls from few to many classes"
+    elif set(both) == set(failing) and not labels:
+        verdict, why = "supported", (f"{', '.join(failing)} lose their gain at many classes, and both interventions "
+                                     "point to imbalance")
+    elif set(neither) == set(failing):
+        verdict, why = "not supported", (f"{', '.join(failing)} lose their gain at many classes, but neither balancing "
+                                         "their scores nor their class composition accounts for it")
+    else:
+        reasons = []
+        mixed = [s for s in failing if s not in both and s not in neither]
+        if mixed:
+            reasons.append(f"the two interventions point in different directions for {', '.join(mixed)}")
+        if labels:
+            reasons.append(f"the labels per class move the gain of {', '.join(labels)} at least as much as the "
+                           "number of classes does")
+        if both and set(both) != set(failing) and not mixed:
+            reasons.append(f"imbalance accounts for {', '.join(both)} but not for "
+                           f"{', '.join(s for s in failing if s not in both)}")
+        verdict, why = "inconclusive", "; ".join(reasons) or "mixed evidence"
+    return verdict, f"{why}. " + "; ".join(parts)
+
+
 def claim_verdicts(table: pd.DataFrame, toy: str = TOY_DATASET, many: str = MANY_CLASS_DATASET,
-                   judged: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per claim of the paper: verdict and the numbers behind it (rule: module docstring)."""
+                   judged: Sequence[str] | None = None, mechanism: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per claim of the paper: verdict and the numbers behind it (rule: module docstring).
+    ``mechanism``: the evidence claim 1 is judged on (:func:`alkit.mechanism.claim1_evidence`);
+    without it claim 1 is inconclusive."""
     judged = list(judged or [d for d in (toy, many) if d in set(table["dataset"])])
     missing = [d for d in (toy, many) if d not in set(table["dataset"])]
     rows = []
@@ -257,25 +346,16 @@ def claim_verdicts(table: pd.DataFrame, toy: str = TOY_DATASET, many: str = MANY
     unjudged = table[table["dataset"].isin(judged) & (table["seeds"] < MIN_SEEDS)]
 
     # Claim 1 -------------------------------------------------------------------------------
-    if missing:
-        rows.append({"claim": 1, "verdict": "inconclusive", "evidence": f"no results for {', '.join(missing)}"})
-    else:
+    verdict, evidence = claim1_verdict(mechanism if mechanism is not None else pd.DataFrame())
+    if not missing:   # beside the rule, not part of it: what the two data sets show
         toy_pop, many_pop = _popular(table, toy), _popular(table, many)
-        # A strategy not judged on the many-class set (not run, or too few seeds) is no evidence either way.
         transfer_fails = sorted(s for s in toy_pop.index if toy_pop.loc[s, "outcome"] == "win"
                                 and s in many_pop.index and many_pop.loc[s, "outcome"] != "win")
-        gap_toy, gap_many = _balance_gap(table, toy), _balance_gap(table, many)
-        imbalance = bool(np.isfinite(gap_toy) and np.isfinite(gap_many) and gap_many > gap_toy)
-        # Reported beside the rule, not part of it: normalised entropy divides by log C, so the same
-        # imbalance in nats looks smaller with 200 classes than with 10; KL from the pool does not.
         kl_toy, kl_many = (_balance_gap(table, d, "final_labeled_kl_from_pool") for d in (toy, many))
-        n_true = int(bool(transfer_fails)) + int(imbalance)
-        verdict = {2: "supported", 1: "inconclusive", 0: "not supported"}[n_true]
-        rows.append({"claim": 1, "verdict": verdict, "evidence": (
-            f"(i) win on {toy} but not on {many}: {', '.join(transfer_fails) or 'none'}; "
-            f"(ii) labelled-set entropy below random's: {gap_toy:+.4f} on {toy} vs {gap_many:+.4f} on {many} "
-            f"({'larger' if imbalance else 'not larger'} on the many-class set); for reference, not in the rule: "
-            f"KL from the pool's class distribution above random's: {kl_toy:+.4f} vs {kl_many:+.4f} nats")})
+        evidence += (f"; for reference, not in the rule: win on {toy} but not on {many}: "
+                     f"{', '.join(transfer_fails) or 'none'}; labelled-set KL from the pool above random's "
+                     f"{kl_toy:+.4f} vs {kl_many:+.4f} nats")
+    rows.append({"claim": 1, "verdict": verdict, "evidence": evidence})
 
     # Claim 2 -------------------------------------------------------------------------------
     counts = {}
@@ -364,10 +444,11 @@ def change_table(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, s
 
 
 def claims_change(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, str] = ("before", "after"),
-                  **kwargs) -> pd.DataFrame:
-    """Each claim's verdict under both summaries (:func:`claim_verdicts` with ``kwargs``)."""
+                  mechanism_after: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
+    """Each claim's verdict under both summaries (:func:`claim_verdicts` with ``kwargs``); claim 1's
+    mechanism evidence, made with the current probe, goes with ``after`` only."""
     a, b = labels
-    va, vb = claim_verdicts(before, **kwargs), claim_verdicts(after, **kwargs)
+    va, vb = claim_verdicts(before, **kwargs), claim_verdicts(after, mechanism=mechanism_after, **kwargs)
     out = va[["claim", "statement", "verdict"]].rename(columns={"verdict": f"verdict_{a}"})
     out[f"verdict_{b}"] = vb["verdict"].to_numpy()
     out[f"evidence_{b}"] = vb["evidence"].to_numpy()

@@ -5,6 +5,7 @@
 ``python -m alkit.reproduce results --scale cpu``    the offline sweeps into results/runs/cpu, then figures
 ``python -m alkit.reproduce results --scale paper``  the authors' schedule (GPU, your ImageNet + checkpoints)
 ``python -m alkit.reproduce class-count --jobs 2``  the class-count experiment, then its table and figure
+``python -m alkit.reproduce mechanism --jobs 2``    the mechanism experiment (claim 1), then its tables and figure
 ``python -m alkit.reproduce finetune --scale gpu``   the fine-tuning sweep (GPU) into results/runs/finetune-gpu
 ``python -m alkit.reproduce sync`` / ``check``        write / compare the .ipynb twins of notebooks/*.py
 
@@ -24,7 +25,7 @@ import papermill
 import zmq
 from jupyter_client import AsyncKernelManager
 
-from alkit import class_count, finetune
+from alkit import class_count, finetune, mechanism
 from alkit.launch import only_phases, run_phases
 from alkit.runs import finished_runs
 from alkit.studies import CPU_PHASES, SWEEP_DATASETS
@@ -34,10 +35,12 @@ NOTEBOOK_DIR = REPO / "notebooks"
 EXECUTED_DIR = NOTEBOOK_DIR / "executed"
 #: One notebook per artefact of the paper, in the order they are run.
 NOTEBOOKS = ("a_toy_vs_many_class", "b_class_imbalance", "c_long_tailed_cifar10", "d_imagenet_linear_eval",
-             "e_summary", "f_playground", "g_class_count", "h_finetune_vs_linear")
+             "i_mechanism", "e_summary", "f_playground", "g_class_count", "h_finetune_vs_linear")
+#: i runs before e: the summary judges claim 1 on the mechanism runs (at smoke scale, i makes them).
 #: Rendered from committed results by ``make reproduce-figures`` (the playground computes, so not it).
 FIGURE_NOTEBOOKS = tuple(n for n in NOTEBOOKS if n != "f_playground")
 COMMITTED_CLASS_COUNT = "results/runs/class-count"
+COMMITTED_MECHANISM = "results/runs/mechanism"
 COMMITTED_RUNS = "results/runs/cpu"
 #: The fine-tuning runs notebook h reads beside the linear ones (``make reproduce-finetune``, a GPU).
 COMMITTED_FINETUNE = "results/runs/finetune-gpu"
@@ -158,16 +161,22 @@ def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> 
 
 
 def _parameters(name: str, scale: str, results: str, figures: str, tables: str, run_missing: bool,
-                source: str, class_count_runs: str | None = None, finetune_runs: str | None = None) -> dict:
+                source: str, class_count_runs: str | None = None, finetune_runs: str | None = None,
+                mechanism_runs: str | None = None) -> dict:
     params = {"SCALE": scale, "RESULTS_DIR": results, "FIGURES_DIR": figures, "RUN_MISSING": run_missing,
               "SOURCE": source}
+    class_count_runs = class_count_runs or str(Path(results).parent / "class-count")
+    mechanism_runs = mechanism_runs or str(Path(results).parent / "mechanism")
     if name == "e_summary":
-        params["TABLES_DIR"] = tables
+        params.update(TABLES_DIR=tables, MECHANISM_DIR=mechanism_runs, CLASS_COUNT_DIR=class_count_runs)
         if scale != "cpu":   # the earlier probe's runs exist at cpu scale only
             params["BEFORE_RESULTS_DIR"] = None
+    if name == "i_mechanism":   # its own runs beside those it shares with the class-count experiment and the sweep
+        params = {"SCALE": scale, "RUNS_DIR": mechanism_runs, "CLASS_COUNT_DIR": class_count_runs,
+                  "SWEEP_DIR": results, "FIGURES_DIR": figures, "TABLES_DIR": tables, "RUN_MISSING": run_missing,
+                  "SOURCE": source}
     if name == "g_class_count":   # its own runs beside the sweep's (K = 200 is the sweep's Tiny-ImageNet)
-        runs = class_count_runs or str(Path(results).parent / "class-count")
-        params = {"SCALE": scale, "RUNS_DIR": runs, "SWEEP_DIR": results, "FIGURES_DIR": figures,
+        params = {"SCALE": scale, "RUNS_DIR": class_count_runs, "SWEEP_DIR": results, "FIGURES_DIR": figures,
                   "TABLES_DIR": tables, "RUN_MISSING": run_missing, "SOURCE": source}
     if name == "f_playground":  # the playground computes its own small runs and keeps them out of results/
         params = {"SCALE": "smoke", "SOURCE": source, "FIGURES_DIR": str(Path(figures).parent / "playground")}
@@ -183,18 +192,21 @@ def _parameters(name: str, scale: str, results: str, figures: str, tables: str, 
 def reproduce_figures(results: str = COMMITTED_RUNS, figures: str = "results/figures",
                       tables: str = "results/tables", out_dir: Path = EXECUTED_DIR / "figures",
                       class_count_runs: str = COMMITTED_CLASS_COUNT,
-                      finetune_runs: str = COMMITTED_FINETUNE) -> list[Path]:
+                      finetune_runs: str = COMMITTED_FINETUNE, mechanism_runs: str = COMMITTED_MECHANISM) -> list[Path]:
     """Every figure and table from the finished runs under ``results`` (and ``class_count_runs``,
     ``finetune_runs``) — nothing is recomputed.  A notebook whose data set has no finished runs yet
     is skipped with a message.  Returns the executed copies."""
     needs = {"a_toy_vs_many_class": ("cifar10", "tiny-imagenet"), "b_class_imbalance": ("cifar10", "tiny-imagenet"),
              "c_long_tailed_cifar10": ("cifar10-lt",), "d_imagenet_linear_eval": ("imagenet-synthetic",),
-             "e_summary": (), "g_class_count": (), "h_finetune_vs_linear": ("cifar10",)}
+             "e_summary": (), "g_class_count": (), "h_finetune_vs_linear": ("cifar10",), "i_mechanism": ()}
     executed = []
     for name in FIGURE_NOTEBOOKS:
         missing = [d for d in needs[name] if not finished_runs(REPO / results, d)]
         if name == "g_class_count" and not finished_runs(REPO / class_count_runs):
             print(f"  {name}: skipped, no class-count runs under {class_count_runs}", flush=True)
+            continue
+        if name == "i_mechanism" and not finished_runs(REPO / mechanism_runs):
+            print(f"  {name}: skipped, no mechanism runs under {mechanism_runs} (make reproduce-mechanism)", flush=True)
             continue
         if name == "h_finetune_vs_linear" and not finished_runs(REPO / finetune_runs, "cifar10"):
             print(f"  {name}: skipped, no finished fine-tuning runs under {finetune_runs} (a GPU makes them: "
@@ -204,7 +216,7 @@ def reproduce_figures(results: str = COMMITTED_RUNS, figures: str = "results/fig
             print(f"  {name}: skipped, no finished runs of {', '.join(missing)} under {results}", flush=True)
             continue
         executed.append(execute(name, _parameters(name, "cpu", results, figures, tables, False, "auto",
-                                                  class_count_runs, finetune_runs), out_dir))
+                                                  class_count_runs, finetune_runs, mechanism_runs), out_dir))
     return executed
 
 
@@ -261,6 +273,24 @@ def reproduce_class_count(out: str = COMMITTED_CLASS_COUNT, sweep_out: str = COM
                                              False, source, out), EXECUTED_DIR / "figures")
     else:   # the committed figure and table stay those of the committed runs
         print(f"runs in {out}; table and figure from them: run notebooks/g_class_count with RUNS_DIR={out}",
+              flush=True)
+
+
+def reproduce_mechanism(out: str = COMMITTED_MECHANISM, class_count_out: str = COMMITTED_CLASS_COUNT,
+                        sweep_out: str = COMMITTED_RUNS, jobs: int = 1, extract: bool = True, source: str = "auto",
+                        data_root: str | None = None) -> None:
+    """The mechanism experiment (``alkit.mechanism``): its runs (resumable; the plain strategies'
+    runs are the class-count experiment's and the cpu sweep's), then ``i_mechanism`` and
+    ``e_summary`` render its tables, figure and claim 1's verdict from them."""
+    mechanism.run_mechanism(out, class_count_out, sweep_out, jobs=jobs, source=source, data_root=data_root,
+                            extract=extract)
+    committed = [(out, COMMITTED_MECHANISM), (class_count_out, COMMITTED_CLASS_COUNT), (sweep_out, COMMITTED_RUNS)]
+    if all(Path(given).resolve() == (REPO / default).resolve() for given, default in committed):
+        for name in ("i_mechanism", "e_summary"):
+            execute(name, _parameters(name, "cpu", sweep_out, "results/figures", "results/tables", False, source,
+                                      class_count_out, mechanism_runs=out), EXECUTED_DIR / "figures")
+    else:   # the committed figures and tables stay those of the committed runs
+        print(f"runs in {out}; table and figure from them: run notebooks/i_mechanism with RUNS_DIR={out}",
               flush=True)
 
 

@@ -243,9 +243,11 @@ def run_configured_sweep(
     weights: str | Path | None = None,
     shared: dict | None = None,
     claimed: str = "wait",
+    folder: str | Path | None = None,
     **overrides,
 ) -> pd.DataFrame:
-    """Run (or resume) the ``scale`` sweep of ``dataset``; runs land in ``<out>/<dataset>/``.
+    """Run (or resume) the ``scale`` sweep of ``dataset``; runs land in ``<out>/<dataset>/`` (or
+    ``folder``, when given: an experiment keeping these runs of its own elsewhere).
 
     ``overrides`` change the configured schedule (``seeds``, ``strategies``, ``rounds``, ...);
     the run key records them, so results made with other settings are never mixed in.  ``shared``:
@@ -268,7 +270,8 @@ def run_configured_sweep(
         train_features, data.train_labels, test_features, data.test_labels, data.num_classes,
         config.strategy_list(), config.seeds, initial_size=config.initial_size, round_budget=config.round_budget,
         rounds=config.rounds, val_per_class=config.val_per_class, probe=config.probe,
-        out_dir=None if out is None else Path(out) / dataset, dataset=dataset, data_meta=data_meta,
+        out_dir=Path(folder) if folder is not None else None if out is None else Path(out) / dataset,
+        dataset=dataset, data_meta=data_meta,
         data_source=data.source, progress=progress, shared=shared, claimed=claimed,
     )
 

@@ -47,3 +47,23 @@ def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
     if x.size < 2 or x[-1] == x[0]:
         return float(y.mean()) if y.size else float("nan")
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def difference_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
+    """Mean of ``a`` minus mean of ``b`` for two independent samples, with its Welch t-interval
+    (unequal variances; Welch–Satterthwaite degrees of freedom).  NaNs are dropped; fewer than two
+    values on a side give NaN bounds."""
+    a, b = (np.asarray(v, np.float64) for v in (a, b))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return {"mean": np.nan, "low": np.nan, "high": np.nan, "n": (a.size, b.size)}
+    mean = a.mean() - b.mean()
+    if a.size < 2 or b.size < 2:
+        return {"mean": mean, "low": np.nan, "high": np.nan, "n": (a.size, b.size)}
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = np.sqrt(va + vb)
+    if se == 0:
+        return {"mean": mean, "low": mean, "high": mean, "n": (a.size, b.size)}
+    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    half = sps.t.ppf(0.5 + level / 2, dof) * se
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": (a.size, b.size)}

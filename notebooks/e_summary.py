@@ -23,8 +23,8 @@
 # %% tags=["parameters"]
 SCALE = "cpu"
 DATASETS = ["cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-synthetic"]  # those with results are used
-TOY_DATASET = "cifar10"                # claim 1 compares the toy data set ...
-MANY_CLASS_DATASET = "tiny-imagenet"   # ... with the many-class one; claims 2-3 are judged on both
+TOY_DATASET = "cifar10"                # claims 2-3 are judged on the toy data set ...
+MANY_CLASS_DATASET = "tiny-imagenet"   # ... and the many-class one; claim 1 on the mechanism runs (notebook i)
 BACKBONE = "efficientnet_lite0"
 STRATEGIES = None
 SEEDS = None
@@ -33,6 +33,8 @@ INITIAL_SIZE = None
 ROUND_BUDGET = None
 RESULTS_DIR = "results/runs/cpu"
 BEFORE_RESULTS_DIR = "results/runs/cpu-adam-probe"   # the same sweep with the earlier probe (None: skip)
+MECHANISM_DIR = "results/runs/mechanism"       # claim 1's interventions (None: claim 1 inconclusive)
+CLASS_COUNT_DIR = "results/runs/class-count"   # the class-count runs the mechanism experiment shares
 FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
 TABLES_DIR = None    # None: notebooks/executed/<notebook>/tables; results/tables only when asked
 RUN_MISSING = False
@@ -42,7 +44,7 @@ DATA_ROOT = None
 # %%
 import pandas as pd
 
-from alkit import experiment, plots, report
+from alkit import experiment, mechanism, plots, report
 
 available = [d for d in DATASETS
              if RUN_MISSING or experiment.finished_runs(report.resolve_path(RESULTS_DIR), d)]
@@ -81,7 +83,11 @@ plots.save_figure(fig, figures / "e_auc_difference")
 print(report.VERDICT_RULE)
 
 # %%
-verdicts = report.claim_verdicts(summary, toy=TOY_DATASET, many=MANY_CLASS_DATASET)
+mechanism_rows = (mechanism.load_mechanism(report.resolve_path(MECHANISM_DIR), report.resolve_path(CLASS_COUNT_DIR),
+                                           report.resolve_path(RESULTS_DIR), scale=SCALE)
+                  if MECHANISM_DIR else pd.DataFrame())
+evidence = mechanism.claim1_evidence(mechanism_rows) if not mechanism_rows.empty else None
+verdicts = report.claim_verdicts(summary, toy=TOY_DATASET, many=MANY_CLASS_DATASET, mechanism=evidence)
 report.write_table(verdicts, tables / "claims", "Claims of the paper: verdicts from the measured numbers")
 verdicts
 
@@ -102,7 +108,8 @@ if before_dir is not None and any(experiment.finished_runs(before_dir, d) for d 
     changes = report.change_table(before, summary, labels)
     report.write_table(changes, tables / "probe_change",
                        "Δ AUC vs random under the earlier probe (adam) and the converged one (logreg)")
-    claim_changes = report.claims_change(before, summary, labels, toy=TOY_DATASET, many=MANY_CLASS_DATASET)
+    claim_changes = report.claims_change(before, summary, labels, toy=TOY_DATASET, many=MANY_CLASS_DATASET,
+                                         mechanism_after=evidence)
     report.write_table(claim_changes, tables / "claims_change", "Claims: verdicts under both probes")
     display(claim_changes[["claim", "verdict_adam", "verdict_logreg"]])
     changes[changes["outcome_changed"]]

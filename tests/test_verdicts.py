@@ -260,58 +260,74 @@ def _verdicts(rows, **kw) -> pd.Series:
     return report.claim_verdicts(pd.DataFrame(rows), **kw).set_index("claim")["verdict"]
 
 
-def _claim1(toy: dict, many: dict, toy_entropy: float, many_entropy: float, extra=()) -> list[dict]:
-    """Popular strategies with the given outcomes; their final labelled entropy on each data set
-    (random's is 1.0, so the balance gap is 1 − entropy)."""
-    return ([_random(TOY)] + [_row(TOY, s, o, labeled=toy_entropy) for s, o in toy.items()]
-            + [_random(MANY)] + [_row(MANY, s, o, labeled=many_entropy) for s, o in many.items()] + list(extra))
+# Claim 1 is judged on the interventions: hand-made evidence rows (alkit.mechanism.claim1_evidence's shape).
+SIGN = {"+": (0.01, 0.005, 0.015), "-": (-0.01, -0.015, -0.005), "0": (0.0, -0.005, 0.005)}
 
 
-def test_claim1_supported_when_a_toy_win_does_not_carry_over_and_imbalance_grows():
-    # (i) margin wins on the toy set, ties on the many-class set; (ii) gap 0.01 on toy < 0.05 on many.
-    v = _verdicts(_claim1({"margin": "win", "confidence": "tie"}, {"margin": "tie", "confidence": "tie"}, 0.99, 0.95))
-    assert v[1] == "supported"
-    v = _verdicts(_claim1({"margin": "win"}, {"margin": "loss"}, 0.99, 0.95))  # a loss does not win either
-    assert v[1] == "supported"
+def _evidence(strategy="margin", change="-", balancing="+", composition="-", labels_few="0", labels_many="0",
+              labels_size=None) -> dict:
+    """One strategy's evidence: each part's sign ("+" interval above 0, "-" below, "0" across)."""
+    row = {"strategy": strategy, "few": 10, "many": 200}
+    for name, sign in (("gain_few", "+"), ("gain_many", "0"), ("change", change), ("composition", composition),
+                       ("within", "0"), ("balancing_gain", balancing), ("labels_few", labels_few),
+                       ("labels_many", labels_many)):
+        mean, lo, hi = SIGN[sign]
+        if name.startswith("labels") and labels_size is not None and sign == "+":
+            mean, lo, hi = labels_size, labels_size - 0.004, labels_size + 0.004
+        row |= {name: mean, f"{name}_lo": lo, f"{name}_hi": hi}
+    return row
 
 
-def test_claim1_inconclusive_when_only_one_part_holds():
-    # (i) false (margin wins on both; confidence wins nowhere), (ii) true (0.01 < 0.05).
-    v = _verdicts(_claim1({"margin": "win", "confidence": "tie"}, {"margin": "win", "confidence": "tie"}, 0.99, 0.95))
-    assert v[1] == "inconclusive"
-    # (i) true, (ii) false (gap 0.05 on toy > 0.01 on many).
-    v = _verdicts(_claim1({"margin": "win"}, {"margin": "tie"}, 0.95, 0.99))
-    assert v[1] == "inconclusive"
+def _claim1(*rows) -> tuple[str, str]:
+    return report.claim1_verdict(pd.DataFrame(list(rows)))
 
 
-def test_claim1_not_supported_when_neither_part_holds():
-    # (i) no popular strategy wins on the toy set; base and typiclust (not popular) do, and don't count.
-    # (ii) both gaps are exactly 0.02: "further below" is strict.  typiclust's very unbalanced labelled
-    # set on the many-class set (0.5) is not a popular strategy's and must not enter the gap.
-    extra = [_row(TOY, "base", "win"), _row(TOY, "typiclust", "win"),
-             _row(MANY, "base", "tie"), _row(MANY, "typiclust", "tie", labeled=0.5)]
-    v = _verdicts(_claim1({"margin": "tie", "confidence": "loss"}, {"margin": "tie", "confidence": "tie"},
-                          0.98, 0.98, extra))
-    assert v[1] == "not supported"
+def test_claim1_supported_when_every_non_transferring_strategy_shows_both_interventions():
+    # margin's gain falls (change below 0); balancing recovers (+) and its composition costs (−).
+    # confidence transfers (change across 0): it is not asked for the mechanism.
+    verdict, text = _claim1(_evidence("margin"), _evidence("confidence", change="0", balancing="0", composition="0"))
+    assert verdict == "supported" and "margin: gain +0.0100" in text and "falls" in text
 
 
-def test_claim1_a_strategy_not_judged_on_the_many_class_set_is_no_evidence_of_non_transfer():
-    # margin wins on the toy set but has 2 seeds (< MIN_SEEDS) on the many-class set: it is not
-    # judged there, so "does not win on the many-class one" is unknown, not true.  (i) is false,
-    # (ii) true (0.01 < 0.05) → inconclusive; margin is listed as not judged.
-    rows = _claim1({"margin": "win", "confidence": "tie"}, {"confidence": "tie"}, 0.99, 0.95,
-                   [_row(MANY, "margin", "tie", seeds=2, labeled=0.95)])
-    out = report.claim_verdicts(pd.DataFrame(rows)).set_index("claim")
-    assert out.loc[1, "verdict"] == "inconclusive"
-    assert "margin on tiny-imagenet (2)" in out.loc[1, "evidence"]
-    # Same when margin was not run on the many-class set at all.
-    rows = _claim1({"margin": "win", "confidence": "tie"}, {"confidence": "tie"}, 0.99, 0.95)
-    assert _verdicts(rows)[1] == "inconclusive"
+def test_claim1_not_supported_when_toy_results_carry_over():
+    # No strategy's gain falls from K = 10 to K = 200 (a rise is no fall either).
+    assert _claim1(_evidence("margin", change="0"), _evidence("entropy", change="+"))[0] == "not supported"
 
 
-def test_claim1_inconclusive_without_the_many_class_set():
+def test_claim1_not_supported_when_neither_intervention_points_to_imbalance():
+    verdict, text = _claim1(_evidence("margin", balancing="0", composition="0"),
+                            _evidence("entropy", balancing="-", composition="+"))
+    assert verdict == "not supported" and "neither balancing" in text
+
+
+def test_claim1_inconclusive_when_the_parts_point_in_different_directions():
+    # balancing recovers but the composition alone costs nothing.
+    verdict, text = _claim1(_evidence("margin", balancing="+", composition="0"))
+    assert verdict == "inconclusive" and "different directions for margin" in text
+    # one strategy shows both, another neither.
+    verdict, text = _claim1(_evidence("margin"), _evidence("entropy", balancing="0", composition="0"))
+    assert verdict == "inconclusive" and "not for entropy" in text
+
+
+def test_claim1_inconclusive_when_labels_per_class_move_the_gain_as_much():
+    # 4× the labels per class raise margin's gain by 0.02 ≥ its fall 0.01 from K = 10 to 200.
+    verdict, text = _claim1(_evidence("margin", labels_many="+", labels_size=0.02))
+    assert verdict == "inconclusive" and "labels per class move the gain of margin" in text
+    # a smaller labels effect (0.005 < 0.01) leaves the verdict to the interventions
+    assert _claim1(_evidence("margin", labels_few="+", labels_size=0.005))[0] == "supported"
+
+
+def test_claim1_inconclusive_without_mechanism_runs():
+    assert _claim1() == ("inconclusive", "no mechanism runs (python -m alkit.reproduce mechanism)")
     out = report.claim_verdicts(pd.DataFrame([_random(TOY), _row(TOY, "margin", "win")])).set_index("claim")
-    assert out.loc[1, "verdict"] == "inconclusive" and "no results for tiny-imagenet" in out.loc[1, "evidence"]
+    assert out.loc[1, "verdict"] == "inconclusive" and "no mechanism runs" in out.loc[1, "evidence"]
+
+
+def test_claim1_reads_the_mechanism_evidence_through_claim_verdicts():
+    rows = [_random(TOY), _row(TOY, "margin", "win"), _random(MANY), _row(MANY, "margin", "tie")]
+    out = report.claim_verdicts(pd.DataFrame(rows), mechanism=pd.DataFrame([_evidence()])).set_index("claim")
+    assert out.loc[1, "verdict"] == "supported"
+    assert "for reference, not in the rule: win on cifar10 but not on tiny-imagenet: margin" in out.loc[1, "evidence"]
 
 
 def _claim2(toy: dict, many: dict, extra=()) -> list[dict]:
@@ -417,8 +433,8 @@ def test_claim3_inconclusive_otherwise():
 
 
 def _decided(random_seeds_many) -> list[dict]:
-    """A table whose verdicts are decided when random has enough seeds: claim 1 supported (margin
-    wins on toy, ties on many; gaps 0.01 vs 0.05), claim 2 inconclusive (1/1 vs 0/1) and claim 3
+    """A table whose verdicts are decided when random has enough seeds: claim 1 supported (with the
+    mechanism evidence of :func:`_evidence`), claim 2 inconclusive (1/1 vs 0/1) and claim 3
     supported (BASE wins on both with batches 1.0 ≥ 0.98)."""
     return [_random(TOY), _row(TOY, "margin", "win", labeled=0.99), _row(TOY, "base", "win", batch=1.0),
             _random(MANY, seeds=random_seeds_many), _row(MANY, "margin", "tie", labeled=0.95),
@@ -430,12 +446,12 @@ def test_min_seeds_is_three_as_documented():
 
 
 def test_random_with_min_seeds_is_enough():
-    v = _verdicts(_decided(3))
+    v = _verdicts(_decided(3), mechanism=pd.DataFrame([_evidence()]))
     assert (v[1], v[2], v[3]) == ("supported", "inconclusive", "supported")
 
 
 def test_random_with_too_few_seeds_makes_every_verdict_inconclusive():
-    out = report.claim_verdicts(pd.DataFrame(_decided(2))).set_index("claim")
+    out = report.claim_verdicts(pd.DataFrame(_decided(2)), mechanism=pd.DataFrame([_evidence()])).set_index("claim")
     assert list(out["verdict"]) == ["inconclusive"] * 3
     assert all(e.startswith("random has fewer than 3 seeds (tiny-imagenet: 2)") for e in out["evidence"])
     assert "supported by the rule" in out.loc[1, "evidence"]  # what the rule would have said is kept
@@ -452,7 +468,7 @@ def test_verdicts_from_per_round_rows():
     # tiny-imagenet: margin 0.04, 0.05, 0.09 → tie (low −0.00572; a z or ddof = 0 interval would make it a
     # win); BASE 0.03, 0.04, 0.05 → win (low 0.01516).  Final labelled entropy: random 1.0, margin 0.99 on
     # cifar10 and 0.95 on tiny-imagenet; batch entropy: BASE 1.0, margin 0.9.
-    # Claim 1: (i) margin wins on cifar10 only, (ii) gap 0.01 < 0.05 → supported.
+    # Claim 1: no mechanism runs → inconclusive (its rule from runs: tests/test_mechanism.py).
     # Claim 2: 1/1 popular wins on cifar10, 0/1 on tiny-imagenet → inconclusive.
     # Claim 3: BASE wins on both with batches 1.0 ≥ 0.9 → supported.
     margin = {TOY: {0: 0.02, 1: 0.021, 2: 0.019}, MANY: {0: 0.04, 1: 0.05, 2: 0.09}}
@@ -465,4 +481,14 @@ def test_verdicts_from_per_round_rows():
     assert (got[(TOY, "margin")], got[(MANY, "margin")], got[(TOY, "base")], got[(MANY, "base")]) == \
         ("win", "tie", "win", "win")
     v = _verdicts(table)
-    assert (v[1], v[2], v[3]) == ("supported", "inconclusive", "supported")
+    assert (v[1], v[2], v[3]) == ("inconclusive", "inconclusive", "supported")
+
+
+def test_claim1_missing_runs_are_unknown_not_no_effect():
+    # margin's gain falls but its balanced runs are missing: that is no evidence of "no recovery".
+    row = _evidence("margin") | {"balancing_gain": np.nan, "balancing_gain_lo": np.nan, "balancing_gain_hi": np.nan}
+    verdict, text = report.claim1_verdict(pd.DataFrame([row]))
+    assert verdict == "inconclusive" and "missing for margin" in text
+    # and a strategy without its K = 200 runs says nothing about transfer
+    row = _evidence("margin", change="0") | {"change": np.nan, "change_lo": np.nan, "change_hi": np.nan}
+    assert report.claim1_verdict(pd.DataFrame([row]))[0] == "inconclusive"
