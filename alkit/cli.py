@@ -921,7 +921,8 @@ def _executor_choice(args: argparse.Namespace, parser: argparse.ArgumentParser):
 def reproduce_main(argv: list[str] | None = None) -> int:
     """``python -m alkit.reproduce``: the notebooks, the sweeps, the class-count and mechanism experiments."""
     from alkit.reproduce import (COMMITTED_CLASS_COUNT, COMMITTED_MECHANISM, COMMITTED_RUNS, EXECUTED_DIR, REPO,
-                                 pair_mismatches, reproduce_class_count, reproduce_figures, reproduce_mechanism,
+                                 is_committed, pair_mismatches, reproduce_class_count, reproduce_figures,
+                                 reproduce_mechanism,
                                  reproduce_results, sync_pairs)
 
     prog = "python -m alkit.reproduce"
@@ -1019,9 +1020,14 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                 fig.error(f"argument --results: folder {args.results} does not exist; pass the folder of "
                              f"finished runs (default {COMMITTED_RUNS})")
             executed = reproduce_figures(args.results)
-            where = (f"figures in {_shown('results/figures')}, tables in {_shown('results/tables')} "
-                     f"(executed notebooks in {_shown(EXECUTED_DIR / 'figures')})" if executed
-                     else f"no notebook ran: no finished runs under {args.results}")
+            if not executed:
+                where = f"no notebook ran: no finished runs under {args.results}"
+            elif is_committed(args.results):
+                where = (f"figures in {_shown('results/figures')}, tables in {_shown('results/tables')} "
+                         f"(executed notebooks in {_shown(EXECUTED_DIR / 'figures')})")
+            else:   # another runs folder: results/ keeps the committed figures
+                where = (f"figures, tables and executed notebooks in {_shown(executed[0].parent)} "
+                         "(results/ is left as it is)")
         elif args.command == "class-count":
             reproduce_class_count(args.out, args.sweep_out, args.jobs, not args.no_extract, args.class_counts,
                                   args.strategies, args.seeds, data_root=args.data_root)

@@ -189,13 +189,36 @@ def _parameters(name: str, scale: str, results: str, figures: str, tables: str, 
     return params
 
 
-def reproduce_figures(results: str = COMMITTED_RUNS, figures: str = "results/figures",
-                      tables: str = "results/tables", out_dir: Path = EXECUTED_DIR / "figures",
-                      class_count_runs: str = COMMITTED_CLASS_COUNT,
-                      finetune_runs: str = COMMITTED_FINETUNE, mechanism_runs: str = COMMITTED_MECHANISM) -> list[Path]:
+def is_committed(results: str | Path) -> bool:
+    """Whether ``results`` is the committed runs folder (whose figures and tables are committed)."""
+    path = Path(results)
+    return (path if path.is_absolute() else REPO / path).resolve() == (REPO / COMMITTED_RUNS).resolve()
+
+
+def reproduce_figures(results: str = COMMITTED_RUNS, figures: str | None = None, tables: str | None = None,
+                      out_dir: Path | None = None, class_count_runs: str | None = None,
+                      finetune_runs: str | None = None, mechanism_runs: str | None = None) -> list[Path]:
     """Every figure and table from the finished runs under ``results`` (and ``class_count_runs``,
-    ``finetune_runs``) — nothing is recomputed.  A notebook whose data set has no finished runs yet
-    is skipped with a message.  Returns the executed copies."""
+    ``finetune_runs``, ``mechanism_runs``) — nothing is recomputed.  A notebook whose data set has no
+    finished runs yet is skipped with a message.  Returns the executed copies.
+
+    From the committed runs the figures and tables go to results/figures and results/tables; from
+    any other runs folder (``reproduce results --out DIR``) they go to
+    ``notebooks/executed/figures-<DIR name>/`` unless asked otherwise, so the committed files are
+    never overwritten with other numbers, and the other experiments' runs are looked for beside it
+    (``DIR/../class-count``, …)."""
+    committed = is_committed(results)
+    if committed:
+        defaults = ("results/figures", "results/tables", EXECUTED_DIR / "figures", COMMITTED_CLASS_COUNT,
+                    COMMITTED_FINETUNE, COMMITTED_MECHANISM)
+    else:
+        base = EXECUTED_DIR / f"figures-{Path(results).resolve().name}"
+        sibling = Path(results).parent
+        defaults = (str(base / "figures"), str(base / "tables"), base, str(sibling / "class-count"),
+                    str(sibling / "finetune-gpu"), str(sibling / "mechanism"))
+    figures, tables, out_dir, class_count_runs, finetune_runs, mechanism_runs = (
+        given if given is not None else default for given, default in
+        zip((figures, tables, out_dir, class_count_runs, finetune_runs, mechanism_runs), defaults))
     needs = {"a_toy_vs_many_class": ("cifar10", "tiny-imagenet"), "b_class_imbalance": ("cifar10", "tiny-imagenet"),
              "c_long_tailed_cifar10": ("cifar10-lt",), "d_imagenet_linear_eval": ("imagenet-synthetic",),
              "e_summary": (), "g_class_count": (), "h_finetune_vs_linear": ("cifar10",), "i_mechanism": ()}
@@ -254,7 +277,7 @@ def reproduce_results(scale: str, source: str = "auto", data_root: str | None = 
                jobs=jobs, executor=executor, slurm=slurm)
     if executor == "slurm":
         return
-    if scale == "cpu" and Path(out).resolve() == (REPO / COMMITTED_RUNS).resolve():
+    if scale == "cpu" and is_committed(out):
         reproduce_figures(out)
     elif scale == "cpu":   # the committed figures and tables stay those of the committed runs
         print(f"runs in {out}; figures from them: python -m alkit.reproduce figures --results {out}", flush=True)

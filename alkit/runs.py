@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -154,9 +155,13 @@ def run_sweep(
             continue
         bar.set_postfix(run=f"{info.name} seed {seed}")
         frames[(info.name, seed)] = compute(info, seed, key, stem)
+    told = set()
     while deferred and claimed == "wait":   # the other process's runs; take over any whose process has gone
         for job in list(deferred):
             info, seed, key, stem = job
+            if stem not in told:   # say at once what is waited for, and how it ends
+                told.add(stem)
+                tqdm.write(f"waiting: {describe_claim(stem)}")
             if is_finished(stem, key):
                 frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
                 deferred.remove(job)
@@ -171,6 +176,12 @@ def run_sweep(
 
 #: Seconds between looks at runs another process has claimed.
 CLAIM_POLL_S = 2.0
+#: A claim is a lease: its owner refreshes the file's time every CLAIM_HEARTBEAT_S while it computes
+#: the run, and a claim not refreshed for CLAIM_LEASE_S is stale whatever its PID or host now name
+#: (a reused PID after a reboot, a container with a new host name, a node that died).
+CLAIM_HEARTBEAT_S = 30.0
+CLAIM_LEASE_S = 120.0
+_HEARTBEATS: dict = {}   # claim path -> the event that stops its heartbeat thread
 
 
 def cluster_job_id() -> str:
@@ -184,24 +195,47 @@ def cluster_job_id() -> str:
 
 
 def _claim_owner_alive(claim: Path) -> bool:
-    """Whether the process that wrote ``claim`` ("pid host job") still runs: not when the claim is
-    this SLURM job's own (written before a preemption); on another host, whether the claim is less
-    than a day old (its process cannot be asked)."""
+    """Whether the process that wrote ``claim`` ("pid host job") still holds it: not when its lease
+    ran out (not refreshed for :data:`CLAIM_LEASE_S`), nor when the claim is this SLURM job's own
+    (written before a preemption) or this process's own; on this host, whether its process runs; on
+    another host, the fresh lease says it does (its process cannot be asked)."""
     try:
+        age = time.time() - claim.stat().st_mtime
         pid_text, host, *job = claim.read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
         return False
+    if age > CLAIM_LEASE_S:
+        return False
     if job and job[0] != "-" and job[0] == cluster_job_id():
         return False
     if host != platform.node():
-        try:
-            return time.time() - claim.stat().st_mtime < 86_400
-        except OSError:
-            return False
+        return True
     if pid == os.getpid():
         return False   # this process's own claim from an interrupted attempt
     return process_alive(pid)
+
+
+def describe_claim(stem: Path) -> str:
+    """Who holds the claim of the run at ``stem``, for a message while waiting for it."""
+    claim = Path(stem).with_suffix(".claim")
+    try:
+        pid, host, *job = claim.read_text().split()
+        age = time.time() - claim.stat().st_mtime
+    except (OSError, ValueError):
+        return f"{claim} (gone)"
+    owner = f"process {pid} on {host}" + (f", SLURM job {job[0]}" if job and job[0] != "-" else "")
+    return (f"{claim} is held by {owner}, refreshed {age:.0f} s ago; it is taken over once not refreshed for "
+            f"{CLAIM_LEASE_S:.0f} s (delete the file to take it now)")
+
+
+def _heartbeat(claim: Path, stop) -> None:
+    """Refresh ``claim``'s time until ``stop`` is set or the file is gone (its run is finished)."""
+    while not stop.wait(CLAIM_HEARTBEAT_S):
+        try:
+            os.utime(claim)
+        except OSError:
+            return
 
 
 def claim_run(stem: Path) -> bool:
@@ -220,12 +254,23 @@ def claim_run(stem: Path) -> bool:
             continue
         with os.fdopen(fd, "w") as fh:
             fh.write(f"{os.getpid()} {platform.node()} {cluster_job_id()}\n")
+        stop = threading.Event()
+        earlier = _HEARTBEATS.pop(claim, None)   # this process's heartbeat of an interrupted attempt
+        if earlier is not None:
+            earlier.set()
+        _HEARTBEATS[claim] = stop
+        threading.Thread(target=_heartbeat, args=(claim, stop), daemon=True, name=f"claim {claim.name}").start()
         return True
     return False
 
 
 def release_claim(stem: Path) -> None:
-    Path(stem).with_suffix(".claim").unlink(missing_ok=True)
+    """Stop refreshing the run's claim and remove it."""
+    claim = Path(stem).with_suffix(".claim")
+    stop = _HEARTBEATS.pop(claim, None)
+    if stop is not None:
+        stop.set()
+    claim.unlink(missing_ok=True)
 
 
 def run_configured_sweep(

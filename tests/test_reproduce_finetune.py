@@ -117,3 +117,28 @@ def test_notebook_h_parameters():
     smoke = reproduce._parameters("h_finetune_vs_linear", "smoke", "x/runs", "x/figures", "x/tables", True, "auto")
     assert smoke["FINETUNE_SCALE"] == "smoke" and smoke["FINETUNE_RUNS_DIR"] == "x/finetune-smoke"
     assert "h_finetune_vs_linear" in reproduce.FIGURE_NOTEBOOKS
+
+
+def test_figures_from_another_runs_folder_leave_results_alone(tmp_path, monkeypatch):
+    other = tmp_path / "sweep_new"
+    for ext in (".json", ".csv", ".npz"):   # one finished run of each data set (files are not read here)
+        for ds in ("cifar10", "tiny-imagenet", "cifar10-lt", "imagenet-synthetic"):
+            (other / ds).mkdir(parents=True, exist_ok=True)
+            (other / ds / f"random__seed0{ext}").write_text("")
+    calls = []
+    monkeypatch.setattr(reproduce, "execute", lambda name, params, out_dir: calls.append((name, params, out_dir))
+                        or out_dir / f"{name}.ipynb")
+    reproduce.reproduce_figures(str(other))
+    assert calls
+    results = (reproduce.REPO / "results").resolve()
+    for name, params, out_dir in calls:
+        for key in ("FIGURES_DIR", "TABLES_DIR"):
+            if key in params:
+                target = reproduce.REPO / params[key]
+                assert not target.resolve().is_relative_to(results), (name, key, params[key])
+        assert out_dir.name == "figures-sweep_new"
+    # the committed folder still renders into results/
+    calls.clear()
+    monkeypatch.setattr(reproduce, "FIGURE_NOTEBOOKS", ("a_toy_vs_many_class",))
+    reproduce.reproduce_figures()
+    assert calls[0][1]["FIGURES_DIR"] == "results/figures"
