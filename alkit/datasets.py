@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from alkit.io import current_umask, process_alive, write_text
 
@@ -163,23 +164,24 @@ class ImageDataset:
 
     @cached_property
     def content_fingerprint(self) -> str:
-        """sha256 over what the images are: relative path, byte size and label of every file
-        (or the raw pixel bytes of in-memory arrays).  Independent of where the data lives, so a
-        moved copy keeps its feature cache; any added, removed, relabelled or resized file changes it."""
+        """sha256 over what the images are: relative path, label and the sha256 of the bytes of every
+        file (or the raw pixel bytes of in-memory arrays).  Independent of where the data lives, so a
+        moved copy keeps its feature cache; two folders with the same file names and sizes but other
+        pixels, or a file edited in place, never share one (:func:`file_digests` hashes each file once
+        and rehashes it when its size, time or inode change)."""
         digest = hashlib.sha256()
         digest.update(json.dumps(list(self.class_ids)).encode())
         if self.arrays is not None:
             digest.update(np.ascontiguousarray(self.arrays).data)
             digest.update(self.labels.tobytes())
             return digest.hexdigest()
-        for rel, label in zip(self.files, self.labels.tolist()):
-            try:
-                size = os.stat(self.root / rel).st_size
-            except FileNotFoundError:
-                raise FileNotFoundError(
-                    f"image {self.root / rel} listed by the {self.name} {self.split} split is missing; "
-                    f"check root={self.root}") from None
-            digest.update(f"{rel}\t{size}\t{label}\n".encode())
+        try:
+            digests = file_digests(self.root, self.files)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"image {exc.filename} listed by the {self.name} {self.split} split is missing; "
+                                    f"check root={self.root}") from None
+        for rel, label, file_digest in zip(self.files, self.labels.tolist(), digests):
+            digest.update(f"{rel}\t{label}\t{file_digest}\n".encode())
         return digest.hexdigest()
 
     def identity(self) -> dict:
@@ -192,6 +194,61 @@ class ImageDataset:
             "content_sha256": self.content_fingerprint,
             "subset": self.subset,
         }
+
+
+def _digest_memo_path(root: Path) -> Path:
+    """Where the file digests of the folder ``root`` are remembered (one file per resolved folder)."""
+    return default_cache_dir() / "file-digests" / (hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:24]
+                                                   + ".tsv")
+
+
+def file_digests(root: str | Path, files: Sequence[str], progress: bool = True) -> list[str]:
+    """sha256 of the bytes of each of ``files`` (paths relative to ``root``).
+
+    A digest is remembered with the file's size, modification time (ns) and inode under
+    ``<cache>/file-digests/`` and reused while all three are unchanged, so the bytes are read once
+    (a first call on ImageNet reads its 140 GB, with a progress bar; later calls only stat the
+    files); a file written in place gets a new time and is hashed again.  Raises FileNotFoundError
+    (``filename`` set) for a missing file."""
+    root = Path(root)
+    memo_path = _digest_memo_path(root)
+    memo: dict[str, tuple[str, str]] = {}
+    try:
+        for line in memo_path.read_text().splitlines():
+            rel, signature, file_digest = line.rsplit("\t", 2)
+            memo[rel] = (signature, file_digest)
+    except (OSError, ValueError):
+        memo = {}
+    digests, fresh = [], 0
+    todo = []
+    for rel in files:
+        try:
+            st = os.stat(root / rel)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "missing image", str(root / rel)) from None
+        signature = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        known = memo.get(rel)
+        digests.append(known[1] if known is not None and known[0] == signature else None)
+        if digests[-1] is None:
+            todo.append((len(digests) - 1, rel, signature))
+    bar = tqdm(todo, desc=f"hashing {len(todo):,} images of {root.name} (once; their digests key the feature "
+                          "cache)", unit="img", disable=not progress or len(todo) < 5000, leave=False)
+    for position, rel, signature in bar:
+        file_hash = hashlib.sha256()
+        with open(root / rel, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                file_hash.update(block)
+        digests[position] = file_hash.hexdigest()
+        memo[rel] = (signature, digests[position])
+        fresh += 1
+    if fresh:   # remembered for the next call; a read-only cache only costs the rehash next time
+        text = "".join(f"{rel}\t{sig}\t{d}\n" for rel, (sig, d) in memo.items())
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(memo_path, text)
+        except OSError:
+            pass
+    return digests
 
 
 # --------------------------------------------------------------------------------------------

@@ -253,3 +253,20 @@ def test_shared_tiny_imagenet_slice(tmp_path):
     assert test.class_names[0] == "goldfish" and test.load_image(0).size == (64, 64)
     train = load_dataset("tiny-imagenet", tiny_slice(), "train", cache_dir=tmp_path)
     assert len(train) == 200 and train.files[0] == "train/n01443537/images/n01443537_0.JPEG"
+
+
+def test_file_digests_are_remembered_until_a_file_changes(folder):
+    import hashlib
+    import os
+
+    files = ["train/ant/0000.png", "train/bee/0001.png"]
+    first = ds.file_digests(folder, files)
+    assert first[0] == hashlib.sha256((folder / files[0]).read_bytes()).hexdigest()
+    memo = ds._digest_memo_path(folder)
+    memo.write_text(memo.read_text().replace(first[0], "remembered"))
+    assert ds.file_digests(folder, files)[0] == "remembered"          # stat unchanged: not read again
+    st = (folder / files[0]).stat()
+    os.utime(folder / files[0], ns=(st.st_atime_ns, st.st_mtime_ns + 1))   # written again, same bytes here
+    assert ds.file_digests(folder, files)[0] == first[0]               # rehashed
+    with pytest.raises(FileNotFoundError):
+        ds.file_digests(folder, ["train/ant/missing.png"])

@@ -259,3 +259,47 @@ def test_shared_tiny_imagenet_slice(backbone, tmp_path):
     result = _extract(test, backbone, tmp_path / "cache", batch_size=50, shard_size=100)
     assert result.features.shape == (200, 1280) and result.num_classes == 200
     assert np.isfinite(np.asarray(result.features, np.float32)).all()
+
+
+def _bmp_folder(root, seed: int):
+    """Six 8 × 8 BMPs named alike in every folder: same names and byte sizes, other pixels per seed."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / f"img_{i}.bmp")
+    return root
+
+
+def test_a_folder_with_the_same_names_and_sizes_gets_its_own_features(backbone, tmp_path):
+    options = dict(resolution=RES, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    camera_a, camera_b = _bmp_folder(tmp_path / "camera_a", 0), _bmp_folder(tmp_path / "camera_b", 1)
+    assert [p.stat().st_size for p in sorted(camera_a.iterdir())] == [p.stat().st_size for p in sorted(camera_b.iterdir())]
+    a = get_features("images", camera_a, "train", backbone, **options)
+    b = get_features("images", camera_b, "train", backbone, **options)
+    assert a.directory != b.directory
+    fresh = extract_features(load_dataset("images", camera_b, "train"), backbone, cache_dir=tmp_path / "fresh",
+                             resolution=RES, progress=False, device="cpu")
+    np.testing.assert_array_equal(np.asarray(b.features), np.asarray(fresh.features))
+    assert np.abs(np.asarray(a.features, np.float32) - np.asarray(b.features, np.float32)).max() > 0.01
+
+
+def test_an_image_edited_in_place_is_extracted_again(backbone, tmp_path):
+    import os
+
+    from PIL import Image
+
+    options = dict(resolution=RES, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    camera = _bmp_folder(tmp_path / "camera", 0)
+    before = get_features("images", camera, "train", backbone, **options)
+    path = camera / "img_3.bmp"
+    size, then = path.stat().st_size, path.stat().st_mtime_ns
+    negative = 255 - np.asarray(Image.open(path))
+    Image.fromarray(negative.astype(np.uint8)).save(path)      # same size, other pixels
+    os.utime(path, ns=(then, then + 1_000_000))                 # even a barely newer time is seen
+    assert path.stat().st_size == size
+    after = get_features("images", camera, "train", backbone, **options)
+    assert after.directory != before.directory
+    row = list(load_dataset("images", camera, "train").files).index("img_3.bmp")
+    assert np.abs(np.asarray(after.features[row], np.float32) - np.asarray(before.features[row], np.float32)).max() > 0.01
