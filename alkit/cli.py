@@ -989,6 +989,16 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     where = ""
     try:
+        # Output folders are checked before any extraction or run starts (a file, read-only, not creatable).
+        from alkit.io import check_output_dir
+
+        outputs = {"results": [("--out", args.out if args.command == "results" and args.out else None)],
+                   "class-count": [("--out", getattr(args, "out", None)), ("--sweep-out", getattr(args, "sweep_out", None))],
+                   "mechanism": [("--out", getattr(args, "out", None)), ("--sweep-out", getattr(args, "sweep_out", None)),
+                                 ("--class-count-out", getattr(args, "class_count_out", None))]}
+        for flag, folder in outputs.get(args.command, []):
+            if folder is not None:
+                check_output_dir(folder if Path(folder).is_absolute() else REPO / folder, flag)
         if args.command == "sync":
             for path in sync_pairs():
                 print("wrote", path.relative_to(REPO))

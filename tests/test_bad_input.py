@@ -480,10 +480,19 @@ def test_experiment_rejects(files, capsys, monkeypatch, extra, flag, words):
     (["class-count", "--seeds", "1,1"], "--seeds"),
     (["results", "--scale", "cpu", "--datasets", "nope"], "--datasets"),
     (["figures", "--results", "/no/such/runs"], "--results"),
+    (["mechanism", "--jobs", "0"], "--jobs"),
+    (["mechanism", "--out", "README.md"], "--out"),
+    (["mechanism", "--class-count-out", "README.md/x"], "--class-count-out"),
+    (["class-count", "--out", "README.md"], "--out"),
+    (["class-count", "--sweep-out", "/proc/no-such-folder"], "--sweep-out"),
+    (["results", "--scale", "cpu", "--out", "README.md"], "--out"),
 ])
-def test_reproduce_rejects(capsys, argv, flag):
+def test_reproduce_rejects(capsys, monkeypatch, argv, flag):
+    from alkit import class_count, mechanism
     from alkit.cli import reproduce_main
 
+    for module, name in ((mechanism, "run_mechanism"), (class_count, "run_class_count")):   # no work may start
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("work started before the arguments were checked"))
     line = one_error_line(reproduce_main, argv, capsys)
     assert flag in line, line
 
