@@ -44,3 +44,66 @@ def check_labels(labels: np.ndarray, num_classes: int, name: str = "labels", all
             f"{name} must lie in [0, {num_classes})" + (" or be -1 for unlabelled" if allow_unlabelled else "")
             + f"; found values in [{labels.min()}, {labels.max()}] (pass the right num_classes or fix the labels)"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar parameters: one check for the API, the command line and the notebooks
+# ---------------------------------------------------------------------------------------------
+
+class ParameterError(ValueError):
+    """A parameter with a value outside what it allows: the message names both and the range."""
+
+
+def _range_text(low, high, low_open: bool = False, high_open: bool = False) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '≥'} {low}"
+    if high is not None:
+        return f"{'<' if high_open else '≤'} {high}"
+    return "any value"
+
+
+def check_int(value, name: str, *, low: int | None = None, high: int | None = None, none: bool = False) -> int | None:
+    """``value`` as an int when it is an integer (not a bool, not a float) within [low, high];
+    None when ``none`` allows it; else :class:`ParameterError` naming ``name``."""
+    if value is None and none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ParameterError(f"{name} must be an integer {_range_text(low, high)}"
+                             + (" or None" if none else "") + f", got {value!r} ({type(value).__name__})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ParameterError(f"{name} must be an integer {_range_text(low, high)}, got {value}")
+    return int(value)
+
+
+def check_float(value, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+                high_open: bool = False, none: bool = False) -> float | None:
+    """``value`` as a finite float within its range (ints accepted, bools not); None when ``none``
+    allows it; else :class:`ParameterError` naming ``name``."""
+    if value is None and none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ParameterError(f"{name} must be a number {_range_text(low, high, low_open, high_open)}"
+                             + (" or None" if none else "") + f", got {value!r} ({type(value).__name__})")
+    value = float(value)
+    bad = (not np.isfinite(value) or (low is not None and (value <= low if low_open else value < low))
+           or (high is not None and (value >= high if high_open else value > high)))
+    if bad:
+        raise ParameterError(f"{name} must be a finite number {_range_text(low, high, low_open, high_open)}, "
+                             f"got {value}")
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` when it is a bool (True/False, not 0/1 or 'no'); else :class:`ParameterError`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def check_choice(value, name: str, choices) -> str:
+    """``value`` when it is one of ``choices``; else :class:`ParameterError` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ParameterError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value

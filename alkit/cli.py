@@ -274,6 +274,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise UsageError(f"--strategy: {info.name!r} is an oracle baseline (it reads true labels of unlabelled "
                          "points) and cannot run on a real pool")
     check_output_file(args.out, "--out")   # before any compute: a bad --out must not cost the selection
+    if not str(args.out).lower().endswith((".npy", ".csv")):
+        raise UsageError(f"--out: {args.out} must end in .npy (int64 indices) or .csv (rank,index,path: the list "
+                         "to label)")
     features, paths = _load_pool_features(args.features)
     class_names = None
     if args.labels is None:    # a cold start: nothing labelled yet

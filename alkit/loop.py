@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from alkit.checks import ParameterError, check_int
 from alkit.io import atomic_write
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_features, check_labels
@@ -138,14 +139,20 @@ def run_active_learning(
         raise ValueError(f"test_labels must have shape ({test_features.shape[0]},), got {test_labels.shape}")
     if test_features.shape[1] != train_features.shape[1]:
         raise ValueError("test_features must have the same dimension as train_features")
+    seed = check_int(seed, "seed", low=0)
+    num_classes = check_int(num_classes, "num_classes", low=1)
+    rounds = check_int(rounds, "rounds", low=0)
+    val_per_class = check_int(val_per_class, "val_per_class", low=0)
     check_labels(train_labels, num_classes, "train_labels", allow_unlabelled=False)
     check_labels(test_labels, num_classes, "test_labels", allow_unlabelled=False)
+    absent = np.flatnonzero(np.bincount(train_labels, minlength=num_classes) == 0)
+    if absent.size:   # every balance metric would count them as classes the strategy failed to label
+        raise ParameterError(f"num_classes={num_classes}, but train_labels hold no point of class"
+                             f"{'es' if absent.size > 1 else ''} {', '.join(map(str, absent[:10]))}"
+                             f"{' …' if absent.size > 10 else ''}; pass the number of classes the data has "
+                             "(relabel the classes 0 … C−1)")
     initial_size = check_budget(initial_size)
     round_budget = check_budget(round_budget)
-    if rounds < 0:
-        raise ValueError(f"rounds must be ≥ 0, got {rounds}")
-    if val_per_class < 0:
-        raise ValueError(f"val_per_class must be ≥ 0, got {val_per_class}")
 
     n = train_features.shape[0]
     held_out, initial = first_round_split(train_labels, num_classes, val_per_class, initial_size, seed)

@@ -27,7 +27,7 @@ import torch
 
 from alkit.logreg import (DEFAULT_MAX_ITER, DEFAULT_TOL, fast_products_available, fit_logreg, sample_weights,
                           zero_head_gradient)
-from alkit.checks import check_features, check_labels
+from alkit.checks import check_bool, check_features, check_float, check_int, check_labels
 
 PROBE_METHODS = ("logreg", "early_stopping")
 
@@ -89,9 +89,16 @@ class ProbeConfig:
             raise ValueError(f"probe method must be one of {', '.join(PROBE_METHODS)}, got {self.method!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"probe optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        for name in ("lr", "batch_size", "max_epochs", "tol", "max_iter"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"probe {name} must be > 0, got {getattr(self, name)}")
+        # Checked, never converted: the fields go into run keys as given.
+        for name, low in (("batch_size", 1), ("max_epochs", 1), ("max_iter", 1), ("patience", 0), ("lr_step", 0)):
+            check_int(getattr(self, name), f"probe {name}", low=low)
+        for name in ("lr", "tol"):
+            check_float(getattr(self, name), f"probe {name}", low=0, low_open=True)
+        check_float(self.momentum, "probe momentum", low=0, high=1, high_open=True)
+        check_float(self.weight_decay, "probe weight_decay", low=0)
+        check_float(self.lr_gamma, "probe lr_gamma", low=0, high=1, low_open=True)
+        check_bool(self.class_weighted, "probe class_weighted")
+        check_bool(self.standardize, "probe standardize")
         grid = tuple(float(v) for v in self.l2_grid)
         if not grid or any(not np.isfinite(v) or v <= 0 for v in grid):
             raise ValueError(f"probe l2_grid must hold positive strengths, got {self.l2_grid!r}")

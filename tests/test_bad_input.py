@@ -220,6 +220,7 @@ SELECT_CASES = [
     (dict(budget="0"), "--budget", "positive"),
     (dict(strategy="nope"), "--strategy", "unknown"),
     (dict(strategy="balanced_random"), "--strategy", "oracle"),
+    (dict(out="picks.txt"), "--out", "must end in .npy"),
 ]
 
 
@@ -649,3 +650,65 @@ def test_a_corrupt_head_file_is_closed_after_the_error(tmp_path):
             _load_head(str(bad))
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+# ---------------------------------------------------------------- strategy options, probe and loop arguments
+# Each was accepted and ran (a silent wrong result); each must name the parameter and its range.
+
+STRATEGY_OPTION_CASES = [
+    ("typiclust", dict(max_clusters=0), "max_clusters"), ("typiclust", dict(max_clusters=-1), "max_clusters"),
+    ("typiclust", dict(k_nn=0), "k_nn"), ("probcover", dict(alpha=2), "alpha"), ("probcover", dict(alpha=-1), "alpha"),
+    ("margin_clustering", dict(candidate_factor=0), "candidate_factor"),
+    ("margin_clustering", dict(candidate_factor=-1), "candidate_factor"),
+    ("margin_clustering", dict(n_clusters=0), "n_clusters"), ("base", dict(slack=-1), "slack"),
+    ("base", dict(chunk_rows=0), "chunk_rows"), ("badge", dict(cache_bytes=-1), "cache_bytes"),
+    ("partitioned_badge", dict(subset_labeled=-1), "subset_labeled"), ("coreset", dict(chunk_rows=2.5), "chunk_rows"),
+    ("badge", dict(lazy="yes"), "lazy"), ("mase", dict(chunk_rows=True), "chunk_rows"),
+]
+
+
+@pytest.mark.parametrize("name, options, parameter", STRATEGY_OPTION_CASES,
+                         ids=[f"{n}-{next(iter(o))}={next(iter(o.values()))}" for n, o, _ in STRATEGY_OPTION_CASES])
+def test_strategy_options_are_checked(name, options, parameter):
+    import functools
+
+    from alkit.checks import ParameterError
+    from alkit.strategies import select
+    from alkit.strategies.registry import _REGISTRY, StrategyInfo
+    from conftest import build_pool
+
+    pool, _ = build_pool(seed=1)
+    info = _REGISTRY[name]
+    bound = StrategyInfo(name, functools.partial(info.fn, **options), info.oracle)
+    with pytest.raises(ParameterError, match=parameter) as caught:
+        select(pool, bound, 5, 0)
+    assert str(next(iter(options.values()))) in str(caught.value)
+
+
+@pytest.mark.parametrize("options, parameter", [
+    (dict(patience=-1), "patience"), (dict(tol=float("nan")), "tol"), (dict(max_iter=1.5), "max_iter"),
+    (dict(lr_step=-3), "lr_step"), (dict(class_weighted="no"), "class_weighted"), (dict(momentum=1.0), "momentum"),
+    (dict(batch_size=True), "batch_size"), (dict(lr=0), "lr"),
+])
+def test_probe_config_is_checked(options, parameter):
+    from alkit.checks import ParameterError
+    from alkit.probe import ProbeConfig
+
+    with pytest.raises(ParameterError, match=f"probe {parameter}"):
+        ProbeConfig(**options)
+
+
+@pytest.mark.parametrize("change, parameter", [
+    (dict(seed=1.5), "seed"), (dict(seed=True), "seed"), (dict(rounds=True), "rounds"), (dict(rounds=-1), "rounds"),
+    (dict(num_classes=6), "num_classes"), (dict(num_classes=0), "num_classes"), (dict(val_per_class=1.0), "val_per_class"),
+])
+def test_loop_arguments_are_checked(change, parameter):
+    from alkit.checks import ParameterError
+    from alkit.loop import run_active_learning
+
+    data = gaussian_mixture(4, 20, 4, separation=3.0, seed=0, n_test_per_class=3)
+    args = dict(seed=0, initial_size=8, round_budget=4, rounds=1, val_per_class=2, num_classes=4) | change
+    num_classes = args.pop("num_classes")
+    with pytest.raises(ParameterError, match=parameter):
+        run_active_learning(data.train_features, data.train_labels, data.test_features, data.test_labels,
+                            num_classes, "random", progress=False, **args)

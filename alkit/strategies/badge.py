@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from alkit.checks import check_bool, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._badge_engine import (
     AUTHORS_POOL_AREA,
@@ -135,6 +136,10 @@ def badge(
     per pick at a fraction of the cost (see :func:`kmeans_pp_gradient`); ``lazy=False`` draws
     exactly as :func:`kmeans_pp_reference` for the same seed.
     """
+    check_bool(labeled_centers, "labeled_centers")
+    check_int(chunk_rows, "chunk_rows", low=1)
+    check_int(cache_bytes, "cache_bytes", low=0)
+    check_bool(lazy, "lazy")
     centers = np.flatnonzero(pool.labeled & ~pool.held_out).astype(np.int64) if labeled_centers else None
     return kmeans_pp_gradient(pool.features, pool_logits_source(pool), pool.eligible_indices(), budget, rng,
                               center_indices=centers, pool_shape=pool_shape, chunk_rows=chunk_rows,

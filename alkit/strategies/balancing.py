@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from alkit.checks import check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._balancing_engine import (
     TIE_RTOL,
@@ -100,6 +101,8 @@ def balancing(
     in the batch (no model: those are not counted).  Fixes: nearest (not farthest) majority
     centre; no true-label leak.  The incremental fast path: :mod:`alkit.strategies._balancing_engine`.
     """
+    check_int(chunk_rows, "chunk_rows", low=1)
+    check_int(cache_bytes, "cache_bytes", low=0)
     centres = np.flatnonzero(pool.labeled & ~pool.held_out).astype(np.int64)
     predicted = None
     if pool.has_model:

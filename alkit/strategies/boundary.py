@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from alkit.checks import check_int
 from alkit.pool import PoolState
 from alkit.scores import boundary_distances, take_smallest
 from alkit.strategies import _boundary_engine as engine
@@ -92,6 +93,7 @@ def mase(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int
 
     Streams the pool in chunks of ``chunk_rows`` (default: from C and D); the same picks as
     :func:`mase_reference` (:func:`alkit.strategies._boundary_engine.mase_picks`)."""
+    check_int(chunk_rows, "chunk_rows", low=1, none=True)
     pool.require_head("mase")
     return engine.mase_picks(pool, budget, rng, chunk_rows)
 
@@ -105,5 +107,7 @@ def base(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int
     s_c(z) = d(z) if ŷ = c else r_c(z) not yet taken, classes in index order.  Exact and streaming
     (:func:`alkit.strategies._boundary_engine.base_picks`; ``slack``: candidates kept per class
     beyond its quota, any value gives the same picks as :func:`base_reference`)."""
+    check_int(chunk_rows, "chunk_rows", low=1, none=True)
+    check_int(slack, "slack", low=0, none=True)
     pool.require_head("base")
     return engine.base_picks(pool, budget, rng, chunk_rows, slack)

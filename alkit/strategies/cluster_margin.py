@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy.cluster.hierarchy import fcluster, linkage
 
+from alkit.checks import check_float, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.scores import margin_scores, take_smallest
 from alkit.strategies._dense import gather_rows
@@ -135,6 +136,10 @@ def margin_clustering(
     by average linkage; visit clusters by ascending size round-robin, each visit taking one
     point (random by default, the lowest margin with ``within="margin"`` as Emam et al.).
     """
+    check_float(candidate_factor, "candidate_factor", low=1, none=True)
+    check_int(n_clusters, "n_clusters", low=1, none=True)
+    check_int(max_cluster_points, "max_cluster_points", low=1)
+    check_int(chunk_rows, "chunk_rows", low=1)
     pool.require_model("margin_clustering")
     if within not in ("random", "margin"):
         raise ValueError(f"within must be 'random' or 'margin', got {within!r}")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from alkit.checks import check_bool, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._coreset_engine import k_center_greedy, merge_nearest
 from alkit.strategies._dense import DEFAULT_CACHE_BYTES, check_indices, sqdist64
@@ -107,6 +108,9 @@ def coreset(
     ``cache.run``) and compares the candidates with the newly labelled points only; same picks,
     without one pass over every candidate × labelled pair per round.
     """
+    check_int(chunk_rows, "chunk_rows", low=1)
+    check_int(cache_bytes, "cache_bytes", low=0)
+    check_bool(reuse_distances, "reuse_distances")
     carry = None
     if reuse_distances and pool.cache is not None:
         carry = pool.cache.run.setdefault(("coreset", "carry"), {})

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from alkit.checks import check_bool, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._dense import DEFAULT_CACHE_BYTES
 from alkit.strategies.badge import authors_pool_shape, kmeans_pp_gradient, pool_logits_source
@@ -100,6 +101,11 @@ def partitioned_coreset(
     b_i = ⌊b/P⌋ (+1 for the first b mod P).  Whole pool by default; ``subset_labeled=50_000,
     subset_unlabeled=80_000`` reproduces the authors' ImageNet subsampling.
     """
+    check_int(n_partitions, "n_partitions", low=1)
+    check_int(subset_labeled, "subset_labeled", low=0, none=True)
+    check_int(subset_unlabeled, "subset_unlabeled", low=0, none=True)
+    check_int(chunk_rows, "chunk_rows", low=1)
+    check_int(cache_bytes, "cache_bytes", low=0)
 
     def base(lab, elig, b, r):
         return k_center_greedy(pool.features, lab, elig, b, r, chunk_rows=chunk_rows, cache_bytes=cache_bytes,
@@ -133,6 +139,13 @@ def partitioned_badge(
     code, g = (p − e_ŷ) ⊗ z is average-pooled to (h, w) = (min(16, C), ⌊512/h⌋) cells
     (``pool_gradients=True``), computed exactly as (r A_C) ⊗ (z A_D) without forming g.
     """
+    check_int(n_partitions, "n_partitions", low=1)
+    check_int(subset_labeled, "subset_labeled", low=0, none=True)
+    check_int(subset_unlabeled, "subset_unlabeled", low=0, none=True)
+    check_bool(labeled_centers, "labeled_centers")
+    check_bool(pool_gradients, "pool_gradients")
+    check_int(chunk_rows, "chunk_rows", low=1)
+    check_int(cache_bytes, "cache_bytes", low=0)
     logits = pool_logits_source(pool)
     shape = authors_pool_shape(pool.num_classes, pool.dim) if pool_gradients else None
 

@@ -43,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from alkit.checks import check_float, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._dense import DEFAULT_CACHE_BYTES, RowStore, as_device, gather_rows, sqdist64
 from alkit.strategies._exact_search import ball_graph
@@ -241,6 +242,13 @@ def probcover(
     GPU (:func:`row_cache_bytes`).  At ImageNet's 1.28 M × 2048 the rows take 10.5 GB: on the CPU
     pass ``cache_bytes=11 * 2**30`` where RAM allows.  The picks do not depend on it.
     """
+    check_float(delta, "delta", low=0, low_open=True, none=True)
+    check_float(alpha, "alpha", low=0, high=1, low_open=True)
+    check_int(purity_sample, "purity_sample", low=1)
+    check_int(max_edges, "max_edges", low=1)
+    check_int(delta_seed, "delta_seed", low=0)
+    check_int(chunk_rows, "chunk_rows", low=1)
+    check_int(cache_bytes, "cache_bytes", low=0, none=True)
     check_ties(ties)   # before the graph build, which can take minutes
     row_cache = row_cache_bytes(cache_bytes, device)
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)

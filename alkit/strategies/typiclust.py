@@ -43,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from alkit.checks import check_bool, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._dense import (
     as_device,
@@ -279,6 +280,11 @@ def typiclust(
     only by its random start).  ``backend``: "faiss" (default) or "torch", the previous
     implementation kept as the reference (module docstring).
     """
+    check_int(max_clusters, "max_clusters", low=1)
+    check_int(min_cluster_size, "min_cluster_size", low=1)
+    check_int(k_nn, "k_nn", low=1)
+    check_bool(reuse_clusters, "reuse_clusters")
+    check_int(chunk_rows, "chunk_rows", low=1)
     check_backend(backend)
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     n_clusters = min(int((pool.labeled & ~pool.held_out).sum()) + budget, int(max_clusters), relevant.size)
