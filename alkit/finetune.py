@@ -50,7 +50,7 @@ from alkit.datasets import load_dataset
 from alkit.distributed import all_gather, barrier, broadcast, process_group, world_from_env
 from alkit.features import Preprocessing
 from alkit.images import PoolImages, random_crop_flip
-from alkit.io import atomic_write, command_line, loaded_commit, write_json
+from alkit.io import atomic_write, launch_command, loaded_commit, write_json
 from alkit.loop import RunResult, _prefixed, first_round_split, stream
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_labels
@@ -1016,7 +1016,7 @@ def run_finetune_scale(scale: str, out: str | Path | None, *, datasets: Sequence
     frame = pd.concat(frames, ignore_index=True)
     if out is not None and ranks_from_env().is_main:
         _log_sweep(Path(out), {
-            "regime": "finetune", "scale": scale, "command": command_line(), "git_commit": commit,
+            "regime": "finetune", "scale": scale, "command": launch_command(), "git_commit": commit,
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "world_size": ranks_from_env().size, "runs": int(frame.groupby(["dataset", "strategy", "seed"]).ngroups),
             "wall_seconds": round(time.perf_counter() - started, 1),

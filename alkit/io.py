@@ -178,6 +178,22 @@ def git_commit(cwd: str | Path | None = None) -> str:
 _LOADED_COMMIT: str | None = None
 
 
+_LAUNCH_COMMAND: str | None = None
+
+
+def pin_provenance(commit: str, command: str) -> None:
+    """Record ``commit`` and ``command`` as this process's provenance: a sweep's worker process (started
+    by submitit, whose own command line means nothing to a reader) records the sweep's."""
+    global _LOADED_COMMIT, _LAUNCH_COMMAND
+    _LOADED_COMMIT, _LAUNCH_COMMAND = commit, command
+
+
+def launch_command() -> str:
+    """The command a user typed to make this process's results (:func:`pin_provenance`, else this
+    process's own :func:`command_line`)."""
+    return _LAUNCH_COMMAND if _LAUNCH_COMMAND is not None else command_line()
+
+
 def loaded_commit() -> str:
     """The commit of the code this process runs: read at the first call and kept, so that a long
     sweep (which calls this when it starts) never records a commit made while it ran."""
@@ -187,15 +203,51 @@ def loaded_commit() -> str:
     return _LOADED_COMMIT
 
 
+def portable_path(path: str | Path) -> str:
+    """``path`` without this machine in it: relative to the repository when inside it, ``~/…`` under
+    the home folder, ``…/<name>`` elsewhere (a temporary folder); a relative path as it is."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    repo = Path(__file__).resolve().parents[1]
+    for base, shown in ((repo, None), (Path.home(), "~")):
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            continue
+        return str(rel) if shown is None else f"{shown}/{rel}"
+    return f"…/{path.name}"
+
+
+def portable_strings(obj: Any) -> Any:
+    """``obj`` (JSON-like) with every absolute path among its strings made portable
+    (:func:`portable_path`), and every path inside a ``"command"`` string: what committed result
+    files record."""
+    if isinstance(obj, dict):
+        return {k: (_portable_command(v) if k == "command" and isinstance(v, str) else portable_strings(v))
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable_strings(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        return portable_path(obj)
+    return obj
+
+
+def _portable_command(command: str) -> str:
+    return command_line(command.split(" ")) if command.startswith("/") or " /" in command else command
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """The command this process runs, as a user would type it on any machine: a module of this
     package as ``python -m alkit.<module>``, another file inside the repository by its relative path,
-    any other program by its name — never a path of this machine (results are committed)."""
+    any other program by its name, and absolute paths among the arguments by :func:`portable_path`
+    — never a path of this machine (results are committed)."""
     argv = list(sys.argv if argv is None else argv)
     if not argv:
         return ""
     program = Path(argv[0])
     package = Path(__file__).resolve().parent
+    args = [portable_path(a) if a.startswith("/") else a for a in argv[1:]]
     if program.suffix == ".py" and program.is_absolute():
         try:
             module = program.resolve().relative_to(package.parent).with_suffix("")
@@ -203,16 +255,16 @@ def command_line(argv: list[str] | None = None) -> str:
             module = None
         if module is not None and module.parts[0] == package.name:
             parts = module.parts[:-1] if module.name in ("__main__", "__init__") else module.parts
-            return " ".join(["python -m " + ".".join(parts), *argv[1:]])
+            return " ".join(["python -m " + ".".join(parts), *args])
         if module is not None:
-            return " ".join([str(module.with_suffix(".py")), *argv[1:]])
-    return " ".join([program.name if program.is_absolute() else str(program), *argv[1:]])
+            return " ".join([str(module.with_suffix(".py")), *args])
+    return " ".join([program.name if program.is_absolute() else str(program), *args])
 
 
 def provenance(**extra: Any) -> dict:
     """Where a result came from: command, commit, versions, hardware, time."""
     info = {
-        "command": command_line(),
+        "command": launch_command(),
         "git_commit": loaded_commit(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,

@@ -92,7 +92,7 @@ def _log_sweep(out: str, scale: str, jobs: int, planned: int, ran: int | None, s
         log = json.loads(path.read_text()) if path.exists() else []
     except ValueError:
         log = []
-    log.append({"scale": scale, "command": io.command_line(), "git_commit": loaded_commit(), "jobs": jobs,
+    log.append({"scale": scale, "command": io.launch_command(), "git_commit": loaded_commit(), "jobs": jobs,
                 "torch_threads": torch.get_num_threads() if jobs == 1 else _worker_threads(jobs),
                 "cpu_count": os.cpu_count(), "runs_planned": planned, "runs_run": ran,
                 "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -116,9 +116,9 @@ _WORKER_DATA: dict = {}
 _WORKER_SHARED: dict = {}
 
 
-def _worker_init(commit: str, threads: int, parent: int) -> None:
+def _worker_init(commit: str, threads: int, parent: int, command: str) -> None:
     torch.set_num_threads(threads)
-    io._LOADED_COMMIT = commit   # the parent's commit: the code the sweep started with
+    io.pin_provenance(commit, command)   # the parent's commit and command: the code and the sweep that made the runs
 
     def leave_with_parent() -> None:   # a killed sweep leaves no worker running (runs are saved atomically)
         while process_alive(parent):
@@ -176,7 +176,7 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=7 * 24 * 60)
         started = [executor.submit(_local_worker, tasks, scale, out, source, data_root, _worker_threads(jobs),
-                                   loaded_commit(), os.getpid(), worker, worker_kwargs or {})
+                                   loaded_commit(), os.getpid(), worker, worker_kwargs or {}, io.launch_command())
                    for _ in range(min(jobs, len(tasks)))]
         uncached = _follow(started, pending, out, poll_s)
         if not uncached:
@@ -252,10 +252,10 @@ def _result_line(meta: Path) -> str:
 
 
 def _local_worker(tasks, scale: str, out: str, source: str, data_root: str | None, threads: int, commit: str,
-                  parent: int, worker=None, worker_kwargs: dict | None = None) -> list[tuple]:
+                  parent: int, worker=None, worker_kwargs: dict | None = None, command: str = "") -> list[tuple]:
     """One local worker (a submitit job): every task in order, skipping the runs others have
     claimed; returns the tasks whose features are not cached."""
-    _worker_init(commit, threads, parent)
+    _worker_init(commit, threads, parent, command)
     worker = worker or _worker_run
     uncached = []
     for dataset, task, seeds in tasks:
@@ -308,9 +308,11 @@ class RunJob(submitit.helpers.Checkpointable):
     def __init__(self, dataset: str, strategy: str, seed: int, scale: str, out: str, source: str,
                  data_root: str | None) -> None:
         self.task = (dataset, strategy, int(seed), scale, str(out), source, data_root)
+        self.command = io.launch_command()   # the submitting command, recorded by the run (not submitit's)
 
     def __call__(self) -> str:
         dataset, strategy, seed, scale, out, source, data_root = self.task
+        io.pin_provenance(loaded_commit(), self.command)
         return _worker_run(dataset, strategy, [seed], scale, out, source, data_root)
 
 

@@ -323,8 +323,8 @@ def fmt_seconds(s: float | None) -> str:
 
 def save(stem: Path, data: dict, markdown: str) -> None:
     """``stem.json`` (``data``) and ``stem.md`` (``markdown``), written atomically; the Markdown is printed."""
-    from alkit.io import write_json, write_text
+    from alkit.io import portable_strings, write_json, write_text
 
-    write_json(stem.with_suffix(".json"), data)
+    write_json(stem.with_suffix(".json"), portable_strings(data))   # committed: no path of this machine
     write_text(stem.with_suffix(".md"), markdown)
     print(markdown)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alkit import experiment, report, runs
+from alkit import experiment, io, report, runs
 from alkit.probe import ProbeConfig
 from alkit.stats import area_under_curve, mean_interval
 from alkit.synthetic import gaussian_mixture
@@ -186,6 +186,8 @@ def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
                 assert all(np.array_equal(x[k], y[k]) for k in x.files)
             meta = json.loads(stems[1].with_suffix(".json").read_text())
             assert meta["provenance"]["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)
+            # a worker records the sweep's command, not submitit's worker script
+            assert meta["provenance"]["command"] == io.launch_command() and "_submit" not in meta["provenance"]["command"]
     run_phases(phases, "smoke", str(tmp_path / "parallel"), source="synthetic", jobs=2)
     log = json.loads((tmp_path / "parallel" / "sweep_times.json").read_text())
     assert [(e["jobs"], e["runs_planned"], e["runs_run"]) for e in log] == [(2, 6, 6), (2, 6, 0)]
@@ -406,3 +408,14 @@ def test_provenance_records_a_command_without_this_machines_paths():
     assert io.command_line([str(package.parent / "benchmarks" / "bench_scale.py"), "--n", "9"]) == \
         "benchmarks/bench_scale.py --n 9"
     assert io.command_line(["/somewhere/else/bin/pytest", "-q"]) == "pytest -q"
+
+
+def test_no_committed_result_records_a_path_of_the_machine_that_made_it():
+    import re
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    pattern = re.compile(r"(?<![\w.~])/(?:work|tmp|home|root|Users|mnt|scratch|var|opt)/")
+    found = [str(p.relative_to(results)) for p in results.rglob("*") if p.suffix in (".json", ".md", ".csv")
+             and pattern.search(p.read_text(errors="replace"))]
+    assert not found, f"absolute machine paths in {len(found)} files under results/, e.g. {found[:5]}"

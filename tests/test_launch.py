@@ -74,6 +74,9 @@ def test_a_submitted_job_computes_its_run_as_the_inline_executor_does(tmp_path, 
     with np.load(stem.with_suffix(".npz")) as a, np.load(inline.with_suffix(".npz")) as b:
         assert all(np.array_equal(a[k], b[k]) for k in b.files)
     assert not stem.with_suffix(".claim").exists() and not stem.with_suffix(".ckpt").exists()
+    # the run records the command that submitted it, not submitit's (and no path of this machine)
+    recorded = json.loads(stem.with_suffix(".json").read_text())["provenance"]["command"]
+    assert "_submit" not in recorded and str(tmp_path) not in recorded, recorded
 
 
 def test_a_requeued_job_takes_over_its_own_claim_but_not_another_jobs(tmp_path, monkeypatch):
