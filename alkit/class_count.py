@@ -165,9 +165,13 @@ def run_class_count(out: str | Path = RUNS_DIR, sweep_out: str | Path = SWEEP_DI
     pending = pending_runs(class_counts, strategies, seeds)
     started, started_epoch = time.perf_counter(), time.time()
     if jobs > 1:
+        def locate(dataset, task, seed):   # where a task's run appears, to print it as it does
+            k, strategy = task
+            return f"K = {k}", runs.run_path(run_folder(k, scale, out, sweep_out, per_class), strategy, seed).with_suffix(".json")
+
         launch.run_parallel(pending, scale, str(out), source=source, data_root=data_root, jobs=jobs,
-                               extract=extract, worker=worker,
-                               worker_kwargs={"sweep_out": str(sweep_out), "per_class": dict(per_class)})
+                            extract=extract, worker=worker, locate=locate,
+                            worker_kwargs={"sweep_out": str(sweep_out), "per_class": dict(per_class)})
     else:
         data = studies.load_study_data(SOURCE_DATASET, scale, source=source, data_root=data_root,
                                           extract=extract, progress=False)

@@ -146,7 +146,7 @@ def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: 
 
 def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
                  jobs: int = 2, extract: bool = True, worker=None, worker_kwargs: dict | None = None,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, locate=None) -> None:
     """Run ``pending`` ((dataset, (strategy,), seed) in priority order; finished ones are skipped) on
     ``jobs`` local processes started through submitit (``LocalExecutor``), with cpu_count // jobs
     torch threads each.  On 2 cores, two one-thread workers keep both cores busy through the many
@@ -160,7 +160,8 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
     stops with the message) and runs those tasks in another pass.  This process prints each run as
     its result appears.  ``worker`` replaces the function that runs one task (tests, the
     class-count experiment); it is called as ``worker(dataset, task, seeds, scale, out, source,
-    data_root, claimed="skip", **worker_kwargs)``."""
+    data_root, claimed="skip", **worker_kwargs)``; ``locate(dataset, task, seed)`` then gives the
+    ``(label, .json path)`` of a task's run, so that its result is printed as it appears."""
     tasks, grouped = [], {}
     for dataset, (strategy,), seed in pending:
         if strategy in SHARED_ACROSS_SEEDS:
@@ -178,7 +179,7 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
         started = [executor.submit(_local_worker, tasks, scale, out, source, data_root, _worker_threads(jobs),
                                    loaded_commit(), os.getpid(), worker, worker_kwargs or {}, io.launch_command())
                    for _ in range(min(jobs, len(tasks)))]
-        uncached = _follow(started, pending, out, poll_s)
+        uncached = _follow(started, pending, out, poll_s, locate)
         if not uncached:
             break
         missing = sorted({t[0] for t in uncached})
@@ -195,25 +196,27 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
     shutil.rmtree(folder, ignore_errors=True)   # the workers' logs: kept only when a worker failed
 
 
-def _follow(started, pending, out: str, poll_s: float) -> list[tuple]:
-    """Wait for the local workers; print each pending run once its result file appears; return the
-    tasks whose features were not cached.  A failed worker stops the others and raises."""
-    shown = set()
+def _follow(started, pending, out: str, poll_s: float, locate=None) -> list[tuple]:
+    """Wait for the local workers; print each pending run once its result file appears (where
+    ``locate`` says, for another experiment's tasks); return the tasks whose features were not
+    cached.  A failed worker stops the others and raises."""
+    def where(dataset, task, seed) -> tuple[str, str, Path]:
+        if locate is not None:
+            label, meta = locate(dataset, task, seed)
+            return label, str(task[-1]), meta
+        return dataset, task, run_path(Path(out) / dataset, task, seed).with_suffix(".json")
+
+    located = {(d, t, seed): where(d, t, seed) for d, (t,), seed in pending if locate is not None or isinstance(t, str)}
+    shown = {key for key, (_, _, meta) in located.items() if meta.exists()}   # finished before this sweep
 
     def show_new() -> None:
-        for dataset, (strategy,), seed in pending:
-            if not isinstance(strategy, str):   # another experiment's task (the class-count's (K, strategy))
-                continue
-            meta = run_path(Path(out) / dataset, strategy, seed).with_suffix(".json")
-            if (dataset, strategy, seed) not in shown and meta.exists():
-                shown.add((dataset, strategy, seed))
+        for key, (label, name, meta) in located.items():
+            if key not in shown and meta.exists():
+                shown.add(key)
                 line = _result_line(meta)
                 if line:
-                    print(f"[{dataset}] {strategy} seed {seed}: {line}", flush=True)
+                    print(f"[{label}] {name} seed {key[2]}: {line}", flush=True)
 
-    pre_existing = {(d, s, seed) for d, (s,), seed in pending
-                    if isinstance(s, str) and run_path(Path(out) / d, s, seed).with_suffix(".json").exists()}
-    shown |= pre_existing
     uncached = []
     try:
         while started:

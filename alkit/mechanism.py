@@ -198,8 +198,15 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
     started, started_epoch = time.perf_counter(), time.time()
     kwargs = {"class_count_out": str(class_count_out), "sweep_out": str(sweep_out)}
     if jobs > 1:
+        by_name = {c.name: c for c in cells(scale)}
+
+        def locate(dataset, task, seed):   # where a task's run appears, to print it as it does
+            cell = by_name[task[0]]
+            folder = run_folder(cell, task[1], scale, out, class_count_out, sweep_out)
+            return cell.label, runs.run_path(folder, task[1], seed).with_suffix(".json")
+
         launch.run_parallel(pending, scale, str(out), source=source, data_root=data_root, jobs=jobs, extract=extract,
-                            worker=worker, worker_kwargs=kwargs)
+                            worker=worker, worker_kwargs=kwargs, locate=locate)
     else:
         loaded: dict = {}
         by_name = {c.name: c for c in cells(scale)}
