@@ -222,3 +222,20 @@ def test_readme_lists_every_registered_strategy():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [name for name in FEATURE_NAMES if f"`{name}`" not in readme]
     assert not missing, f"README strategy table lacks {missing}"
+
+
+#: Strategies whose picks are a function of the pool state alone (exact ties aside): every other
+#: one draws from its seed (quotas, k-means++, draws within classes, clusters, random steps).
+DETERMINISTIC = {"confidence", "margin", "entropy", "mase", "coreset"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_random_strategies_follow_their_seed(small_pool, name):
+    """A strategy that draws must draw from the seed it is given: other seeds, other picks (one of
+    three here); a deterministic one picks the same points whatever the seed."""
+    pool, truth = small_pool
+    picks = [set(run(pool, name, 17, seed, truth).tolist()) for seed in (3, 4, 5)]
+    if name in DETERMINISTIC:
+        assert picks[0] == picks[1] == picks[2]
+    else:
+        assert not picks[0] == picks[1] == picks[2], f"{name} ignores its seed"

@@ -238,3 +238,20 @@ def test_torchrun_with_two_cpu_ranks_gives_the_single_process_runs(tmp_path):
     np.testing.assert_array_equal(a["validation_indices"], b["validation_indices"])
     np.testing.assert_array_equal(a["picks_round0"], b["picks_round0"])
     assert np.unique(a["picks_round1"]).size == 4
+
+
+def test_predict_runs_the_network_in_eval_mode_and_restores_its_mode(data):
+    """A mutation audit's survivor: predict() left the network in train mode (batch statistics of the
+    batch instead of the running ones; BatchNorm's running statistics moved by every prediction)."""
+    from alkit.finetune import predict
+
+    train, _, _, _ = data
+    net = network_source("resnet18_scratch").build(3, torch.Generator().manual_seed(0))
+    net.train()
+    stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    rows = np.arange(8)
+    _, one = predict(net, train, rows, torch.device("cpu"), batch_size=8)
+    _, alone = predict(net, train, rows[:1], torch.device("cpu"), batch_size=1)
+    assert net.training   # its mode is restored
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in stats.items())
+    np.testing.assert_allclose(alone[0], one[0], rtol=1e-4, atol=1e-5)   # a row's logits do not depend on its batch
