@@ -63,9 +63,16 @@ FINETUNE_FLAGS = $(if $(WEIGHTS), --weights $(WEIGHTS))$(if $(DATASETS), --datas
 reproduce-finetune: $(STAMP)
 	$(PY) -m alkit.reproduce finetune --scale $(FINETUNE_SCALE)$(FINETUNE_FLAGS)
 
-# JupyterLab on the notebooks (the .py files open as notebooks through jupytext's extension).
+# JupyterLab on the notebooks: a double-click opens a .py notebook as a notebook (jupytext's viewer set as
+# the default for Python files in this environment's settings); as root (a container) it adds --allow-root.
+# LAB_ARGS passes options through, e.g. make lab LAB_ARGS="--no-browser --port 8899".
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	@mkdir -p $(dir $(LAB_SETTINGS))
+	@printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
+		> $(LAB_SETTINGS)
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
 
 # A one-minute demo on synthetic Gaussian mixtures (no data needed).
 demo: $(STAMP)
