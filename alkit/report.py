@@ -79,6 +79,34 @@ def resolve_path(path: str | Path) -> Path:
     return here / path
 
 
+def list_parameter(value, name: str, kind: type = str) -> list | None:
+    """A notebook's list parameter as a list of ``kind`` (None stays None).  papermill's ``-p NAME
+    VALUE`` passes a string: ``'["cifar10", "tiny-imagenet"]'`` (JSON) and ``cifar10,tiny-imagenet``
+    are read as lists; anything else fails here, in the first cell, with the form that works."""
+    from alkit.checks import ParameterError
+
+    if value is None:
+        return None
+    given = value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        except ValueError:
+            parsed = None
+        value = parsed
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ParameterError(f"{name} must be a non-empty list, got {given!r}; with papermill pass it as YAML "
+                             f"(-y '{name}: [a, b]') or as -p {name} a,b")
+    try:
+        items = [kind(v) if not isinstance(v, kind) else v for v in value]
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must hold {kind.__name__} values, got {given!r}") from None
+    if kind is int and any(isinstance(v, bool) or float(v) != int(v) for v in value):
+        raise ParameterError(f"{name} must hold integers, got {given!r}")
+    return items
+
+
 def output_dir(requested: str | Path | None, notebook: str, kind: str) -> Path:
     """Where a notebook writes its ``kind`` ("figures" or "tables"): ``requested`` when given (``make
     reproduce-figures`` passes results/figures and results/tables), else

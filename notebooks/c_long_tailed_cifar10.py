@@ -41,6 +41,10 @@ DATA_ROOT = None
 # %%
 from alkit import experiment, plots, report
 
+# papermill -p passes strings: lists are read here (or refused with the form that works)
+STRATEGIES = report.list_parameter(STRATEGIES, "STRATEGIES")
+SEEDS = report.list_parameter(SEEDS, "SEEDS", int)
+
 rows = experiment.results_for(
     [DATASET], SCALE, report.resolve_path(RESULTS_DIR), run_missing=RUN_MISSING, source=SOURCE,
     data_root=DATA_ROOT, backbone=BACKBONE, strategies=STRATEGIES, seeds=SEEDS, rounds=ROUNDS,

@@ -46,6 +46,11 @@ import pandas as pd
 
 from alkit import experiment, mechanism, plots, report
 
+# papermill -p passes strings: lists are read here (or refused with the form that works)
+DATASETS = report.list_parameter(DATASETS, "DATASETS")
+STRATEGIES = report.list_parameter(STRATEGIES, "STRATEGIES")
+SEEDS = report.list_parameter(SEEDS, "SEEDS", int)
+
 available = [d for d in DATASETS
              if RUN_MISSING or experiment.finished_runs(report.resolve_path(RESULTS_DIR), d)]
 rows = experiment.results_for(

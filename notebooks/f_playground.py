@@ -41,6 +41,10 @@ from alkit import experiment, plots, report, samples
 from alkit.probe import ProbeConfig
 from alkit.scores import margin_scores
 
+# papermill -p passes strings: lists are read here (or refused with the form that works)
+STRATEGIES = report.list_parameter(STRATEGIES, "STRATEGIES")
+SEEDS = report.list_parameter(SEEDS, "SEEDS", int)
+
 if DATASET == "tiny-imagenet-sample":
     data = samples.load_sample()
     schedule = dict(samples.SAMPLE_SCHEDULE, rounds=ROUNDS or samples.SAMPLE_SCHEDULE["rounds"])

@@ -48,6 +48,11 @@ import pandas as pd
 
 from alkit import class_count, plots, report
 
+# papermill -p passes strings: lists are read here (or refused with the form that works)
+CLASS_COUNTS = report.list_parameter(CLASS_COUNTS, "CLASS_COUNTS", int)
+STRATEGIES = report.list_parameter(STRATEGIES, "STRATEGIES")
+SEEDS = report.list_parameter(SEEDS, "SEEDS", int)
+
 smoke = SCALE == "smoke"
 counts = CLASS_COUNTS or (class_count.SMOKE["class_counts"] if smoke else class_count.CLASS_COUNTS)
 strategies = STRATEGIES or (class_count.SMOKE["strategies"] if smoke else class_count.STRATEGIES)

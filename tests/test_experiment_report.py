@@ -419,3 +419,22 @@ def test_no_committed_result_records_a_path_of_the_machine_that_made_it():
     found = [str(p.relative_to(results)) for p in results.rglob("*") if p.suffix in (".json", ".md", ".csv")
              and pattern.search(p.read_text(errors="replace"))]
     assert not found, f"absolute machine paths in {len(found)} files under results/, e.g. {found[:5]}"
+
+
+def test_notebook_list_parameters_parse_papermill_strings_or_say_how():
+    from pathlib import Path
+
+    from alkit.checks import ParameterError
+
+    assert report.list_parameter('["cifar10", "tiny-imagenet"]', "DATASETS") == ["cifar10", "tiny-imagenet"]
+    assert report.list_parameter("cifar10,tiny-imagenet", "DATASETS") == ["cifar10", "tiny-imagenet"]
+    assert report.list_parameter("0,1,2", "SEEDS", int) == [0, 1, 2] and report.list_parameter(None, "SEEDS") is None
+    for bad, kind in (("[", str), ("", str), ("1.5", int), ([True], int)):
+        with pytest.raises(ParameterError, match="SEEDS" if kind is int else "DATASETS"):
+            report.list_parameter(bad, "SEEDS" if kind is int else "DATASETS", kind)
+    # every notebook reads its list parameters through it
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.py")):
+        text = path.read_text()
+        for name in ("DATASETS", "STRATEGIES", "SEEDS", "CLASS_COUNTS"):
+            if f"\n{name} = " in text.split('tags=["parameters"]')[1].split("# %%")[0]:
+                assert f"{name} = report.list_parameter({name}" in text, (path.name, name)
