@@ -35,7 +35,7 @@ def read_labels_csv(path: str | Path, paths: Sequence[str] | None, argument: str
                          "(which records them) as the features, or give labels as an .npy")
     path = Path(path)
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:   # -sig: a spreadsheet's byte-order mark
             rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"{argument}: cannot read {path} as CSV ({exc})") from None

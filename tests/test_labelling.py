@@ -97,6 +97,10 @@ def test_read_labels_csv_and_picks_table(tmp_path):
     assert table.to_dict("list") == {"rank": [1, 2], "index": [2, 0], "path": ["d.png", "a.png"]}
     with pytest.raises(ValueError, match="needs the pool's image paths"):
         read_labels_csv(tmp_path / "l.csv", None)
+    # a spreadsheet's export starts with a UTF-8 byte-order mark: still the header path,label
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfpath,label\r\nd.png,dog\r\n")
+    labels, classes = read_labels_csv(tmp_path / "excel.csv", paths)
+    assert classes == ["dog"] and labels.tolist() == [-1, -1, 0]
 
 
 def test_an_entry_made_before_paths_gets_them_back(photos, entry):
