@@ -193,6 +193,38 @@ def parse_seeds(text: str | None, flag: str = "--seeds") -> list[int]:
     return parse_list(text, flag, "non-negative integer seeds", seed_int, "0,1,2")
 
 
+def load_user_strategy(text: str, flag: str) -> str:
+    """``module:function`` (a module importable from here, e.g. a ``my_strategies.py`` in the working
+    folder): the user's strategy ``(pool, budget, rng) -> indices``, registered under the function's
+    name for this process; returns that name."""
+    import importlib
+    import sys as _sys
+
+    from alkit.strategies import register
+    from alkit.strategies.registry import _REGISTRY
+
+    module_name, _, function_name = text.partition(":")
+    if not module_name or not function_name:
+        raise UsageError(f"{flag}: {text!r}: a strategy of your own is module:function, e.g. my_strategies:farthest")
+    if "" not in _sys.path and "." not in _sys.path:   # `python -m alkit` finds modules of the working folder
+        _sys.path.insert(0, "")
+    try:
+        fn = getattr(importlib.import_module(module_name), function_name)
+    except ImportError as exc:
+        raise UsageError(f"{flag}: cannot import {module_name!r} for {text!r} ({one_line(exc)}); run from the "
+                         "folder that holds it, or put it on PYTHONPATH") from None
+    except AttributeError:
+        raise UsageError(f"{flag}: module {module_name!r} has no {function_name!r}") from None
+    if not callable(fn):
+        raise UsageError(f"{flag}: {text!r} is not a function (pool, budget, rng) -> indices")
+    existing = _REGISTRY.get(function_name)
+    if existing is None:
+        register(function_name)(fn)
+    elif existing.fn is not fn:
+        raise UsageError(f"{flag}: {function_name!r} is already a registered strategy; rename your function")
+    return function_name
+
+
 def parse_strategies(text: str | None, flag: str = "--strategies", *, allow_oracle: bool = True,
                      allow_images: bool = True) -> list[str]:
     """Registered strategy names (aliases resolved), each once; ``allow_images=False`` refuses those
@@ -202,6 +234,7 @@ def parse_strategies(text: str | None, flag: str = "--strategies", *, allow_orac
     names = parse_list(text, flag, "strategy names", example="random,margin")
     resolved = []
     for name in names:
+        name = load_user_strategy(name, flag) if ":" in name else name
         try:
             info = resolve_strategy(name)
         except ValueError:
@@ -265,6 +298,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     from alkit.pool import check_features, make_pool
     from alkit.strategies import resolve_strategy, select, strategy_names
 
+    if ":" in args.strategy:
+        args.strategy = load_user_strategy(args.strategy, "--strategy")
     try:
         info = resolve_strategy(args.strategy)
     except ValueError:
@@ -841,7 +876,24 @@ def run_from_arrays(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: cannot write {args.out} ({exc.strerror or exc}); the {len(frame)} rows were "
                          f"saved to {rescue} instead") from None
     print(f"wrote {len(frame)} rows -> {args.out} (each run kept in {runs_dir}/: the same command resumes)")
+    print(run_summary(frame))
     return 0
+
+
+def run_summary(frame) -> str:
+    """A few lines saying which strategy did better: per strategy the final top-1 and, when random
+    ran too, the area under the top-1 curve minus random's, paired by seed, with its 95 % interval."""
+    from alkit.report import summary_table
+
+    table = summary_table(frame.assign(dataset="run"))
+    lines = ["strategy            seeds  final top-1  Δ AUC vs random [95 %]"]
+    for r in table.itertuples(index=False):
+        diff = ("(baseline)" if r.strategy == "random" else "" if not np.isfinite(r.auc_diff) else
+                f"{r.auc_diff:+.4f} [{r.auc_diff_low:+.4f}, {r.auc_diff_high:+.4f}] {r.outcome}")
+        lines.append(f"{r.strategy:<19} {r.seeds:>5}  {r.final_top1:>11.4f}  {diff}")
+    if "random" not in set(table["strategy"]):
+        lines.append("(add random to --strategies for the difference from random)")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------

@@ -109,13 +109,20 @@ def test_run_refuses_an_image_strategy_before_reading_anything(tmp_path, capsys)
     assert "--strategies: 'vaal' trains on the pool's images" in err and "python -m alkit finetune" in err
 
 
-def test_run_writes_csv(arrays):
+def test_run_writes_csv_and_says_which_strategy_did_better(arrays, capsys):
+    from alkit.report import summary_table
+
     out = arrays / "rows.csv"
     assert main(["run", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Ytrue.npy"),
                  "--strategies", "random,margin", "--seeds", "0,1", "--initial", "10", "--budget", "10",
                  "--rounds", "2", "--val-per-class", "2", "--out", str(out)]) == 0
     frame = pd.read_csv(out)
     assert len(frame) == 2 * 2 * 3 and set(frame["strategy"]) == {"random", "margin"}
+    printed = capsys.readouterr().out
+    margin = summary_table(frame).set_index("strategy").loc["margin"]
+    line = next(x for x in printed.splitlines() if x.startswith("margin "))
+    assert f"{margin['auc_diff']:+.4f} [{margin['auc_diff_low']:+.4f}, {margin['auc_diff_high']:+.4f}]" in line
+    assert "(baseline)" in next(x for x in printed.splitlines() if x.startswith("random "))
 
 
 def test_run_records_the_probe_it_was_asked_for(arrays):
@@ -198,3 +205,31 @@ def test_two_sweeps_into_one_folder_compute_each_run_once(tmp_path):
     assert stem.with_suffix(".claim").read_text().split()[0] == str(__import__("os").getpid())
     release_claim(stem)
     assert not stem.with_suffix(".claim").exists()
+
+
+def test_a_strategy_of_your_own_is_named_module_colon_function(arrays, tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_strategies.py").write_text(
+        "import numpy as np\n\n"
+        "def last_rows(pool, budget, rng):\n"
+        "    \"\"\"The last eligible rows.\"\"\"\n"
+        "    return pool.eligible_indices()[-budget:]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from alkit.strategies.registry import _REGISTRY
+
+    try:
+        out = tmp_path / "picks.npy"
+        assert main(["select", "--strategy", "my_strategies:last_rows", "--features", str(arrays / "F.npy"),
+                     "--labels", str(arrays / "Y.npy"), "--budget", "3", "--seed", "0", "--out", str(out)]) == 0
+        labels = np.load(arrays / "Y.npy")
+        assert np.load(out).tolist() == np.flatnonzero(labels == -1)[-3:].tolist()
+        assert main(["run", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Ytrue.npy"),
+                     "--strategies", "random,my_strategies:last_rows", "--initial", "10", "--budget", "5",
+                     "--rounds", "1", "--val-per-class", "2", "--out", str(tmp_path / "rows.csv")]) == 0
+        assert set(pd.read_csv(tmp_path / "rows.csv")["strategy"]) == {"random", "last_rows"}
+        capsys.readouterr()
+        assert main(["select", "--strategy", "my_strategies:nope", "--features", str(arrays / "F.npy"),
+                     "--budget", "3", "--seed", "0", "--out", str(out)]) == 2
+        assert "module 'my_strategies' has no 'nope'" in capsys.readouterr().err
+    finally:
+        _REGISTRY.pop("last_rows", None)
