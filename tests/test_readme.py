@@ -134,13 +134,13 @@ def test_readme_image_folder_walk_runs_as_written(tmp_path, monkeypatch, capsys)
     for argv in commands:
         argv = [str(photos) if a == "MY_PHOTOS" else (entry or a) if a == "ENTRY" else a for a in argv[3:]]
         if "--labels" in argv:   # the user labels the first batch: labels.csv with lines path,label
-            first = pd.read_csv(tmp_path / "to_label.csv")
+            first = pd.read_csv(tmp_path / "to_label_1.csv")
             pd.DataFrame({"path": first["path"], "label": [truth[p] for p in first["path"]]}).to_csv(
                 tmp_path / "labels.csv", index=False)
         assert alkit_main(argv) == 0, capsys.readouterr().err
         out = capsys.readouterr().out
         if argv[0] == "features":
             entry = next(line.split()[1] for line in out.splitlines() if line.startswith("entry:"))
-    picks = pd.read_csv(tmp_path / "to_label.csv")
+    picks = pd.read_csv(tmp_path / "to_label_2.csv")
     assert len(picks) == 100 and set(picks.columns) == {"rank", "index", "path"}
     assert not set(picks["path"]) & set(pd.read_csv(tmp_path / "labels.csv")["path"])
