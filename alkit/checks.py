@@ -22,7 +22,7 @@ def check_features(features: np.ndarray, name: str = "features", check_finite: b
         raise ValueError(f"{name} is empty (0 rows): the pool needs at least one point")
     if features.shape[1] == 0:
         raise ValueError(f"{name} has 0 columns: each point needs at least one feature")
-    if not np.issubdtype(features.dtype, np.floating):
+    if features.dtype not in (np.float16, np.float32, np.float64):   # float128 too: torch has no such type
         raise ValueError(f"{name} must be float16/float32/float64, got dtype {features.dtype}; cast it first")
     if check_finite:
         for start in range(0, features.shape[0], DEFAULT_CHUNK_ROWS):
@@ -32,8 +32,18 @@ def check_features(features: np.ndarray, name: str = "features", check_finite: b
                 raise ValueError(f"{name} contains NaN or inf (first at row {bad}); clean or drop those rows")
 
 
+#: More classes than this is a mistake (a label id of 10⁹, a wrong --num-classes), not a data set:
+#: ImageNet-21k has 21,841.  Refused before a (C × D) head or a C-long count array is allocated.
+MAX_CLASSES = 1_000_000
+
+
 def check_labels(labels: np.ndarray, num_classes: int, name: str = "labels", allow_unlabelled: bool = True) -> None:
-    """Raise a ValueError unless labels are integers in [0, C) (or -1 for 'unlabelled')."""
+    """Raise a ValueError unless labels are integers in [0, C) (or -1 for 'unlabelled'), and C is at
+    most :data:`MAX_CLASSES`."""
+    if num_classes > MAX_CLASSES:
+        raise ParameterError(f"num_classes must be at most {MAX_CLASSES:,}, got {num_classes:,} (a head of "
+                             f"{num_classes:,} classes × 1000 features alone would take {num_classes * 4e3 / 2**30:,.0f} "
+                             f"GiB); check the labels in {name} and the class count")
     if not np.issubdtype(np.asarray(labels).dtype, np.integer):
         raise ValueError(f"{name} must hold integer class ids, got dtype {np.asarray(labels).dtype}")
     low = -1 if allow_unlabelled else 0

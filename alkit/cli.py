@@ -1094,6 +1094,14 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                 where = (f"figures, tables and executed notebooks in {_shown(executed[0].parent)} "
                          "(results/ is left as it is)")
         elif args.command == "class-count":
+            from alkit import class_count
+
+            for k in args.class_counts or ():   # before any data is loaded
+                if not 2 <= k <= class_count.FULL_CLASSES:
+                    cc.error(f"argument --class-counts: {k} classes: each must lie in [2, {class_count.FULL_CLASSES}] "
+                             f"(the classes of {class_count.SOURCE_DATASET})")
+            if args.strategies:
+                args.strategies = parse_strategies(",".join(args.strategies), "--strategies", allow_images=False)
             reproduce_class_count(args.out, args.sweep_out, args.jobs, not args.no_extract, args.class_counts,
                                   args.strategies, args.seeds, data_root=args.data_root)
             where = f"runs in {_shown(args.out)}"

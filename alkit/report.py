@@ -79,6 +79,12 @@ def resolve_path(path: str | Path) -> Path:
     return here / path
 
 
+def count_range(values) -> str:
+    """"10" when every value is 10, else "5–10": a caption's count of seeds."""
+    low, high = int(np.min(values)), int(np.max(values))
+    return str(low) if low == high else f"{low}–{high}"
+
+
 def list_parameter(value, name: str, kind: type = str) -> list | None:
     """A notebook's list parameter as a list of ``kind`` (None stays None).  papermill's ``-p NAME
     VALUE`` passes a string: ``'["cifar10", "tiny-imagenet"]'`` (JSON) and ``cifar10,tiny-imagenet``

@@ -91,7 +91,7 @@ fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsi
 fig.tight_layout()
 note = (f"Tiny-ImageNet restricted to K classes (random subset per seed), EfficientNet-Lite0 features, "
         f"{per_class['initial']}/class initial + {per_class['round_budget']}/class × {per_class['rounds']} rounds; "
-        f"seeds per point: {int(table['seeds'].min())}–{int(table['seeds'].max())}; differences paired by seed.")
+        f"{report.count_range(table['seeds'])} seeds per point; differences paired by seed.")
 if "synthetic" in " ".join(rows["data_source"].astype(str)).lower():
     note = "SYNTHETIC DATA (stand-in): not a measurement. " + note
 plots.stamp(fig, note)

@@ -101,7 +101,7 @@ fig.legend(handles, names, loc="upper center", ncol=2, fontsize=8, frameon=False
 fig.tight_layout(rect=(0, 0, 1, 0.94))
 note = ("Tiny-ImageNet restricted to K classes (random subset per seed; K = 200: all), EfficientNet-Lite0 features, "
         "converged linear probe; per-class schedules half 15 + 8×5, paper 30 + 8×10, double 60 + 8×20. "
-        f"Seeds per cell: {int(table['seeds'].min())}–{int(table['seeds'].max())}; differences paired by seed.")
+        f"Seeds per cell: {report.count_range(table['seeds'])}; differences paired by seed.")
 if "synthetic" in " ".join(rows["data_source"].astype(str)).lower():
     note = "SYNTHETIC DATA (stand-in): not a measurement. " + note
 plots.stamp(fig, note)

@@ -712,3 +712,43 @@ def test_loop_arguments_are_checked(change, parameter):
     with pytest.raises(ParameterError, match=parameter):
         run_active_learning(data.train_features, data.train_labels, data.test_features, data.test_labels,
                             num_classes, "random", progress=False, **args)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["class-count", "--class-counts", "1"], "each must lie in [2, 200]"),
+    (["class-count", "--class-counts", "300"], "each must lie in [2, 200]"),
+    (["class-count", "--strategies", "vaal"], "trains on the pool's images"),
+])
+def test_class_count_arguments_are_checked_before_any_data_is_loaded(capsys, monkeypatch, argv, words):
+    from alkit import class_count, studies
+    from alkit.cli import reproduce_main
+
+    monkeypatch.setattr(studies, "load_study_data", _no_compute)
+    monkeypatch.setattr(class_count, "run_class_count", _no_compute)
+    line = one_error_line(reproduce_main, argv, capsys)
+    assert words in line, line
+
+
+@pytest.mark.parametrize("labels, num_classes, words", [
+    ([0, 1, 10**9], None, "num_classes must be at most 1,000,000"),
+    ([0, 1, -1], 10**8, "num_classes must be at most 1,000,000"),
+])
+def test_absurd_class_counts_are_refused_before_any_allocation(labels, num_classes, words):
+    import warnings
+
+    import alkit
+
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=words):
+        warnings.simplefilter("ignore")
+        alkit.make_pool(x, np.array(labels), num_classes)
+
+
+def test_float128_features_are_refused_with_the_fix():
+    import alkit
+
+    x = np.zeros((4, 3), np.longdouble)
+    if x.dtype == np.float64:
+        pytest.skip("this platform's long double is float64")
+    with pytest.raises(ValueError, match="float16/float32/float64, got dtype float128; cast it first"):
+        alkit.make_pool(x, np.full(4, -1), 2)
