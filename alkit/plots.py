@@ -304,10 +304,10 @@ def by_dataset(frame: pd.DataFrame, draw: Callable, datasets: Sequence[str], tit
             continue
         draw(sub, ax, (titles or {}).get(ds, ds))
     if legend:
-        handles = {}
+        handles = {}   # one entry per strategy: a panel's "[5 seeds]" note is in the caption's seed counts
         for ax in axes[0]:
             for h, lab in zip(*ax.get_legend_handles_labels()):
-                handles.setdefault(lab, h)
+                handles.setdefault(lab.split(" [")[0], h)
         fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                    frameon=False)
     if suptitle:
