@@ -1132,8 +1132,9 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                 where = f"runs in {_shown(out)}"
                 if args.scale == "cpu" and Path(out).resolve() == (REPO / COMMITTED_RUNS).resolve():
                     where += f"; figures in {_shown('results/figures')}, tables in {_shown('results/tables')}"
-    except ValueError as exc:
-        print(f"{prog} {args.command}: error: {one_line(exc)}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as exc:   # FileNotFoundError: no data where the scale needs it
+        hint = "; pass --data-root (your copy's folder)" if isinstance(exc, FileNotFoundError) else ""
+        print(f"{prog} {args.command}: error: {one_line(exc)}{hint}", file=sys.stderr)
         return 2
     print(f"done in {time.perf_counter() - started:.0f} s" + (f": {where}" if where else ""))
     return 0

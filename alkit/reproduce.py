@@ -152,9 +152,14 @@ def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> 
         for module in ("papermill", "nbclient", "nbformat", "jupyter_client", "jupyter_core", "zmq", "traitlets"):
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
             warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=module)
-        papermill.execute_notebook(str(source), str(target), parameters=parameters, cwd=str(REPO),
-                                   kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-                                   kernel_manager_class=quiet_kernel_manager_class())
+        try:
+            papermill.execute_notebook(str(source), str(target), parameters=parameters, cwd=str(REPO),
+                                       kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+                                       kernel_manager_class=quiet_kernel_manager_class())
+        except papermill.PapermillExecutionError as exc:   # the cell's error, and where its whole traceback is
+            shown = target.relative_to(REPO) if target.is_relative_to(REPO) else target
+            raise ValueError(f"notebook {name} stopped in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+                             f"(the executed copy with the traceback: {shown})") from None
     shown = target.relative_to(REPO) if target.is_relative_to(REPO) else target
     print(f"  {name}: {time.perf_counter() - started:.1f} s -> {shown}", flush=True)
     return target
@@ -225,6 +230,8 @@ def reproduce_figures(results: str = COMMITTED_RUNS, figures: str | None = None,
     executed = []
     for name in FIGURE_NOTEBOOKS:
         missing = [d for d in needs[name] if not finished_runs(REPO / results, d)]
+        if name == "e_summary" and not any(finished_runs(REPO / results, d) for d in SWEEP_DATASETS["cpu"]):
+            missing = list(SWEEP_DATASETS["cpu"])
         if name == "g_class_count" and not finished_runs(REPO / class_count_runs):
             print(f"  {name}: skipped, no class-count runs under {class_count_runs}", flush=True)
             continue

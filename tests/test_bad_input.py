@@ -752,3 +752,17 @@ def test_float128_features_are_refused_with_the_fix():
         pytest.skip("this platform's long double is float64")
     with pytest.raises(ValueError, match="float16/float32/float64, got dtype float128; cast it first"):
         alkit.make_pool(x, np.full(4, -1), 2)
+
+
+def test_figures_from_an_empty_or_damaged_runs_folder_say_so_in_one_line(tmp_path, capsys):
+    from alkit.cli import reproduce_main
+
+    (tmp_path / "empty").mkdir()
+    assert reproduce_main(["figures", "--results", str(tmp_path / "empty")]) == 0
+    assert "no notebook ran: no finished runs" in capsys.readouterr().out
+    damaged = tmp_path / "damaged" / "cifar10"
+    damaged.mkdir(parents=True)
+    for ext, text in ((".json", "{}"), (".csv", "garbage\n"), (".npz", "")):
+        (damaged / f"random__seed0{ext}").write_text(text)
+    line = one_error_line(reproduce_main, ["figures", "--results", str(tmp_path / "damaged")], capsys)
+    assert "notebook e_summary stopped in cell" in line and "executed copy with the traceback" in line
