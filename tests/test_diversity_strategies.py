@@ -992,3 +992,16 @@ def test_edge_cases(name, tmp_path):
             picks = select(pool, name, budget, 4)
             assert picks.size == min(budget, pool.eligible.sum())
             np.testing.assert_array_equal(picks, select(pool, name, budget, 4))
+
+
+@pytest.mark.parametrize("name", ["coreset", "typiclust"])
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_distance_strategies_pick_the_same_points_at_extreme_scales(name, scale):
+    """Distances of 1e20-scale features overflow float32 (coreset returned duplicate picks; faiss's
+    k-means aborted the process); features are scaled by a power of two first: the same picks."""
+    from alkit.strategies import select
+    from conftest import build_pool
+
+    pool, _ = build_pool(num_classes=5, n_max=40, dim=6, n_labeled=20, n_held=5, seed=8, head=False)
+    scaled = replace(pool, features=(pool.features.astype(np.float64) * scale).astype(np.float32))
+    np.testing.assert_array_equal(np.sort(select(scaled, name, 12, 3)), np.sort(select(pool, name, 12, 3)))

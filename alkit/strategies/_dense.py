@@ -252,3 +252,37 @@ class torch_threads:
     def __exit__(self, *exc) -> None:
         if self.saved is not None and self.saved != 1:
             torch.set_num_threads(self.saved)
+
+
+#: Distance strategies square feature differences in float32: beyond about 2⁶⁰ they overflow (coreset
+#: returned duplicate picks, faiss's k-means aborted the process), below about 2⁻⁶⁰ they vanish.
+#: Features whose largest |value| lies outside [2⁻³⁰, 2³⁰] are scaled by a power of two first, which
+#: is exact in floating point and changes no distance ranking.
+WELL_SCALED = (2.0 ** -30, 2.0 ** 30)
+
+
+def power_of_two_scale(features: np.ndarray, chunk_rows: int = 65_536) -> float:
+    """1.0 for features of ordinary scale, else the power of two that brings their largest |value|
+    into [1, 2)."""
+    largest = 0.0
+    for start in range(0, features.shape[0], chunk_rows):
+        block = np.asarray(features[start:start + chunk_rows])
+        if block.size:
+            largest = max(largest, float(np.abs(block).max()))
+    if largest == 0.0 or WELL_SCALED[0] <= largest <= WELL_SCALED[1]:
+        return 1.0
+    return float(2.0 ** -np.floor(np.log2(largest)))
+
+
+def with_well_scaled_features(pool, chunk_rows: int = 65_536):
+    """``pool``, or (features of extreme scale) a copy of it whose features are scaled by
+    :func:`power_of_two_scale`: the same picks for any strategy whose picks depend on distance
+    rankings only.  The copy has no run cache (the cache is bound to the original features)."""
+    scale = power_of_two_scale(pool.features, chunk_rows)
+    if scale == 1.0:
+        return pool
+    from dataclasses import replace
+
+    features = np.asarray(pool.features)
+    return replace(pool, features=(features * np.asarray(scale, features.dtype)).astype(features.dtype, copy=False),
+                   cache=None)

@@ -38,7 +38,7 @@ import numpy as np
 from alkit.checks import check_bool, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._coreset_engine import k_center_greedy, merge_nearest
-from alkit.strategies._dense import DEFAULT_CACHE_BYTES, check_indices, sqdist64
+from alkit.strategies._dense import DEFAULT_CACHE_BYTES, check_indices, sqdist64, with_well_scaled_features
 from alkit.strategies.registry import register
 
 __all__ = ["coreset", "coreset_centers", "k_center_greedy_reference", "k_center_greedy", "merge_nearest"]
@@ -111,6 +111,7 @@ def coreset(
     check_int(chunk_rows, "chunk_rows", low=1)
     check_int(cache_bytes, "cache_bytes", low=0)
     check_bool(reuse_distances, "reuse_distances")
+    pool = with_well_scaled_features(pool, chunk_rows)   # extreme scales: no float32 overflow, same picks
     carry = None
     if reuse_distances and pool.cache is not None:
         carry = pool.cache.run.setdefault(("coreset", "carry"), {})

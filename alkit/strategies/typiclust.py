@@ -47,6 +47,7 @@ from alkit.checks import check_bool, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._dense import (
     as_device,
+    with_well_scaled_features,
     feature_store,
     gather_rows,
     row_sqnorms,
@@ -285,6 +286,7 @@ def typiclust(
     check_int(k_nn, "k_nn", low=1)
     check_bool(reuse_clusters, "reuse_clusters")
     check_int(chunk_rows, "chunk_rows", low=1)
+    pool = with_well_scaled_features(pool, chunk_rows)   # extreme scales: no float32 overflow, same picks
     check_backend(backend)
     relevant = np.flatnonzero(pool.labeled & ~pool.held_out | pool.eligible).astype(np.int64)
     n_clusters = min(int((pool.labeled & ~pool.held_out).sum()) + budget, int(max_clusters), relevant.size)
