@@ -92,7 +92,7 @@ class Cell:
 
 
 def cells(scale: str = "cpu") -> list[Cell]:
-    """Every cell of the experiment at ``scale`` ("cpu" or "smoke"), cheapest first."""
+    """Every cell of the experiment at ``scale`` ("cpu" or "smoke"), in the order they run."""
     if scale not in ("cpu", "smoke"):
         raise ValueError(f"scale must be 'cpu' or 'smoke', got {scale!r}")
     smoke = scale == "smoke"
@@ -195,11 +195,10 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
                   source: str = "auto", data_root: str | None = None, extract: bool = True) -> None:
     """Run (or resume) every run of :func:`cells`; append the wall time to ``<out>/sweep_times.json``."""
     pending = pending_runs(scale)
+    by_name = {c.name: c for c in cells(scale)}
     started, started_epoch = time.perf_counter(), time.time()
     kwargs = {"class_count_out": str(class_count_out), "sweep_out": str(sweep_out)}
     if jobs > 1:
-        by_name = {c.name: c for c in cells(scale)}
-
         def locate(dataset, task, seed):   # where a task's run appears, to print it as it does
             cell = by_name[task[0]]
             folder = run_folder(cell, task[1], scale, out, class_count_out, sweep_out)
@@ -209,7 +208,6 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
                             worker=worker, worker_kwargs=kwargs, locate=locate)
     else:
         loaded: dict = {}
-        by_name = {c.name: c for c in cells(scale)}
         for dataset, ((name, strategy),), seed in tqdm(pending, desc="mechanism"):
             if dataset not in loaded:
                 loaded[dataset] = studies.load_study_data(dataset, scale, source=source, data_root=data_root,
@@ -217,7 +215,6 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
             cell = by_name[name]
             run_one(loaded[dataset], cell, strategy, seed, scale, out, class_count_out, sweep_out,
                     _WORKER_SHARED.setdefault(_shared_key(cell, seed), {}))
-    by_name = {c.name: c for c in cells(scale)}
     ran = 0
     for _, ((name, strategy),), seed in pending:
         folder = run_folder(by_name[name], strategy, scale, out, class_count_out, sweep_out)
