@@ -148,6 +148,37 @@ def plot_bars(table: pd.DataFrame, value: str, ax=None, low: str | None = None, 
     return ax
 
 
+#: Where a point's label may go, in points from the point (first free one wins).
+_LABEL_OFFSETS = ((4, 3), (4, -9), (-4, 3), (-4, -9), (4, 11), (-4, 11), (4, -17), (-4, -17), (4, 19), (-4, -25))
+
+
+def _label_points(ax, points, fontsize: float = 6) -> None:
+    """Annotate each (x, y, text) beside its point, at the first offset of :data:`_LABEL_OFFSETS`
+    whose box overlaps no label placed before (approximate boxes in display units): labels of points
+    that lie close together no longer print over each other."""
+    ax.autoscale_view()
+    to_display = ax.transData.transform
+    per_point = ax.figure.dpi / 72.0
+    placed: list[tuple[float, float, float, float]] = []
+    for px, py, text in sorted(points, key=lambda p: (-p[1], p[0])):
+        cx, cy = to_display((px, py))
+        width, height = 0.6 * fontsize * len(text) * per_point, fontsize * per_point
+        choice = _LABEL_OFFSETS[0]
+        for dx, dy in _LABEL_OFFSETS:
+            left = cx + dx * per_point - (width if dx < 0 else 0)
+            bottom = cy + dy * per_point
+            box = (left, bottom, left + width, bottom + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                choice = (dx, dy)
+                break
+        else:
+            left, bottom = cx + choice[0] * per_point, cy + choice[1] * per_point
+            box = (left, bottom, left + width, bottom + height)
+        placed.append(box)
+        ax.annotate(text, (px, py), fontsize=fontsize, xytext=choice, textcoords="offset points",
+                    ha="right" if choice[0] < 0 else "left")
+
+
 def plot_balance_vs_benefit(summary: pd.DataFrame, ax=None, title: str | None = None,
                             x: str = "mean_batch_entropy", y: str = "auc_diff"):
     """One point per strategy (rows of :func:`alkit.report.summary_table`): batch balance against
@@ -164,8 +195,9 @@ def plot_balance_vs_benefit(summary: pd.DataFrame, ax=None, title: str | None = 
         ax.errorbar(getattr(row, x), getattr(row, y), yerr=yerr, fmt=marker, color=colors[s], ms=6 if s == "base" else 4,
                     mfc="none" if row.oracle else colors[s], capsize=2, lw=1,
                     label=(f"{s} (oracle)" if row.oracle else s) + seeds_note)
-        ax.annotate(s + seeds_note, (getattr(row, x), getattr(row, y)), fontsize=6, xytext=(3, 3),
-                    textcoords="offset points")
+    _label_points(ax, [(getattr(r, x), getattr(r, y), r.strategy + (f" [{r.seeds} seed{'s' if r.seeds > 1 else ''}]"
+                                                                    if getattr(r, "seeds", most) < most else ""))
+                       for r in table.itertuples(index=False)])
     ax.axhline(0.0, color="black", lw=1)
     ax.set_xlabel(METRIC_LABELS.get("batch_normalized_entropy") if x == "mean_batch_entropy" else x)
     ax.set_ylabel("Δ area under top-1 curve vs random" if y == "auc_diff" else y)
