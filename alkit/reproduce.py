@@ -28,7 +28,7 @@ from jupyter_client import AsyncKernelManager
 from alkit import class_count, finetune, mechanism
 from alkit.launch import only_phases, run_phases
 from alkit.runs import finished_runs
-from alkit.studies import CPU_PHASES, SWEEP_DATASETS
+from alkit.studies import CPU_PHASES, SWEEP_DATASETS, default_data_root
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -142,6 +142,7 @@ def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.ipynb"
     started = time.perf_counter()
+    print(f"  {name}: running …", flush=True)   # a first run may unpack archives and extract features for minutes
     # debugpy (imported by ipykernel) warns on Python ≥ 3.11 that frozen modules may hide breakpoints:
     # no debugger runs here.  Papermill's own command line sets the same variable for the same reason.
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -256,6 +257,9 @@ def run_smoke(base: str | Path = "notebooks/executed/smoke", source: str = "auto
     under ``base`` (never into results/)."""
     base = Path(base)
     executed = []
+    if source != "synthetic" and (data_root or default_data_root()) is not None:
+        print(f"smoke: real slices from {data_root or default_data_root()}; a first run unpacks the archives and "
+              "extracts the slices' features (minutes, once), later runs take seconds", flush=True)
     for name in names:
         params = _parameters(name, "smoke", str(base / "runs"), str(base / "figures"), str(base / "tables"), True,
                              source)
