@@ -197,17 +197,16 @@ def load_user_strategy(text: str, flag: str) -> str:
     """``module:function`` (a module importable from here, e.g. a ``my_strategies.py`` in the working
     folder): the user's strategy ``(pool, budget, rng) -> indices``, registered under the function's
     name for this process; returns that name."""
-    import importlib
-    import sys as _sys
+    import importlib   # only for a strategy of the user's own
 
-    from alkit.strategies import register
-    from alkit.strategies.registry import _REGISTRY
+    from alkit.strategies import register   # the library under the command line, loaded when a command runs
+    from alkit.strategies.registry import _REGISTRY   # (the same reason)
 
     module_name, _, function_name = text.partition(":")
     if not module_name or not function_name:
         raise UsageError(f"{flag}: {text!r}: a strategy of your own is module:function, e.g. my_strategies:farthest")
-    if "" not in _sys.path and "." not in _sys.path:   # `python -m alkit` finds modules of the working folder
-        _sys.path.insert(0, "")
+    if "" not in sys.path and "." not in sys.path:   # `python -m alkit` finds modules of the working folder
+        sys.path.insert(0, "")
     try:
         fn = getattr(importlib.import_module(module_name), function_name)
     except ImportError as exc:

@@ -48,6 +48,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from alkit.checks import ParameterError
 from alkit.io import atomic_write
 from alkit.stats import area_under_curve, mean_interval
 from alkit.strategies.registry import in_registry_order
@@ -89,8 +90,6 @@ def list_parameter(value, name: str, kind: type = str) -> list | None:
     """A notebook's list parameter as a list of ``kind`` (None stays None).  papermill's ``-p NAME
     VALUE`` passes a string: ``'["cifar10", "tiny-imagenet"]'`` (JSON) and ``cifar10,tiny-imagenet``
     are read as lists; anything else fails here, in the first cell, with the form that works."""
-    from alkit.checks import ParameterError
-
     if value is None:
         return None
     given = value

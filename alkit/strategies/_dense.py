@@ -8,6 +8,7 @@ plus one chunk, whatever N is.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -281,8 +282,6 @@ def with_well_scaled_features(pool, chunk_rows: int = 65_536):
     scale = power_of_two_scale(pool.features, chunk_rows)
     if scale == 1.0:
         return pool
-    from dataclasses import replace
-
     features = np.asarray(pool.features)
     return replace(pool, features=(features * np.asarray(scale, features.dtype)).astype(features.dtype, copy=False),
                    cache=None)
