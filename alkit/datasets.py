@@ -566,9 +566,16 @@ def _is_image(name: str) -> bool:
 
 
 def _sorted_images_below(directory: Path) -> list[Path]:
-    """Image files below ``directory`` in torchvision ImageFolder order (sorted walk)."""
-    found = []
+    """Image files below ``directory`` in torchvision ImageFolder order (sorted walk).  Symbolic
+    links to folders are followed, each real folder once: a link back up the tree (a loop) or a
+    second link to one folder adds no image twice."""
+    found, seen = [], set()
     for current, dirs, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs.sort()
         found.extend(Path(current) / n for n in sorted(names) if _is_image(n))
     return found

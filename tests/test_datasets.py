@@ -270,3 +270,15 @@ def test_file_digests_are_remembered_until_a_file_changes(folder):
     assert ds.file_digests(folder, files)[0] == first[0]               # rehashed
     with pytest.raises(FileNotFoundError):
         ds.file_digests(folder, ["train/ant/missing.png"])
+
+
+def test_a_symlink_loop_adds_no_image_twice(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / "a" / f"{i}.png")
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)     # a link back up the tree
+    (root / "again").symlink_to(root / "a", target_is_directory=True)   # a second way into one folder
+    assert load_dataset("images", root, "train").files == ("a/0.png", "a/1.png", "a/2.png")
