@@ -20,7 +20,7 @@ from alkit.checks import ParameterError, check_int
 from alkit.io import atomic_write
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_features, check_labels
-from alkit.probe import LinearHead, ProbeConfig, train_linear_probe
+from alkit.probe import PROBE_PRESETS, LinearHead, ProbeConfig, train_linear_probe
 from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
 
 #: Named random streams: each is ``default_rng([seed, STREAM, round])``.
@@ -140,6 +140,11 @@ def run_active_learning(
     if test_features.shape[1] != train_features.shape[1]:
         raise ValueError("test_features must have the same dimension as train_features")
     seed = check_int(seed, "seed", low=0)
+    if isinstance(probe, str):   # a preset by name, as on the command lines
+        probe = ProbeConfig.named(probe)
+    if not isinstance(probe, ProbeConfig):
+        raise ParameterError(f"probe must be an alkit.ProbeConfig or a preset name ({', '.join(PROBE_PRESETS)}), "
+                             f"got {type(probe).__name__}")
     num_classes = check_int(num_classes, "num_classes", low=1)
     rounds = check_int(rounds, "rounds", low=0)
     val_per_class = check_int(val_per_class, "val_per_class", low=0)

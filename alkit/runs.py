@@ -116,6 +116,7 @@ def run_sweep(
     """
     if claimed not in ("wait", "skip"):
         raise ValueError(f"claimed must be 'wait' or 'skip', got {claimed!r}")
+    probe = ProbeConfig.named(probe) if isinstance(probe, str) else probe   # a preset by name (its key: the config)
     shared = {} if shared is None else shared
     frames: dict[tuple[str, int], pd.DataFrame] = {}
     infos = [resolve_strategy(s) for s in strategies]

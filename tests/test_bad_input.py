@@ -766,3 +766,22 @@ def test_figures_from_an_empty_or_damaged_runs_folder_say_so_in_one_line(tmp_pat
         (damaged / f"random__seed0{ext}").write_text(text)
     line = one_error_line(reproduce_main, ["figures", "--results", str(tmp_path / "damaged")], capsys)
     assert "notebook e_summary stopped in cell" in line and "executed copy with the traceback" in line
+
+
+def test_seeds_and_probes_given_the_wrong_way_name_the_parameter():
+    import alkit
+    from alkit.checks import ParameterError
+    from alkit.loop import run_active_learning
+    from conftest import build_pool
+
+    pool, _ = build_pool(seed=2)
+    for seed in (-1, 1.5, True, "0"):
+        with pytest.raises(ParameterError, match="seed"):
+            alkit.select(pool, "random", 3, seed)
+    data = gaussian_mixture(3, 20, 4, separation=3.0, seed=0, n_test_per_class=3)
+    args = (data.train_features, data.train_labels, data.test_features, data.test_labels, 3, "random")
+    options = dict(seed=0, initial_size=6, round_budget=3, rounds=1, val_per_class=2, progress=False)
+    with pytest.raises(ParameterError, match="probe must be an alkit.ProbeConfig or a preset name"):
+        run_active_learning(*args, probe=3, **options)
+    named = run_active_learning(*args, probe="logreg", **options)   # a preset by name works as on the CLI
+    assert named.config["probe"] == alkit.ProbeConfig().as_dict()

@@ -144,3 +144,21 @@ def test_readme_image_folder_walk_runs_as_written(tmp_path, monkeypatch, capsys)
     picks = pd.read_csv(tmp_path / "to_label_2.csv")
     assert len(picks) == 100 and set(picks.columns) == {"rank", "index", "path"}
     assert not set(picks["path"]) & set(pd.read_csv(tmp_path / "labels.csv")["path"])
+
+
+def test_readme_mechanism_numbers_match_the_parts_table():
+    parts = pd.read_csv(TABLES / "mechanism_parts.csv")
+    parts = parts[parts["schedule"].isin(["paper", "cpu"])].set_index(["strategy", "data", "part"])
+    rows = markdown_table(README, "S on")
+    header = next(line for line in README.splitlines() if line.startswith("| S on"))
+    columns = {"gain over random": "total", "class composition": "composition", "choice within classes":
+               "within_classes", "balancing its scores": "balancing_gain"}
+    names = [c.strip() for c in header.strip().strip("|").split("|")][1:]
+    assert {columns[n.split(":")[0].strip()] for n in names} >= {"total", "composition", "within_classes"}
+    assert len(rows) >= 6
+    for row in rows:
+        strategy, data = (p.strip().strip("`") for p in row[0].split(",", 1))
+        for name, cell in zip(names, row[1:]):
+            mean, low, high = _interval(cell)
+            want = parts.loc[(strategy, data, columns[name.split(":")[0].strip()])]
+            assert (mean, low, high) == pytest.approx((want["mean"], want["lo"], want["hi"]), abs=6e-5), (row[0], name)

@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from alkit.checks import ParameterError, check_int
 from alkit.pool import PoolState, check_features
 from alkit.strategies._dense import torch_threads
 
@@ -126,11 +127,12 @@ def check_budget(budget: object) -> int:
 def as_generator(seed_or_rng: int | np.random.Generator | None) -> np.random.Generator:
     if isinstance(seed_or_rng, np.random.Generator):
         return seed_or_rng
-    if seed_or_rng is None or isinstance(seed_or_rng, (int, np.integer)):
-        if seed_or_rng is None:
-            raise ValueError("seed must be given (an int or numpy Generator): results must be reproducible")
-        return np.random.default_rng(int(seed_or_rng))
-    raise ValueError(f"seed must be an int or a numpy Generator, got {type(seed_or_rng).__name__}")
+    if seed_or_rng is None:
+        raise ValueError("seed must be given (an int or numpy Generator): results must be reproducible")
+    if isinstance(seed_or_rng, (bool, np.bool_)) or not isinstance(seed_or_rng, (int, np.integer)):
+        raise ParameterError(f"seed must be a non-negative integer or a numpy Generator, got {seed_or_rng!r} "
+                             f"({type(seed_or_rng).__name__})")
+    return np.random.default_rng(check_int(seed_or_rng, "seed", low=0))
 
 
 def select(
