@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from alkit.checks import ParameterError, check_int
-from alkit.io import atomic_write
+from alkit.io import array_fingerprint, atomic_write
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_features, check_labels
 from alkit.probe import PROBE_PRESETS, LinearHead, ProbeConfig, train_linear_probe
@@ -182,7 +182,10 @@ def run_active_learning(
     batch, selection_seconds = initial, 0.0
     head: LinearHead | None = None   # the previous round's head: warm start of this round's probe
     cache = StrategyCache(train_features, shared={} if shared is None else shared)
-    state = _read_checkpoint(checkpoint, config)
+    # A checkpoint belongs to these settings *and* this data: with other features or labels under the
+    # same settings (re-extracted, edited), it would resume the wrong run.
+    data = array_fingerprint(train_features, train_labels) if checkpoint is not None else None
+    state = _read_checkpoint(checkpoint, config, data)
     if state is not None:   # resume after the last saved round
         rows, picks, counts_per_round, per_class_per_round = (state["rows"], state["picks"], state["counts"],
                                                               state["per_class"])
@@ -235,7 +238,7 @@ def run_active_learning(
         picks.append(batch)
         if checkpoint is not None:
             _write_checkpoint(checkpoint, {
-                "config": config, "rows": rows, "picks": picks, "counts": counts_per_round,
+                "config": config, "data": data, "rows": rows, "picks": picks, "counts": counts_per_round,
                 "per_class": per_class_per_round, "batch": batch, "selection_seconds": selection_seconds,
                 "head": head, "cache_run": cache.run})
     return RunResult(rows, picks, val_idx, np.stack(counts_per_round), np.stack(per_class_per_round), config)
@@ -249,8 +252,9 @@ def _write_checkpoint(path: str | Path, state: dict) -> None:
     atomic_write(path, write)
 
 
-def _read_checkpoint(path: str | Path | None, config: dict) -> dict | None:
-    """The state a checkpoint of this run holds, or None (none, unreadable, or other settings).
+def _read_checkpoint(path: str | Path | None, config: dict, data: str | None = None) -> dict | None:
+    """The state a checkpoint of this run holds, or None (none, unreadable, other settings or other
+    data: ``data`` is the fingerprint of the run's features and labels).
     Unpickled: a checkpoint is this package's own file beside the run it belongs to."""
     if path is None or not Path(path).is_file():
         return None
@@ -259,7 +263,7 @@ def _read_checkpoint(path: str | Path | None, config: dict) -> dict | None:
             state = pickle.load(fh)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
         return None
-    return state if isinstance(state, dict) and state.get("config") == config else None
+    return state if isinstance(state, dict) and state.get("config") == config and state.get("data") == data else None
 
 
 TIMING_COLUMNS = ("selection_seconds", "training_seconds")

@@ -73,3 +73,46 @@ def test_a_checkpoint_of_other_settings_is_ignored(tmp_path):
     _same(other, _run(d, "entropy"))
     ckpt.write_bytes(b"not a pickle")
     _same(_run(d, "margin", checkpoint=ckpt), _run(d, "margin"))
+
+
+def test_a_checkpoint_of_other_data_is_ignored(tmp_path):
+    """Same settings, other features (re-extracted, edited): the checkpoint is not theirs."""
+    d = _data()
+    ckpt = tmp_path / "run.ckpt"
+
+    def kill(row, batch):
+        if row["round"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _run(d, "margin", checkpoint=ckpt, on_round=kill)
+    other = gaussian_mixture(6, 60, 8, separation=2.5, seed=3)
+    other.train_features[5] += 1.0
+    seen = []
+    again = run_active_learning(other.train_features, other.train_labels, other.test_features, other.test_labels,
+                                6, "margin", seed=4, initial_size=12, round_budget=9, rounds=4, val_per_class=3,
+                                progress=False, checkpoint=ckpt, on_round=lambda row, batch: seen.append(row["round"]))
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_coreset_checkpoint_holds_no_copy_of_the_pool_and_resumes_with_its_carry(tmp_path, monkeypatch):
+    """The coreset carry kept a reference to the features, pickled into every checkpoint (a copy of
+    the pool per round) and dropped after a resume; it keeps a token now."""
+    from alkit.strategies import _coreset_engine
+
+    d = gaussian_mixture(6, 200, 64, separation=2.5, seed=3)
+    ckpt = tmp_path / "run.ckpt"
+
+    def kill(row, batch):
+        if row["round"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _run(d, "coreset", checkpoint=ckpt, on_round=kill)
+    assert ckpt.stat().st_size < d.train_features.nbytes / 4   # 300 KB of features; the state is far smaller
+    resumed = []
+    real = _coreset_engine.resume
+    monkeypatch.setattr(_coreset_engine, "resume", lambda *a, **k: resumed.append(real(*a, **k)) or resumed[-1])
+    again = _run(d, "coreset", checkpoint=ckpt)
+    assert resumed and resumed[0] is not None   # the first round after the resume starts from the carry
+    _same(_run(d, "coreset"), again)

@@ -27,6 +27,7 @@ The steps, in the order :func:`k_center_greedy` runs them:
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -244,13 +245,14 @@ class Carried:
 def resume(carry: dict | None, features: np.ndarray, cand: np.ndarray, cent: np.ndarray) -> Carried | None:
     """The lazy state a previous call left in ``carry``, mapped onto this call; None if it does not apply.
 
-    It applies when the features are the very array the carry was made on (it keeps a reference:
-    a carry lives for one run over one feature matrix), every earlier centre (labelled or picked)
+    It applies when the features are those the carry was made on (a carry lives for one run over one
+    feature matrix; it records :func:`features_token`, not the features, so that a run's checkpoint
+    holds no copy of the pool and a resumed run keeps its carry), every earlier centre (labelled or picked)
     is still a centre and every candidate was a candidate then.  The centres are then ordered
     earlier centres first, in their earlier order, so each candidate's count of centres met
     (``seen``) and the centre ids in its (min, argmin, runner-up) stay valid; the new centres are
     pending."""
-    if not carry or carry.get("features") is not features:
+    if not carry or carry.get("features_token") != features_token(features):
         return None
     old_centres, old_cand = carry["centre_ids"], carry["cand"]
     if not np.isin(old_centres, cent).all():
@@ -540,10 +542,20 @@ def add_centre(state: KCenterState, pos: int) -> None:
         s.seen.fill_(s.n_centers)
 
 
+def features_token(features: np.ndarray, rows: int = 64) -> str:
+    """Shape, dtype and a digest of ``rows`` evenly spaced rows: which feature matrix a carry was made
+    on, without keeping it.  (Within the loop the run's cache is bound to its features and a resumed
+    run's checkpoint to their full fingerprint; this token guards a carry passed around by hand.)"""
+    n = features.shape[0]
+    picked = np.unique(np.linspace(0, n - 1, num=min(rows, n)).astype(np.int64)) if n else np.empty(0, np.int64)
+    digest = hashlib.blake2b(np.ascontiguousarray(np.asarray(features[picked])).tobytes(), digest_size=16)
+    return f"{tuple(features.shape)}:{features.dtype}:{digest.hexdigest()}"
+
+
 def save_carry(state: KCenterState, carry: dict) -> None:
     """Leave in ``carry`` what the next call of the same run starts from (see :func:`resume`)."""
     carry.clear()
-    carry.update(features=state.features, cand=state.cand, mu=state.mu, centre_ids=state.centre_ids(),
+    carry.update(features_token=features_token(state.features), cand=state.cand, mu=state.mu, centre_ids=state.centre_ids(),
                  mind=state.mind.cpu(), seen=state.seen.cpu(), tracked=tuple(t.cpu() for t in state.tracked))
 
 
