@@ -270,8 +270,10 @@ def test_k_center_greedy_carry_is_not_used_when_it_does_not_apply():
                                                                    np.setdiff1d(cand, picks)),
         "a candidate that was not one": lambda picks: (x, np.concatenate([cent[1:], picks]),
                                                         np.concatenate([cent[:1], np.setdiff1d(cand, picks)])),
-        "other features": lambda picks: (x.copy(), np.concatenate([cent, picks]), np.setdiff1d(cand, picks)),
+        "other features": lambda picks: (other, np.concatenate([cent, picks]), np.setdiff1d(cand, picks)),
     }
+    other = x.copy()
+    other[0] += 1.0   # the carry records a token of the features (shape, dtype, sampled rows), not the array
     for name, make in cases.items():
         carry, picks = after_one_round()
         feats, cent2, cand2 = make(picks)
@@ -279,6 +281,13 @@ def test_k_center_greedy_carry_is_not_used_when_it_does_not_apply():
         fast = k_center_greedy(feats, cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
         assert not info["resumed"], name
         np.testing.assert_array_equal(fast, k_center_greedy_reference(feats, cent2, cand2, 20, np.random.default_rng(1)))
+    # an equal copy of the features (a resumed run's, read again from disk) keeps the carry: same picks
+    carry, picks = after_one_round()
+    info = {}
+    cent2, cand2 = np.concatenate([cent, picks]), np.setdiff1d(cand, picks)
+    fast = k_center_greedy(x.copy(), cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
+    assert info["resumed"]
+    np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent2, cand2, 20, np.random.default_rng(1)))
 
 
 def test_loop_carries_coreset_distances_with_the_same_picks():
