@@ -1,0 +1,162 @@
+"""alkit beside a general active-learning library: scikit-activeml, same pool, same labels, same head.
+
+    .venv/bin/pip install -r benchmarks/requirements-peer.txt   # the peer (benchmark only)
+    .venv/bin/python benchmarks/bench_peer.py                   # N = 20 k and 100 k; results/benchmarks/peer.*
+    .venv/bin/python benchmarks/bench_peer.py --sizes 5000 --out /tmp/peer   # a quick look
+
+Pool: a Gaussian mixture (``alkit.synthetic.gaussian_mixture``) of N points in D dimensions and C
+classes, sized so that the peer finishes; 1 % of it labelled at random; a budget of 500 picks.
+Head: alkit's converged logistic regression on the labelled points; the peer's classifier is a
+scikit-learn ``LogisticRegression`` fitted on the same points and then given alkit's weights and
+bias, so both score the same probabilities (the peer in float64, alkit in float32).
+
+Per strategy: wall time of one selection on each side (one process, alkit first, then the
+peer), their ratio, and the overlap of the picks (|A ∩ B| / b).  Margin, least confidence, entropy
+and CoreSet are deterministic: the overlap says whether they pick the same points (exact ties
+aside).  BADGE draws at random on both sides (other streams: overlap is not expected).  TypiClust
+and ProbCover are defined differently by the peer (noted on the page).  The peer's ProbCover holds
+an N × N distance matrix: it runs at the smaller N only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _measure as M  # noqa: E402
+
+#: alkit's name -> (the peer's class, its options), in the order they run.
+STRATEGIES = ("margin", "confidence", "entropy", "coreset", "badge", "typiclust", "probcover")
+#: How the peer defines a method differently (the page says so beside its row).
+DIFFERENCES = {
+    "badge": "both draw k-means++ seeds at random, from other random streams: the overlap is chance, "
+             "the time is comparable",
+    "typiclust": "the peer clusters with scikit-learn's KMeans (its own seeding, no fixed fit sample) and "
+                 "measures typicality with its own neighbour count: other clusters, other picks",
+    "probcover": "the peer chooses δ by its own search on the raw features (alkit: the purity rule on "
+                 "unit-normalised rows), breaks gain ties by index and builds an N × N distance matrix",
+}
+
+
+def pool_and_head(n: int, dim: int, classes: int, labelled_share: float, seed: int = 0):
+    """(features float32, labels with -1 for unlabelled, true labels, alkit pool with its head)."""
+    import alkit
+    from alkit.synthetic import gaussian_mixture
+
+    data = gaussian_mixture(classes, n // classes, dim, separation=2.0, seed=seed)
+    x = data.train_features.astype(np.float32)
+    truth = data.train_labels
+    rng = np.random.default_rng(seed + 1)
+    labels = np.full(truth.size, -1, np.int64)
+    chosen = rng.choice(truth.size, size=max(int(labelled_share * truth.size), 2 * classes), replace=False)
+    labels[chosen] = truth[chosen]
+    pool = alkit.make_pool(x, labels, classes, fit_head=True)
+    return x, labels, truth, pool
+
+
+def peer_classifier(x: np.ndarray, labels: np.ndarray, pool, classes: int):
+    """A fitted peer classifier whose probabilities are alkit's head's (its weights copied in)."""
+    from sklearn.linear_model import LogisticRegression
+    from skactiveml.classifier import SklearnClassifier
+
+    y = np.where(labels >= 0, labels, np.nan)
+    clf = SklearnClassifier(LogisticRegression(max_iter=200), classes=np.arange(classes))
+    clf.fit(x, y)
+    clf.estimator_.coef_ = pool.weight.astype(np.float64)
+    clf.estimator_.intercept_ = pool.bias.astype(np.float64)
+    return clf, y
+
+
+def run_peer(name: str, x, y, clf, budget: int, seed: int):
+    from skactiveml.pool import Badge, CoreSet, ProbCover, TypiClust, UncertaintySampling
+
+    methods = {"margin": "margin_sampling", "confidence": "least_confident", "entropy": "entropy"}
+    if name in methods:
+        return UncertaintySampling(method=methods[name], random_state=seed).query(x, y, clf, fit_clf=False,
+                                                                                 batch_size=budget)
+    if name == "coreset":
+        return CoreSet(random_state=seed).query(x, y, batch_size=budget)
+    if name == "badge":
+        return Badge(random_state=seed).query(x, y, clf, fit_clf=False, batch_size=budget)
+    if name == "typiclust":
+        return TypiClust(random_state=seed).query(x, y, batch_size=budget)
+    return ProbCover(random_state=seed).query(x, y, batch_size=budget)
+
+
+def measure(n: int, dim: int, classes: int, budget: int, seed: int, peer_max_n_probcover: int) -> dict:
+    import alkit
+
+    x, labels, truth, pool = pool_and_head(n, dim, classes, 0.01)
+    clf, y = peer_classifier(x, labels, pool, classes)
+    # Warm both sides up (imports, first-call set-up) on one pick, untimed.
+    alkit.select(pool, "margin", 1, seed)
+    run_peer("margin", x, y, clf, 1, seed)
+    rows = {}
+    for name in STRATEGIES:
+        started = time.perf_counter()
+        ours = alkit.select(pool, name, budget, seed)
+        ours_s = time.perf_counter() - started
+        if name == "probcover" and n > peer_max_n_probcover:
+            rows[name] = {"alkit_s": ours_s, "peer_s": None, "note": f"peer not run: N × N = {n:,}² distances"}
+            continue
+        started = time.perf_counter()
+        theirs = np.asarray(run_peer(name, x, y, clf, budget, seed), np.int64)
+        peer_s = time.perf_counter() - started
+        overlap = len(set(ours.tolist()) & set(theirs.tolist())) / budget
+        rows[name] = {"alkit_s": ours_s, "peer_s": peer_s, "speedup": peer_s / max(ours_s, 1e-9),
+                      "overlap": overlap, "peer_unique": int(np.unique(theirs).size)}
+        print(f"N={n:,} {name}: alkit {ours_s:.2f} s, peer {peer_s:.2f} s, overlap {overlap:.3f}", flush=True)
+    return {"n": n, "dim": dim, "classes": classes, "budget": budget, "labelled": int((labels >= 0).sum()),
+            "rows": rows}
+
+
+def page(results: list[dict], info: dict, command: str) -> str:
+    import skactiveml
+
+    lines = ["# alkit beside scikit-activeml: same pool, same labels, same head", "",
+             f"Command: `{command}`; scikit-activeml {skactiveml.__version__}; machine: {info['cpu']}, "
+             f"{info['cpu_count']} cores, torch threads {info['torch_threads']}, load {info['loadavg'][0]:.2f}.",
+             "One selection per side in one process; overlap = |alkit ∩ peer| / b.", ""]
+    for r in results:
+        lines += [f"## N = {r['n']:,}, D = {r['dim']}, C = {r['classes']}, {r['labelled']} labelled, "
+                  f"b = {r['budget']}", "", "| strategy | alkit | scikit-activeml | peer / alkit | overlap |",
+                  "|---|---|---|---|---|"]
+        for name, row in r["rows"].items():
+            if row.get("peer_s") is None:
+                lines.append(f"| {name} | {M.fmt_seconds(row['alkit_s'])} | {row['note']} | | |")
+                continue
+            lines.append(f"| {name} | {M.fmt_seconds(row['alkit_s'])} | {M.fmt_seconds(row['peer_s'])} | "
+                         f"{row['speedup']:.1f}× | {row['overlap']:.3f} |")
+        lines.append("")
+    lines += ["Where the peer defines a method differently:", ""]
+    lines += [f"- **{name}**: {text}." for name, text in DIFFERENCES.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="20000,100000", help="pool sizes N, comma-separated")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probcover-max-n", type=int, default=20_000,
+                        help="largest N at which the peer's ProbCover (an N × N matrix) is run")
+    parser.add_argument("--out", default=str(M.RESULTS / "peer"), help="stem of the .json and .md written")
+    args = parser.parse_args(argv)
+    info = M.machine()
+    results = [measure(int(n), args.dim, args.classes, args.budget, args.seed, args.probcover_max_n)
+               for n in args.sizes.split(",")]
+    command = "python benchmarks/bench_peer.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    M.save(Path(args.out), {"command": command.strip(), "machine": info, "results": results},
+           page(results, info, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
