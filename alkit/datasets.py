@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from alkit.io import current_umask, process_alive, write_text
+from alkit.io import current_umask, default_cache_dir, process_alive, write_text
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,6 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 #: Seconds to wait for a download server before declaring the machine offline.
 ONLINE_CHECK_TIMEOUT_S = 8.0
 EXTRACTION_MARKER = ".alkit-extracted.json"
-
-
-def default_cache_dir() -> Path:
-    """``$ALKIT_CACHE`` if set, else ``~/.cache/alkit``: extracted archives and feature caches."""
-    env = os.environ.get("ALKIT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "alkit"
 
 
 # --------------------------------------------------------------------------------------------

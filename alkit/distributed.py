@@ -75,6 +75,21 @@ class RankFailed(ValueError):
     ValueError, so that a command reports it on every rank as one line, like the error itself)."""
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``: CUDA when present, else the CPU; a CUDA device asked for without CUDA is an error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return dev
+
+
 def failure_text(exc: BaseException, world: World) -> str:
     """What the other ranks are told when this one fails."""
     return f"{world} stopped: {exc}" if str(exc) else f"{world} stopped: {type(exc).__name__}"

@@ -45,7 +45,7 @@ from PIL import Image
 from alkit.backbones import Backbone, load_backbone
 from alkit.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
 from alkit.distributed import (World, all_gather, failure_text, main_first, on_main, owned, process_group,
-                               raise_failures, rank_device, world_from_env)
+                               raise_failures, rank_device, resolve_device, world_from_env)
 from alkit.io import atomic_write, process_alive, save_npy, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -326,19 +326,6 @@ def _pixel_batches(dataset: ImageDataset, rows: np.ndarray, preprocessing: Prepr
     loader = torch.utils.data.DataLoader(_PixelRows(dataset, rows, preprocessing), batch_size=batch_size,
                                          shuffle=False, num_workers=num_workers)
     yield from loader
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` → CUDA when present, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='cpu'")
-    return dev
 
 
 def package_versions() -> dict[str, str]:

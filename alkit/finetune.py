@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from alkit.backbones import CIFAR10_MEAN, CIFAR10_STD, load_backbone, resnet18_cifar
 from alkit.datasets import load_dataset
-from alkit.distributed import all_gather, barrier, broadcast, process_group, world_from_env
+from alkit.distributed import all_gather, barrier, broadcast, process_group, resolve_device, world_from_env
 from alkit.features import Preprocessing
 from alkit.images import PoolImages, random_crop_flip
 from alkit.io import atomic_write, launch_command, loaded_commit, write_json
@@ -369,21 +369,6 @@ def _trainable(net: nn.Module, freeze_bn: bool) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 # Devices, precision, ranks
 # --------------------------------------------------------------------------------------------
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``: CUDA when present, else the CPU; a CUDA device asked for without CUDA is an error."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    return dev
-
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``precision`` on ``device`` (None: float32 throughout)."""

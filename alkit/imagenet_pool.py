@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from alkit.io import save_npy, write_json
+from alkit.io import default_cache_dir, save_npy, write_json
 
 #: ImageNet-1k (ILSVRC-2012) training split: 1,281,167 images in 1000 classes of 732 to 1,300.
 IMAGENET_TRAIN_SIZE = 1_281_167
@@ -52,10 +52,9 @@ CHUNK_ROWS = 16_384
 _SPLIT_TRAIN, _SPLIT_TEST, _SPLIT_STRUCTURE, _SPLIT_ORDER = 0, 1, 2, 3
 
 
-def default_cache_dir() -> Path:
-    """``$ALKIT_CACHE/imagenet_like`` or ``~/.cache/alkit/imagenet_like`` (never inside the repo)."""
-    root = os.environ.get("ALKIT_CACHE") or Path.home() / ".cache" / "alkit"
-    return Path(root) / "imagenet_like"
+def pools_dir() -> Path:
+    """Where the pools are kept: ``<cache>/imagenet_like`` (:func:`alkit.io.default_cache_dir`)."""
+    return default_cache_dir() / "imagenet_like"
 
 
 def imagenet_class_sizes(
@@ -268,7 +267,7 @@ def make_imagenet_pool(
 ) -> ImageNetPool:
     """Generate (or reuse) the pool described by ``spec`` (or by keyword ``params``).
 
-    Files go to ``out_dir`` (default ``default_cache_dir() / spec.folder_name()``):
+    Files go to ``out_dir`` (default ``pools_dir() / spec.folder_name()``):
     ``features.npy`` (N×D float16), ``labels.npy``, ``test_features.npy``, ``test_labels.npy``,
     ``ambiguous_partner.npy`` and, written last, ``meta.json``.  A folder whose ``meta.json``
     has the same spec is returned as is; an interrupted run resumes chunk by chunk.
@@ -277,7 +276,7 @@ def make_imagenet_pool(
         spec = ImageNetPoolSpec(**params)
     elif params:
         raise ValueError("give either spec or keyword parameters, not both")
-    out = Path(out_dir) if out_dir is not None else default_cache_dir() / spec.folder_name()
+    out = Path(out_dir) if out_dir is not None else pools_dir() / spec.folder_name()
     if _finished(out, spec):
         return load_imagenet_pool(out)
     started = time.perf_counter()

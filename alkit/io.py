@@ -17,6 +17,13 @@ import numpy as np
 import torch
 
 
+def default_cache_dir() -> Path:
+    """``$ALKIT_CACHE`` if set, else ``~/.cache/alkit``: extracted archives, feature caches, the
+    synthetic ImageNet-shaped pools (never inside the repository)."""
+    env = os.environ.get("ALKIT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "alkit"
+
+
 def current_umask() -> int:
     """The process's umask, read without changing it where the system allows (Linux ≥ 4.7 shows it
     in /proc/self/status); elsewhere set and restored at once."""

@@ -35,6 +35,7 @@ import torch
 from alkit.pool import DEFAULT_CHUNK_ROWS
 from alkit.strategies._dense import (
     DEFAULT_CACHE_BYTES,
+    TIE_RTOL,
     DEFAULT_CENTER_BLOCK,
     as_device,
     feature_store,
@@ -45,7 +46,6 @@ from alkit.strategies._dense import (
 
 #: Predicted class of rows: an (N,) int array, or ``f(global_indices) -> classes``; None: unknown.
 Predictor = Union[np.ndarray, Callable[[np.ndarray], np.ndarray], None]
-TIE_RTOL = 1e-5
 
 
 def balancing_mode(counts: np.ndarray, remaining: int) -> bool:

@@ -37,6 +37,7 @@ import torch
 from alkit.pool import DEFAULT_CHUNK_ROWS
 from alkit.strategies._dense import (
     DEFAULT_CACHE_BYTES,
+    TIE_RTOL,
     DEFAULT_CENTER_BLOCK,
     RowStore,
     as_device,
@@ -48,9 +49,6 @@ from alkit.strategies._dense import (
     sqdist64,
 )
 
-#: Relative float32 error assumed for a squared distance ‖x‖² + ‖c‖² − 2⟨x, c⟩ (of ‖x‖² + ‖c‖²,
-#: centred features).  Candidates within twice this of the float32 maximum are re-ranked in float64.
-TIE_RTOL = 1e-5
 #: At most this many near-tied candidates are re-ranked exactly per pick (duplicates aside, 1–3).
 MAX_REFINE = 1024
 #: Candidates with the largest stored minima kept aside, so that a pick scans these, not all N.

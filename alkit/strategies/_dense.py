@@ -20,6 +20,10 @@ from alkit.rows import gather_rows
 
 #: Default memory budget (bytes) for rows cached by a strategy (features, or p − e_ŷ).
 DEFAULT_CACHE_BYTES = 2 * 1024**3
+#: Relative tolerance of a float32 squared distance ‖x‖² + ‖y‖² − 2⟨x, y⟩ against the exact one, in
+#: units of ‖x‖² + ‖y‖²: candidates that close to a decision are re-ranked in float64 (coreset,
+#: balancing, TypiClust's neighbours).
+TIE_RTOL = 1e-5
 #: Column block when comparing many rows against many centres (rows × block float32 temp).
 DEFAULT_CENTER_BLOCK = 1024
 

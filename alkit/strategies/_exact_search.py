@@ -36,11 +36,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from alkit.strategies._dense import RowStore, as_device, d2_draw, feature_store, row_sqnorms, sqdist64
+from alkit.strategies._dense import TIE_RTOL, RowStore, as_device, d2_draw, feature_store, row_sqnorms, sqdist64
 
-#: Relative float32 error assumed for a squared distance ‖x‖² + ‖y‖² − 2⟨x, y⟩ (of ‖x‖² + ‖y‖²);
-#: the same bound as coreset's and balancing's near-tie re-ranking.
-TIE_RTOL = 1e-5
 
 
 @functools.cache

@@ -64,7 +64,7 @@ def rows_key(rows: np.ndarray | None) -> str:
     return "all" if rows is None else hashlib.blake2b(np.ascontiguousarray(rows, np.int64).data, digest_size=16).hexdigest()
 
 
-def normalised_store(features, indices, chunk_rows=DEFAULT_CHUNK_ROWS, cache_bytes=2 * 1024**3, device=None) -> RowStore:
+def normalised_store(features, indices, chunk_rows=DEFAULT_CHUNK_ROWS, cache_bytes=DEFAULT_CACHE_BYTES, device=None) -> RowStore:
     """Rows ``features[indices] / ‖·‖`` (zero rows stay zero) as a float32 :class:`RowStore`."""
     indices = np.asarray(indices, np.int64)
 

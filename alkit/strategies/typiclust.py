@@ -46,11 +46,12 @@ import torch
 from alkit.checks import check_bool, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._dense import (
+    DEFAULT_CACHE_BYTES,
     as_device,
-    with_well_scaled_features,
     feature_store,
     gather_rows,
     row_sqnorms,
+    with_well_scaled_features,
 )
 from alkit.strategies._exact_search import ClusterKNN, centred_fit_rows, fit_positions, kmeans_faiss, kmeans_pp_seeds
 from alkit.strategies.registry import register
@@ -106,7 +107,7 @@ def kmeans(
     max_fit_points: int = MAX_FIT_POINTS,
     normalize: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    cache_bytes: int = 2 * 1024**3,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
     device: str | None = None,
 ) -> np.ndarray:
     """Seeded k-means of ``features[indices]``; returns a cluster id per index (deterministic given rng).
@@ -140,7 +141,7 @@ def kmeans_lloyd(
     max_fit_points: int = MAX_FIT_POINTS,
     normalize: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    cache_bytes: int = 2 * 1024**3,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
     device: str | None = None,
 ) -> np.ndarray:
     """The reference k-means (``backend="torch"``): k-means++ seeding then Lloyd iterations
