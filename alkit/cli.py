@@ -1022,6 +1022,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                     help="the cpu sweep's runs it shares (plain strategies on Tiny-ImageNet, K = 200, and CIFAR-10)")
     me.add_argument("--no-extract", action="store_true", help="fail instead of extracting missing features")
     me.add_argument("--data-root", default=None)
+    _executor_arguments(me)
     ft = sub.add_parser("finetune", help="the fine-tuning sweep of a scale (alkit.finetune.FINETUNE_SCALES)",
                         formatter_class=HelpFormatter)
     ft.add_argument("--scale", choices=("gpu", "paper", "cpu", "smoke"), default="gpu",
@@ -1107,8 +1108,9 @@ def reproduce_main(argv: list[str] | None = None) -> int:
             if Path(args.out).resolve() == (REPO / COMMITTED_CLASS_COUNT).resolve():
                 where += f"; table in {_shown('results/tables')}, figure in {_shown('results/figures')}"
         elif args.command == "mechanism":
+            executor, slurm = _executor_choice(args, me)
             reproduce_mechanism(args.out, args.class_count_out, args.sweep_out, args.jobs, not args.no_extract,
-                                data_root=args.data_root)
+                                data_root=args.data_root, executor=executor, slurm=slurm)
             where = f"runs in {_shown(args.out)}"
             if Path(args.out).resolve() == (REPO / COMMITTED_MECHANISM).resolve():
                 where += f"; tables in {_shown('results/tables')}, figure in {_shown('results/figures')}"

@@ -308,26 +308,35 @@ class RunJob(submitit.helpers.Checkpointable):
     checkpoint of its last finished round (:func:`alkit.loop.run_active_learning`), so a requeue
     costs at most the round in progress; its claim is recognised as its own (the job id stays)."""
 
-    def __init__(self, dataset: str, strategy: str, seed: int, scale: str, out: str, source: str,
-                 data_root: str | None) -> None:
+    def __init__(self, dataset: str, strategy, seed: int, scale: str, out: str, source: str,
+                 data_root: str | None, worker=None, worker_kwargs: dict | None = None) -> None:
         self.task = (dataset, strategy, int(seed), scale, str(out), source, data_root)
+        self.worker, self.worker_kwargs = worker, dict(worker_kwargs or {})   # another experiment's task runner
         self.command = io.launch_command()   # the submitting command, recorded by the run (not submitit's)
 
     def __call__(self) -> str:
         dataset, strategy, seed, scale, out, source, data_root = self.task
         io.pin_provenance(loaded_commit(), self.command)
+        if self.worker is not None:
+            return self.worker(dataset, strategy, [seed], scale, out, source, data_root, **self.worker_kwargs)
         return _worker_run(dataset, strategy, [seed], scale, out, source, data_root)
 
 
 def run_slurm(pending, scale: str, out: str, *, source: str = "auto", data_root: str | None = None,
-              options: SlurmOptions = SlurmOptions(), folder: str | Path | None = None) -> list[str]:
+              options: SlurmOptions = SlurmOptions(), folder: str | Path | None = None, worker=None,
+              worker_kwargs: dict | None = None, locate=None) -> list[str]:
     """Submit every pending run that is not finished as one task of a SLURM job array; returns the
     job ids.  Jobs never extract features: cache them first (``python -m alkit features``, under
     torchrun for many GPUs).  The results land in ``out`` as a local sweep's do; the same command
-    submits only what is still missing."""
+    submits only what is still missing.  ``worker``, ``worker_kwargs`` and ``locate``: another
+    experiment's tasks, as for :func:`run_parallel` (the worker must be importable on the nodes)."""
     folder = Path(folder) if folder is not None else Path(out) / ".submitit"
-    todo = [(d, s, seed) for d, (s,), seed in pending
-            if not run_path(Path(out) / d, s, seed).with_suffix(".json").exists()]
+
+    def finished(d, s, seed) -> bool:
+        meta = locate(d, s, seed)[1] if locate is not None else run_path(Path(out) / d, s, seed).with_suffix(".json")
+        return meta.exists()
+
+    todo = [(d, s, seed) for d, (s,), seed in pending if not finished(d, s, seed)]
     if not todo:
         print(f"every run is finished under {out}: nothing to submit", flush=True)
         return []
@@ -338,10 +347,12 @@ def run_slurm(pending, scale: str, out: str, *, source: str = "auto", data_root:
                          "use the local executor") from None
     executor.update_parameters(name="alkit-sweep", **{f"slurm_{k}": v for k, v in options.executor_parameters().items()})
     with executor.batch():
-        jobs = [executor.submit(RunJob(d, s, seed, scale, out, source, data_root)) for d, s, seed in todo]
+        jobs = [executor.submit(RunJob(d, s, seed, scale, out, source, data_root, worker, worker_kwargs))
+                for d, s, seed in todo]
     ids = [job.job_id for job in jobs]
     write_json(Path(out) / "slurm_jobs.json", {"submitted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                                "jobs": [{"job_id": i, "dataset": d, "strategy": s, "seed": seed}
+                                                "jobs": [{"job_id": i, "dataset": d, "strategy": s if isinstance(s, str)
+                                                          else list(s), "seed": seed}
                                                          for i, (d, s, seed) in zip(ids, todo)],
                                                 "logs": str(folder)})
     print(f"submitted {len(ids)} runs as SLURM array {ids[0].split('_')[0]} (logs in {folder}); results land in "

@@ -192,18 +192,30 @@ def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, so
 
 def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = class_count.RUNS_DIR,
                   sweep_out: str | Path = class_count.SWEEP_DIR, *, scale: str = "cpu", jobs: int = 1,
-                  source: str = "auto", data_root: str | None = None, extract: bool = True) -> None:
-    """Run (or resume) every run of :func:`cells`; append the wall time to ``<out>/sweep_times.json``."""
+                  source: str = "auto", data_root: str | None = None, extract: bool = True,
+                  executor: str | None = None, slurm: launch.SlurmOptions | None = None) -> None:
+    """Run (or resume) every run of :func:`cells`; append the wall time to ``<out>/sweep_times.json``.
+    ``executor``: as every sweep's (:func:`alkit.launch.run_phases`): ``"inline"`` (this process),
+    ``"local"`` (``jobs`` worker processes) or ``"slurm"`` (a job per unfinished run; returns at
+    once); None: inline for one job, local for more."""
+    executor = executor or ("local" if jobs > 1 else "inline")
+    if executor not in launch.EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(launch.EXECUTORS)}, got {executor!r}")
     pending = pending_runs(scale)
     by_name = {c.name: c for c in cells(scale)}
     started, started_epoch = time.perf_counter(), time.time()
     kwargs = {"class_count_out": str(class_count_out), "sweep_out": str(sweep_out)}
-    if jobs > 1:
-        def locate(dataset, task, seed):   # where a task's run appears, to print it as it does
-            cell = by_name[task[0]]
-            folder = run_folder(cell, task[1], scale, out, class_count_out, sweep_out)
-            return cell.label, runs.run_path(folder, task[1], seed).with_suffix(".json")
 
+    def locate(dataset, task, seed):   # where a task's run appears (to print it, to skip it when finished)
+        cell = by_name[task[0]]
+        folder = run_folder(cell, task[1], scale, out, class_count_out, sweep_out)
+        return cell.label, runs.run_path(folder, task[1], seed).with_suffix(".json")
+
+    if executor == "slurm":
+        launch.run_slurm(pending, scale, str(out), source=source, data_root=data_root,
+                         options=slurm or launch.SlurmOptions(), worker=worker, worker_kwargs=kwargs, locate=locate)
+        return
+    if executor == "local":
         launch.run_parallel(pending, scale, str(out), source=source, data_root=data_root, jobs=jobs, extract=extract,
                             worker=worker, worker_kwargs=kwargs, locate=locate)
     else:

@@ -312,12 +312,15 @@ def reproduce_class_count(out: str = COMMITTED_CLASS_COUNT, sweep_out: str = COM
 
 def reproduce_mechanism(out: str = COMMITTED_MECHANISM, class_count_out: str = COMMITTED_CLASS_COUNT,
                         sweep_out: str = COMMITTED_RUNS, jobs: int = 1, extract: bool = True, source: str = "auto",
-                        data_root: str | None = None) -> None:
+                        data_root: str | None = None, executor: str | None = None, slurm=None) -> None:
     """The mechanism experiment (``alkit.mechanism``): its runs (resumable; the plain strategies'
-    runs are the class-count experiment's and the cpu sweep's), then ``i_mechanism`` and
-    ``e_summary`` render its tables, figure and claim 1's verdict from them."""
+    runs are the class-count experiment's and the cpu sweep's; ``executor``, ``slurm``: as every
+    sweep's), then ``i_mechanism`` and ``e_summary`` render its tables, figure and claim 1's
+    verdict from them (not after a SLURM submission: run ``figures`` once the jobs are done)."""
     mechanism.run_mechanism(out, class_count_out, sweep_out, jobs=jobs, source=source, data_root=data_root,
-                            extract=extract)
+                            extract=extract, executor=executor, slurm=slurm)
+    if executor == "slurm":
+        return
     committed = [(out, COMMITTED_MECHANISM), (class_count_out, COMMITTED_CLASS_COUNT), (sweep_out, COMMITTED_RUNS)]
     if all(Path(given).resolve() == (REPO / default).resolve() for given, default in committed):
         for name in ("i_mechanism", "e_summary"):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from alkit import studies
 from alkit.launch import RunJob, SlurmOptions, run_phases
 from alkit.loop import TIMING_COLUMNS
 from alkit.runs import claim_run, cluster_job_id, run_path
@@ -117,3 +118,30 @@ def test_reproduce_rejects_executor_misuse(argv, flag, capsys):
         reproduce_main(argv)
     assert stop.value.code == 2
     assert flag in capsys.readouterr().err
+
+
+def test_the_mechanism_experiment_runs_through_slurm_as_every_sweep(tmp_path, fake_slurm):
+    """Its (cell, strategy) tasks go into one job array (finished runs left out), and a task run as
+    SLURM would run it writes the run the inline executor writes."""
+    from alkit import mechanism
+
+    out, cc, sweep = tmp_path / "m", tmp_path / "cc", tmp_path / "sweep"
+    cell = mechanism.cells("smoke")[0]
+    data = studies.load_study_data("tiny-imagenet", "smoke", source="synthetic", progress=False)
+    mechanism.run_one(data, cell, "random", 0, "smoke", out, cc, sweep)   # finished before
+    mechanism.run_mechanism(out, cc, sweep, scale="smoke", source="synthetic", executor="slurm",
+                            slurm=SlurmOptions(array_parallelism=4))
+    submitted = json.loads((out / "slurm_jobs.json").read_text())["jobs"]
+    assert len(submitted) == len(mechanism.pending_runs("smoke")) - 1
+    first = submitted[0]
+    assert first["strategy"] == [cell.name, "margin"] and first["seed"] == 0
+    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4242",
+           "SLURM_ARRAY_TASK_ID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "1",
+           "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost"}
+    done = subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(out / ".submitit")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stem = run_path(out / cell.name, "margin", 0)
+    inline = tmp_path / "inline"
+    mechanism.run_one(data, cell, "margin", 0, "smoke", inline, cc, sweep)
+    pd.testing.assert_frame_equal(_rows(stem), _rows(run_path(inline / cell.name, "margin", 0)))
