@@ -353,8 +353,10 @@ def claim1_verdict(evidence: pd.DataFrame) -> tuple[str, str]:
         if mixed:
             reasons.append(f"the two interventions point in different directions for {', '.join(mixed)}")
         if labels:
-            reasons.append(f"the labels per class move the gain of {', '.join(labels)} at least as much as the "
-                           "number of classes does")
+            if both:
+                reasons.append(f"both interventions point to imbalance for {', '.join(both)}")
+            reasons.append(("but " if both else "") + f"the labels per class move the gain of {', '.join(labels)} "
+                           "at least as much as the number of classes does")
         if both and set(both) != set(failing) and not mixed:
             reasons.append(f"imbalance accounts for {', '.join(both)} but not for "
                            f"{', '.join(s for s in failing if s not in both)}")

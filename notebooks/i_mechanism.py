@@ -36,8 +36,8 @@
 # %% tags=["parameters"]
 SCALE = "cpu"                               # smoke | cpu
 RUNS_DIR = "results/runs/mechanism"         # this experiment's own runs
-CLASS_COUNT_DIR = "results/runs/class-count"   # the class-count runs it shares (plain strategies, K < 200)
-SWEEP_DIR = "results/runs/cpu"              # the cpu sweep it shares (K = 200 and CIFAR-10, plain strategies)
+CLASS_COUNT_DIR = "results/runs/class-count"   # the class-count runs it shares (plain strategies)
+SWEEP_DIR = "results/runs/cpu"              # the cpu sweep it shares (all 200 classes, and CIFAR-10)
 FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
 TABLES_DIR = None    # None: notebooks/executed/<notebook>/tables; results/tables only when asked
 RUN_MISSING = False                         # True: run what is not finished yet
