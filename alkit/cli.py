@@ -865,7 +865,7 @@ def run_from_arrays(args: argparse.Namespace) -> int:
     frame = run_sweep(x, y, tx, ty, num_classes, strategies, seeds, initial_size=args.initial,
                       round_budget=args.budget, rounds=args.rounds, val_per_class=args.val_per_class,
                       probe=probe, dataset=Path(args.features).stem, progress=not getattr(args, "quiet", False),
-                      out_dir=runs_dir, data_meta=data_meta)
+                      out_dir=runs_dir, data_meta=data_meta, allow_missing_classes=args.allow_missing_classes)
     try:
         atomic_write(args.out, lambda tmp: frame.to_csv(tmp, index=False))
     except OSError as exc:   # checked before the sweep, yet the disk may fill: keep the rows somewhere

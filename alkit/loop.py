@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from alkit.checks import ParameterError, check_int
+from alkit.checks import ParameterError, check_bool, check_int
 from alkit.io import array_fingerprint, atomic_write
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_features, check_labels
@@ -96,6 +96,7 @@ def run_active_learning(
     shared: dict | None = None,
     images=None,
     checkpoint: str | Path | None = None,
+    allow_missing_classes: bool = False,
 ) -> RunResult:
     """Run the initial random pool plus ``rounds`` query rounds; return a :class:`RunResult`.
 
@@ -123,6 +124,9 @@ def run_active_learning(
     clusters) are restored, and every random stream is keyed by (seed, round), so the resumed run
     gives the rows and picks of an uninterrupted one.  A checkpoint of other settings is ignored.
     The caller deletes it once the finished run is saved.
+
+    ``allow_missing_classes``: run although some of the ``num_classes`` classes have no training
+    point (refused by default: a wrong ``num_classes`` would skew every balance metric).
     """
     info = resolve_strategy(strategy)
     name = strategy_name or info.name
@@ -151,11 +155,12 @@ def run_active_learning(
     check_labels(train_labels, num_classes, "train_labels", allow_unlabelled=False)
     check_labels(test_labels, num_classes, "test_labels", allow_unlabelled=False)
     absent = np.flatnonzero(np.bincount(train_labels, minlength=num_classes) == 0)
-    if absent.size:   # every balance metric would count them as classes the strategy failed to label
+    if absent.size and not check_bool(allow_missing_classes, "allow_missing_classes"):
+        # every balance metric would count them as classes the strategy failed to label
         raise ParameterError(f"num_classes={num_classes}, but train_labels hold no point of class"
                              f"{'es' if absent.size > 1 else ''} {', '.join(map(str, absent[:10]))}"
                              f"{' …' if absent.size > 10 else ''}; pass the number of classes the data has "
-                             "(relabel the classes 0 … C−1)")
+                             "(relabel the classes 0 … C−1), or allow_missing_classes=True if the pool lacks them")
     initial_size = check_budget(initial_size)
     round_budget = check_budget(round_budget)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import threading
 import time
 from pathlib import Path
@@ -101,6 +102,7 @@ def run_sweep(
     progress: bool = True,
     shared: dict | None = None,
     claimed: str = "wait",
+    allow_missing_classes: bool = False,
 ) -> pd.DataFrame:
     """Run every (strategy, seed); return all rows.
 
@@ -138,6 +140,7 @@ def run_sweep(
                 train_features, train_labels, test_features, test_labels, num_classes, info, seed=seed,
                 initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
                 probe=probe, progress=False, shared=shared, checkpoint=checkpoint,
+                allow_missing_classes=allow_missing_classes,
             )
             return finish_run(result, dataset=dataset, data_source=data_source, stem=stem, key=key, started=started,
                               checkpoint=checkpoint)
@@ -162,7 +165,7 @@ def run_sweep(
             info, seed, key, stem = job
             if stem not in told:   # say at once what is waited for, and how it ends
                 told.add(stem)
-                tqdm.write(f"waiting: {describe_claim(stem)}")
+                tqdm.write(f"waiting: {describe_claim(stem)}", file=sys.stderr)   # stdout may be a caller's
             if is_finished(stem, key):
                 frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
                 deferred.remove(job)

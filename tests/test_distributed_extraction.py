@@ -101,7 +101,7 @@ def test_torchrun_ranks_resume_a_single_process_run_byte_identical(folder, tmp_p
 def test_a_failing_rank_stops_both_keeps_their_shards_and_one_process_resumes(folder, tmp_path, capsys):
     bad = folder / "train" / "cat" / "0006.png"   # the last row: shard 5, rank 1's
     good = bad.read_bytes()
-    bad.write_bytes(b"\0" * len(good))   # same size: the same cache entry, an unreadable image
+    bad.write_bytes(b"\0" * len(good))   # an unreadable image (the cache key follows the images' bytes)
     run = _torchrun(_argv(folder, tmp_path / "shared"))
     assert run.returncode != 0
     # Each rank says it in one line (the two may interleave on the shared pipe), with no traceback of ours.
@@ -112,11 +112,17 @@ def test_a_failing_rank_stops_both_keeps_their_shards_and_one_process_resumes(fo
     [entry] = (tmp_path / "shared" / "features").iterdir()
     assert sorted(p.name for p in (entry / "partial").glob("shard_*.npy")) == [f"shard_{s:06d}.npy" for s in range(5)]
 
+    # One process resumes the ranks' entry: the five finished shards are kept, shard 5 fails again.
+    shards = {p.name: p.stat().st_mtime_ns for p in (entry / "partial").glob("shard_*.npy")}
+    assert features_main(_argv(folder, tmp_path / "shared")) != 0
+    assert "0006.png" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in (entry / "partial").glob("shard_*.npy")} == shards
+    # The image repaired: other bytes, another entry, the one a single process makes.
     bad.write_bytes(good)
     reference = _single(folder, tmp_path / "alone", capsys)
-    resumed = _single(folder, tmp_path / "shared", capsys)
-    _assert_same_entry(reference["directory"], resumed["directory"])
-    assert json.load(open(resumed["meta"]))["extraction"]["shards_per_rank"] == [1]   # shard 5 only
+    repaired = _single(folder, tmp_path / "shared", capsys)
+    _assert_same_entry(reference["directory"], repaired["directory"])
+    assert repaired["directory"] != str(entry)
 
 
 # ---------------------------------------------------------------- the helpers, without a launcher
