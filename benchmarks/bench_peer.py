@@ -34,8 +34,8 @@ import _measure as M  # noqa: E402
 STRATEGIES = ("margin", "confidence", "entropy", "coreset", "badge", "typiclust", "probcover")
 #: How the peer defines a method differently (the page says so beside its row).
 DIFFERENCES = {
-    "badge": "both draw k-means++ seeds at random, from other random streams: the overlap is chance, "
-             "the time is comparable",
+    "badge": "both draw k-means++ seeds on the gradient embeddings at random, from other random streams: "
+             "the overlap is chance, the work the same",
     "typiclust": "the peer clusters with scikit-learn's KMeans (its own seeding, no fixed fit sample) and "
                  "measures typicality with its own neighbour count: other clusters, other picks",
     "probcover": "the peer chooses δ by its own search on the raw features (alkit: the purity rule on "
