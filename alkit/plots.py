@@ -207,6 +207,15 @@ def plot_balance_vs_benefit(summary: pd.DataFrame, ax=None, title: str | None = 
     return ax
 
 
+def _log_x_at(ax, values) -> None:
+    """A log x axis ticked at exactly ``values`` (class counts, labels per class), no minor ticks."""
+    ticks = sorted(set(values))
+    ax.set_xscale("log")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+
+
 def plot_against_classes(table: pd.DataFrame, value: str, ax=None, low: str | None = None, high: str | None = None,
                          ylabel: str | None = None, title: str | None = None, logy: bool = False, zero_line: bool = False):
     """``value`` of each strategy against the number of classes (one point per K, log axis), with
@@ -227,11 +236,7 @@ def plot_against_classes(table: pd.DataFrame, value: str, ax=None, low: str | No
             ax.plot(x, sub[value], **style)
     if zero_line:
         ax.axhline(0.0, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    classes = sorted(table["num_classes"].unique())
-    ax.set_xticks(classes)
-    ax.set_xticklabels([str(k) for k in classes])
-    ax.minorticks_off()
+    _log_x_at(ax, table["num_classes"])
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("number of classes K")
@@ -263,11 +268,7 @@ def plot_parts_against_classes(parts: pd.DataFrame, strategy: str, ax=None, titl
         ax.errorbar(x, rows["mean"], yerr=[rows["mean"] - rows["lo"], rows["hi"] - rows["mean"]], capsize=2,
                     elinewidth=0.8, lw=1.3, ms=4, **PART_STYLES[part])
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    classes = sorted(sub["num_classes"].unique())
-    ax.set_xticks(classes)
-    ax.set_xticklabels([str(k) for k in classes])
-    ax.minorticks_off()
+    _log_x_at(ax, sub["num_classes"])
     ax.set_xlabel("number of classes K (Tiny-ImageNet subsets)")
     ax.set_ylabel("Δ area under top-1 curve")
     ax.set_title(title or f"S = {strategy}", fontsize=10)
@@ -309,11 +310,7 @@ def plot_against_labels(table: pd.DataFrame, ax=None, title: str | None = None):
         ax.errorbar(rows["labels_per_class_final"], rows["auc_diff"], capsize=2, elinewidth=0.8,
                     yerr=[rows["auc_diff"] - rows["auc_diff_lo"], rows["auc_diff_hi"] - rows["auc_diff"]], **style)
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    ticks = sorted(sub["labels_per_class_final"].unique())
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
-    ax.minorticks_off()
+    _log_x_at(ax, sub["labels_per_class_final"])
     ax.set_xlabel("labels per class at the end (half, paper, double schedule)")
     ax.set_ylabel("Δ area under top-1 curve vs random")
     if title:
