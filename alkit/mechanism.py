@@ -391,11 +391,6 @@ def across_cells(per_seed: pd.DataFrame, strategy: str, part: str, cell_a: str, 
     return difference_interval(values(cell_a), values(cell_b))
 
 
-def interval_text(interval: dict) -> str:
-    """"+0.0012 [−0.0003, +0.0027]" for a mean and its interval."""
-    return f"{interval['mean']:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}]"
-
-
 __all__ = ["Cell", "cells", "run_mechanism", "load_mechanism", "mechanism_table", "parts_table", "per_seed_parts",
            "across_cells", "SCHEDULES", "SCORE_STRATEGIES"]
 

@@ -37,6 +37,16 @@ def fake_slurm(tmp_path, monkeypatch):
     return tmp_path / "submitted.sh"
 
 
+def _run_array_task(out: Path, task: int) -> None:
+    """What srun starts on a node for array task ``task`` of the job submitted into ``out``."""
+    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4242",
+           "SLURM_ARRAY_TASK_ID": str(task), "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "1",
+           "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost"}
+    done = subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(out / ".submitit")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def _rows(stem: Path) -> pd.DataFrame:
     frame = pd.read_csv(stem.with_suffix(".csv"))
     return frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame])
@@ -61,12 +71,7 @@ def test_a_submitted_job_computes_its_run_as_the_inline_executor_does(tmp_path, 
     out = tmp_path / "slurm"
     run_phases(PHASES, "smoke", str(out), source="synthetic", executor="slurm", slurm=SlurmOptions())
     # What srun starts on the node, with the environment SLURM gives array task 1 (margin, seed 0).
-    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4242",
-           "SLURM_ARRAY_TASK_ID": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "1",
-           "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost"}
-    done = subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(out / ".submitit")], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run_array_task(out, 1)
     stem = run_path(out / "cifar10", "margin", 0)
     assert stem.with_suffix(".json").exists() and not run_path(out / "cifar10", "random", 0).with_suffix(".json").exists()
     run_phases([("cifar10", ("margin",), (0,))], "smoke", str(tmp_path / "inline"), source="synthetic")
@@ -135,12 +140,7 @@ def test_the_mechanism_experiment_runs_through_slurm_as_every_sweep(tmp_path, fa
     assert len(submitted) == len(mechanism.pending_runs("smoke")) - 1
     first = submitted[0]
     assert first["strategy"] == [cell.name, "margin"] and first["seed"] == 0
-    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4242",
-           "SLURM_ARRAY_TASK_ID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "1",
-           "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost"}
-    done = subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(out / ".submitit")], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run_array_task(out, 0)
     stem = run_path(out / cell.name, "margin", 0)
     inline = tmp_path / "inline"
     mechanism.run_one(data, cell, "margin", 0, "smoke", inline, cc, sweep)

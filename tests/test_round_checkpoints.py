@@ -23,6 +23,16 @@ def _run(d, strategy, **kwargs):
                                progress=False, **kwargs)
 
 
+def _killed_in_round_2(d, strategy, ckpt):
+    """Run ``strategy`` with a checkpoint and stop it in round 2, as a kill would."""
+    def kill(row, batch):
+        if row["round"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _run(d, strategy, checkpoint=ckpt, on_round=kill)
+
+
 def _same(a, b):
     cols = [c for c in a.frame().columns if c not in TIMING_COLUMNS]
     pd.testing.assert_frame_equal(a.frame()[cols], b.frame()[cols])
@@ -59,12 +69,7 @@ def test_a_checkpoint_of_other_settings_is_ignored(tmp_path):
     d = _data()
     ckpt = tmp_path / "run.ckpt"
 
-    def kill(row, batch):
-        if row["round"] == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        _run(d, "margin", checkpoint=ckpt, on_round=kill)
+    _killed_in_round_2(d, "margin", ckpt)
     seen = []
     other = run_active_learning(d.train_features, d.train_labels, d.test_features, d.test_labels, d.num_classes,
                                 "entropy", seed=4, initial_size=12, round_budget=9, rounds=4, val_per_class=3,
@@ -80,12 +85,7 @@ def test_a_checkpoint_of_other_data_is_ignored(tmp_path):
     d = _data()
     ckpt = tmp_path / "run.ckpt"
 
-    def kill(row, batch):
-        if row["round"] == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        _run(d, "margin", checkpoint=ckpt, on_round=kill)
+    _killed_in_round_2(d, "margin", ckpt)
     other = gaussian_mixture(6, 60, 8, separation=2.5, seed=3)
     other.train_features[5] += 1.0
     seen = []
@@ -103,12 +103,7 @@ def test_a_coreset_checkpoint_holds_no_copy_of_the_pool_and_resumes_with_its_car
     d = gaussian_mixture(6, 200, 64, separation=2.5, seed=3)
     ckpt = tmp_path / "run.ckpt"
 
-    def kill(row, batch):
-        if row["round"] == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        _run(d, "coreset", checkpoint=ckpt, on_round=kill)
+    _killed_in_round_2(d, "coreset", ckpt)
     assert ckpt.stat().st_size < d.train_features.nbytes / 4   # 300 KB of features; the state is far smaller
     resumed = []
     real = _coreset_engine.resume
