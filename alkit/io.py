@@ -2,16 +2,20 @@
 what made it."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -57,8 +61,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(Path(tmp))
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise disk_full_while_writing(path, exc) from exc
         raise
     return path
 
@@ -117,6 +123,127 @@ def check_output_dir(path: str | Path, argument: str = "out") -> Path:
         raise ValueError(f"{argument}: {path} {where}, not a folder; choose a folder path")
     _check_can_create_in(existing, argument, f"into {path}")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Free space: checked before a large write, and named when the disk fills during one
+# ---------------------------------------------------------------------------------------------
+
+#: What to do about a full feature cache (``cache_dir=FOLDER``: the command lines put their flag there).
+CACHE_FIX = ("free space on that disk, or move the cache to a larger one with ALKIT_CACHE=FOLDER or "
+             "cache_dir=FOLDER")
+#: errno values that mean the disk, or the user's quota on it, is full.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# numpy's ``tofile`` (under ``np.save``) reports a short write without an errno.
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+
+
+class DiskFullError(OSError):
+    """Not enough room on a disk: found before writing (:func:`check_free_space`) or while writing
+    (``ENOSPC`` / ``EDQUOT``).  ``str()`` is the whole message, naming the folder or file, the disk,
+    the bytes needed or free and ``fix``; ``strerror`` stays the system's short reason."""
+
+    def __init__(self, text: str, fix: str, code: int = errno.ENOSPC, filename: str | None = None) -> None:
+        super().__init__(code, os.strerror(code), filename)
+        self.text, self.fix = text, fix
+
+    def __str__(self) -> str:
+        return f"{self.text}; {self.fix}"
+
+    def __reduce__(self):   # OSError pickles its (errno, strerror) arguments; keep the message instead
+        return type(self), (self.text, self.fix, self.errno, self.filename)
+
+    def with_fix(self, fix: str) -> "DiskFullError":
+        return DiskFullError(self.text, fix, self.errno, self.filename)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk or the quota is full (numpy's errno-less short write included)."""
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in DISK_FULL_ERRNOS:
+        return True
+    return exc.errno is None and _SHORT_WRITE.fullmatch(str(exc)) is not None
+
+
+def byte_size(n: int) -> str:
+    """``n`` bytes for a reader: ``1.5 GiB (1,610,612,736 bytes)``."""
+    n = int(n)
+    value, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n:,} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({n:,} bytes)"
+
+
+def describe_disk(path: str | Path) -> str:
+    """The disk ``path`` lies on: ``the disk mounted at /data (/dev/sdb1)``, its device where the
+    system lists it (Linux's /proc/self/mounts)."""
+    mount = Path(os.path.realpath(_nearest_existing(Path(path).expanduser().absolute())))
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    device = None
+    try:
+        with open("/proc/self/mounts") as fh:
+            for line in fh:   # the last mount on a mount point is the one in effect
+                fields = line.split()
+                if len(fields) > 1 and _unescape_mount(fields[1]) == str(mount):
+                    device = _unescape_mount(fields[0])
+    except OSError:
+        pass
+    return f"the disk mounted at {mount}" + (f" ({device})" if device else "")
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes free to this user on the disk of ``path`` (or of its nearest existing folder)."""
+    return int(shutil.disk_usage(_nearest_existing(Path(path).expanduser().absolute())).free)
+
+
+def check_free_space(path: str | Path, needed_bytes: int, what: str, fix: str = CACHE_FIX) -> int:
+    """Raise :class:`DiskFullError` before any work when the disk of ``path`` (a folder, which may
+    not exist yet) has fewer than ``needed_bytes`` free for ``what``; else return the bytes free."""
+    free = free_bytes(path)
+    if needed_bytes > free:
+        raise DiskFullError(f"not enough free space for {what} in {path}: it needs {byte_size(needed_bytes)}, "
+                            f"{describe_disk(path)} has {byte_size(free)} free", fix)
+    return free
+
+
+def disk_full_while_writing(path: str | Path, exc: OSError, fix: str = "free space on that disk, or write to "
+                            "another one", *, folder: bool = False) -> DiskFullError:
+    """The :class:`DiskFullError` for ``exc`` (a full disk or quota) met while writing the file
+    ``path`` (or some file in the folder ``path``, when ``folder``)."""
+    short = _SHORT_WRITE.fullmatch(str(exc)) if exc.errno is None else None
+    reason = (f"only {int(short.group(2)):,} of {int(short.group(1)):,} bytes were written (disk or quota full)"
+              if short else exc.strerror or str(exc))
+    where = Path(path) if folder else Path(path).parent
+    try:
+        room = f"{describe_disk(where)} has {byte_size(free_bytes(where))} free"
+    except OSError:
+        room = "the free space of its disk cannot be read"
+    return DiskFullError(f"cannot write {'in ' if folder else ''}{path}: {reason}; {room}", fix,
+                         exc.errno if exc.errno in DISK_FULL_ERRNOS else errno.ENOSPC, str(path))
+
+
+@contextmanager
+def naming_full_disk(folder: str | Path, fix: str) -> Iterator[None]:
+    """Inside the block, a full disk raises :class:`DiskFullError` ending in ``fix``: the file named by
+    the error (from :func:`atomic_write`), else ``folder``."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, DiskFullError):
+            raise exc.with_fix(fix) from exc.__cause__
+        if not is_disk_full(exc):
+            raise
+        if exc.filename:
+            raise disk_full_while_writing(exc.filename, exc, fix) from exc
+        raise disk_full_while_writing(folder, exc, fix, folder=True) from exc
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> Path:

@@ -89,6 +89,7 @@ def test_seed_required(small_pool):
 # ==============================================================================================
 
 import argparse  # noqa: E402
+import errno  # noqa: E402
 import os  # noqa: E402
 import stat  # noqa: E402
 import types  # noqa: E402
@@ -452,6 +453,70 @@ def test_features_worker_errors_name_the_image(images, tmp_path, capsys):
             "--quiet", "--num-workers", "1", "--out", str(tmp_path / "cache")]
     line = one_error_line(features_main, argv, capsys)
     assert line.count("error:") == 1 and "--root" in line and "fake/train/b/0000.jpg" in line, line
+
+
+def _free(monkeypatch, free: int) -> list:
+    """``shutil.disk_usage`` reports ``free`` bytes (for every disk); returns the folders asked about."""
+    import shutil
+
+    asked = []
+
+    def usage(path):
+        asked.append(path)
+        return types.SimpleNamespace(total=free + 10**9, used=10**9, free=free)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    return asked
+
+
+def test_free_space_check_names_folder_disk_bytes_and_fix(tmp_path, monkeypatch):
+    from alkit.io import DiskFullError, check_free_space
+
+    asked = _free(monkeypatch, 1000)
+    target = tmp_path / "not" / "yet"
+    assert check_free_space(target, 1000, "the features") == 1000   # exactly enough is enough
+    with pytest.raises(DiskFullError) as info:
+        check_free_space(target, 1001, "the features")
+    assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
+    message = str(info.value)
+    for words in (f"not enough free space for the features in {target}", "needs 1,001 bytes", "has 1,000 bytes free",
+                  "the disk mounted at", "ALKIT_CACHE=FOLDER"):
+        assert words in message, (words, message)
+    assert all(Path(p).is_dir() for p in asked)   # measured on the nearest folder that exists
+    with pytest.raises(DiskFullError, match=r"needs 2\.0 GiB \(2,147,483,648 bytes\).*write elsewhere"):
+        check_free_space(target, 2**31, "the run", fix="write elsewhere")
+
+
+@pytest.mark.parametrize("error, reason", [
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded"),
+    (OSError("81920 requested and 32704 written"), "only 32,704 of 81,920 bytes were written (disk or quota full)"),
+])
+def test_a_full_disk_while_saving_names_the_file(tmp_path, monkeypatch, error, reason):
+    from alkit.io import DiskFullError, save_npy
+
+    def full(fh, array, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(np, "save", full)
+    with pytest.raises(DiskFullError) as info:
+        save_npy(tmp_path / "x.npy", np.zeros(3))
+    assert str(info.value).startswith(f"cannot write {tmp_path / 'x.npy'}: {reason}; the disk mounted at ")
+    assert info.value.filename == str(tmp_path / "x.npy") and info.value.strerror in (os.strerror(errno.ENOSPC),
+                                                                                   os.strerror(errno.EDQUOT))
+    assert list(tmp_path.iterdir()) == []   # the temporary file is gone
+
+
+def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
+    from alkit.io import DiskFullError, save_npy
+
+    def broken(fh, array, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(np, "save", broken)
+    with pytest.raises(OSError, match="Input/output error") as info:
+        save_npy(tmp_path / "x.npy", np.zeros(3))
+    assert not isinstance(info.value, DiskFullError)
 
 
 # ---------------------------------------------------------------- python -m alkit.experiment / alkit.reproduce
