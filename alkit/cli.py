@@ -39,6 +39,19 @@ def one_line(text: object) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or "unknown error"
 
 
+def disk_full_message(exc: BaseException, flag: str | None = None) -> str | None:
+    """A full disk (``alkit.io.DiskFullError``) in a command's terms: the command's cache flag
+    ``flag`` in the fix and in front (only ``$ALKIT_CACHE`` where it has none); None for other errors."""
+    io = sys.modules.get("alkit.io")   # not loaded: not its error (and no torch import to find that out)
+    if io is None or not isinstance(exc, io.DiskFullError):
+        return None
+    text = one_line(exc)
+    if "cache_dir=FOLDER" not in text:
+        return text
+    text = text.replace(" or cache_dir=FOLDER", f" or {flag} FOLDER" if flag else "")
+    return f"{flag}: {text}" if flag else text
+
+
 # --------------------------------------------------------------------------------------------
 # Reading the input files
 # --------------------------------------------------------------------------------------------
@@ -618,7 +631,10 @@ def features_main(argv: list[str] | None = None) -> int:
         print(f"{FEATURES_PROG}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except (ValueError, OSError, ConnectionError) as exc:
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.strerror:
+        full = disk_full_message(exc, "--out")
+        if full is not None:   # the cache's disk: the folder, its free space and the fix
+            message = full
+        elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.strerror:
             where = f" {exc.filename}" if exc.filename else ""
             message = f"cannot read or write{where}: {exc.strerror}"
         else:
@@ -665,6 +681,9 @@ EXPERIMENT_FLAGS = {"data_root": "--data-root", "cache_dir": "--cache-dir", "wei
 
 
 def _experiment_message(exc: BaseException) -> str:
+    full = disk_full_message(exc, "--cache-dir")
+    if full is not None:
+        return full
     message = flag_names(one_line(exc), EXPERIMENT_FLAGS)
     # The checkpoint loader's hint names a Python keyword this command does not have.
     return message.replace(
@@ -1443,6 +1462,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except OSError as exc:   # e.g. the disk filled up while writing --out
+        full = disk_full_message(exc)
+        if full is not None:
+            sys.stderr.write(f"{PROG} {args.command}: error: {full}\n")
+            return 2
         where = f" {exc.filename}" if exc.filename else ""
         sys.stderr.write(f"{PROG} {args.command}: error: cannot read or write{where}: "
                          f"{exc.strerror or one_line(exc)}\n")

@@ -46,7 +46,8 @@ from alkit.backbones import Backbone, load_backbone
 from alkit.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
 from alkit.distributed import (World, all_gather, failure_text, main_first, on_main, owned, process_group,
                                raise_failures, rank_device, resolve_device, world_from_env)
-from alkit.io import atomic_write, process_alive, save_npy, write_json, write_text
+from alkit.io import (CACHE_FIX, DISK_FULL_ERRNOS, atomic_write, check_free_space, naming_full_disk, process_alive,
+                      save_npy, write_json, write_text)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ DEFAULT_SMALL_IMAGE_RESOLUTION = 112
 DEFAULT_BATCH_SIZE = 64
 #: Images per resumable shard: a crash loses at most this many images' work.
 DEFAULT_SHARD_SIZE = 2048
+#: Room for an entry's small files besides its arrays and paths.txt: meta.json, progress.json,
+#: the claims and the .npy headers (plus ``BYTES_PER_CLASS`` for each class meta.json lists).
+SIDE_FILE_BYTES = 64 * 1024
+BYTES_PER_CLASS = 256
+#: What to do when the cache's disk is (or would be) full.
+EXTRACTION_FIX = CACHE_FIX + ", then run the same command again (finished shards are kept and resumed from)"
 _INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -374,6 +381,25 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def paths_bytes(dataset: ImageDataset) -> int:
+    """Size of the ``paths.txt`` an entry of ``dataset`` gets (0 for images held in memory)."""
+    return 0 if dataset.files is None else sum(len(f.encode()) + 1 for f in dataset.files)
+
+
+def entry_bytes(n: int, dim: int, *, paths: int = 0, num_classes: int = 0) -> int:
+    """Bytes of a complete cache entry of ``n`` rows × ``dim`` features: ``features.npy`` (float16,
+    2·n·dim), ``labels.npy`` and ``indices.npy`` (int64, 8·n each), ``paths.txt`` (``paths`` bytes)
+    and the small files (``SIDE_FILE_BYTES`` + ``BYTES_PER_CLASS`` per class)."""
+    return 2 * n * dim + 16 * n + paths + SIDE_FILE_BYTES + BYTES_PER_CLASS * num_classes
+
+
+def extraction_bytes(n: int, dim: int, *, rows_done: int = 0, paths: int = 0, num_classes: int = 0) -> int:
+    """Bytes an extraction still writes at its peak: the float16 shards not on disk yet
+    (2·(n − rows_done)·dim) plus the entry joined from them while they are all still there
+    (:func:`entry_bytes`): a cold extraction needs 4 bytes per feature, not 2."""
+    return 2 * (n - rows_done) * dim + entry_bytes(n, dim, paths=paths, num_classes=num_classes)
+
+
 def extract_features(
     dataset: ImageDataset,
     backbone: Backbone,
@@ -413,10 +439,11 @@ def extract_features(
     preprocessing = preprocessing or default_preprocessing(dataset, backbone, resolution)
     directory = cache_entry_dir(cache_dir, dataset, backbone, preprocessing)
     if not world.is_distributed:   # the device is checked only when there is work for it
-        return _extract(dataset, backbone, preprocessing, directory, device, batch_size, shard_size, num_workers,
-                        progress, stop_after_batches, cached_only, world)
+        with naming_full_disk(directory, EXTRACTION_FIX):
+            return _extract(dataset, backbone, preprocessing, directory, device, batch_size, shard_size, num_workers,
+                            progress, stop_after_batches, cached_only, world)
     dev = rank_device(resolve_device(device), world)
-    with process_group(world, dev):
+    with process_group(world, dev), naming_full_disk(directory, EXTRACTION_FIX):
         return _extract(dataset, backbone, preprocessing, directory, str(dev), batch_size, shard_size, num_workers,
                         progress, stop_after_batches, cached_only, world)
 
@@ -455,10 +482,23 @@ def _extract(dataset: ImageDataset, backbone: Backbone, preprocessing: Preproces
     settings = {"key": cache_key(dataset, backbone, preprocessing), "batch_size": batch_size,
                 "shard_size": shard_size, "device": dev.type, "torch": torch.__version__}
     partial = directory / "partial"
+    n, dim = len(dataset), backbone.feature_dim
+    n_shards = -(-n // shard_size)
+
+    def rows_of(s: int) -> int:
+        return min(shard_size, n - s * shard_size)
 
     def start() -> dict:
         directory.mkdir(parents=True, exist_ok=True)
-        return _start_partial(partial, settings)
+        record = _start_partial(partial, settings)   # may discard shards made with other settings
+        # The room the rest needs, checked before any image is read (finished shards need none).
+        rows_done = sum(rows_of(s) for s in range(n_shards)
+                        if _read_shard(partial / f"shard_{s:06d}.npy", rows_of(s), dim) is not None)
+        check_free_space(directory, extraction_bytes(n, dim, rows_done=rows_done, paths=paths_bytes(dataset),
+                                                     num_classes=dataset.num_classes),
+                         f"the features of {dataset.display_name} {dataset.split} ({n:,} images × {dim}, float16"
+                         f"{f'; {rows_done:,} done' if rows_done else ''})", EXTRACTION_FIX)
+        return record
 
     # Rank 0 alone starts (or discards) the unfinished extraction, so that no rank removes another's shards.
     record = on_main(start, world)
@@ -471,12 +511,6 @@ def _extract(dataset: ImageDataset, backbone: Backbone, preprocessing: Preproces
         record.setdefault("threads", []).append(threads)
     # channels-last memory layout: ~1.4× faster convolutions on CPU (measured), same numbers up to rounding.
     model = backbone.model.to(dev, memory_format=torch.channels_last)
-    n, dim = len(dataset), backbone.feature_dim
-    n_shards = -(-n // shard_size)
-
-    def rows_of(s: int) -> int:
-        return min(shard_size, n - s * shard_size)
-
     mine = owned(n_shards, world)
     done = [s for s in mine if _read_shard(partial / f"shard_{s:06d}.npy", rows_of(s), dim) is not None]
     bar = None
@@ -613,6 +647,23 @@ def _shards_to_compute(partial: Path, shards: range | list[int], done: list[int]
         time.sleep(poll_s)   # shards other processes are computing: wait, then look again
 
 
+def _allocate(path: Path) -> None:
+    """Give the (sparse) file ``path`` its disk blocks now: on a full disk, writing a page of a
+    memory map of it kills the process with SIGBUS (no message, the temporary file left behind;
+    seen on a full tmpfs), whereas this raises ``ENOSPC``.  A file system that cannot allocate
+    ahead (or a system without ``posix_fallocate``) is written through the map as before."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise
+    finally:
+        os.close(fd)
+
+
 def _assemble(directory: Path, dataset: ImageDataset, backbone: Backbone, preprocessing: Preprocessing,
               record: dict, n_shards: int, shard_size: int) -> FeatureSet:
     """Join the shards into features.npy, then write labels, indices and (last) meta.json."""
@@ -621,6 +672,7 @@ def _assemble(directory: Path, dataset: ImageDataset, backbone: Backbone, prepro
 
     def join(tmp: Path) -> None:   # shard by shard into a memory map: never the whole array in memory
         joined = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, dim))
+        _allocate(tmp)
         for shard in range(n_shards):
             start = shard * shard_size
             joined[start:start + shard_size] = np.load(partial / f"shard_{shard:06d}.npy")
@@ -693,18 +745,24 @@ def subset_features(parent: FeatureSet, rows: np.ndarray, subset: dict, display_
         except ValueError as exc:
             log.warning("discarding derived feature cache %s: %s", directory, exc)
             shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_npy(directory / "features.npy", np.ascontiguousarray(parent.features[rows]))
-    labels = parent.labels[rows]
-    save_npy(directory / "labels.npy", labels)
-    save_npy(directory / "indices.npy", parent.indices[rows])
     parent_paths = parent.paths
-    if parent_paths is not None:
-        write_text(directory / PATHS_FILE, "".join(parent_paths[r] + "\n" for r in rows))
-    meta = {**parent.meta, "key": key, "dataset": display_name, "subset": {**parent.meta.get("subset", {}), **subset},
-            "n": int(rows.size), "class_counts": np.bincount(labels, minlength=parent.num_classes).tolist(),
-            "derived_from": {"key": parent.meta["key"], "directory": str(parent.directory)}}
-    write_json(directory / "meta.json", meta)
+    dim = int(parent.features.shape[1])
+    paths = 0 if parent_paths is None else sum(len(parent_paths[r].encode()) + 1 for r in rows)
+    check_free_space(directory, entry_bytes(rows.size, dim, paths=paths, num_classes=parent.num_classes),
+                     f"the features of {display_name} ({rows.size:,} rows × {dim}, float16)", CACHE_FIX)
+    with naming_full_disk(directory, CACHE_FIX):
+        directory.mkdir(parents=True, exist_ok=True)
+        save_npy(directory / "features.npy", np.ascontiguousarray(parent.features[rows]))
+        labels = parent.labels[rows]
+        save_npy(directory / "labels.npy", labels)
+        save_npy(directory / "indices.npy", parent.indices[rows])
+        if parent_paths is not None:
+            write_text(directory / PATHS_FILE, "".join(parent_paths[r] + "\n" for r in rows))
+        meta = {**parent.meta, "key": key, "dataset": display_name,
+                "subset": {**parent.meta.get("subset", {}), **subset}, "n": int(rows.size),
+                "class_counts": np.bincount(labels, minlength=parent.num_classes).tolist(),
+                "derived_from": {"key": parent.meta["key"], "directory": str(parent.directory)}}
+        write_json(directory / "meta.json", meta)
     return _read_entry(directory)
 
 

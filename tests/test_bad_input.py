@@ -519,6 +519,39 @@ def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
     assert not isinstance(info.value, DiskFullError)
 
 
+def test_features_refuses_a_too_small_disk_before_the_work(images, tmp_path, monkeypatch, capsys):
+    from alkit import features as fx
+    from alkit.cli import features_main
+
+    _free(monkeypatch, 50_000)   # 4 images × 1280 float16 need ~ 120 kB with the side files
+    monkeypatch.setattr(fx, "_pixel_batches", lambda *a, **k: pytest.fail("read images with no room to keep them"))
+    argv = ["--dataset", "imagefolder", "--split", "train", "--resolution", "32", "--quiet",
+            "--root", str(images / "good"), "--out", str(tmp_path / "cache")]
+    line = one_error_line(features_main, argv, capsys)
+    assert line.startswith("python -m alkit features: error: --out: not enough free space for the features"), line
+    for words in (str(tmp_path / "cache" / "features" / "imagefolder-train-"), "4 images × 1280", "needs ",
+                  "the disk mounted at", "(50,000 bytes) free", "ALKIT_CACHE=FOLDER or --out FOLDER"):
+        assert words in line, (words, line)
+
+
+def test_features_names_the_file_when_the_disk_fills(images, tmp_path, monkeypatch, capsys):
+    from alkit.cli import features_main
+
+    real_save = np.save
+
+    def full(fh, array, *args, **kwargs):   # what numpy's tofile says when the disk fills mid-write
+        if "shard_" in str(getattr(fh, "name", "")):
+            raise OSError("10240 requested and 4032 written")
+        return real_save(fh, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", full)
+    argv = ["--dataset", "imagefolder", "--split", "train", "--resolution", "32", "--quiet",
+            "--root", str(images / "good"), "--out", str(tmp_path / "cache")]
+    line = one_error_line(features_main, argv, capsys)
+    assert "--out: cannot write " in line and "/partial/shard_000000.npy: only 4,032 of 10,240 bytes" in line, line
+    assert "bytes) free" in line and "--out FOLDER" in line and "run the same command again" in line, line
+
+
 # ---------------------------------------------------------------- python -m alkit.experiment / alkit.reproduce
 
 @pytest.mark.parametrize("extra, flag, words", [

@@ -1,7 +1,9 @@
 """Feature extraction and cache: shapes, reuse, resume bit-identical, stale/partial caches, CLI."""
 from __future__ import annotations
 
+import errno
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -303,3 +305,131 @@ def test_an_image_edited_in_place_is_extracted_again(backbone, tmp_path):
     assert after.directory != before.directory
     row = list(load_dataset("images", camera, "train").files).index("img_3.bmp")
     assert np.abs(np.asarray(after.features[row], np.float32) - np.asarray(before.features[row], np.float32)).max() > 0.01
+
+
+# ---------------------------------------------------------------- a full disk: checked before, named during
+
+def _free(monkeypatch, free: int) -> list:
+    """``shutil.disk_usage`` reports ``free`` bytes; returns the folders it was asked about."""
+    import shutil
+    import types
+
+    asked = []
+
+    def usage(path):
+        asked.append(path)
+        return types.SimpleNamespace(total=10 * free + 10**9, used=10**9, free=free)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    return asked
+
+
+def test_extraction_estimate_counts_shards_entry_and_side_files(train):
+    n, dim = len(train), 1280
+    paths = sum(len(f) + 1 for f in train.files)   # ascii names
+    side = fx.SIDE_FILE_BYTES + 3 * fx.BYTES_PER_CLASS
+    assert fx.paths_bytes(train) == paths > 0
+    # shards (2 bytes per float16) + the features.npy joined from them while they are still there
+    assert fx.extraction_bytes(n, dim, paths=paths, num_classes=3) == 4 * n * dim + 16 * n + paths + side
+    assert (fx.extraction_bytes(n, dim, rows_done=8, paths=paths, num_classes=3)   # shard 0 on disk
+            == (4 * n - 2 * 8) * dim + 16 * n + paths + side)
+    assert fx.entry_bytes(n, dim, paths=paths, num_classes=3) == 2 * n * dim + 16 * n + paths + side
+
+
+def test_extraction_refuses_before_reading_an_image_when_the_disk_is_too_small(train, backbone, tmp_path,
+                                                                               monkeypatch):
+    from alkit.io import DiskFullError
+
+    need = fx.extraction_bytes(len(train), 1280, paths=fx.paths_bytes(train), num_classes=3)
+    asked = _free(monkeypatch, need - 1)
+    monkeypatch.setattr(fx, "_pixel_batches", lambda *a, **k: pytest.fail("read images with no room to keep them"))
+    with pytest.raises(DiskFullError) as info:
+        _extract(train, backbone, tmp_path / "cache")
+    message, entry = str(info.value), fx.cache_entry_dir(tmp_path / "cache", train, backbone,
+                                                         fx.default_preprocessing(train, backbone, RES))
+    assert info.value.errno == errno.ENOSPC and all(Path(p).exists() for p in asked)
+    for words in (str(entry), f"needs {need / 1024:.1f} KiB ({need:,} bytes)", f"({need - 1:,} bytes) free",
+                  "the disk mounted at", "ALKIT_CACHE=FOLDER", "cache_dir=FOLDER", "18 images × 1280"):
+        assert words in message, (words, message)
+    # the features alone (4 bytes each at the peak) are not enough either: the side files count
+    _free(monkeypatch, 4 * len(train) * 1280 + 16 * len(train))
+    with pytest.raises(DiskFullError):
+        _extract(train, backbone, tmp_path / "cache")
+    monkeypatch.undo()
+    _free(monkeypatch, need)   # exactly enough
+    assert len(_extract(train, backbone, tmp_path / "cache")) == 18
+
+
+def test_a_resumed_extraction_needs_room_for_the_rest_only(train, backbone, tmp_path, monkeypatch):
+    with pytest.raises(ExtractionInterrupted):
+        _extract(train, backbone, tmp_path / "cache", stop_after_batches=2)   # shard 0 (8 rows) on disk
+    rest = fx.extraction_bytes(len(train), 1280, rows_done=8, paths=fx.paths_bytes(train), num_classes=3)
+    _free(monkeypatch, rest)
+    assert _extract(train, backbone, tmp_path / "cache").meta["extraction"]["sessions"] == 2
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   OSError(errno.EDQUOT, "Disk quota exceeded"),
+                                   OSError("20480 requested and 4032 written")],   # numpy's words: no errno
+                         ids=["ENOSPC", "EDQUOT", "short write"])
+def test_a_disk_filling_during_extraction_names_the_file_and_keeps_the_shards(train, backbone, tmp_path,
+                                                                              monkeypatch, error):
+    from alkit.io import DiskFullError
+
+    reference = _extract(train, backbone, tmp_path / "reference")
+    real_save = np.save
+
+    def full_at_shard_1(fh, array, *args, **kwargs):
+        if "shard_000001" in str(getattr(fh, "name", "")):
+            raise error
+        return real_save(fh, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", full_at_shard_1)
+    with pytest.raises(DiskFullError) as info:
+        _extract(train, backbone, tmp_path / "cache")
+    partial = fx.cache_entry_dir(tmp_path / "cache", train, backbone,
+                                 fx.default_preprocessing(train, backbone, RES)) / "partial"
+    message = str(info.value)
+    assert f"cannot write {partial / 'shard_000001.npy'}: " in message, message
+    assert "bytes) free" in message and "the disk mounted at" in message and "ALKIT_CACHE=FOLDER" in message
+    assert info.value.errno == (errno.EDQUOT if error.errno == errno.EDQUOT else errno.ENOSPC)
+    assert ("4,032 of 20,480 bytes" in message) == (error.errno is None)
+    assert sorted(p.name for p in partial.iterdir() if p.suffix == ".npy") == ["shard_000000.npy"]
+    assert not list(partial.glob(".*.tmp"))
+    monkeypatch.setattr(np, "save", real_save)
+    resumed = _extract(train, backbone, tmp_path / "cache")
+    assert resumed.meta["extraction"]["sessions"] == 2
+    assert np.array_equal(np.asarray(resumed.features).view(np.uint16), np.asarray(reference.features).view(np.uint16))
+
+
+def test_joining_the_shards_on_a_full_disk_is_an_error_not_a_crash(train, backbone, tmp_path, monkeypatch):
+    """The joined features.npy is written through a memory map, which on a full disk dies of SIGBUS
+    (measured on a full tmpfs): its blocks are allocated first, so ENOSPC comes as an error."""
+    from alkit.io import DiskFullError
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fx.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(DiskFullError, match=r"cannot write .*features\.npy: No space left on device; the disk"):
+        _extract(train, backbone, tmp_path / "cache")
+    entry = fx.cache_entry_dir(tmp_path / "cache", train, backbone, fx.default_preprocessing(train, backbone, RES))
+    assert len(list((entry / "partial").glob("shard_*.npy"))) == 3 and not list(entry.glob(".*.tmp"))
+
+    def unsupported(fd, offset, length):   # a file system that cannot allocate ahead: written as before
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(fx.os, "posix_fallocate", unsupported, raising=False)
+    monkeypatch.setattr(fx, "_pixel_batches", lambda *a, **k: pytest.fail("recomputed a finished shard"))
+    assert len(_extract(train, backbone, tmp_path / "cache")) == 18
+
+
+def test_a_long_tailed_cut_checks_its_room_too(folder, backbone, tmp_path, monkeypatch):
+    from alkit.io import DiskFullError
+
+    options = dict(resolution=RES, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    full = get_features("imagefolder", folder, "train", backbone, **options)
+    _free(monkeypatch, fx.SIDE_FILE_BYTES)   # less than the cut's 10 rows of features and its side files
+    with pytest.raises(DiskFullError, match=r"imagefolder-lt \(10 rows × 1280"):
+        get_features("imagefolder", folder, "train", backbone, lt=LongTailSpec(0.5, seed=1), **options)
+    assert not list(full.directory.parent.glob("imagefolder-lt-*"))
