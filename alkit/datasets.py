@@ -32,7 +32,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from alkit.io import current_umask, default_cache_dir, process_alive, write_text
+from alkit.io import (CACHE_FIX, DiskFullError, check_free_space, current_umask, default_cache_dir,
+                      disk_full_while_writing, is_disk_full, process_alive, write_text)
 
 log = logging.getLogger(__name__)
 
@@ -428,6 +429,12 @@ def _extraction_is_complete(target: Path, sha: str) -> bool:
     return info.get("archive_sha256") == sha and _count_files(target) == info.get("n_files")
 
 
+def _check_room(archive: Path, destination: Path, sizes: list[int]) -> None:
+    """Refuse, before unpacking, when the cache's disk has less room than the files' sizes add up to
+    (a lower bound: each file also takes part of a disk block)."""
+    check_free_space(destination.parent, sum(sizes), f"unpacking {archive} ({len(sizes):,} files)", CACHE_FIX)
+
+
 def _unpack(archive: Path, destination: Path) -> int:
     """Unpack into ``destination``; the number of regular files the archive holds."""
     if archive.name.lower().endswith(".zip"):
@@ -436,10 +443,12 @@ def _unpack(archive: Path, destination: Path) -> int:
             for m in members:  # refuse paths that would escape the destination
                 if Path(m.filename).is_absolute() or ".." in Path(m.filename).parts:
                     raise ValueError(f"archive {archive} holds an unsafe path {m.filename!r}")
+            _check_room(archive, destination, [m.file_size for m in members])
             zf.extractall(destination)
             return len(members)
     with tarfile.open(archive) as tf:
-        members = tf.getmembers()
+        members = tf.getmembers()   # read through the archive once (a .tar.gz has no index)
+        _check_room(archive, destination, [m.size for m in members if m.isfile()])
         try:
             tf.extractall(destination, filter="data")  # rejects absolute paths and links leading out
         except TypeError:  # Python without extraction filters (< 3.10.12 / 3.11.4): check by hand
@@ -484,7 +493,12 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
             raise ValueError(f"archive {archive} is corrupt or truncated ({detail}); download or copy it "
                              "again") from None
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            if isinstance(exc, DiskFullError):
+                raise
+            if is_disk_full(exc):   # the cache's disk, not the archive
+                raise (disk_full_while_writing(exc.filename, exc, CACHE_FIX) if exc.filename else
+                       disk_full_while_writing(tmp, exc, CACHE_FIX, folder=True)) from exc
+            if exc.errno in (errno.EACCES, errno.EROFS):
                 raise   # the cache's disk, not the archive
             raise ValueError(f"archive {archive} cannot be unpacked ({exc.strerror or exc}); it may be corrupt or "
                              "truncated: download or copy it again") from None

@@ -552,6 +552,16 @@ def test_features_names_the_file_when_the_disk_fills(images, tmp_path, monkeypat
     assert "bytes) free" in line and "--out FOLDER" in line and "run the same command again" in line, line
 
 
+def test_unpacking_an_archive_checks_the_room_first(images, tmp_path, monkeypatch):
+    from alkit.datasets import extract_archive
+    from alkit.io import DiskFullError
+
+    _free(monkeypatch, 10)
+    with pytest.raises(DiskFullError, match=r"unpacking .*good\.zip \(6 files\) in .*datasets: it needs"):
+        extract_archive(images / "good.zip", tmp_path / "cache")
+    assert not list((tmp_path / "cache" / "datasets").glob("good-*"))
+
+
 # ---------------------------------------------------------------- python -m alkit.experiment / alkit.reproduce
 
 @pytest.mark.parametrize("extra, flag, words", [
