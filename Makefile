@@ -65,14 +65,15 @@ reproduce-finetune: $(STAMP)
 
 # JupyterLab on the notebooks: a double-click opens a .py notebook as a notebook (jupytext's viewer set as
 # the default for Python files in this environment's settings); as root (a container) it adds --allow-root.
-# LAB_ARGS passes options through, e.g. make lab LAB_ARGS="--no-browser --port 8899".
+# LAB_ARGS passes options through, e.g. make lab LAB_ARGS="--no-browser --port 8899". It drops this Makefile's
+# MPLBACKEND=Agg, so that the kernels draw figures inline (make test-browser checks all this in Chromium).
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 LAB_ARGS ?=
 lab: $(STAMP)
 	@mkdir -p $(dir $(LAB_SETTINGS))
 	@printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
 		> $(LAB_SETTINGS)
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
+	env -u MPLBACKEND $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
 
 # A one-minute demo on synthetic Gaussian mixtures (no data needed).
 demo: $(STAMP)
