@@ -11,7 +11,7 @@ export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
 .PHONY: venv test reproduce-figures reproduce-results reproduce-class-count reproduce-mechanism reproduce-finetune \
-	lab demo \
+	lab test-browser demo \
 	benchmarks clean-venv
 
 venv: $(STAMP)
@@ -74,6 +74,25 @@ lab: $(STAMP)
 	@printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
 		> $(LAB_SETTINGS)
 	env -u MPLBACKEND $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
+
+# The browser test of make lab (tests/browser/test_lab.py): headless Chromium opens the Lab that `make lab`
+# starts, double-clicks a .py notebook, runs it and waits for a figure. On first use it installs Debian's
+# chromium (apt-get, as root) and playwright (requirements-browser.txt) into the venv; CHROMIUM=path for another.
+CHROMIUM ?= /usr/bin/chromium
+BROWSER_STAMP := $(VENV)/.alkit-browser-installed
+$(BROWSER_STAMP): requirements-browser.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-browser.txt
+	@touch $@
+test-browser: $(BROWSER_STAMP)
+	@test -x $(CHROMIUM) || if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium (apt-get, about a minute; log in $(VENV)/chromium-install.log)"; \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			chromium fonts-liberation) > $(VENV)/chromium-install.log 2>&1 || (cat $(VENV)/chromium-install.log; exit 1); \
+	else \
+		echo "make test-browser needs Chromium at $(CHROMIUM): install it (Debian: sudo apt-get install chromium)"; \
+		echo "or pass the path of one, make test-browser CHROMIUM=/path/to/chromium"; exit 1; \
+	fi
+	ALKIT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -rA -m browser tests/browser
 
 # A one-minute demo on synthetic Gaussian mixtures (no data needed).
 demo: $(STAMP)
