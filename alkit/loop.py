@@ -23,6 +23,10 @@ from alkit.pool import PoolState, StrategyCache, check_features, check_labels
 from alkit.probe import PROBE_PRESETS, LinearHead, ProbeConfig, train_linear_probe
 from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
 
+#: Layout of a round checkpoint (2: the run's cache as :meth:`alkit.pool.StrategyCache.state_dict`);
+#: a checkpoint of another layout is ignored and its run starts over.
+CHECKPOINT_FORMAT = 2
+
 #: Named random streams: each is ``default_rng([seed, STREAM, round])``.
 STREAMS = {"validation": 0, "initial": 1, "selection": 2, "training": 3}
 
@@ -120,9 +124,10 @@ def run_active_learning(
 
     ``checkpoint``: a file where the state after every round is saved (atomically) and from which
     a run killed or preempted mid-way resumes at the round it was in: rows, picks, the previous
-    head (the next probe's warm start) and the run's cache (coreset's bounds, TypiClust's
-    clusters) are restored, and every random stream is keyed by (seed, round), so the resumed run
-    gives the rows and picks of an uninterrupted one.  A checkpoint of other settings is ignored.
+    head (the next probe's warm start) and the run's cache (its
+    :meth:`~alkit.pool.StrategyCache.state_dict`: coreset's bounds, TypiClust's clusters, a few
+    arrays of N entries, never a copy of the features) are restored, and every random stream is
+    keyed by (seed, round), so the resumed run gives the rows and picks of an uninterrupted one.  A checkpoint of other settings is ignored.
     The caller deletes it once the finished run is saved.
 
     ``allow_missing_classes``: run although some of the ``num_classes`` classes have no training
@@ -195,7 +200,7 @@ def run_active_learning(
         rows, picks, counts_per_round, per_class_per_round = (state["rows"], state["picks"], state["counts"],
                                                               state["per_class"])
         batch, selection_seconds, head = state["batch"], state["selection_seconds"], state["head"]
-        cache.run.update(state["cache_run"])
+        cache.load_state_dict(state["cache"])
         for p in picks[1:]:
             labeled[p] = True
     bar = tqdm(range(len(rows), rounds + 1), desc=f"{name} seed {seed}", disable=not progress, leave=False)
@@ -243,9 +248,9 @@ def run_active_learning(
         picks.append(batch)
         if checkpoint is not None:
             _write_checkpoint(checkpoint, {
-                "config": config, "data": data, "rows": rows, "picks": picks, "counts": counts_per_round,
-                "per_class": per_class_per_round, "batch": batch, "selection_seconds": selection_seconds,
-                "head": head, "cache_run": cache.run})
+                "format": CHECKPOINT_FORMAT, "config": config, "data": data, "rows": rows, "picks": picks,
+                "counts": counts_per_round, "per_class": per_class_per_round, "batch": batch,
+                "selection_seconds": selection_seconds, "head": head, "cache": cache.state_dict()})
     return RunResult(rows, picks, val_idx, np.stack(counts_per_round), np.stack(per_class_per_round), config)
 
 
@@ -259,7 +264,8 @@ def _write_checkpoint(path: str | Path, state: dict) -> None:
 
 def _read_checkpoint(path: str | Path | None, config: dict, data: str | None = None) -> dict | None:
     """The state a checkpoint of this run holds, or None (none, unreadable, other settings or other
-    data: ``data`` is the fingerprint of the run's features and labels).
+    data: ``data`` is the fingerprint of the run's features and labels; or another
+    :data:`CHECKPOINT_FORMAT`, which restarts the run).
     Unpickled: a checkpoint is this package's own file beside the run it belongs to."""
     if path is None or not Path(path).is_file():
         return None
@@ -268,7 +274,9 @@ def _read_checkpoint(path: str | Path | None, config: dict, data: str | None = N
             state = pickle.load(fh)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
         return None
-    return state if isinstance(state, dict) and state.get("config") == config and state.get("data") == data else None
+    ours = (isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT and state.get("config") == config
+            and state.get("data") == data)
+    return state if ours else None
 
 
 TIMING_COLUMNS = ("selection_seconds", "training_seconds")

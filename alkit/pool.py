@@ -10,6 +10,7 @@ in chunks (:meth:`PoolState.iter_chunks`) so the extra memory they use does not 
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
@@ -22,6 +23,8 @@ from alkit.rows import gather_rows
 
 #: Key under which a ``shared`` dict records the shape and dtype of the features it serves.
 _SHARED_FEATURES_KEY = ("alkit.pool", "features")
+#: Version of :meth:`StrategyCache.state_dict`'s layout; :meth:`~StrategyCache.load_state_dict` refuses others.
+CACHE_STATE_FORMAT = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,7 +45,9 @@ class StrategyCache:
     Keys are tuples that start with their owner's name, e.g. ``("typiclust", "kmeans", K, digest of
     the clustered row ids)``; never object ids or hashes of the feature bytes: the cache is bound
     to ``features`` and a :class:`PoolState` with other features refuses it.  Nothing stored here
-    may carry labels of unlabelled points.
+    may carry labels of unlabelled points.  ``run`` holds derived state only (ids, distances,
+    cluster ids: never the features), which :meth:`state_dict` checks when the loop checkpoints it
+    and :meth:`load_state_dict` restores on resume.
     """
 
     features: np.ndarray
@@ -53,7 +58,7 @@ class StrategyCache:
         for name in ("run", "shared"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
-        signature = (tuple(np.shape(self.features)), str(getattr(self.features, "dtype", "")))
+        signature = self._signature()
         served = self.shared.setdefault(_SHARED_FEATURES_KEY, signature)
         if served != signature:
             raise ValueError(f"shared holds work for features of shape {served[0]} ({served[1]}), not "
@@ -62,6 +67,77 @@ class StrategyCache:
     def __repr__(self) -> str:
         return (f"StrategyCache(features {tuple(np.shape(self.features))}, run keys {len(self.run)}, "
                 f"shared keys {len(self.shared) - 1})")
+
+    def _signature(self) -> tuple[tuple[int, ...], str]:
+        return tuple(np.shape(self.features)), str(getattr(self.features, "dtype", ""))
+
+    def state_dict(self) -> dict:
+        """What a run's checkpoint keeps of this cache: its ``run`` dict, as derived state only.
+
+        Keys of the returned dict:
+
+        ``format``: :data:`CACHE_STATE_FORMAT`.
+        ``features``: (shape, dtype) of the features the work was done on.
+        ``run``: the ``run`` dict — coreset's carry (per candidate: its id, distance bound, centres
+            met, nearest centre and runner-up; the centres' ids, the centring mean and a token of the
+            features), TypiClust's cluster ids, the finite-features check.
+
+        ``shared`` is left out: it outlives the run and is rebuilt from the data.  Every value must be
+        a number, string, bool, None, a numeric array or tensor (moved to the CPU) or a dict / list /
+        tuple of those, and no array may be or view the features: a checkpoint holds what was derived
+        from the pool, never a copy of it (a ValueError names the offending key).  Containers are
+        copied, arrays are not: pickle the result before the next round changes them.
+        """
+        run = {}
+        for key, value in self.run.items():
+            if not (isinstance(key, tuple) and key and isinstance(key[0], str)):
+                raise ValueError(f"StrategyCache.run key {key!r} must be a tuple starting with its owner's name")
+            run[key] = _derived(value, self.features, repr(key))
+        return {"format": CACHE_STATE_FORMAT, "features": self._signature(), "run": run}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Replace the ``run`` dict by the one :meth:`state_dict` saved, on features of the same shape and
+        dtype (a ValueError otherwise).  Work made on other data of that shape is kept out by its
+        owner (coreset checks its features token) and, in the loop, by the checkpoint's fingerprint."""
+        if not isinstance(state, dict) or state.get("format") != CACHE_STATE_FORMAT:
+            raise ValueError(f"not a StrategyCache state of format {CACHE_STATE_FORMAT}")
+        shape, dtype = state["features"]
+        own = self._signature()
+        if (tuple(shape), str(dtype)) != own:
+            raise ValueError(f"the state was saved for features of shape {tuple(shape)} ({dtype}), not {own[0]} "
+                             f"({own[1]})")
+        run = {key: _derived(value, self.features, repr(key)) for key, value in state["run"].items()}
+        self.run.clear()
+        self.run.update(run)
+
+
+def _derived(value, features, where: str):
+    """``value`` with its containers copied, after checking that it is plain derived state (see
+    :meth:`StrategyCache.state_dict`): no object arrays, nothing that is or views ``features``."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes, np.generic)):
+        return value
+    if isinstance(value, dict):
+        return {k: _derived(v, features, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_derived(v, features, f"{where}[{i}]") for i, v in enumerate(value))
+    torch = sys.modules.get("torch")   # a tensor exists only once torch is imported
+    if torch is not None and isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        storage = value.untyped_storage()
+        low, high = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+    elif isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            raise ValueError(f"StrategyCache.run{where}: an object array is not plain derived state")
+        low, high = np.lib.array_utils.byte_bounds(value)
+    else:
+        raise ValueError(f"StrategyCache.run{where}: a {type(value).__name__} is not plain derived state (numbers, "
+                         "strings, arrays, tensors and dicts / lists / tuples of them)")
+    if isinstance(features, np.ndarray) and features.size and high > low:
+        f_low, f_high = np.lib.array_utils.byte_bounds(features)
+        if low < f_high and f_low < high:
+            raise ValueError(f"StrategyCache.run{where} is or views the feature matrix: keep what was derived from "
+                             "it (ids, distances, a token), never the features themselves")
+    return value
 
 
 @dataclass(frozen=True)

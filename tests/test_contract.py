@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -106,9 +107,9 @@ def test_contract_float16_memmap(tmp_path, small_pool, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_contract_state_in_the_open(small_pool, name, monkeypatch):
     """A strategy is a function of its arguments: its first call with a fresh cache picks as a call
-    without one; what it keeps goes into the cache it was given, under its own name; called
-    directly (not through select) on a small pool, it never changes torch's thread count; and it
-    takes no benchmark hook."""
+    without one; what it keeps goes into the cache it was given, under its own name, as derived
+    state that a checkpoint can hold (no features, no opaque objects); called directly (not through
+    select) on a small pool, it never changes torch's thread count; and it takes no benchmark hook."""
     pool, truth = small_pool
     if "images" in _REGISTRY[name].needs:
         pool = with_images(pool)
@@ -125,6 +126,7 @@ def test_contract_state_in_the_open(small_pool, name, monkeypatch):
     np.testing.assert_array_equal(with_cache, run(pool, name, 9, 4, truth))
     keys = [k for k in (*cache.run, *cache.shared) if k[0] not in ("registry", "alkit.pool")]
     assert all(isinstance(k, tuple) and k[0] == name.split("_")[0] for k in keys), keys
+    pickle.dumps(cache.state_dict())   # what a run's checkpoint keeps: derived state, never the features
 
 
 def test_cache_is_bound_to_one_feature_matrix(small_pool):

@@ -1,11 +1,15 @@
 """A run killed after any round resumes from its checkpoint with the rows and picks of an uninterrupted run."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from alkit.loop import TIMING_COLUMNS, run_active_learning
+from alkit.pool import PoolState, StrategyCache
+from alkit.strategies import select
 from alkit.synthetic import gaussian_mixture
 
 
@@ -95,19 +99,93 @@ def test_a_checkpoint_of_other_data_is_ignored(tmp_path):
     assert seen == [0, 1, 2, 3, 4]
 
 
-def test_a_coreset_checkpoint_holds_no_copy_of_the_pool_and_resumes_with_its_carry(tmp_path, monkeypatch):
-    """The coreset carry kept a reference to the features, pickled into every checkpoint (a copy of
-    the pool per round) and dropped after a resume; it keeps a token now."""
+def _count_set_ups(monkeypatch):
+    """Record, for every coreset call from now on, whether it started from a carry (True) or set
+    every candidate up against every centre afresh (False)."""
     from alkit.strategies import _coreset_engine
 
+    started_from_carry = []
+    real = _coreset_engine.resume
+
+    def resume(*args, **kwargs):
+        carried = real(*args, **kwargs)
+        started_from_carry.append(carried is not None)
+        return carried
+
+    monkeypatch.setattr(_coreset_engine, "resume", resume)
+    return started_from_carry
+
+
+def test_a_resumed_coreset_run_reuses_its_carry_with_the_same_picks(tmp_path, monkeypatch):
+    """The carry used to be dropped after a resume (it was bound to the features object): the
+    resumed rounds set up from scratch.  Now no resumed round does, and the picks are unchanged."""
     d = gaussian_mixture(6, 200, 64, separation=2.5, seed=3)
     ckpt = tmp_path / "run.ckpt"
+    _killed_in_round_2(d, "coreset", ckpt)   # the checkpoint holds rounds 0-1 and round 2's batch
 
-    _killed_in_round_2(d, "coreset", ckpt)
-    assert ckpt.stat().st_size < d.train_features.nbytes / 4   # 300 KB of features; the state is far smaller
-    resumed = []
-    real = _coreset_engine.resume
-    monkeypatch.setattr(_coreset_engine, "resume", lambda *a, **k: resumed.append(real(*a, **k)) or resumed[-1])
+    set_ups = _count_set_ups(monkeypatch)
+    whole = _run(d, "coreset")
+    assert set_ups == [False, True, True, True]   # only the first query round sets up afresh
+    set_ups.clear()
     again = _run(d, "coreset", checkpoint=ckpt)
-    assert resumed and resumed[0] is not None   # the first round after the resume starts from the carry
-    _same(_run(d, "coreset"), again)
+    assert set_ups == [True, True]   # rounds 2 and 3 query; both start from the carry
+    _same(whole, again)
+
+
+def test_a_coreset_checkpoint_is_bounded_by_the_state_it_must_hold(tmp_path):
+    """A 1,200 × 64 pool: the checkpoint held the features (307 KB of a 364 KB file).  What it must
+    hold: per pool row at most the carry (candidate id, bound, centres met, nearest centre and
+    runner-up: 36 bytes) and its pick (8 bytes), under 6 × 8 bytes; plus rows, head and config, a
+    few KB.  A copy of the features (D × 4 = 256 bytes a row) cannot fit."""
+    d = gaussian_mixture(6, 200, 64, separation=2.5, seed=3)
+    n = d.train_features.shape[0]
+    ckpt = tmp_path / "run.ckpt"
+    _killed_in_round_2(d, "coreset", ckpt)
+    bound = 6 * 8 * n + 16_384
+    assert bound < d.train_features.nbytes / 4   # so the bound means something at this size
+    assert ckpt.stat().st_size < bound
+    state = pickle.loads(ckpt.read_bytes())
+    assert ("coreset", "carry") in state["cache"]["run"]   # small because derived, not because dropped
+
+
+def test_the_cache_state_round_trips_and_holds_no_features(monkeypatch):
+    """state_dict → pickle → load_state_dict on another copy of the features: the next coreset call
+    starts from the carry, with the picks of a selection from scratch."""
+    d = gaussian_mixture(6, 100, 16, separation=2.5, seed=1)
+    x = d.train_features
+    labeled = np.zeros(x.shape[0], bool)
+    labeled[::20] = True
+
+    def pool(features, cache, extra=()):
+        mask = labeled.copy()
+        mask[list(extra)] = True
+        return PoolState(features=features, labeled=mask, held_out=np.zeros_like(mask),
+                         labels=np.where(mask, d.train_labels, -1).astype(np.int64), num_classes=6, cache=cache)
+
+    cache = StrategyCache(x)
+    first = select(pool(x, cache), "coreset", 10, np.random.default_rng(0))
+    state = cache.state_dict()
+    assert set(state) == {"format", "features", "run"} and ("coreset", "carry") in state["run"]
+
+    copy = x.copy()
+    restored = StrategyCache(copy)
+    restored.load_state_dict(pickle.loads(pickle.dumps(state)))
+    set_ups = _count_set_ups(monkeypatch)
+    again = select(pool(copy, restored, first), "coreset", 10, np.random.default_rng(1))
+    assert set_ups == [True]
+    np.testing.assert_array_equal(again, select(pool(x, None, first), "coreset", 10, np.random.default_rng(1)))
+
+    with pytest.raises(ValueError, match="shape"):
+        StrategyCache(x[:50].copy()).load_state_dict(state)
+
+
+@pytest.mark.parametrize("leak", ["features", "rows", "tensor", "object"])
+def test_the_cache_state_refuses_the_features_and_opaque_objects(leak):
+    import torch
+
+    x = gaussian_mixture(3, 20, 4, seed=0).train_features
+    value = {"features": x, "rows": x[2:5], "tensor": torch.from_numpy(x), "object": object()}[leak]
+    cache = StrategyCache(x)
+    cache.run[("mine", "stuff")] = {"ids": np.arange(3), "kept": (1.0, value)}
+    with pytest.raises(ValueError, match="mine"):
+        cache.state_dict()

@@ -601,12 +601,12 @@ def k_center_greedy(
     value counts only once it has met every centre.
 
     ``carry`` (lazy only): a dict that successive calls of one active-learning run share.  Each
-    call leaves its per-candidate state there (stored minima, centres met, nearest centre, and the
-    features array itself); the next call starts from it when it reads that very array, its
-    centres include every earlier centre and pick and its candidates were all candidates then (as
-    from one round to the next), comparing candidates lazily with the new centres only instead of
-    with every labelled centre again.  The stored values are upper bounds over centres that are
-    still centres, so the picks are unchanged.
+    call leaves its per-candidate state there (stored minima, centres met, nearest centre, and a
+    token of the features, never the features: :func:`save_carry`); the next call starts from it
+    when it reads the features the token names, its centres include every earlier centre and pick
+    and its candidates were all candidates then (as from one round to the next), comparing
+    candidates lazily with the new centres only instead of with every labelled centre again.  The
+    stored values are upper bounds over centres that are still centres, so the picks are unchanged.
 
     Memory: the candidates' rows (float32 if they fit ``cache_bytes``, else their own dtype, else
     streamed from ``features``) + the centres' rows (float32, |centres| + k) + two |cand| vectors
