@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import inspect
 import pickle
+import random
 from dataclasses import replace
 
 import numpy as np
@@ -231,13 +232,106 @@ def test_readme_lists_every_registered_strategy():
 DETERMINISTIC = {"confidence", "margin", "entropy", "mase", "coreset"}
 
 
+def global_rngs_seeded(value: int) -> None:
+    """Seed every global generator a strategy might wrongly draw from: numpy's, Python's, torch's."""
+    np.random.seed(value)
+    random.seed(value)
+    torch.manual_seed(value)
+
+
+@pytest.fixture
+def global_rngs_restored():
+    """The global generators as they were before the test."""
+    states = np.random.get_state(), random.getstate(), torch.get_rng_state()
+    yield
+    np.random.set_state(states[0])
+    random.setstate(states[1])
+    torch.set_rng_state(states[2])
+
+
+def rng_contract_failures(picks_with, draws: bool) -> list[str]:
+    """How a strategy breaks the rule that its only randomness is the ``rng`` it is given.
+
+    ``picks_with(seed)`` runs it with ``default_rng(seed)`` and returns its picks as a set.  The same
+    seed must give the same picks whatever the global generators hold (numpy, Python, torch seeded
+    two ways); a strategy that ``draws`` must change its picks with the seed (one of three seeds
+    differs), a deterministic one must not."""
+    failures = []
+    picks = {}
+    for seed, global_seed in ((3, 1), (3, 2), (4, 1), (5, 2)):
+        global_rngs_seeded(global_seed)
+        picks[seed, global_seed] = picks_with(seed)
+    if picks[3, 1] != picks[3, 2]:
+        global_rngs_seeded(1)
+        if picks_with(3) == picks[3, 1]:
+            failures.append("its picks follow a global generator (numpy, random or torch), not its rng")
+        else:
+            failures.append("the same seed gives other picks: it draws from a generator nobody seeded")
+    varies = len({frozenset(picks[key]) for key in ((3, 1), (4, 1), (5, 2))}) > 1   # seeds 3, 4, 5
+    if draws and not varies:
+        failures.append("it ignores its rng: seeds 3, 4 and 5 give the same picks")
+    if not draws and varies:
+        failures.append("it is listed as deterministic, yet its picks change with the seed")
+    return failures
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_contract_random_strategies_follow_their_seed(small_pool, name):
-    """A strategy that draws must draw from the seed it is given: other seeds, other picks (one of
-    three here); a deterministic one picks the same points whatever the seed."""
+def test_contract_strategies_draw_only_from_the_rng_they_are_given(small_pool, name, global_rngs_restored):
+    """A strategy that draws must draw from the seed it is given, and from nothing else: the same
+    seed gives the same picks whatever numpy's, Python's and torch's global generators hold; other
+    seeds, other picks (one of three here).  A deterministic one picks the same points whatever
+    the seed."""
     pool, truth = small_pool
-    picks = [set(run(pool, name, 17, seed, truth).tolist()) for seed in (3, 4, 5)]
-    if name in DETERMINISTIC:
-        assert picks[0] == picks[1] == picks[2]
+    failures = rng_contract_failures(lambda seed: set(run(pool, name, 17, seed, truth).tolist()),
+                                     draws=name not in DETERMINISTIC)
+    assert not failures, f"{name}: {'; '.join(failures)}"
+
+
+def _draws_well(state, budget, rng):
+    """Random picks from the rng it is given."""
+    return rng.choice(state.eligible_indices(), budget, replace=False)
+
+
+def _fixed_seed(state, budget, rng):
+    """Random-looking picks from a generator of its own, seeded once: the rng is ignored."""
+    return np.random.default_rng(0).choice(state.eligible_indices(), budget, replace=False)
+
+
+def _unseeded(state, budget, rng):
+    """Picks from a fresh, unseeded generator."""
+    return np.random.default_rng().choice(state.eligible_indices(), budget, replace=False)
+
+
+def _numpy_global(state, budget, rng):
+    """Picks from numpy's global generator."""
+    return np.random.choice(state.eligible_indices(), budget, replace=False)
+
+
+def _torch_global(state, budget, rng):
+    """Picks from torch's global generator."""
+    idx = state.eligible_indices()
+    return idx[torch.randperm(idx.size).numpy()[:budget]]
+
+
+def _half_from_the_rng(state, budget, rng):
+    """Half its picks from the rng, half from Python's global generator."""
+    idx = state.eligible_indices().tolist()
+    first = rng.choice(idx, budget // 2, replace=False).tolist()
+    return np.array(first + random.sample([i for i in idx if i not in first], budget - len(first)), np.int64)
+
+
+@pytest.mark.parametrize("fn, caught", [
+    (_draws_well, None),
+    (_fixed_seed, "ignores its rng"),
+    (_unseeded, "nobody seeded"),
+    (_numpy_global, "global generator"),
+    (_torch_global, "global generator"),
+    (_half_from_the_rng, "global generator"),
+])
+def test_the_rng_contract_catches_a_strategy_that_ignores_its_rng(small_pool, fn, caught, global_rngs_restored):
+    pool, _ = small_pool
+    failures = rng_contract_failures(lambda seed: set(select(pool, fn, 17, seed).tolist()), draws=True)
+    if caught is None:
+        assert failures == []
     else:
-        assert not picks[0] == picks[1] == picks[2], f"{name} ignores its seed"
+        assert len(failures) == 1 and caught in failures[0], failures
