@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make reproduce-figures   # figures from the committed results (offline)
-#   make test                # the test suite
+#   make test                # the test suite (make test-fast: all but the slow tests, under a minute)
 # Both create .venv and install the pinned requirements when missing.
 
 PYTHON ?= python3
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.alkit-installed
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv test reproduce-figures reproduce-results reproduce-class-count reproduce-mechanism reproduce-finetune \
+.PHONY: venv test test-fast reproduce-figures reproduce-results reproduce-class-count reproduce-mechanism reproduce-finetune \
 	lab test-browser demo \
 	benchmarks clean-venv
 
@@ -27,6 +27,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The inner loop: every test but those marked slow (sweeps, subprocesses, notebook smoke runs), under a
+# minute on 2 cores; make test (CI) still runs them all. -m replaces pyproject's -m 'not browser'.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 # Every figure (PNG+PDF) and table (CSV+Markdown) from the results committed in results/runs/cpu,
 # offline, by executing notebooks a-e with papermill (copies in notebooks/executed/, ignored).

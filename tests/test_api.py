@@ -18,6 +18,7 @@ def data():
     return d.train_features.astype(np.float32), labels, d
 
 
+@pytest.mark.slow
 def test_make_pool_fits_the_default_head_when_asked(data):
     x, labels, _ = data
     pool = alkit.make_pool(x, labels, 5, fit_head=True)
@@ -72,6 +73,7 @@ def test_num_classes_inferred_with_a_warning_or_from_the_model(data):
         assert alkit.make_pool(x, labels, logits=np.zeros((x.shape[0], 6))).num_classes == 6
 
 
+@pytest.mark.slow
 def test_pool_and_head_print_one_short_line(data):
     x, labels, _ = data
     pool = alkit.make_pool(x, labels, 5, fit_head=True)

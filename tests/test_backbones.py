@@ -60,6 +60,7 @@ def test_simclr_resnet18_cifar_checkpoint_reproduces_the_source_features(cifar_e
     assert backbone.weights_sha256 == bb.file_sha256(path)
 
 
+@pytest.mark.slow
 def test_moco_v2_resnet50_checkpoint_reproduces_the_source_features(tmp_path):
     source = torchvision.models.resnet50(weights=None)
     source.fc = torch.nn.Identity()
@@ -175,6 +176,7 @@ def test_efficientnet_lite0_default_loads_the_packaged_imagenet_weights():
 
 
 @pytest.mark.skipif(not TINY_ARCHIVE.is_file(), reason="shared Tiny-ImageNet archive absent")
+@pytest.mark.slow
 def test_efficientnet_lite0_recognises_tiny_imagenet_images():
     """Tiny-ImageNet classes are ImageNet classes: the packaged classifier, fed the backbone's
     features with its own preprocessing, must beat chance (0.1 %) by far.  Catches wrong weights

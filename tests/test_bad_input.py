@@ -862,6 +862,7 @@ def test_float128_features_are_refused_with_the_fix():
         alkit.make_pool(x, np.full(4, -1), 2)
 
 
+@pytest.mark.slow
 def test_figures_from_an_empty_or_damaged_runs_folder_say_so_in_one_line(tmp_path, capsys):
     from alkit.cli import reproduce_main
 

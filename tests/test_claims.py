@@ -61,6 +61,7 @@ def test_the_owner_refreshes_its_claim_until_it_releases_it(tmp_path, monkeypatc
     assert not beat.is_alive()
 
 
+@pytest.mark.slow
 def test_a_sweep_waiting_on_a_stale_claim_says_so_and_finishes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runs, "CLAIM_LEASE_S", 1.0)
     monkeypatch.setattr(runs, "CLAIM_POLL_S", 0.1)

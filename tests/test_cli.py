@@ -38,6 +38,7 @@ def test_select_with_and_without_head(arrays, capsys):
     assert main(base[:2] + ["base"] + base[3:] + ["--head", str(arrays / "HEAD.npz"), "--num-classes", "5"]) == 0
 
 
+@pytest.mark.slow
 def test_select_is_reproducible_through_a_subprocess(arrays):
     cmd = [sys.executable, "-m", "alkit", "select", "--strategy", "coreset", "--features", str(arrays / "F.npy"),
            "--labels", str(arrays / "Y.npy"), "--budget", "5", "--seed", "3"]
@@ -109,6 +110,7 @@ def test_run_refuses_an_image_strategy_before_reading_anything(tmp_path, capsys)
     assert "--strategies: 'vaal' trains on the pool's images" in err and "python -m alkit finetune" in err
 
 
+@pytest.mark.slow
 def test_run_writes_csv_and_says_which_strategy_did_better(arrays, capsys):
     from alkit.report import summary_table
 
@@ -125,6 +127,7 @@ def test_run_writes_csv_and_says_which_strategy_did_better(arrays, capsys):
     assert "(baseline)" in next(x for x in printed.splitlines() if x.startswith("random "))
 
 
+@pytest.mark.slow
 def test_run_records_the_probe_it_was_asked_for(arrays):
     base = ["run", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Ytrue.npy"), "--strategies", "margin",
             "--initial", "10", "--budget", "10", "--rounds", "1", "--val-per-class", "2"]
@@ -136,6 +139,7 @@ def test_run_records_the_probe_it_was_asked_for(arrays):
 
 
 
+@pytest.mark.slow
 def test_select_reports_progress_unless_quiet(arrays, capsys):
     base = ["select", "--strategy", "margin", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Y.npy"),
             "--budget", "4", "--seed", "0", "--out", str(arrays / "P.npy")]
@@ -168,6 +172,7 @@ def test_run_resumes_from_the_runs_it_kept(arrays, monkeypatch):
                                   first.drop(columns=["selection_seconds", "training_seconds"]), check_dtype=False)
 
 
+@pytest.mark.slow
 def test_two_sweeps_into_one_folder_compute_each_run_once(tmp_path):
     """Each run is claimed before it is computed: a second process skips what the first holds and
     collects it when it is written; a claim whose process is gone is taken over."""
@@ -207,6 +212,7 @@ def test_two_sweeps_into_one_folder_compute_each_run_once(tmp_path):
     assert not stem.with_suffix(".claim").exists()
 
 
+@pytest.mark.slow
 def test_a_strategy_of_your_own_is_named_module_colon_function(arrays, tmp_path, monkeypatch, capsys):
     (tmp_path / "my_strategies.py").write_text(
         "import numpy as np\n\n"

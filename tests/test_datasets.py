@@ -216,6 +216,7 @@ def test_cifar10_download_fails_fast_offline_and_says_where_to_put_it(tmp_path, 
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.slow
 def test_online_check_gives_up_within_its_timeout():
     import socket
 

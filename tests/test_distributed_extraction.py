@@ -82,6 +82,7 @@ def _assert_same_entry(a: str, b: str) -> None:
     assert meta_a == meta_b
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_resume_a_single_process_run_byte_identical(folder, tmp_path, capsys):
     reference = _single(folder, tmp_path / "alone", capsys)
     dataset = load_dataset("imagefolder", folder, "train")
@@ -98,6 +99,7 @@ def test_torchrun_ranks_resume_a_single_process_run_byte_identical(folder, tmp_p
     assert not os.path.exists(os.path.join(printed["directory"], "partial"))
 
 
+@pytest.mark.slow
 def test_a_failing_rank_stops_both_keeps_their_shards_and_one_process_resumes(folder, tmp_path, capsys):
     bad = folder / "train" / "cat" / "0006.png"   # the last row: shard 5, rank 1's
     good = bad.read_bytes()

@@ -125,6 +125,7 @@ def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers,
 
 
 @pytest.mark.parametrize("top_rows", [1, 5, 64])
+@pytest.mark.slow
 def test_k_center_greedy_with_a_small_top_set_equals_the_reference(top_rows, monkeypatch):
     # The top set (candidates with the largest stored minima) is rebuilt often when small; the
     # picks must not depend on it.
@@ -150,6 +151,7 @@ def test_k_center_greedy_lazy_with_duplicates_and_no_centres_equals_reference():
         np.testing.assert_array_equal(fast, ref)
 
 
+@pytest.mark.slow
 def test_k_center_greedy_lazy_refreshes_few_rows_on_clustered_data():
     # 30 tight, far-apart clusters: a new centre lowers the minima of its own cluster only, so the
     # lazy version must get by without a full pass and refresh far fewer rows than k passes would.
@@ -212,6 +214,7 @@ def test_k_center_greedy_near_ties_are_ranked_like_the_reference(eager_centers):
     assert info["refined"] > 0 and info["lone_refined"] > 0
 
 
+@pytest.mark.slow
 def test_k_center_greedy_pivot_bounds_cut_refreshes_and_keep_the_picks():
     # 40 clusters, 400 labelled centres of which 16 become pivots: the pivot groups make most
     # starting bounds exact, so far fewer candidates are refreshed against the pending centres.
@@ -233,6 +236,7 @@ def test_k_center_greedy_pivot_bounds_cut_refreshes_and_keep_the_picks():
 
 
 @pytest.mark.parametrize("eager_centers", [None, 0, 16])
+@pytest.mark.slow
 def test_k_center_greedy_carried_across_rounds_equals_the_reference(eager_centers):
     # Rounds of an active-learning run: each round's picks become centres, a few held-out rows
     # leave the candidates.  Starting from the previous round's lazy state must give the
@@ -290,6 +294,7 @@ def test_k_center_greedy_carry_is_not_used_when_it_does_not_apply():
     np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent2, cand2, 20, np.random.default_rng(1)))
 
 
+@pytest.mark.slow
 def test_loop_carries_coreset_distances_with_the_same_picks():
     from alkit.loop import run_active_learning
     from alkit.strategies import coreset as coreset_module
@@ -380,6 +385,7 @@ def test_bounded_d2_sampler_inverse_cdf_on_a_hand_case():
     assert BoundedD2Sampler(np.zeros(4)).propose(0.5) is None
 
 
+@pytest.mark.slow
 def test_bounded_d2_sampler_draws_the_exact_d2_distribution_from_loose_bounds():
     # True weights v; bounds exceed them by a lot for some entries (stale), not at all for others,
     # including bounds > 0 over true weights 0.  Accepted draws must follow v / Σv, not the bounds.
@@ -401,6 +407,7 @@ def test_bounded_d2_sampler_draws_the_exact_d2_distribution_from_loose_bounds():
 
 
 @pytest.mark.parametrize("mode", ["ash", "labelled"])
+@pytest.mark.slow
 def test_lazy_kmeans_pp_gradient_has_the_reference_joint_distribution(mode):
     # Joint law of the first two D²-drawn picks from 6 candidates against the explicit embeddings.
     rng = np.random.default_rng(7)

@@ -166,6 +166,7 @@ def test_sweep_workers_keep_one_shared_dict_per_data_set(tmp_path, monkeypatch):
     assert "probcover" in launch.SHARED_ACROSS_SEEDS
 
 
+@pytest.mark.slow
 def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
     """Two worker processes give the same rows and picks as one process; ProbCover's seeds go to
     one worker; a rerun skips every finished run; each sweep appends its wall time."""
@@ -210,6 +211,7 @@ def _worker_needing_features(dataset, strategy, seeds, scale, out, source, data_
     return f"{dataset} {strategy} {seeds}"
 
 
+@pytest.mark.slow
 def test_parallel_sweep_extracts_missing_features_once_in_the_parent(tmp_path, monkeypatch):
     import sys
 

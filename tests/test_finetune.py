@@ -209,6 +209,7 @@ def test_command_line_on_a_tiny_image_folder(tmp_path, capsys):
     assert "--strategies: strategy 'nope' is unknown" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_cpu_ranks_gives_the_single_process_runs(tmp_path):
     """gloo, 2 ranks: each trains on half of every batch, evaluation and re-embedding are gathered,
     rank 0 selects and writes; the schedule and splits are those of one process (BatchNorm statistics

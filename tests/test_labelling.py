@@ -128,6 +128,7 @@ def test_small_images_in_an_imagefolder_are_stretched_as_help_says(photos, tmp_p
     assert default_preprocessing(dataset, load_backbone("efficientnet_lite0")).resolution == 112
 
 
+@pytest.mark.slow
 def test_two_extractions_of_one_entry_at_once_both_succeed_with_the_same_numbers(photos, tmp_path):
     import subprocess
     import sys

@@ -52,6 +52,7 @@ def _rows(stem: Path) -> pd.DataFrame:
     return frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame])
 
 
+@pytest.mark.slow
 def test_the_submission_script_asks_for_the_resources_and_one_task_per_missing_run(tmp_path, fake_slurm):
     out = tmp_path / "runs"
     run_phases([("cifar10", ("random",), (0,))], "smoke", str(out), source="synthetic")   # finished before
@@ -67,6 +68,7 @@ def test_the_submission_script_asks_for_the_resources_and_one_task_per_missing_r
     assert [j["job_id"] for j in submitted] == ["4242_0", "4242_1", "4242_2"]
 
 
+@pytest.mark.slow
 def test_a_submitted_job_computes_its_run_as_the_inline_executor_does(tmp_path, fake_slurm):
     out = tmp_path / "slurm"
     run_phases(PHASES, "smoke", str(out), source="synthetic", executor="slurm", slurm=SlurmOptions())
@@ -125,6 +127,7 @@ def test_reproduce_rejects_executor_misuse(argv, flag, capsys):
     assert flag in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_mechanism_experiment_runs_through_slurm_as_every_sweep(tmp_path, fake_slurm):
     """Its (cell, strategy) tasks go into one job array (finished runs left out), and a task run as
     SLURM would run it writes the run the inline executor writes."""

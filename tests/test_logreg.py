@@ -197,6 +197,7 @@ def test_local_search_walks_from_the_previous_choice_to_a_local_best():
         assert all(g["warm"] for g in head.grid)
 
 
+@pytest.mark.slow
 def test_warm_start_across_rounds_reuses_each_strength():
     x, y, xv, yv, c = _split(seed=9)
     config = ProbeConfig(tol=1e-4)

@@ -44,6 +44,7 @@ def test_shared_runs_are_read_from_their_own_experiments(tmp_path):
     assert str(mechanism.run_folder(smoke, "margin", "smoke", "M", "CC", "SW")) == f"M/{smoke.name}"
 
 
+@pytest.mark.slow
 def test_smoke_runs_end_to_end_resume_and_tabulate(tmp_path, monkeypatch):
     out, cc, sweep = tmp_path / "m", tmp_path / "cc", tmp_path / "sweep"
     mechanism.run_mechanism(out, cc, sweep, scale="smoke", source="synthetic")

@@ -49,6 +49,7 @@ def smoke_run(tmp_path_factory):
     return base, executed
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_notebook(smoke_run):
     base, executed = smoke_run
     assert [p.stem for p in executed] == list(reproduce.NOTEBOOKS)
@@ -60,6 +61,7 @@ def test_smoke_runs_every_notebook(smoke_run):
     assert (base / "playground" / "f_playground.png").exists()
 
 
+@pytest.mark.slow
 def test_smoke_writes_one_result_file_per_run_and_the_tables(smoke_run):
     base, _ = smoke_run
     runs = base / "runs" / "cifar10"
@@ -72,6 +74,7 @@ def test_smoke_writes_one_result_file_per_run_and_the_tables(smoke_run):
     assert set(claims["verdict"]) <= {"supported", "not supported", "inconclusive"}
 
 
+@pytest.mark.slow
 def test_smoke_results_say_the_data_are_synthetic(smoke_run):
     base, _ = smoke_run
     rows = pd.read_csv(next((base / "runs" / "tiny-imagenet").glob("*.csv")))
@@ -82,6 +85,7 @@ def test_smoke_results_say_the_data_are_synthetic(smoke_run):
     assert rows["data_source"].str.startswith("SYNTHETIC").all() and (rows["dataset"] == "cifar10").all()
 
 
+@pytest.mark.slow
 def test_smoke_class_count_table_has_the_issue_columns(smoke_run):
     base, _ = smoke_run
     table = pd.read_csv(base / "tables" / "class_count.csv")
@@ -109,6 +113,7 @@ def test_a_notebook_run_by_hand_never_writes_over_the_committed_figures():
     assert params["FIGURES_DIR"] == "results/figures" and params["TABLES_DIR"] == "results/tables"
 
 
+@pytest.mark.slow
 def test_jupyterlab_comes_with_the_environment():
     import subprocess
     import sys

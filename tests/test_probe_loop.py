@@ -86,6 +86,7 @@ def test_loop_paired_initial_round_and_oracle_flag():
     assert not np.array_equal(_run("random", seed=1).picks[0], a.picks[0])
 
 
+@pytest.mark.slow
 def test_round_zero_head_is_shared_across_strategies_with_the_same_rows(monkeypatch):
     """The round-0 head depends on the seed, schedule and probe only: a sweep trains it once per
     seed and every strategy's rows and picks are those of a run that trains it itself."""

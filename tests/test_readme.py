@@ -63,6 +63,7 @@ def test_readme_differences_from_random_match_the_summary():
                                                       abs=6e-5), (dataset, strategy)
 
 
+@pytest.mark.slow
 def test_readme_python_examples_run_as_written():
     """Every ```python block of the README, in order, on small stand-ins for the reader's arrays."""
     import numpy as np
@@ -88,6 +89,7 @@ def test_readme_python_examples_run_as_written():
     assert len(set(picks.tolist())) == len(picks) and (labels[picks] == -1).all()
 
 
+@pytest.mark.slow
 def test_readme_image_folder_walk_runs_as_written(tmp_path, monkeypatch, capsys):
     """The README's shell lines from a folder of images to to_label.csv, with MY_PHOTOS and ENTRY
     filled in (and the user's labelling step done by the test)."""

@@ -45,6 +45,7 @@ def test_cuda_without_a_gpu_is_refused(capsys, tmp_path):
                                                           "--out", str(tmp_path)], capsys)
 
 
+@pytest.mark.slow
 def test_smoke_scale_writes_the_run_store_and_resumes(tmp_path, capsys):
     out = tmp_path / "finetune-smoke"
     argv = ["finetune", "--scale", "smoke", "--source", "synthetic", "--out", str(out), "--device", "cpu"]

@@ -49,6 +49,7 @@ def _same(a, b):
 # typiclust: the clustering computed in the first query round and reused after it.
 @pytest.mark.parametrize("strategy", ["margin", "coreset", "typiclust"])
 @pytest.mark.parametrize("killed_after", [0, 2])
+@pytest.mark.slow
 def test_a_killed_run_resumes_at_its_round_with_the_same_rows_and_picks(tmp_path, strategy, killed_after):
     d = _data()
     whole = _run(d, strategy)
