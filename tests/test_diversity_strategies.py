@@ -7,6 +7,7 @@ smaller than N so chunking is exercised).
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -60,19 +61,25 @@ def gaussian_pool(seed=0, n=400, d=8, c=5, n_labeled=30, **kw):
 
 
 # ----------------------------------------------------------------------------- coreset
-def test_k_center_greedy_on_a_line():
+#: The lazy engine, whatever the default chooses for a pool this small (the pass engine).
+lazy_k_center_greedy = partial(k_center_greedy, lazy=True)
+
+
+@pytest.mark.parametrize("lazy", [None, True, False])
+def test_k_center_greedy_on_a_line(lazy):
     # 1-D points; labelled centre at 0.  Farthest first: 15, then 7 (min(7, 8)), then 3 (min(3, 4)) …
     x = np.array([[0.0], [1.0], [3.0], [7.0], [15.0], [10.0]], np.float32)
-    picks = k_center_greedy(x, [0], [1, 2, 3, 4, 5], 3, np.random.default_rng(0))
+    picks = k_center_greedy(x, [0], [1, 2, 3, 4, 5], 3, np.random.default_rng(0), lazy=lazy)
     assert picks.tolist() == [4, 3, 2]
     assert k_center_greedy_reference(x, [0], [1, 2, 3, 4, 5], 3, np.random.default_rng(0)).tolist() == [4, 3, 2]
 
 
-def test_k_center_greedy_without_centres_starts_at_a_random_candidate():
+@pytest.mark.parametrize("lazy", [None, True, False])
+def test_k_center_greedy_without_centres_starts_at_a_random_candidate(lazy):
     x = np.arange(20, dtype=np.float32)[:, None] ** 1.5
     cand = np.arange(3, 20)
     first = cand[np.random.default_rng(5).integers(cand.size)]
-    picks = k_center_greedy(x, [], cand, 4, np.random.default_rng(5))
+    picks = k_center_greedy(x, [], cand, 4, np.random.default_rng(5), lazy=lazy)
     assert picks[0] == first
     # then the farthest from it: one of the two ends
     far = cand[np.argmax(np.abs(x[cand, 0] - x[first, 0]))]
@@ -88,7 +95,7 @@ def test_k_center_greedy_fast_equals_reference(seed, dtype, tmp_path):
     perm = rng.permutation(n)
     n_cent = [0, 7, 150][seed]
     cent, cand = perm[:n_cent], perm[n_cent:]
-    fast = k_center_greedy(x, cent, cand, 40, np.random.default_rng(seed), chunk_rows=61, center_block=17)
+    fast = lazy_k_center_greedy(x, cent, cand, 40, np.random.default_rng(seed), chunk_rows=61, center_block=17)
     ref = k_center_greedy_reference(x, cent, cand, 40, np.random.default_rng(seed))
     np.testing.assert_array_equal(fast, ref)
 
@@ -96,15 +103,16 @@ def test_k_center_greedy_fast_equals_reference(seed, dtype, tmp_path):
 def test_k_center_greedy_streams_when_the_cache_is_too_small():
     rng = np.random.default_rng(3)
     x = random_features(rng, 300, 16, np.float32)
-    fast = k_center_greedy(x, np.arange(20), np.arange(20, 300), 25, rng, chunk_rows=50, cache_bytes=0)
+    fast = lazy_k_center_greedy(x, np.arange(20), np.arange(20, 300), 25, rng, chunk_rows=50, cache_bytes=0)
     ref = k_center_greedy_reference(x, np.arange(20), np.arange(20, 300), 25, rng)
     np.testing.assert_array_equal(fast, ref)
 
 
-def test_k_center_greedy_with_duplicate_points_stays_valid():
+@pytest.mark.parametrize("lazy", [None, True, False])
+def test_k_center_greedy_with_duplicate_points_stays_valid(lazy):
     x = np.zeros((30, 4), np.float32)
     x[10:] = 1.0
-    picks = k_center_greedy(x, [0], np.arange(1, 30), 29, np.random.default_rng(0))
+    picks = k_center_greedy(x, [0], np.arange(1, 30), 29, np.random.default_rng(0), lazy=lazy)
     assert sorted(picks.tolist()) == list(range(1, 30))
     assert picks[0] == 10  # the first point at distance 1 (first index on an exact tie)
 
@@ -124,6 +132,39 @@ def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers,
     np.testing.assert_array_equal(fast, ref)
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_pass_engine_equals_the_reference_with_ties_and_duplicates(seed):
+    # The engine the default runs on small pools: rounded (tied) coordinates, repeated points,
+    # large scales, no centres or many, any budget up to every candidate.
+    from alkit.strategies._coreset_engine import choose_engine
+
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(5, 200)), int(rng.choice([1, 3, 16]))
+    x = rng.standard_normal((n, d)).astype(np.float32) * (1e3 if seed % 4 == 0 else 1.0)
+    if seed % 2:
+        x = np.round(x)
+    if seed % 3 == 0:
+        x[rng.integers(0, n, n // 3)] = x[0]
+    perm = rng.permutation(n)
+    n_cent = int(rng.integers(0, n // 2))
+    cent, cand = perm[:n_cent], perm[n_cent:]
+    k = int(rng.integers(1, cand.size + 1))
+    assert choose_engine(cand.size, d, None) == "pass"
+    info: dict = {}
+    fast = k_center_greedy(x, cent, cand, k, np.random.default_rng(seed), timings=info)
+    assert info["engine"] == "pass"
+    np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, k, np.random.default_rng(seed)))
+
+
+def test_engine_choice_by_size():
+    from alkit.strategies._coreset_engine import PASS_ENGINE_ENTRIES, choose_engine
+
+    assert choose_engine(PASS_ENGINE_ENTRIES // 64, 64, None) == "pass"
+    assert choose_engine(PASS_ENGINE_ENTRIES // 64 + 1, 64, None) == "lazy"
+    assert choose_engine(100, 64, None, carry=True) == "lazy"   # a run's rounds carry their bounds
+    assert choose_engine(10, 2, True) == "lazy" and choose_engine(10 ** 7, 2048, False) == "eager"
+
+
 @pytest.mark.parametrize("top_rows", [1, 5, 64])
 @pytest.mark.slow
 def test_k_center_greedy_with_a_small_top_set_equals_the_reference(top_rows, monkeypatch):
@@ -137,7 +178,7 @@ def test_k_center_greedy_with_a_small_top_set_equals_the_reference(top_rows, mon
     perm = rng.permutation(1600)
     for n_cent, eager in ((0, None), (40, 0), (40, None)):
         cent, cand = perm[:n_cent], perm[n_cent:]
-        fast = k_center_greedy(x, cent, cand, 70, np.random.default_rng(1), eager_centers=eager)
+        fast = lazy_k_center_greedy(x, cent, cand, 70, np.random.default_rng(1), eager_centers=eager)
         ref = k_center_greedy_reference(x, cent, cand, 70, np.random.default_rng(1))
         np.testing.assert_array_equal(fast, ref)
 
@@ -159,7 +200,7 @@ def test_k_center_greedy_lazy_refreshes_few_rows_on_clustered_data():
     means = rng.standard_normal((30, 16)) * 50
     x = (means[rng.integers(0, 30, 3000)] + rng.standard_normal((3000, 16))).astype(np.float32)
     info: dict = {}
-    fast = k_center_greedy(x, np.arange(10), np.arange(10, 3000), 100, np.random.default_rng(0), timings=info)
+    fast = lazy_k_center_greedy(x, np.arange(10), np.arange(10, 3000), 100, np.random.default_rng(0), timings=info)
     np.testing.assert_array_equal(fast, k_center_greedy_reference(x, np.arange(10), np.arange(10, 3000), 100,
                                                                   np.random.default_rng(0)))
     assert info["full_passes"] == 0
@@ -209,7 +250,7 @@ def test_k_center_greedy_near_ties_are_ranked_like_the_reference(eager_centers):
     x = np.concatenate([centres, axes, axes[::-1] * 2.0]).astype(np.float32)
     cent, cand = np.arange(3), np.arange(3, x.shape[0])
     info: dict = {}
-    fast = k_center_greedy(x, cent, cand, 30, np.random.default_rng(0), eager_centers=eager_centers, timings=info)
+    fast = lazy_k_center_greedy(x, cent, cand, 30, np.random.default_rng(0), eager_centers=eager_centers, timings=info)
     np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, 30, np.random.default_rng(0)))
     assert info["refined"] > 0 and info["lone_refined"] > 0
 
@@ -227,7 +268,7 @@ def test_k_center_greedy_pivot_bounds_cut_refreshes_and_keep_the_picks():
     rows = {}
     for pivots in (True, False):
         info: dict = {}
-        fast = k_center_greedy(x, cent, cand, 60, np.random.default_rng(0), eager_centers=16, pivot_bounds=pivots,
+        fast = lazy_k_center_greedy(x, cent, cand, 60, np.random.default_rng(0), eager_centers=16, pivot_bounds=pivots,
                                timings=info)
         np.testing.assert_array_equal(fast, ref)
         assert info["pivots"] == (16 if pivots else 0)
@@ -250,7 +291,7 @@ def test_k_center_greedy_carried_across_rounds_equals_the_reference(eager_center
     carry: dict = {}
     for round_ in range(4):
         info: dict = {}
-        fast = k_center_greedy(x, cent, cand, 50, np.random.default_rng(round_), eager_centers=eager_centers,
+        fast = lazy_k_center_greedy(x, cent, cand, 50, np.random.default_rng(round_), eager_centers=eager_centers,
                                carry=carry, timings=info)
         np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, 50, np.random.default_rng(round_)))
         assert info["resumed"] == (round_ > 0)
@@ -266,7 +307,7 @@ def test_k_center_greedy_carry_is_not_used_when_it_does_not_apply():
 
     def after_one_round():
         carry: dict = {}
-        picks = k_center_greedy(x, cent, cand, 20, np.random.default_rng(0), carry=carry)
+        picks = lazy_k_center_greedy(x, cent, cand, 20, np.random.default_rng(0), carry=carry)
         return carry, picks
 
     cases = {
@@ -282,14 +323,14 @@ def test_k_center_greedy_carry_is_not_used_when_it_does_not_apply():
         carry, picks = after_one_round()
         feats, cent2, cand2 = make(picks)
         info: dict = {}
-        fast = k_center_greedy(feats, cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
+        fast = lazy_k_center_greedy(feats, cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
         assert not info["resumed"], name
         np.testing.assert_array_equal(fast, k_center_greedy_reference(feats, cent2, cand2, 20, np.random.default_rng(1)))
     # an equal copy of the features (a resumed run's, read again from disk) keeps the carry: same picks
     carry, picks = after_one_round()
     info = {}
     cent2, cand2 = np.concatenate([cent, picks]), np.setdiff1d(cand, picks)
-    fast = k_center_greedy(x.copy(), cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
+    fast = lazy_k_center_greedy(x.copy(), cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
     assert info["resumed"]
     np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent2, cand2, 20, np.random.default_rng(1)))
 

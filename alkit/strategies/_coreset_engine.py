@@ -47,6 +47,7 @@ from alkit.strategies._dense import (
     mean_rows,
     row_sqnorms,
     sqdist64,
+    torch_threads,
 )
 
 #: At most this many near-tied candidates are re-ranked exactly per pick (duplicates aside, 1–3).
@@ -70,6 +71,12 @@ LAZY_SETUP_RATIO = 64
 #: pivots, 1 → 24 % of starting bounds exact, 8 → 84 %, 16 → 95 % (work ∝ this number;
 #: ``benchmarks/coreset_pivot_bounds.py``).
 PIVOT_SHARE = 16
+#: Row × centre distances computed per GEMM block (float32: 16 MB).
+BLOCK_PAIRS = 1 << 22
+#: Up to this many candidate × dimension entries (a 16 MB float32 pass, in cache), the default engine
+#: is :func:`pass_greedy`: one matrix-vector product per pick costs less there than the lazy
+#: engine's bookkeeping (``benchmarks/bench_coreset_engines.py`` measures the crossover).
+PASS_ENGINE_ENTRIES = 1 << 22
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -109,7 +116,7 @@ class TopSet:
         """The set if it certainly holds the maximum (after one rebuild if needed), else None."""
         for attempt in range(2):
             top = self.rows
-            if top is not None and float(self.values[top].max()) > self.floor:
+            if top is not None and float(self.values.index_select(0, top).max()) > self.floor:
                 return top
             if attempt == 0:
                 self.rebuild()
@@ -120,21 +127,21 @@ class TopSet:
         top = self.current()
         if top is None:   # ties at the floor (e.g. all +inf): global argmax
             return int(torch.argmax(self.values))
-        local = self.values[top]
+        local = self.values.index_select(0, top)
         return int(top[local == local.max()].min())
 
     def at_least(self, threshold: float) -> torch.Tensor:
         """Positions (ascending) whose stored value is ≥ threshold."""
         top = self.current()
         if top is not None and threshold > self.floor:
-            return torch.sort(top[self.values[top] >= threshold]).values
+            return torch.sort(top[self.values.index_select(0, top) >= threshold]).values
         return torch.nonzero(self.values >= threshold).flatten()
 
     def largest(self, width: int) -> torch.Tensor:
         """Positions of the ``width`` largest stored values."""
         top = self.current()
         if top is not None:
-            return top[torch.topk(self.values[top], min(width, top.numel())).indices]
+            return top[torch.topk(self.values.index_select(0, top), min(width, top.numel())).indices]
         return torch.topk(self.values, width).indices
 
 
@@ -190,7 +197,9 @@ class KCenterState:
     def __post_init__(self) -> None:
         self.max_sq = float(self.sq.max())
         self.max_center_sq = float(self.center_sq[:self.n_centers].max()) if self.n_centers else 0.0
-        self.rows_per_block = max(1, min(self.chunk_rows, (1 << 24) // max(self.center_block, 1)))
+        # Blocks of about 16 MB of distances: they stay in cache, where a 64 MB block made one
+        # eager pass over 100 k × 1,000 pairs (D = 64) 2.4× slower.
+        self.rows_per_block = max(1, min(self.chunk_rows, BLOCK_PAIRS // max(self.center_block, 1)))
         self.top = TopSet(self.mind)
 
     def centre_ids(self) -> np.ndarray:
@@ -200,17 +209,24 @@ class KCenterState:
     def nearest(self, block: torch.Tensor, block_sq: torch.Tensor, c0: int, c1: int) -> tuple[torch.Tensor, ...]:
         """Per row of ``block``, over centres c0:c1 (float32): the smallest ‖row − centre‖², the
         centre attaining it, and the second smallest (+inf with one centre)."""
+        with torch_threads(block.shape[0] * max(c1 - c0, 0) * block.shape[1], self.device):
+            return self._nearest(block, block_sq, c0, c1)
+
+    def _nearest(self, block: torch.Tensor, block_sq: torch.Tensor, c0: int, c1: int) -> tuple[torch.Tensor, ...]:
         best = torch.full((block.shape[0],), float("inf"), dtype=torch.float32, device=self.device)
         arg = torch.zeros(block.shape[0], dtype=torch.int64, device=self.device)
         second = best.clone()
         for b0 in range(c0, c1, self.center_block):
             b1 = min(b0 + self.center_block, c1)
-            d2 = torch.addmm(block_sq[:, None] + self.center_sq[None, b0:b1], block, self.centers[b0:b1].T, alpha=-2.0)
+            # ‖c‖² − 2⟨x, c⟩ ranks the centres of a row as ‖x − c‖² does: ‖x‖² is added to the
+            # two smallest only, not to every pair.
+            d2 = torch.addmm(self.center_sq[b0:b1], block, self.centers[b0:b1].T, alpha=-2.0)
             if b1 - b0 > 1:
                 values, idx = torch.topk(d2, 2, dim=1, largest=False)
             else:
                 values = torch.cat([d2, torch.full_like(d2, float("inf"))], 1)
                 idx = torch.zeros_like(values, dtype=torch.int64)
+            values = values + block_sq[:, None]
             best, arg, second = merge_nearest((best, arg, second), (values[:, 0], idx[:, 0] + b0, values[:, 1]))
         return best, arg, second
 
@@ -557,6 +573,68 @@ def save_carry(state: KCenterState, carry: dict) -> None:
                  mind=state.mind.cpu(), seen=state.seen.cpu(), tracked=tuple(t.cpu() for t in state.tracked))
 
 
+# --------------------------------------------------------------------------- small pools: one pass per pick
+def pass_greedy(features: np.ndarray, cand: np.ndarray, cent: np.ndarray, k: int, rng: np.random.Generator,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, tie_rtol: float = TIE_RTOL) -> np.ndarray:
+    """k-center greedy for pools small enough to pass over every pick: the candidates' centred
+    float32 rows in memory, every stored minimum exact after each pick (one matrix-vector
+    product), near ties of the float32 maximum re-ranked in float64 against every centre with
+    :func:`~alkit.strategies._dense.sqdist64`, as the lazy engine does.  Positions of ``cand``
+    in pick order; ``cand`` and ``cent`` already checked, 0 < k ≤ |cand|."""
+    mu = mean_rows(features, cand, chunk_rows).astype(np.float32)
+    x = gather_rows(features, cand, chunk_rows) - mu
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+    centre_ids = list(cent)
+    mind = np.full(cand.size, np.inf, np.float32)
+    max_center_sq = 0.0
+    for c0 in range(0, cent.size, DEFAULT_CENTER_BLOCK):
+        c = gather_rows(features, cent[c0:c0 + DEFAULT_CENTER_BLOCK], chunk_rows) - mu
+        c_sq = np.einsum("ij,ij->i", c, c, dtype=np.float64).astype(np.float32)
+        max_center_sq = max(max_center_sq, float(c_sq.max()))
+        for r0 in range(0, cand.size, max(1, BLOCK_PAIRS // c.shape[0])):
+            r1 = min(r0 + max(1, BLOCK_PAIRS // c.shape[0]), cand.size)
+            d2 = (c_sq - 2.0 * (x[r0:r1] @ c.T)).min(axis=1) + sq[r0:r1]
+            np.minimum(mind[r0:r1], d2, out=mind[r0:r1])
+    max_sq = float(sq.max())
+    picks: list[int] = []
+
+    def add(pos: int) -> None:
+        nonlocal max_center_sq
+        picks.append(pos)
+        centre_ids.append(int(cand[pos]))
+        max_center_sq = max(max_center_sq, float(sq[pos]))
+        d2 = x @ x[pos]
+        d2 *= -2.0
+        d2 += sq[pos]
+        d2 += sq
+        np.minimum(mind, d2, out=mind)
+        mind[pos] = -np.inf   # earlier picks stay at −inf: the minimum never raises a value
+
+    if cent.size == 0:
+        add(int(rng.integers(cand.size)))
+    while len(picks) < k:
+        best = int(np.argmax(mind))
+        if tie_rtol > 0:
+            tol = tie_rtol * (max_sq + max_center_sq)
+            near = np.flatnonzero(mind >= mind[best] - 2.0 * tol)
+            if 1 < near.size <= MAX_REFINE:
+                partners = gather_rows(features, np.asarray(centre_ids, np.int64), chunk_rows, np.float64)
+                raw = gather_rows(features, cand[near], chunk_rows, np.float64)
+                best = int(near[np.argmax(sqdist64(raw, partners).min(axis=1))])
+        add(best)
+    return np.asarray(picks, np.int64)
+
+
+def choose_engine(n_cand: int, dim: int, lazy: bool | None, carry: bool = False) -> str:
+    """"pass" (:func:`pass_greedy`), "lazy" or "eager" (the engine below, ``lazy`` True / False).
+    ``lazy=None`` picks the pass engine for at most :data:`PASS_ENGINE_ENTRIES` candidate entries
+    when no ``carry`` is kept: within a run, the lazy engine's carried bounds spare every later
+    round the set-up against all labelled points, which the pass engine cannot carry."""
+    if lazy is None:
+        return "pass" if n_cand * dim <= PASS_ENGINE_ENTRIES and not carry else "lazy"
+    return "lazy" if lazy else "eager"
+
+
 # --------------------------------------------------------------------------- the engine
 def k_center_greedy(
     features: np.ndarray,
@@ -570,7 +648,7 @@ def k_center_greedy(
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     device: str | torch.device | None = None,
     tie_rtol: float = TIE_RTOL,
-    lazy: bool = True,
+    lazy: bool | None = None,
     eager_centers: int | None = None,
     pivot_bounds: bool = True,
     carry: dict | None = None,
@@ -583,7 +661,9 @@ def k_center_greedy(
     uniformly with ``rng``); each step picks argmax_x min_c ‖x − c‖² over the remaining
     candidates (first candidate on an exact tie) and adds it to the centres.
 
-    ``lazy=True`` (exact): stored minima are upper bounds, refreshed only for the largest stale
+    ``lazy=None`` (the default) chooses by size (:func:`choose_engine`): on the CPU, pools of at
+    most :data:`PASS_ENGINE_ENTRIES` candidate × dimension entries run :func:`pass_greedy` (one
+    in-cache pass per pick) unless a ``carry`` is kept, larger ones the lazy engine.  ``lazy=True`` (exact): stored minima are upper bounds, refreshed only for the largest stale
     candidates (see the module docstring).  A new centre lowers few candidates' minima in
     practice (1.0 refreshes per pick on the 100 k ImageNet-shaped pool, ``bench_scale.py
     --lazy-vs-eager``), so a pick costs ~|centres added since| · D instead of a pass over all
@@ -620,6 +700,13 @@ def k_center_greedy(
     k = min(int(k), cand.size)
     if k <= 0:
         return np.empty(0, np.int64)
+    engine = choose_engine(cand.size, features.shape[1], lazy, carry is not None)
+    if engine == "pass" and as_device(device).type == "cpu":
+        picks = pass_greedy(features, cand, cent, k, rng, chunk_rows, tie_rtol)
+        if timings is not None:
+            timings.update(engine="pass", setup_s=0.0, picks_s=time.perf_counter() - t0, resumed=False)
+        return cand[picks]
+    lazy = engine != "eager"
     state = set_up(features, cand, cent, k, chunk_rows=chunk_rows, center_block=center_block, cache_bytes=cache_bytes,
                    device=device, lazy=lazy, eager_centers=eager_centers, pivot_bounds=pivot_bounds, carry=carry)
     t1 = time.perf_counter()
@@ -630,7 +717,7 @@ def k_center_greedy(
     if carry is not None and lazy:
         save_carry(state, carry)
     if timings is not None:
-        timings.update(setup_s=t1 - t0, picks_s=time.perf_counter() - t1, cache_mode=state.store.mode,
+        timings.update(engine=engine, setup_s=t1 - t0, picks_s=time.perf_counter() - t1, cache_mode=state.store.mode,
                        eager_centers=state.eager, pivots=state.eager if state.use_pivots else 0,
                        resumed=state.resumed, **vars(state.counters))
     return cand[np.asarray(state.picks, np.int64)]
