@@ -36,7 +36,7 @@ test-fast: $(STAMP)
 # Every figure (PNG+PDF) and table (CSV+Markdown) from the results committed in results/runs/cpu,
 # offline, by executing notebooks a-e with papermill (copies in notebooks/executed/, ignored).
 reproduce-figures: $(STAMP)
-	$(PY) -m alkit.reproduce figures
+	$(PY) -m alkit reproduce figures
 
 # SCALE=smoke: every notebook end to end on tiny data (CI; synthetic stand-ins without ../shared).
 # SCALE=cpu: the offline sweeps into results/runs/cpu (resumable), then the figures.
@@ -46,17 +46,17 @@ SCALE ?= smoke
 # sweep defaults to 2 (see results/tables/sweep_times.md), the paper sweep to 1.
 JOBS ?= $(if $(filter cpu,$(SCALE)),2,1)
 reproduce-results: $(STAMP)
-	$(PY) -m alkit.reproduce results --scale $(SCALE) $(if $(filter-out smoke,$(SCALE)),--jobs $(JOBS))
+	$(PY) -m alkit reproduce results --scale $(SCALE) $(if $(filter-out smoke,$(SCALE)),--jobs $(JOBS))
 
 # The class-count experiment (Tiny-ImageNet restricted to K = 10 … 200 classes; resumable), then notebook g.
 CLASS_COUNT_JOBS ?= 2
 reproduce-class-count: $(STAMP)
-	$(PY) -m alkit.reproduce class-count --jobs $(CLASS_COUNT_JOBS)
+	$(PY) -m alkit reproduce class-count --jobs $(CLASS_COUNT_JOBS)
 
 # The mechanism experiment (claim 1: class balance and composition as knobs; resumable), then notebooks i and e.
 MECHANISM_JOBS ?= 2
 reproduce-mechanism: $(STAMP)
-	$(PY) -m alkit.reproduce mechanism --jobs $(MECHANISM_JOBS)
+	$(PY) -m alkit reproduce mechanism --jobs $(MECHANISM_JOBS)
 
 # The fine-tuning sweep (alkit.finetune.FINETUNE_SCALES; resumable) into results/runs/finetune-<scale>.
 # SCALE=gpu (the default here): CIFAR-10, 5 strategies x 3 seeds, ResNet-18 from scratch, one GPU.
@@ -66,7 +66,7 @@ FINETUNE_SCALE = $(if $(filter command line environment,$(origin SCALE)),$(SCALE
 FINETUNE_FLAGS = $(if $(WEIGHTS), --weights $(WEIGHTS))$(if $(DATASETS), --datasets $(DATASETS))$(if \
 	$(DEVICE), --device $(DEVICE))$(if $(DATA_ROOT), --data-root $(DATA_ROOT))
 reproduce-finetune: $(STAMP)
-	$(PY) -m alkit.reproduce finetune --scale $(FINETUNE_SCALE)$(FINETUNE_FLAGS)
+	$(PY) -m alkit reproduce finetune --scale $(FINETUNE_SCALE)$(FINETUNE_FLAGS)
 
 # JupyterLab on the notebooks: a double-click opens a .py notebook as a notebook (jupytext's viewer set as
 # the default for Python files in this environment's settings); as root (a container) it adds --allow-root.
@@ -101,7 +101,7 @@ test-browser: $(BROWSER_STAMP)
 
 # A one-minute demo on synthetic Gaussian mixtures (no data needed).
 demo: $(STAMP)
-	$(PY) -m alkit.demo --out results/demo
+	$(PY) -m alkit demo --out results/demo
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_base_mase.py

@@ -14,7 +14,7 @@ Runs live in ``<out>/k<K>/<strategy>__seed<s>.{csv,npz,json}`` (default ``result
 resumable like every sweep; K = 200 *is* the cpu sweep of Tiny-ImageNet (the same rows, schedule
 and seeds), so its runs are read from, and missing ones written to, that sweep's folder.
 
-    python -m alkit.reproduce class-count --jobs 2      # runs, then notebooks/g_class_count
+    python -m alkit reproduce class-count --jobs 2      # runs, then notebooks/g_class_count
 """
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def class_count_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (K, strategy): Δ AUC of top-1 vs random paired by seed with its 95 % t-interval,
     and the queried batches' balance (means over rounds 1 … R and seeds)."""
     if frame.empty:
-        raise ValueError("frame: no class-count runs to tabulate (run `python -m alkit.reproduce class-count`)")
+        raise ValueError("frame: no class-count runs to tabulate (run `python -m alkit reproduce class-count`)")
     summary = summary_table(frame.drop(columns=["batch_counts"]))
     queried = frame[frame["round"] > 0]
     rows = []

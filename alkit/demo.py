@@ -1,6 +1,6 @@
 """A short demo on synthetic pools: every strategy, accuracy and imbalance against labels.
 
-``python -m alkit.demo --out results/demo`` — a few-class and a many-class Gaussian mixture
+``python -m alkit demo --out results/demo`` — a few-class and a many-class Gaussian mixture
 (the paper's contrast), every registered strategy, a few seeds.  Writes the rows as CSV and
 figures as PNG/PDF.
 """
@@ -70,8 +70,5 @@ def write_demo(out: str | Path, seeds: tuple[int, ...] = (0, 1, 2), rounds: int 
     return paths
 
 
-if __name__ == "__main__":
-    # Imported here, not above: the command line sits on top of this module, never below it.
-    from alkit.cli import demo_main
-
-    raise SystemExit(demo_main())
+if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
+    raise SystemExit(f"`python -m alkit.demo` is now `python -m alkit demo` (same arguments)")

@@ -7,7 +7,7 @@
 
 Command line (resumable; one result file per run)::
 
-    python -m alkit.experiment --scale cpu --dataset cifar10 --out results/runs/cpu
+    python -m alkit experiment --scale cpu --dataset cifar10 --out results/runs/cpu
 """
 from __future__ import annotations
 
@@ -44,8 +44,5 @@ __all__ = [
     "load_study_data", "release_claim", "results_for", "run_configured_sweep", "run_path", "run_sweep", "sweep_config",
 ]
 
-if __name__ == "__main__":
-    # Imported here, not above: the command line sits on top of this module, never below it.
-    from alkit.cli import experiment_main
-
-    raise SystemExit(experiment_main())
+if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
+    raise SystemExit(f"`python -m alkit.experiment` is now `python -m alkit experiment` (same arguments)")

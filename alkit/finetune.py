@@ -1033,14 +1033,11 @@ def finetune_results_for(scale: str, runs_dir: str | Path, *, run_missing: bool,
         frame = pd.concat([load_runs(runs_dir, d) for d in datasets], ignore_index=True)
     if frame.empty:
         raise ValueError(f"runs_dir: no finished fine-tuning runs of {', '.join(datasets)} under {runs_dir}; run "
-                         f"`python -m alkit.reproduce finetune --scale {scale} --out {runs_dir}`")
+                         f"`python -m alkit reproduce finetune --scale {scale} --out {runs_dir}`")
     if strategies is not None:
         frame = frame[frame["strategy"].isin([resolve_strategy(s).name for s in strategies])]
     return frame.reset_index(drop=True)
 
 
-if __name__ == "__main__":
-    # Imported here, not above: the command line sits on top of this module, never below it.
-    from alkit.cli import finetune_main
-
-    raise SystemExit(finetune_main())
+if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
+    raise SystemExit(f"`python -m alkit.finetune` is now `python -m alkit finetune` (same arguments)")

@@ -20,7 +20,7 @@ Everything is seeded: each chunk draws from its own ``SeedSequence([seed, split,
 so an interrupted generation resumes where it stopped and gives identical bytes, and a
 finished pool with the same parameters is never generated twice.
 
-Command line: ``python -m alkit.imagenet_pool [--out DIR] [--n-total N --num-classes C --dim D]``.
+Command line: ``python -m alkit imagenet-pool [--out DIR] [--n-total N --num-classes C --dim D]``.
 """
 from __future__ import annotations
 
@@ -340,8 +340,5 @@ def remove_pool(path: str | Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    # Imported here, not above: the command line sits on top of this module, never below it.
-    from alkit.cli import imagenet_pool_main
-
-    raise SystemExit(imagenet_pool_main())
+if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
+    raise SystemExit(f"`python -m alkit.imagenet_pool` is now `python -m alkit imagenet-pool` (same arguments)")

@@ -275,7 +275,7 @@ def _local_worker(tasks, scale: str, out: str, source: str, data_root: str | Non
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """Resources of each run's job on a SLURM cluster (``python -m alkit.reproduce results
+    """Resources of each run's job on a SLURM cluster (``python -m alkit reproduce results
     --executor slurm``).  A linear-probe run needs a few cores and the pool's features in memory:
     Tiny-ImageNet's 100 k × 1280 float16 take 0.3 GB, ImageNet's 1.28 M × 2048 5 GB."""
 

@@ -22,7 +22,7 @@ its cpu schedule with the same wrappers).
 Runs: ``results/runs/mechanism/<cell>/<strategy>__seed<s>.*`` (a cell is one data set or K at one
 schedule, :class:`Cell`); runs that the class-count experiment or the cpu sweep already hold (the
 plain strategies at the paper's schedule) are read from, and when missing written to, their own
-folders.  ``python -m alkit.reproduce mechanism --jobs 2`` makes every run (resumable), then
+folders.  ``python -m alkit reproduce mechanism --jobs 2`` makes every run (resumable), then
 ``notebooks/i_mechanism`` renders ``results/tables/mechanism.csv``, ``mechanism_parts.csv`` and
 the figure.  Claim 1's verdict is judged on :func:`parts_table` (:func:`alkit.report.claim1_verdict`).
 """
@@ -267,7 +267,7 @@ def load_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = cla
                 made = {k: config.get(k) for k in expected}
                 if made != expected:
                     raise ValueError(f"{stem}.json: made with {made}, not the {cell.label} schedule {expected}; "
-                                     "move it away and run `python -m alkit.reproduce mechanism` again")
+                                     "move it away and run `python -m alkit reproduce mechanism` again")
                 frame = pd.read_csv(stem.with_suffix(".csv")).sort_values("round").reset_index(drop=True)
                 with np.load(stem.with_suffix(".npz")) as arrays:
                     counts = arrays["label_counts"]
@@ -305,7 +305,7 @@ def mechanism_table(frame: pd.DataFrame) -> pd.DataFrame:
     batches' KL from the pool's class distribution and (max+1)/(min+1) class-count ratio (means over
     rounds and seeds), and the labelled set's normalised class entropy after the last round."""
     if frame.empty:
-        raise ValueError("frame: no mechanism runs to tabulate (run `python -m alkit.reproduce mechanism`)")
+        raise ValueError("frame: no mechanism runs to tabulate (run `python -m alkit reproduce mechanism`)")
     auc = _auc_by_seed(frame)
     queried = frame[frame["round"] > 0]
     last = frame.loc[frame.groupby(["cell", "strategy", "seed"])["round"].idxmax()]
@@ -343,7 +343,7 @@ def parts_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, S, part): the paired difference of AUC (mean, 95 % t-interval, seeds) for
     each part of :data:`PARTS` whose two strategies both ran in the cell."""
     if frame.empty:
-        raise ValueError("frame: no mechanism runs to tabulate (run `python -m alkit.reproduce mechanism`)")
+        raise ValueError("frame: no mechanism runs to tabulate (run `python -m alkit reproduce mechanism`)")
     auc = _auc_by_seed(frame)
     rows = []
     for name in _cell_order(frame):

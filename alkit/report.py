@@ -299,7 +299,7 @@ def claim1_verdict(evidence: pd.DataFrame) -> tuple[str, str]:
     (one row per uncertainty strategy; rule: module docstring)."""
     needed = ("change", "composition", "balancing_gain")
     if evidence.empty or not all(f"{n}_lo" in evidence for n in needed):
-        return "inconclusive", "no mechanism runs (python -m alkit.reproduce mechanism)"
+        return "inconclusive", "no mechanism runs (python -m alkit reproduce mechanism)"
     parts, failing, both, neither, labels, unknown = [], [], [], [], [], []
     for row in evidence.to_dict("records"):
         s, few, many = row["strategy"], row["few"], row["many"]
@@ -553,7 +553,7 @@ def runs_inventory(frame: pd.DataFrame) -> pd.DataFrame:
 
 def sweep_times(results_dir: str | Path) -> pd.DataFrame:
     """The sweeps that wrote ``results_dir`` (its ``sweep_times.json``, appended by every
-    ``python -m alkit.reproduce results`` sweep): when, at which commit, with how many workers and
+    ``python -m alkit reproduce results`` sweep): when, at which commit, with how many workers and
     threads, how many runs planned and run, and the wall time in minutes.  Empty if there is none."""
     path = Path(results_dir) / "sweep_times.json"
     if not path.is_file():

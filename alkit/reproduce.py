@@ -1,13 +1,13 @@
 """Run the companion notebooks and sweeps: what ``make reproduce-figures`` / ``reproduce-results`` call.
 
-``python -m alkit.reproduce figures``          every figure and table from results/ (offline, no experiment)
-``python -m alkit.reproduce results --scale smoke``  every notebook end to end on tiny data (CI)
-``python -m alkit.reproduce results --scale cpu``    the offline sweeps into results/runs/cpu, then figures
-``python -m alkit.reproduce results --scale paper``  the authors' schedule (GPU, your ImageNet + checkpoints)
-``python -m alkit.reproduce class-count --jobs 2``  the class-count experiment, then its table and figure
-``python -m alkit.reproduce mechanism --jobs 2``    the mechanism experiment (claim 1), then its tables and figure
-``python -m alkit.reproduce finetune --scale gpu``   the fine-tuning sweep (GPU) into results/runs/finetune-gpu
-``python -m alkit.reproduce sync`` / ``check``        write / compare the .ipynb twins of notebooks/*.py
+``python -m alkit reproduce figures``          every figure and table from results/ (offline, no experiment)
+``python -m alkit reproduce results --scale smoke``  every notebook end to end on tiny data (CI)
+``python -m alkit reproduce results --scale cpu``    the offline sweeps into results/runs/cpu, then figures
+``python -m alkit reproduce results --scale paper``  the authors' schedule (GPU, your ImageNet + checkpoints)
+``python -m alkit reproduce class-count --jobs 2``  the class-count experiment, then its table and figure
+``python -m alkit reproduce mechanism --jobs 2``    the mechanism experiment (claim 1), then its tables and figure
+``python -m alkit reproduce finetune --scale gpu``   the fine-tuning sweep (GPU) into results/runs/finetune-gpu
+``python -m alkit reproduce sync`` / ``check``        write / compare the .ipynb twins of notebooks/*.py
 
 Notebooks are executed with papermill; executed copies go to ``notebooks/executed/`` (ignored by
 git), never over the source notebooks.
@@ -64,12 +64,12 @@ def pair_mismatches(names=NOTEBOOKS) -> list[str]:
     for py in notebook_sources(names):
         ipynb = py.with_suffix(".ipynb")
         if not ipynb.exists():
-            problems.append(f"{ipynb.name}: missing (run `python -m alkit.reproduce sync`)")
+            problems.append(f"{ipynb.name}: missing (run `python -m alkit reproduce sync`)")
             continue
         from_py = jupytext.read(py)
         stored = nbformat.read(ipynb, as_version=4)
         if _cells(from_py) != _cells(stored):
-            problems.append(f"{ipynb.name}: cells differ from {py.name} (run `python -m alkit.reproduce sync`)")
+            problems.append(f"{ipynb.name}: cells differ from {py.name} (run `python -m alkit reproduce sync`)")
         if any(c.get("outputs") or c.get("execution_count") for c in stored.cells if c.cell_type == "code"):
             problems.append(f"{ipynb.name}: holds outputs; commit notebooks without outputs")
         if stored.metadata.get("kernelspec", {}).get("name") != "python3":
@@ -138,7 +138,7 @@ def execute(name: str, parameters: dict, out_dir: Path, timeout: int = 1800) -> 
     to ``out_dir`` (never over the source)."""
     source = NOTEBOOK_DIR / f"{name}.ipynb"
     if not source.exists():
-        raise ValueError(f"notebook {source} is missing: run `python -m alkit.reproduce sync`")
+        raise ValueError(f"notebook {source} is missing: run `python -m alkit reproduce sync`")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.ipynb"
     started = time.perf_counter()
@@ -291,7 +291,7 @@ def reproduce_results(scale: str, source: str = "auto", data_root: str | None = 
     if scale == "cpu" and is_committed(out):
         reproduce_figures(out)
     elif scale == "cpu":   # the committed figures and tables stay those of the committed runs
-        print(f"runs in {out}; figures from them: python -m alkit.reproduce figures --results {out}", flush=True)
+        print(f"runs in {out}; figures from them: python -m alkit reproduce figures --results {out}", flush=True)
 
 
 def reproduce_class_count(out: str = COMMITTED_CLASS_COUNT, sweep_out: str = COMMITTED_RUNS, jobs: int = 1,
@@ -351,8 +351,5 @@ def reproduce_finetune(scale: str, out: str | None = None, data_root: str | None
     return out_dir
 
 
-if __name__ == "__main__":
-    # Imported here, not above: the command line sits on top of this module, never below it.
-    from alkit.cli import reproduce_main
-
-    raise SystemExit(reproduce_main())
+if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
+    raise SystemExit(f"`python -m alkit.reproduce` is now `python -m alkit reproduce` (same arguments)")

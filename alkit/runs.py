@@ -8,7 +8,7 @@ it is computed, so two sweeps into one folder compute each run once; while it ru
 its state after the last finished round, so a killed or preempted run resumes at the round it was
 in (:func:`alkit.loop.run_active_learning`).
 
-:func:`run_configured_sweep` runs the schedule of :mod:`alkit.studies` (``python -m alkit.experiment
+:func:`run_configured_sweep` runs the schedule of :mod:`alkit.studies` (``python -m alkit experiment
 --scale cpu --dataset cifar10 --out results/runs/cpu``); :func:`run_sweep` runs any arrays; the
 readers (:func:`load_runs`, :func:`results_for`) are what the notebooks use.
 """
@@ -386,6 +386,6 @@ def results_for(
                 frame = frame[frame["seed"].isin([int(s) for s in overrides["seeds"]])]
         if frame.empty:
             raise ValueError(f"results_dir: no finished runs of {dataset!r} under {results_dir}; run "
-                             f"`python -m alkit.experiment --scale {scale} --dataset {dataset} --out {results_dir}`")
+                             f"`python -m alkit experiment --scale {scale} --dataset {dataset} --out {results_dir}`")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)

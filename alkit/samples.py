@@ -4,7 +4,7 @@
 1280-d) of 40 Tiny-ImageNet-200 classes (a fixed random subset), 60 training and 20 validation
 images of each — 2,400 pool points and an 800-image test set, 8 MB.  It lets the playground show a
 comparison on real features within a minute of a fresh clone, with no data set and no extraction.
-Rebuild it from the full cached features with ``python -m alkit.samples`` (needs the Tiny-ImageNet
+Rebuild it from the full cached features with ``python -m alkit samples`` (needs the Tiny-ImageNet
 features in the cache: ``python -m alkit features --dataset tiny-imagenet ...``).
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ def load_sample(path: str | Path = SAMPLE_FILE) -> studies.StudyData:
     """The shipped sample as :class:`alkit.studies.StudyData` (real features, 40 classes)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"path: the feature sample {path} is missing; rebuild it with `python -m alkit.samples`")
+        raise ValueError(f"path: the feature sample {path} is missing; rebuild it with `python -m alkit samples`")
     with np.load(path) as arrays:
         data = {k: arrays[k] for k in arrays.files}
     k = int(data["source_classes"].size)
@@ -73,13 +73,10 @@ def load_sample(path: str | Path = SAMPLE_FILE) -> studies.StudyData:
 
 
 def rebuild_sample(path: str | Path = SAMPLE_FILE, data_root: str | Path | None = None) -> Path:
-    """Cut the sample again from the cached Tiny-ImageNet features (``python -m alkit.samples``)."""
+    """Cut the sample again from the cached Tiny-ImageNet features (``python -m alkit samples``)."""
     data = studies.load_study_data("tiny-imagenet", "cpu", data_root=data_root, extract=False, progress=False)
     return build_sample(data, path)
 
 
-if __name__ == "__main__":
-    # Imported here, not above: the command line sits on top of this module, never below it.
-    from alkit.cli import samples_main
-
-    raise SystemExit(samples_main())
+if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
+    raise SystemExit(f"`python -m alkit.samples` is now `python -m alkit samples` (same arguments)")

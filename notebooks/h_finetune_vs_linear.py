@@ -30,7 +30,7 @@
 SCALE = "cpu"                          # scale of the linear runs (smoke | cpu | paper)
 RESULTS_DIR = "results/runs/cpu"       # the linear runs (relative paths start at the repository root)
 FINETUNE_SCALE = "gpu"                 # alkit.finetune.FINETUNE_SCALES: gpu | paper | cpu | smoke
-FINETUNE_RUNS_DIR = "results/runs/finetune-gpu"   # the fine-tuning runs (python -m alkit.reproduce finetune)
+FINETUNE_RUNS_DIR = "results/runs/finetune-gpu"   # the fine-tuning runs (python -m alkit reproduce finetune)
 FIGURES_DIR = None   # None: notebooks/executed/<notebook>/figures; results/figures only when asked
 RUN_MISSING = False                    # True: run both sweeps first (finished runs are reused)
 SOURCE = "auto"                        # auto | features | synthetic (CI: generated images, labelled SYNTHETIC)

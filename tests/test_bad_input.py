@@ -369,8 +369,8 @@ def test_run_disk_full_keeps_the_rows(files, capsys, monkeypatch, tmp_path):
 
 
 def test_parameter_names_become_flags():
-    from alkit.cli import flag_names
-    from alkit.cli import _experiment_message
+    from alkit.cli.common import flag_names
+    from alkit.cli.experiment import _experiment_message
 
     assert flag_names("initial_size 1000 exceeds the 160 points outside validation").startswith("--initial 1000")
     assert flag_names("budget must be a positive integer, got 0") == "--budget must be a positive integer, got 0"
@@ -427,7 +427,7 @@ FEATURE_CASES = [
 
 @pytest.mark.parametrize("extra, flag, words", FEATURE_CASES, ids=lambda v: " ".join(v)[:50] if isinstance(v, list) else None)
 def test_features_rejects(images, tmp_path, monkeypatch, capsys, extra, flag, words):
-    from alkit.cli import features_main
+    from alkit.cli.features import features_main
 
     monkeypatch.setenv("ALKIT_CACHE", str(tmp_path / "cache"))
     argv = ["--dataset", "imagefolder", "--split", "train", "--resolution", "32", "--batch-size", "2", "--quiet",
@@ -439,7 +439,7 @@ def test_features_rejects(images, tmp_path, monkeypatch, capsys, extra, flag, wo
 
 
 def test_features_cifar10_has_no_val_split(images, capsys):
-    from alkit.cli import features_main
+    from alkit.cli.features import features_main
 
     line = one_error_line(features_main, ["--dataset", "cifar10", "--root", str(images / "good"), "--split", "val"],
                           capsys)
@@ -447,7 +447,7 @@ def test_features_cifar10_has_no_val_split(images, capsys):
 
 
 def test_features_worker_errors_name_the_image(images, tmp_path, capsys):
-    from alkit.cli import features_main
+    from alkit.cli.features import features_main
 
     argv = ["--dataset", "imagefolder", "--split", "train", "--root", str(images / "fake"), "--resolution", "32",
             "--quiet", "--num-workers", "1", "--out", str(tmp_path / "cache")]
@@ -521,7 +521,7 @@ def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
 
 def test_features_refuses_a_too_small_disk_before_the_work(images, tmp_path, monkeypatch, capsys):
     from alkit import features as fx
-    from alkit.cli import features_main
+    from alkit.cli.features import features_main
 
     _free(monkeypatch, 50_000)   # 4 images × 1280 float16 need ~ 120 kB with the side files
     monkeypatch.setattr(fx, "_pixel_batches", lambda *a, **k: pytest.fail("read images with no room to keep them"))
@@ -535,7 +535,7 @@ def test_features_refuses_a_too_small_disk_before_the_work(images, tmp_path, mon
 
 
 def test_features_names_the_file_when_the_disk_fills(images, tmp_path, monkeypatch, capsys):
-    from alkit.cli import features_main
+    from alkit.cli.features import features_main
 
     real_save = np.save
 
@@ -562,7 +562,7 @@ def test_unpacking_an_archive_checks_the_room_first(images, tmp_path, monkeypatc
     assert not list((tmp_path / "cache" / "datasets").glob("good-*"))
 
 
-# ---------------------------------------------------------------- python -m alkit.experiment / alkit.reproduce
+# ---------------------------------------------------------------- python -m alkit experiment / alkit.reproduce
 
 @pytest.mark.parametrize("extra, flag, words", [
     (["--out", "{d}/afile"], "--out", "not a folder"),
@@ -598,7 +598,7 @@ def test_experiment_rejects(files, capsys, monkeypatch, extra, flag, words):
 ])
 def test_reproduce_rejects(capsys, monkeypatch, argv, flag):
     from alkit import class_count, mechanism
-    from alkit.cli import reproduce_main
+    from alkit.cli.reproduce import reproduce_main
 
     for module, name in ((mechanism, "run_mechanism"), (class_count, "run_class_count")):   # no work may start
         monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("work started before the arguments were checked"))
@@ -748,7 +748,7 @@ def test_a_corrupt_head_file_is_closed_after_the_error(tmp_path):
     import gc
     import warnings
 
-    from alkit.cli import UsageError, _load_head
+    from alkit.cli.common import UsageError, _load_head
 
     bad = tmp_path / "head.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
@@ -829,7 +829,7 @@ def test_loop_arguments_are_checked(change, parameter):
 ])
 def test_class_count_arguments_are_checked_before_any_data_is_loaded(capsys, monkeypatch, argv, words):
     from alkit import class_count, studies
-    from alkit.cli import reproduce_main
+    from alkit.cli.reproduce import reproduce_main
 
     monkeypatch.setattr(studies, "load_study_data", _no_compute)
     monkeypatch.setattr(class_count, "run_class_count", _no_compute)
@@ -864,7 +864,7 @@ def test_float128_features_are_refused_with_the_fix():
 
 @pytest.mark.slow
 def test_figures_from_an_empty_or_damaged_runs_folder_say_so_in_one_line(tmp_path, capsys):
-    from alkit.cli import reproduce_main
+    from alkit.cli.reproduce import reproduce_main
 
     (tmp_path / "empty").mkdir()
     assert reproduce_main(["figures", "--results", str(tmp_path / "empty")]) == 0

@@ -239,3 +239,24 @@ def test_a_strategy_of_your_own_is_named_module_colon_function(arrays, tmp_path,
         assert "module 'my_strategies' has no 'nope'" in capsys.readouterr().err
     finally:
         _REGISTRY.pop("last_rows", None)
+
+
+@pytest.mark.parametrize("module,command", [("reproduce", "reproduce"), ("experiment", "experiment"),
+                                            ("imagenet_pool", "imagenet-pool"), ("finetune", "finetune")])
+def test_the_old_module_commands_say_where_the_command_went(module, command):
+    # Every command lives under `python -m alkit`; the old module form must not run silently (or
+    # do nothing and exit 0), but name the new one.
+    done = subprocess.run([sys.executable, "-m", f"alkit.{module}", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert f"python -m alkit {command}" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["features", "reproduce", "experiment", "demo", "samples", "imagenet-pool"])
+def test_every_command_answers_help_under_one_entry_point(command, capsys):
+    try:
+        code = main([command, "--help"])
+    except SystemExit as stop:   # argparse's own --help
+        code = stop.code
+    assert code == 0
+    assert f"python -m alkit {command}" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from alkit import distributed as dd
 from alkit.backbones import load_backbone
 from alkit.datasets import load_dataset
 from alkit.features import ExtractionInterrupted, extract_features
-from alkit.cli import features_main
+from alkit.cli.features import features_main
 
 RES, BATCH, SHARD = 32, 4, 4
 COUNTS = {"train": {"ant": 9, "bee": 8, "cat": 7}}   # 24 images = 6 shards: ranks 0 and 1 own 3 each

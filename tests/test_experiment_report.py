@@ -404,8 +404,9 @@ def test_provenance_records_a_command_without_this_machines_paths():
     from alkit import io
 
     package = Path(io.__file__).resolve().parent
-    assert io.command_line([str(package / "reproduce.py"), "mechanism", "--jobs", "2"]) == \
-        "python -m alkit.reproduce mechanism --jobs 2"
+    assert io.command_line([str(package / "__main__.py"), "reproduce", "mechanism", "--jobs", "2"]) == \
+        "python -m alkit reproduce mechanism --jobs 2"
+    assert io.command_line([str(package / "mechanism.py"), "x"]) == "python -m alkit.mechanism x"
     assert io.command_line([str(package / "__main__.py"), "run"]) == "python -m alkit run"
     assert io.command_line([str(package.parent / "benchmarks" / "bench_scale.py"), "--n", "9"]) == \
         "benchmarks/bench_scale.py --n 9"

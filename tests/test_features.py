@@ -15,7 +15,7 @@ from alkit.backbones import load_backbone
 from alkit.datasets import ImageDataset, LongTailSpec, load_dataset
 from alkit.features import (ExtractionInterrupted, Preprocessing, extract_features, get_features,
                             load_cached_features)
-from alkit.cli import features_main
+from alkit.cli.features import features_main
 
 RES = 32  # tiny inputs keep every extraction here well under a second
 COUNTS = {"train": {"ant": 7, "bee": 6, "cat": 5}, "test": {"ant": 2, "bee": 2, "cat": 2}}

@@ -184,7 +184,7 @@ def test_presets_hold_the_papers_recipes():
 
 
 def test_command_line_on_a_tiny_image_folder(tmp_path, capsys):
-    from alkit.cli import finetune_main as main
+    from alkit.cli.finetune import finetune_main as main
 
     root = make_imagefolder(tmp_path / "imgs", {"train": {"a": 12, "b": 12}, "test": {"a": 4, "b": 4}})
     out = tmp_path / "rows.csv"
@@ -220,7 +220,7 @@ def test_torchrun_with_two_cpu_ranks_gives_the_single_process_runs(tmp_path):
     from pathlib import Path
 
     root = make_imagefolder(tmp_path / "imgs", {"train": {"a": 12, "b": 12}, "test": {"a": 4, "b": 4}})
-    args = ["-m", "alkit.finetune", "--dataset", "imagefolder", "--root", str(root), "--strategies", "margin",
+    args = ["-m", "alkit", "finetune", "--dataset", "imagefolder", "--root", str(root), "--strategies", "margin",
             "--initial", "6", "--budget", "4", "--rounds", "1", "--preset", "tiny", "--backbone", "tiny_cnn",
             "--device", "cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -229,9 +229,9 @@ def test_torchrun_with_two_cpu_ranks_gives_the_single_process_runs(tmp_path):
                           text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote 2 rows") == 1          # rank 0 alone writes
-    from alkit.cli import finetune_main as main
+    from alkit.cli.finetune import finetune_main as main
 
-    assert main([*args[2:], "--out", str(tmp_path / "one.csv")]) == 0
+    assert main([*args[3:], "--out", str(tmp_path / "one.csv")]) == 0
     ddp, one = pd.read_csv(tmp_path / "ddp.csv"), pd.read_csv(tmp_path / "one.csv")
     assert list(ddp.columns) == list(one.columns) and ddp["n_labeled"].tolist() == one["n_labeled"].tolist()
     np.testing.assert_allclose(ddp["val_loss"], one["val_loss"], atol=0.05)

@@ -1,5 +1,5 @@
-"""The package's import graph points one way: no cycles, every command line in alkit/cli.py, and an
-import inside a function only with its reason beside it."""
+"""The package's import graph points one way: no cycles (``__main__`` blocks included), every command
+line in the alkit/cli/ package, and an import inside a function only with its reason beside it."""
 from __future__ import annotations
 
 import ast
@@ -17,19 +17,13 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _outside_main_guard(tree: ast.Module) -> list[ast.AST]:
-    """Every node but those under ``if __name__ == "__main__":`` (a module run as a script may call
-    the command line above it)."""
-    guarded = set()
-    for node in tree.body:
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) \
-                and getattr(node.test.left, "id", None) == "__name__":
-            guarded.update(id(n) for n in ast.walk(node))
-    return [n for n in ast.walk(tree) if id(n) not in guarded]
+def is_cli(module: str) -> bool:
+    return module == "alkit.cli" or module.startswith("alkit.cli.")
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module → the alkit modules it imports anywhere (module level or inside functions)."""
+    """module → the alkit modules it imports anywhere (module level, inside functions, and under
+    ``if __name__ == "__main__":``)."""
     modules = _modules()
 
     def owner(name: str) -> str | None:
@@ -40,7 +34,7 @@ def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, path in modules.items():
         targets = set()
-        for node in _outside_main_guard(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "alkit":
                 for alias in node.names:   # `from alkit import runs` imports the module alkit.runs
                     target = owner(f"{node.module}.{alias.name}") or owner(node.module)
@@ -97,16 +91,18 @@ def test_the_layers_point_down():
     for module in bottom:
         assert not {t for t in graph[module] if t not in bottom}, (module, graph[module])
     for module, targets in graph.items():   # nothing but `python -m alkit` imports the command line
-        if module not in ("alkit.cli", "alkit.__main__"):
-            assert "alkit.cli" not in targets, module
+        if not is_cli(module) and module != "alkit.__main__":
+            assert not [t for t in targets if is_cli(t)], module
+    for module in (m for m in graph if is_cli(m) and m != "alkit.cli"):   # commands import no command
+        assert not [t for t in graph[module] if is_cli(t) and t != "alkit.cli.common"], module
     assert "alkit.reproduce" not in graph["alkit.launch"] | graph["alkit.runs"] | graph["alkit.studies"]
 
 
 def test_every_argument_parser_lives_in_cli():
     for name, path in _modules().items():
-        if name == "alkit.cli":
+        if is_cli(name):
             continue
-        for node in _outside_main_guard(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 assert "argparse" not in [a.name for a in node.names], f"{path.name} imports argparse"
             if isinstance(node, ast.ImportFrom):
@@ -114,10 +110,10 @@ def test_every_argument_parser_lives_in_cli():
 
 
 def test_imports_inside_functions_say_why():
-    """Outside cli.py (whose commands import the library lazily so that --help answers at once, as
+    """Outside alkit/cli/ (whose commands import the library lazily so that --help answers at once, as
     its docstring says), an import inside a function carries its reason on its line or the one before."""
     for name, path in _modules().items():
-        if name == "alkit.cli":
+        if is_cli(name):
             continue
         lines = path.read_text().splitlines()
         tree = ast.parse("\n".join(lines))

@@ -10,7 +10,7 @@ from PIL import Image
 
 from alkit.cli import main as alkit_main
 from alkit.features import PATHS_FILE, get_features, load_feature_set
-from alkit.cli import features_main
+from alkit.cli.features import features_main
 from alkit.labelling import picks_table, read_labels_csv
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}

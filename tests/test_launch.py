@@ -119,7 +119,7 @@ def test_without_slurm_the_executor_says_so(tmp_path, monkeypatch):
     (["results", "--scale", "cpu", "--executor", "cluster"], "--executor"),
 ])
 def test_reproduce_rejects_executor_misuse(argv, flag, capsys):
-    from alkit.cli import reproduce_main
+    from alkit.cli.reproduce import reproduce_main
 
     with pytest.raises(SystemExit) as stop:
         reproduce_main(argv)

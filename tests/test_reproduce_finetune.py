@@ -1,4 +1,4 @@
-"""The fine-tuning scales in the reproduction machinery: ``python -m alkit.reproduce finetune`` (its
+"""The fine-tuning scales in the reproduction machinery: ``python -m alkit reproduce finetune`` (its
 argument errors, and the smoke scale end to end on generated images: run files, provenance,
 resume), the figures' skip rule for notebook h, and its parameters."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alkit import finetune, reproduce
-from alkit.cli import reproduce_main
+from alkit.cli.reproduce import reproduce_main
 from alkit.synthetic import colour_images
 
 
@@ -75,7 +75,7 @@ def test_smoke_scale_writes_the_run_store_and_resumes(tmp_path, capsys):
 
 
 def test_results_without_runs_name_the_command(tmp_path):
-    with pytest.raises(ValueError, match="python -m alkit.reproduce finetune --scale gpu --out"):
+    with pytest.raises(ValueError, match="python -m alkit reproduce finetune --scale gpu --out"):
         finetune.finetune_results_for("gpu", tmp_path, run_missing=False)
 
 

@@ -318,7 +318,7 @@ def test_claim1_inconclusive_when_labels_per_class_move_the_gain_as_much():
 
 
 def test_claim1_inconclusive_without_mechanism_runs():
-    assert _claim1() == ("inconclusive", "no mechanism runs (python -m alkit.reproduce mechanism)")
+    assert _claim1() == ("inconclusive", "no mechanism runs (python -m alkit reproduce mechanism)")
     out = report.claim_verdicts(pd.DataFrame([_random(TOY), _row(TOY, "margin", "win")])).set_index("claim")
     assert out.loc[1, "verdict"] == "inconclusive" and "no mechanism runs" in out.loc[1, "evidence"]
 
