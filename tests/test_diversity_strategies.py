@@ -149,7 +149,7 @@ def test_pass_engine_equals_the_reference_with_ties_and_duplicates(seed):
     n_cent = int(rng.integers(0, n // 2))
     cent, cand = perm[:n_cent], perm[n_cent:]
     k = int(rng.integers(1, cand.size + 1))
-    assert choose_engine(cand.size, d, None) == "pass"
+    assert choose_engine(cand.size, d, k, None) == "pass"
     info: dict = {}
     fast = k_center_greedy(x, cent, cand, k, np.random.default_rng(seed), timings=info)
     assert info["engine"] == "pass"
@@ -157,12 +157,15 @@ def test_pass_engine_equals_the_reference_with_ties_and_duplicates(seed):
 
 
 def test_engine_choice_by_size():
-    from alkit.strategies._coreset_engine import PASS_ENGINE_ENTRIES, choose_engine
+    from alkit.strategies._coreset_engine import PASS_ENGINE_ENTRIES, PASS_ENGINE_PICKS, choose_engine
 
-    assert choose_engine(PASS_ENGINE_ENTRIES // 64, 64, None) == "pass"
-    assert choose_engine(PASS_ENGINE_ENTRIES // 64 + 1, 64, None) == "lazy"
-    assert choose_engine(100, 64, None, carry=True) == "lazy"   # a run's rounds carry their bounds
-    assert choose_engine(10, 2, True) == "lazy" and choose_engine(10 ** 7, 2048, False) == "eager"
+    many = PASS_ENGINE_PICKS + 1
+    assert choose_engine(PASS_ENGINE_ENTRIES // 64, 64, many, None) == "pass"
+    assert choose_engine(PASS_ENGINE_ENTRIES // 64 + 1, 64, many, None) == "lazy"
+    assert choose_engine(10 ** 5, 2048, PASS_ENGINE_PICKS, None) == "pass"   # few picks: a pass each is cheaper
+    assert choose_engine(10 ** 5, 2048, PASS_ENGINE_PICKS, None, cache_bytes=10 ** 8) == "lazy"   # rows must fit
+    assert choose_engine(100, 64, 5, None, carry=True) == "lazy"   # a run's rounds carry their bounds
+    assert choose_engine(10, 2, 5, True) == "lazy" and choose_engine(10 ** 7, 2048, 5, False) == "eager"
 
 
 @pytest.mark.parametrize("top_rows", [1, 5, 64])

@@ -73,10 +73,12 @@ LAZY_SETUP_RATIO = 64
 PIVOT_SHARE = 16
 #: Row × centre distances computed per GEMM block (float32: 16 MB).
 BLOCK_PAIRS = 1 << 22
-#: Up to this many candidate × dimension entries (a 16 MB float32 pass, in cache), the default engine
-#: is :func:`pass_greedy`: one matrix-vector product per pick costs less there than the lazy
-#: engine's bookkeeping (``benchmarks/bench_coreset_engines.py`` measures the crossover).
+#: Up to this many candidate × dimension entries (a 16 MB float32 pass), or for at most
+#: :data:`PASS_ENGINE_PICKS` picks, the default engine is :func:`pass_greedy`: one pass over the
+#: candidates per pick costs less there than the lazy engine's set-up and bookkeeping (measured on
+#: 1 k – 100 k × 16 – 2,048 pools: ``benchmarks/bench_coreset_engines.py``).
 PASS_ENGINE_ENTRIES = 1 << 22
+PASS_ENGINE_PICKS = 16
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -578,30 +580,37 @@ def pass_greedy(features: np.ndarray, cand: np.ndarray, cent: np.ndarray, k: int
                 chunk_rows: int = DEFAULT_CHUNK_ROWS, tie_rtol: float = TIE_RTOL) -> np.ndarray:
     """k-center greedy for pools small enough to pass over every pick: the candidates' centred
     float32 rows in memory, every stored minimum exact after each pick (one matrix-vector
-    product), near ties of the float32 maximum re-ranked in float64 against every centre with
-    :func:`~alkit.strategies._dense.sqdist64`, as the lazy engine does.  Positions of ``cand``
-    in pick order; ``cand`` and ``cent`` already checked, 0 < k ≤ |cand|."""
-    mu = mean_rows(features, cand, chunk_rows).astype(np.float32)
-    x = gather_rows(features, cand, chunk_rows) - mu
+    product).  Near ties of the float32 maximum (within 2·tol, as in the lazy engine) are
+    re-ranked in float64 with :func:`~alkit.strategies._dense.sqdist64`, each against the centres
+    whose float32 distance lies within 2·tol of its float32 minimum.  Positions of ``cand`` in
+    pick order; ``cand`` and ``cent`` already checked, 0 < k ≤ |cand|."""
+    x = gather_rows(features, cand, chunk_rows)
+    mu = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    x -= mu
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
-    centre_ids = list(cent)
+    centres = np.empty((cent.size + k, x.shape[1]), np.float32)   # centred rows: labelled, then picks
+    centre_sq = np.empty(cent.size + k, np.float32)
+    centre_ids = np.empty(cent.size + k, np.int64)
+    centre_ids[:cent.size] = cent
     mind = np.full(cand.size, np.inf, np.float32)
-    max_center_sq = 0.0
     for c0 in range(0, cent.size, DEFAULT_CENTER_BLOCK):
-        c = gather_rows(features, cent[c0:c0 + DEFAULT_CENTER_BLOCK], chunk_rows) - mu
-        c_sq = np.einsum("ij,ij->i", c, c, dtype=np.float64).astype(np.float32)
-        max_center_sq = max(max_center_sq, float(c_sq.max()))
-        for r0 in range(0, cand.size, max(1, BLOCK_PAIRS // c.shape[0])):
-            r1 = min(r0 + max(1, BLOCK_PAIRS // c.shape[0]), cand.size)
-            d2 = (c_sq - 2.0 * (x[r0:r1] @ c.T)).min(axis=1) + sq[r0:r1]
-            np.minimum(mind[r0:r1], d2, out=mind[r0:r1])
+        c1 = min(c0 + DEFAULT_CENTER_BLOCK, cent.size)
+        c = centres[c0:c1] = gather_rows(features, cent[c0:c1], chunk_rows) - mu
+        c_sq = centre_sq[c0:c1] = np.einsum("ij,ij->i", c, c, dtype=np.float64)
+        rows = max(1, BLOCK_PAIRS // c.shape[0])
+        for r0 in range(0, cand.size, rows):
+            d2 = (c_sq - 2.0 * (x[r0:r0 + rows] @ c.T)).min(axis=1) + sq[r0:r0 + rows]
+            np.minimum(mind[r0:r0 + rows], d2, out=mind[r0:r0 + rows])
+    n_centres = cent.size
     max_sq = float(sq.max())
+    max_center_sq = float(centre_sq[:n_centres].max()) if n_centres else 0.0
     picks: list[int] = []
 
     def add(pos: int) -> None:
-        nonlocal max_center_sq
+        nonlocal n_centres, max_center_sq
         picks.append(pos)
-        centre_ids.append(int(cand[pos]))
+        centres[n_centres], centre_sq[n_centres], centre_ids[n_centres] = x[pos], sq[pos], cand[pos]
+        n_centres += 1
         max_center_sq = max(max_center_sq, float(sq[pos]))
         d2 = x @ x[pos]
         d2 *= -2.0
@@ -610,28 +619,44 @@ def pass_greedy(features: np.ndarray, cand: np.ndarray, cent: np.ndarray, k: int
         np.minimum(mind, d2, out=mind)
         mind[pos] = -np.inf   # earlier picks stay at −inf: the minimum never raises a value
 
+    def exact_min(near: np.ndarray, tol: float) -> np.ndarray:
+        """Float64 min over the centres of ‖x − c‖² for the candidates at ``near``."""
+        d32 = (centre_sq[:n_centres] - 2.0 * (x[near] @ centres[:n_centres].T)) + sq[near, None]
+        shortlist = d32 <= d32.min(axis=1, keepdims=True) + 2.0 * tol
+        raw = gather_rows(features, cand[near], chunk_rows, np.float64)
+        return np.array([sqdist64(raw[i:i + 1], gather_rows(features, centre_ids[:n_centres][shortlist[i]], chunk_rows,
+                                                            np.float64)).min() for i in range(near.size)])
+
     if cent.size == 0:
         add(int(rng.integers(cand.size)))
     while len(picks) < k:
         best = int(np.argmax(mind))
         if tie_rtol > 0:
             tol = tie_rtol * (max_sq + max_center_sq)
-            near = np.flatnonzero(mind >= mind[best] - 2.0 * tol)
-            if 1 < near.size <= MAX_REFINE:
-                partners = gather_rows(features, np.asarray(centre_ids, np.int64), chunk_rows, np.float64)
-                raw = gather_rows(features, cand[near], chunk_rows, np.float64)
-                best = int(near[np.argmax(sqdist64(raw, partners).min(axis=1))])
+            top = mind[best]
+            mind[best] = -np.inf
+            tied = float(mind.max()) >= top - 2.0 * tol   # any other candidate within 2·tol?
+            mind[best] = top
+            if tied:
+                near = np.flatnonzero(mind >= top - 2.0 * tol)
+                if near.size <= MAX_REFINE:
+                    best = int(near[np.argmax(exact_min(near, tol))])
         add(best)
     return np.asarray(picks, np.int64)
 
 
-def choose_engine(n_cand: int, dim: int, lazy: bool | None, carry: bool = False) -> str:
+def choose_engine(n_cand: int, dim: int, k: int, lazy: bool | None, carry: bool = False,
+                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> str:
     """"pass" (:func:`pass_greedy`), "lazy" or "eager" (the engine below, ``lazy`` True / False).
     ``lazy=None`` picks the pass engine for at most :data:`PASS_ENGINE_ENTRIES` candidate entries
-    when no ``carry`` is kept: within a run, the lazy engine's carried bounds spare every later
-    round the set-up against all labelled points, which the pass engine cannot carry."""
+    or :data:`PASS_ENGINE_PICKS` picks when no ``carry`` is kept: within a run, the lazy engine's
+    carried bounds spare every later round the set-up against all labelled points, which the
+    pass engine cannot carry.  The pass engine holds the candidates' rows in float32, so never
+    beyond ``cache_bytes`` (the lazy engine then streams them)."""
     if lazy is None:
-        return "pass" if n_cand * dim <= PASS_ENGINE_ENTRIES and not carry else "lazy"
+        small = n_cand * dim <= PASS_ENGINE_ENTRIES or k <= PASS_ENGINE_PICKS
+        fits = n_cand * dim * 4 <= cache_bytes
+        return "pass" if small and fits and not carry else "lazy"
     return "lazy" if lazy else "eager"
 
 
@@ -662,8 +687,9 @@ def k_center_greedy(
     candidates (first candidate on an exact tie) and adds it to the centres.
 
     ``lazy=None`` (the default) chooses by size (:func:`choose_engine`): on the CPU, pools of at
-    most :data:`PASS_ENGINE_ENTRIES` candidate × dimension entries run :func:`pass_greedy` (one
-    in-cache pass per pick) unless a ``carry`` is kept, larger ones the lazy engine.  ``lazy=True`` (exact): stored minima are upper bounds, refreshed only for the largest stale
+    most :data:`PASS_ENGINE_ENTRIES` candidate × dimension entries, or asked for at most
+    :data:`PASS_ENGINE_PICKS` picks, run :func:`pass_greedy` (one pass per pick) unless a
+    ``carry`` is kept; the others the lazy engine.  ``lazy=True`` (exact): stored minima are upper bounds, refreshed only for the largest stale
     candidates (see the module docstring).  A new centre lowers few candidates' minima in
     practice (1.0 refreshes per pick on the 100 k ImageNet-shaped pool, ``bench_scale.py
     --lazy-vs-eager``), so a pick costs ~|centres added since| · D instead of a pass over all
@@ -700,7 +726,7 @@ def k_center_greedy(
     k = min(int(k), cand.size)
     if k <= 0:
         return np.empty(0, np.int64)
-    engine = choose_engine(cand.size, features.shape[1], lazy, carry is not None)
+    engine = choose_engine(cand.size, features.shape[1], k, lazy, carry is not None, cache_bytes)
     if engine == "pass" and as_device(device).type == "cpu":
         picks = pass_greedy(features, cand, cent, k, rng, chunk_rows, tie_rtol)
         if timings is not None:
