@@ -318,6 +318,8 @@ def fmt_seconds(s: float | None) -> str:
         return "–"
     if s >= 600:
         return f"{s / 60:.1f} min"
+    if s < 0.1:
+        return f"{s * 1e3:.1f} ms"
     return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
 
 
