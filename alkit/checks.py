@@ -32,6 +32,17 @@ def check_features(features: np.ndarray, name: str = "features", check_finite: b
                 raise ValueError(f"{name} contains NaN or inf (first at row {bad}); clean or drop those rows")
 
 
+def check_finite_logits(logits, rows: np.ndarray) -> None:
+    """Raise the ValueError of :func:`check_features` unless a chunk of logits (numpy or torch;
+    one row per id of ``rows``) is finite: a non-finite feature (or head) of a scored row shows
+    there, so a strategy that scores its rows in one pass checks them on the way."""
+    finite = logits.isfinite().all(dim=1).numpy() if hasattr(logits, "isfinite") else np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        bad = int(rows[int(np.argmin(finite))])
+        raise ValueError(f"features contains NaN or inf (first at row {bad}: its logits are not finite); "
+                         "clean or drop those rows")
+
+
 #: More classes than this is a mistake (a label id of 10⁹, a wrong --num-classes), not a data set:
 #: ImageNet-21k has 21,841.  Refused before a (C × D) head or a C-long count array is allocated.
 MAX_CLASSES = 1_000_000

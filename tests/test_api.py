@@ -94,3 +94,31 @@ def test_api_refuses_a_one_class_head_and_a_schedule_the_pool_cannot_feed(data):
     with pytest.raises(ValueError, match="round_budget: 20 initial \\+ 10 rounds × 30"):
         run_active_learning(x, d.train_labels, d.test_features, d.test_labels, 5, "random", seed=0, initial_size=20,
                             round_budget=30, rounds=10, val_per_class=2, progress=False)
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "margin", "entropy", "mase", "base"])
+def test_score_strategies_check_the_rows_they_score_in_their_own_pass(strategy):
+    # They read the pool once (the eligible rows' logits) and refuse a non-finite row there, so
+    # select skips its separate scan of every feature; a bad row they never read (a labelled one)
+    # cannot change their picks.
+    from alkit.pool import PoolState
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 6)).astype(np.float32)
+    labeled = np.zeros(300, bool)
+    labeled[:30] = True
+    labels = np.where(labeled, rng.integers(0, 4, 300), -1)
+    w, b = rng.standard_normal((4, 6)).astype(np.float32), np.zeros(4, np.float32)
+
+    def pool(features):
+        return PoolState(features=features, labeled=labeled, held_out=np.zeros(300, bool), labels=labels,
+                         num_classes=4, weight=w, bias=b)
+
+    clean = alkit.select(pool(x), strategy, 10, seed=0)
+    in_pool = x.copy()
+    in_pool[150, 2] = np.inf
+    with pytest.raises(ValueError, match=r"features contains NaN or inf \(first at row 150"):
+        alkit.select(pool(in_pool), strategy, 10, seed=0)
+    labelled_row = x.copy()
+    labelled_row[5, 1] = np.nan
+    np.testing.assert_array_equal(alkit.select(pool(labelled_row), strategy, 10, seed=0), clean)

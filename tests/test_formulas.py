@@ -191,3 +191,28 @@ def test_balanced_random_is_balanced(small_pool):
     picks = select(pool, "balanced_random", 24, 0, oracle_labels=truth)
     assert (np.bincount(truth[picks], minlength=6) == 4).all()
     assert replace(pool).oracle_labels is None
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(6))
+def test_score_pass_gives_the_logits_of_the_pool_bit_for_bit(seed, dtype):
+    # score_eligible reads rows into reused buffers and multiplies in place; the scores (and the
+    # predicted classes) must be exactly those of the pool's own chunked logits (iter_chunks, the
+    # path the committed runs were scored on), so that a faster pass never changes a pick.
+    from alkit.pool import DEFAULT_CHUNK_ROWS, make_pool
+    from alkit.strategies.uncertainty import SCORE_FUNCTIONS
+
+    rng = np.random.default_rng(seed)
+    n, d, c = int(rng.integers(40, 900)), int(rng.choice([3, 64, 300])), int(rng.choice([2, 10, 200]))
+    labels = np.full(n, -1)
+    labels[: n // 10] = rng.integers(0, c, n // 10)
+    pool = make_pool(rng.standard_normal((n, d)).astype(dtype), labels, c,
+                     weight=rng.standard_normal((c, d)).astype(np.float32), bias=rng.standard_normal(c).astype(np.float32))
+    idx = pool.eligible_indices()
+    for chunk in (DEFAULT_CHUNK_ROWS, 7):
+        logits = np.concatenate([chunk_logits for _, _, chunk_logits in pool.iter_chunks(idx, chunk)])
+        for fn in SCORE_FUNCTIONS.values():
+            got_idx, scores, predicted = score_eligible(pool, fn, chunk, predictions=True)
+            np.testing.assert_array_equal(got_idx, idx)
+            np.testing.assert_array_equal(scores, fn(logits))
+            np.testing.assert_array_equal(predicted, logits.argmax(axis=1))

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from alkit.checks import check_finite_logits
 from alkit.pool import PoolState
 from alkit.scores import auto_chunk_rows, boundary_distances_, class_weight_distances, iter_logits, take_smallest
 from alkit.strategies.uncertainty import class_quotas
@@ -57,6 +58,7 @@ def boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_c
             if item is None:
                 break
             start, chunk, r = item
+            check_finite_logits(r, chunk)
             p, d, t = boundary_distances_(r, weight_dist, zero_off, scratch)
             stop = start + chunk.size
             pred[start:stop], dist[start:stop], top[start:stop] = p.numpy(), d.numpy(), t.numpy()

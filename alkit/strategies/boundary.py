@@ -87,7 +87,7 @@ def base_reference(pool: PoolState, budget: int, rng: np.random.Generator) -> np
     return idx[chosen].astype(np.int64)
 
 
-@register("mase", reference="Emam et al. 2021 (MASE, margin in feature space)")
+@register("mase", reference="Emam et al. 2021 (MASE, margin in feature space)", checks_inputs=True)
 def mase(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int | None = None) -> np.ndarray:
     """MASE: the ``budget`` points with the smallest d(z) = min_{c≠ŷ} |ℓ_ŷ − ℓ_c| / ‖w_ŷ − w_c‖.
 
@@ -98,7 +98,7 @@ def mase(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int
     return engine.mase_picks(pool, budget, rng, chunk_rows)
 
 
-@register("base", reference="Emam et al. 2021 (BASE, balanced selection)")
+@register("base", reference="Emam et al. 2021 (BASE, balanced selection)", checks_inputs=True)
 def base(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int | None = None,
          slack: int | None = None) -> np.ndarray:
     """BASE: per class c, the ⌊b/C⌋ points nearest the c-vs-ŷ boundary (balanced selection).

@@ -33,6 +33,11 @@ class StrategyInfo:
     #: The strategy this one is a controlled variant of ("margin" for margin_balanced): an experiment's
     #: knob (alkit.strategies.class_balance), left out of the sweeps that run every strategy by default.
     variant_of: str = ""
+    #: The strategy reads the pool only through one pass over its eligible rows' logits and refuses
+    #: non-finite logits there (:func:`alkit.checks.check_finite_logits`): ``select`` then skips its
+    #: own scan of every feature, a second pass over the pool (rows it never reads cannot change
+    #: its picks).
+    checks_inputs: bool = False
 
 
 _REGISTRY: dict[str, StrategyInfo] = {}
@@ -48,12 +53,14 @@ NEEDS = ("images",)
 
 
 def register(name: str, *, oracle: bool = False, reference: str = "",
-             needs: tuple[str, ...] = (), variant_of: str = "") -> Callable[[Strategy], Strategy]:
+             needs: tuple[str, ...] = (), variant_of: str = "", checks_inputs: bool = False
+             ) -> Callable[[Strategy], Strategy]:
     """Decorator: register ``fn`` under ``name``.  ``oracle=True`` marks a baseline that reads
     true labels of unlabelled points (it receives ``pool.oracle_labels``); ``needs=("images",)``
     one that trains on the pool's images (``pool.images``), which only loops holding the images
     can run; ``variant_of`` a controlled variant of a registered strategy (an experiment's knob,
-    not in the default sweeps)."""
+    not in the default sweeps); ``checks_inputs`` one that checks the rows it reads itself
+    (:attr:`StrategyInfo.checks_inputs`)."""
     if variant_of and variant_of not in _REGISTRY:
         raise ValueError(f"variant_of must name a registered strategy, got {variant_of!r}")
     unknown = set(needs) - set(NEEDS)
@@ -63,7 +70,8 @@ def register(name: str, *, oracle: bool = False, reference: str = "",
     def decorate(fn: Strategy) -> Strategy:
         if name in _REGISTRY:
             raise ValueError(f"strategy name {name!r} is already registered")
-        _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference, tuple(needs), variant_of)
+        _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference, tuple(needs), variant_of,
+                                       checks_inputs)
         fn.strategy_name = name  # type: ignore[attr-defined]
         fn.oracle = oracle  # type: ignore[attr-defined]
         fn.needs = tuple(needs)  # type: ignore[attr-defined]
@@ -163,7 +171,8 @@ def select(
         pool = replace(pool, oracle_labels=None)  # honest strategies never see hidden labels
     if "images" in info.needs:
         pool.require_images(info.name)
-    check_finite_inputs(pool)
+    if not info.checks_inputs:
+        check_finite_inputs(pool)
     n_eligible = int(pool.eligible.sum())
     if n_eligible == 0:
         raise ValueError("the pool has no eligible (unlabelled, not held-out) point left to query")

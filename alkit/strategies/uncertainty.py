@@ -19,8 +19,11 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
+from alkit.checks import check_finite_logits
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
+from alkit.rows import read_rows
 from alkit.scores import entropy, least_confidence_scores, margin_scores, take_smallest
 from alkit.strategies.registry import register
 
@@ -30,15 +33,41 @@ def score_eligible(
     predictions: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """``(eligible indices, score_fn(logits) for each)``, in one chunked pass over the pool;
-    ``predictions=True`` adds the predicted class argmax_k ℓ_k of each (first maximum)."""
+    ``predictions=True`` adds the predicted class argmax_k ℓ_k of each (first maximum).
+
+    The logits are the pool's (``pool.logits``) or ℓ = z Wᵀ + b: numpy's float32 product over the
+    same chunks as :meth:`alkit.pool.PoolState.iter_chunks`, so the same numbers bit for bit (the
+    BLAS product's rounding depends on the chunk's row count, so the chunks must not change),
+    computed into reused buffers from rows read by :func:`alkit.rows.read_rows` (float16
+    converted by torch)."""
     idx = pool.eligible_indices()
     scores = np.empty(idx.size, np.float64)
     predicted = np.empty(idx.size, np.int64) if predictions else None
-    for start, (chunk, _, logits) in zip(range(0, idx.size, chunk_rows), pool.iter_chunks(idx, chunk_rows)):
-        scores[start:start + chunk.size] = score_fn(logits)
+    for start, logits in _logit_chunks(pool, idx, chunk_rows):
+        check_finite_logits(logits, idx[start:start + logits.shape[0]])
+        scores[start:start + logits.shape[0]] = score_fn(logits)
         if predictions:
-            predicted[start:start + chunk.size] = logits.argmax(axis=1)
+            predicted[start:start + logits.shape[0]] = logits.argmax(axis=1)
     return (idx, scores, predicted) if predictions else (idx, scores)
+
+
+def _logit_chunks(pool: PoolState, idx: np.ndarray, chunk_rows: int):
+    """(start, float32 logits of ``idx[start:start + chunk_rows]``): the arrays are reused by the next chunk."""
+    if pool.logits is not None or pool.weight is None:
+        for start in range(0, idx.size, chunk_rows):
+            yield start, pool.logits_of(idx[start:start + chunk_rows])
+        return
+    weight_t = np.ascontiguousarray(pool.weight, np.float32).T
+    bias = np.ascontiguousarray(pool.bias, np.float32)
+    rows = min(chunk_rows, max(idx.size, 1))
+    feature_buffer = torch.empty(rows * pool.dim, dtype=torch.float32)
+    logits_buffer = np.empty((rows, pool.num_classes), np.float32)
+    for start in range(0, idx.size, chunk_rows):
+        chunk = idx[start:start + chunk_rows]
+        logits = logits_buffer[:chunk.size]
+        np.matmul(read_rows(pool.features, chunk, feature_buffer).numpy(), weight_t, out=logits)
+        logits += bias
+        yield start, logits
 
 
 def negative_entropy(logits: np.ndarray) -> np.ndarray:
@@ -94,7 +123,7 @@ def class_quotas(budget: int, num_classes: int, rng: np.random.Generator) -> np.
     return quotas
 
 
-@register("confidence", reference="Lewis & Gale 1994; Emam et al. 2021 (Confidence)")
+@register("confidence", reference="Lewis & Gale 1994; Emam et al. 2021 (Confidence)", checks_inputs=True)
 def least_confidence(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Least confidence: the ``budget`` points with the smallest max_k p_k, p = softmax(ℓ)."""
     pool.require_model("confidence")
@@ -102,7 +131,7 @@ def least_confidence(pool: PoolState, budget: int, rng: np.random.Generator) -> 
     return idx[take_smallest(scores, budget, rng)]
 
 
-@register("margin", reference="Scheffer et al. 2001; Emam et al. 2021 (Margin)")
+@register("margin", reference="Scheffer et al. 2001; Emam et al. 2021 (Margin)", checks_inputs=True)
 def margin(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Margin: the ``budget`` points with the smallest p₍₁₎ − p₍₂₎ (top-two softmax gap)."""
     pool.require_model("margin")
@@ -110,7 +139,7 @@ def margin(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray
     return idx[take_smallest(scores, budget, rng)]
 
 
-@register("entropy", reference="Shannon entropy sampling (Settles 2009 survey)")
+@register("entropy", reference="Shannon entropy sampling (Settles 2009 survey)", checks_inputs=True)
 def max_entropy(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Entropy: the ``budget`` points with the largest H(p) = −Σ_k p_k log p_k."""
     pool.require_model("entropy")

@@ -1,0 +1,98 @@
+"""Score strategies against their floor: one logits pass over the pool, in the same process.
+
+    .venv/bin/python benchmarks/bench_score_floor.py                # N = 100 k and 1.28 M
+    .venv/bin/python benchmarks/bench_score_floor.py --sizes 20000  # a quick look
+
+confidence, margin, entropy, MASE and BASE each read the pool once: features → logits (GEMM) →
+a score per row → the batch.  Their floor is that pass alone (read the float16 features, convert,
+GEMM: ``alkit.scores.iter_logits``).  Per N, on the ImageNet-shaped synthetic pool
+(``alkit.imagenet_pool``: C = 1000, D = 2048, float16 memory map) with the paper's labelled
+share and budget: the logits pass is timed before and after the strategies (the faster of the two
+is the floor; the page cache is warm for all), each strategy's ``alkit.select`` call once, and the
+ratio call / floor.  Target: at most 1.15 for every one.  Each N runs in a fresh process.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _measure as M  # noqa: E402
+
+STRATEGIES = ("confidence", "margin", "entropy", "mase", "base")
+TARGET = 1.15
+
+
+def task(n_total: int, seed: int = 0) -> dict:
+    import alkit
+    from alkit.scores import iter_logits
+
+    pool = M.imagenet_like(n_total, progress=True)
+    n_labeled, budget = M.schedule(n_total)
+    labeled, weight, bias = M.labeled_and_head(pool, n_labeled)
+    state = M.pool_state(pool, labeled, weight, bias)
+    idx = state.eligible_indices()
+
+    def logits_pass() -> None:
+        for _ in iter_logits(state, idx):
+            pass
+
+    logits_pass()   # warm the page cache: every timed section reads from RAM
+    seconds = {}
+    started = time.perf_counter()
+    logits_pass()
+    seconds["logits_before"] = time.perf_counter() - started
+    for name in STRATEGIES:
+        started = time.perf_counter()
+        alkit.select(state, name, budget, seed)
+        seconds[name] = time.perf_counter() - started
+        print(f"N={n_total:,} {name}: {seconds[name]:.2f} s", flush=True)
+    started = time.perf_counter()
+    logits_pass()
+    seconds["logits_after"] = time.perf_counter() - started
+    floor = min(seconds["logits_before"], seconds["logits_after"])
+    ratios = {name: seconds[name] / floor for name in STRATEGIES}
+    return {"n_total": n_total, "eligible": int(idx.size), "budget": int(budget), "seconds": seconds,
+            "floor_s": floor, "ratios": ratios, "machine": M.machine()}
+
+
+def page(rows: list[dict], command: str) -> str:
+    lines = ["# Score strategies against one logits pass", "",
+             f"Command: `{command}`; ImageNet-shaped pool (C = 1000, D = 2048, float16 memory map), "
+             "the paper's labelled share and budget, page cache warm.  Floor: the faster of two "
+             "logits-only passes (before and after the strategies) in the same process.  "
+             f"Target: every ratio ≤ {TARGET}.", "",
+             "| N | budget | logits pass (before / after) | " + " | ".join(STRATEGIES) + " | load |",
+             "|---|---|---|" + "---|" * len(STRATEGIES) + "---|"]
+    for r in rows:
+        s = r["seconds"]
+        cells = [f"{M.fmt_seconds(s[name])} ({r['ratios'][name]:.2f}×)" for name in STRATEGIES]
+        lines.append(f"| {r['n_total']:,} | {r['budget']:,} | {M.fmt_seconds(s['logits_before'])} / "
+                     f"{M.fmt_seconds(s['logits_after'])} | " + " | ".join(cells) +
+                     f" | {r['machine']['loadavg'][0]:.2f} |")
+    worst = max((ratio, name, r["n_total"]) for r in rows for name, ratio in r["ratios"].items())
+    lines += ["", f"Largest ratio: {worst[0]:.2f} ({worst[1]} at N = {worst[2]:,}); "
+              f"{'every strategy within' if worst[0] <= TARGET else 'above'} the {TARGET} target."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100000,1281167", help="pool sizes N, comma-separated")
+    parser.add_argument("--out", default=str(M.RESULTS / "score_floor"), help="stem of the .json and .md written")
+    args = parser.parse_args(argv)
+    rows = [M.run_isolated(task, n_total=int(n)) for n in args.sizes.split(",")]
+    command = "python benchmarks/bench_score_floor.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    M.save(Path(args.out), {"command": command.strip(), "rows": rows}, page(rows, command.strip()))
+    for r in rows:
+        print(f"N={r['n_total']:,}: " + ", ".join(f"{k} {v:.2f}×" for k, v in r["ratios"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
