@@ -1,8 +1,12 @@
 """alkit beside a general active-learning library: scikit-activeml, same pool, same labels, same head.
 
     .venv/bin/pip install -r benchmarks/requirements-peer.txt   # the peer (benchmark only)
-    .venv/bin/python benchmarks/bench_peer.py                   # N = 20 k and 100 k; results/benchmarks/peer.*
-    .venv/bin/python benchmarks/bench_peer.py --sizes 5000 --out /tmp/peer   # a quick look
+    .venv/bin/python benchmarks/bench_peer.py                   # the default shapes; results/benchmarks/peer.*
+    .venv/bin/python benchmarks/bench_peer.py --shapes 5000x64 --out /tmp/peer   # a quick look
+
+Shapes: N × D, each with the strategies run on it (``20000x64:all``); by default 20 k × 64 and 100 k × 64
+with every strategy, and 100 k × 2048 (ImageNet-sized features) with the deterministic ones, where
+the peer's BADGE, TypiClust and ProbCover would take hours.
 
 Pool: a Gaussian mixture (``alkit.synthetic.gaussian_mixture``) of N points in D dimensions and C
 classes, sized so that the peer finishes; 1 % of it labelled at random; a budget of 500 picks.
@@ -32,6 +36,23 @@ import _measure as M  # noqa: E402
 
 #: alkit's name -> (the peer's class, its options), in the order they run.
 STRATEGIES = ("margin", "confidence", "entropy", "coreset", "badge", "typiclust", "probcover")
+#: The deterministic ones: the same picks are expected on both sides.
+DETERMINISTIC = ("margin", "confidence", "entropy", "coreset")
+DEFAULT_SHAPES = "20000x64:all,100000x64:all,100000x2048:" + "+".join(DETERMINISTIC)
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
+    """``"20000x64:all,100000x2048:margin+coreset"`` → [(N, D, strategies), ...]."""
+    shapes = []
+    for item in text.split(","):
+        size, _, names = item.partition(":")
+        n, _, dim = size.partition("x")
+        chosen = STRATEGIES if names in ("", "all") else tuple(names.split("+"))
+        unknown = sorted(set(chosen) - set(STRATEGIES))
+        if not n.isdigit() or not dim.isdigit() or unknown:
+            raise SystemExit(f"--shapes: {item!r} is not N x D[:all | name+name...] (strategies: {', '.join(STRATEGIES)})")
+        shapes.append((int(n), int(dim), chosen))
+    return shapes
 #: How the peer defines a method differently (the page says so beside its row).
 DIFFERENCES = {
     "badge": "both draw k-means++ seeds on the gradient embeddings at random, from other random streams: "
@@ -88,7 +109,8 @@ def run_peer(name: str, x, y, clf, budget: int, seed: int):
     return ProbCover(random_state=seed).query(x, y, batch_size=budget)
 
 
-def measure(n: int, dim: int, classes: int, budget: int, seed: int, peer_max_n_probcover: int) -> dict:
+def measure(n: int, dim: int, classes: int, budget: int, seed: int, peer_max_n_probcover: int,
+            strategies: tuple[str, ...] = STRATEGIES) -> dict:
     import alkit
 
     x, labels, truth, pool = pool_and_head(n, dim, classes, 0.01)
@@ -97,7 +119,7 @@ def measure(n: int, dim: int, classes: int, budget: int, seed: int, peer_max_n_p
     alkit.select(pool, "margin", 1, seed)
     run_peer("margin", x, y, clf, 1, seed)
     rows = {}
-    for name in STRATEGIES:
+    for name in strategies:
         started = time.perf_counter()
         ours = alkit.select(pool, name, budget, seed)
         ours_s = time.perf_counter() - started
@@ -110,7 +132,7 @@ def measure(n: int, dim: int, classes: int, budget: int, seed: int, peer_max_n_p
         overlap = len(set(ours.tolist()) & set(theirs.tolist())) / budget
         rows[name] = {"alkit_s": ours_s, "peer_s": peer_s, "speedup": peer_s / max(ours_s, 1e-9),
                       "overlap": overlap, "peer_unique": int(np.unique(theirs).size)}
-        print(f"N={n:,} {name}: alkit {ours_s:.2f} s, peer {peer_s:.2f} s, overlap {overlap:.3f}", flush=True)
+        print(f"N={n:,} D={dim} {name}: alkit {ours_s:.2f} s, peer {peer_s:.2f} s, overlap {overlap:.3f}", flush=True)
     return {"n": n, "dim": dim, "classes": classes, "budget": budget, "labelled": int((labels >= 0).sum()),
             "rows": rows}
 
@@ -140,8 +162,8 @@ def page(results: list[dict], info: dict, command: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="20000,100000", help="pool sizes N, comma-separated")
-    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES,
+                        help="N x D[:strategies], comma-separated; strategies 'all' or joined by '+'")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--budget", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -150,8 +172,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(M.RESULTS / "peer"), help="stem of the .json and .md written")
     args = parser.parse_args(argv)
     info = M.machine()
-    results = [measure(int(n), args.dim, args.classes, args.budget, args.seed, args.probcover_max_n)
-               for n in args.sizes.split(",")]
+    results = [measure(n, dim, args.classes, args.budget, args.seed, args.probcover_max_n, names)
+               for n, dim, names in parse_shapes(args.shapes)]
     command = "python benchmarks/bench_peer.py " + " ".join(argv if argv is not None else sys.argv[1:])
     M.save(Path(args.out), {"command": command.strip(), "machine": info, "results": results},
            page(results, info, command.strip()))

@@ -148,3 +148,27 @@ def test_readme_mechanism_numbers_match_the_parts_table():
             mean, low, high = _interval(cell)
             want = parts.loc[(strategy, data, columns[name.split(":")[0].strip()])]
             assert (mean, low, high) == pytest.approx((want["mean"], want["lo"], want["hi"]), abs=6e-5), (row[0], name)
+
+
+#: A measured time or speed-up: "12.3 s", "4 min", "250 ms", "5.5×" (numbers of the pool's design,
+#: like N = 1,281,167 or 2048 dimensions, are no measurement).
+MEASURED = re.compile(r"\b\d[\d,.]*\s?(?:(?:s|ms|min|h)(?![\w-])|×(?!\s?\d))")
+
+
+def prose(text: str) -> str:
+    """``text`` without its fenced code blocks (commands may carry numbers as flags)."""
+    return re.sub(r"```.*?```", "", text, flags=re.S)
+
+
+@pytest.mark.parametrize("page", ["docs/scale.md", "results/benchmarks/README.md"])
+def test_pages_that_summarise_benchmarks_copy_no_measured_number(page):
+    # A measured number has one home, its generated page: these two link to those pages.
+    found = MEASURED.findall(prose((REPO / page).read_text()))
+    assert not found, f"{page} copies measured numbers {found[:5]}: link the benchmark page instead"
+
+
+def test_the_measured_number_pattern_catches_what_it_should():
+    assert MEASURED.findall("took 94.9 s, 109.3 s and 2.5 min, 5.5× and 250 ms") == ["94.9 s", "109.3 s", "2.5 min",
+                                                                                  "5.5×", "250 ms"]
+    assert not MEASURED.findall("N = 1,281,167, D = 2048, 4,096 rows, 16 MB, `--sizes 1281167`, 10 k picks, "
+                                "GEMMs of 256 × 2048 × 1000")
