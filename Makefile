@@ -74,11 +74,15 @@ reproduce-finetune: $(STAMP)
 # MPLBACKEND=Agg, so that the kernels draw figures inline (make test-browser checks all this in Chromium).
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 LAB_ARGS ?=
+# Each notebook is listed once, as its .py (jupytext opens it as a notebook and keeps outputs in the
+# paired .ipynb): .ipynb files are hidden from the file browser (executed copies too; open them by path).
+LAB_HIDDEN ?= ['__pycache__', '*.pyc', '*.pyo', '.DS_Store', '*.so', '*.dylib', '*~', '*.ipynb']
 lab: $(STAMP)
 	@mkdir -p $(dir $(LAB_SETTINGS))
 	@printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
 		> $(LAB_SETTINGS)
-	env -u MPLBACKEND $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
+	env -u MPLBACKEND $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) \
+		--ContentsManager.hide_globs="$(LAB_HIDDEN)" $(LAB_ARGS) notebooks/
 
 # The browser test of make lab (tests/browser/test_lab.py): headless Chromium opens the Lab that `make lab`
 # starts, double-clicks a .py notebook, runs it and waits for a figure. On first use it installs Debian's

@@ -157,6 +157,10 @@ def drive_lab(sync_api, page, url, token):
         item.wait_for(state="visible")
     except sync_api.TimeoutError:
         pytest.fail(f"{NOTEBOOK} did not appear in Lab's file browser within {PAGE_S} s")
+    names = page.locator(".jp-DirListing-itemText").all_inner_texts()
+    stem = NOTEBOOK.rsplit(".", 1)[0]
+    listed = [n for n in names if n.rsplit(".", 1)[0] == stem]
+    assert listed == [NOTEBOOK], f"each notebook must be listed once (its .py), the file browser shows {listed}"
     item.dblclick()
 
     tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab").filter(has_text=NOTEBOOK)
