@@ -32,15 +32,15 @@ def check_features(features: np.ndarray, name: str = "features", check_finite: b
                 raise ValueError(f"{name} contains NaN or inf (first at row {bad}); clean or drop those rows")
 
 
-def check_finite_logits(logits, rows: np.ndarray) -> None:
-    """Raise the ValueError of :func:`check_features` unless a chunk of logits (numpy or torch;
-    one row per id of ``rows``) is finite: a non-finite feature (or head) of a scored row shows
-    there, so a strategy that scores its rows in one pass checks them on the way."""
+def check_finite_logits(logits, rows: np.ndarray, name: str = "features") -> None:
+    """Raise the ValueError of :func:`check_features` for ``name`` unless a chunk of logits (numpy
+    or torch; one row per id of ``rows``) is finite: a non-finite feature of a scored row (or a
+    non-finite given logit, ``name="logits"``) shows there, so a strategy that scores its rows in
+    one pass checks them on the way."""
     finite = logits.isfinite().all(dim=1).numpy() if hasattr(logits, "isfinite") else np.isfinite(logits).all(axis=1)
     if not finite.all():
         bad = int(rows[int(np.argmin(finite))])
-        raise ValueError(f"features contains NaN or inf (first at row {bad}: its logits are not finite); "
-                         "clean or drop those rows")
+        raise ValueError(f"{name} contains NaN or inf (first at row {bad}); clean or drop those rows")
 
 
 #: More classes than this is a mistake (a label id of 10⁹, a wrong --num-classes), not a data set:

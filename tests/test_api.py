@@ -122,3 +122,30 @@ def test_score_strategies_check_the_rows_they_score_in_their_own_pass(strategy):
     labelled_row = x.copy()
     labelled_row[5, 1] = np.nan
     np.testing.assert_array_equal(alkit.select(pool(labelled_row), strategy, 10, seed=0), clean)
+
+
+def test_a_refused_pool_leaves_autograd_on():
+    # MASE/BASE read the pool through a generator that runs under no_grad; when a bad row stops
+    # them half-way, the generator must be closed at once, or collecting it later switches
+    # autograd off for the whole process (every later training step failed).
+    import gc
+
+    import torch
+
+    from alkit.pool import PoolState
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 5)).astype(np.float32)
+    x[150, 0] = np.nan
+    pool = PoolState(features=x, labeled=np.arange(200) < 20, held_out=np.zeros(200, bool),
+                     labels=np.where(np.arange(200) < 20, rng.integers(0, 3, 200), -1), num_classes=3,
+                     weight=rng.standard_normal((3, 5)).astype(np.float32), bias=np.zeros(3, np.float32))
+    for strategy in ("mase", "base", "margin"):
+        try:
+            alkit.select(pool, strategy, 5, seed=0)
+        except ValueError as exc:
+            error = exc
+        assert "row 150" in str(error)
+        del error
+        gc.collect()
+        assert torch.is_grad_enabled(), strategy

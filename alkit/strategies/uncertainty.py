@@ -44,7 +44,7 @@ def score_eligible(
     scores = np.empty(idx.size, np.float64)
     predicted = np.empty(idx.size, np.int64) if predictions else None
     for start, logits in _logit_chunks(pool, idx, chunk_rows):
-        check_finite_logits(logits, idx[start:start + logits.shape[0]])
+        check_finite_logits(logits, idx[start:start + logits.shape[0]], "features" if pool.logits is None else "logits")
         scores[start:start + logits.shape[0]] = score_fn(logits)
         if predictions:
             predicted[start:start + logits.shape[0]] = logits.argmax(axis=1)
