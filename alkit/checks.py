@@ -54,7 +54,7 @@ def check_labels(labels: np.ndarray, num_classes: int, name: str = "labels", all
     if num_classes > MAX_CLASSES:
         raise ParameterError(f"num_classes must be at most {MAX_CLASSES:,}, got {num_classes:,} (a head of "
                              f"{num_classes:,} classes × 1000 features alone would take {num_classes * 4e3 / 2**30:,.0f} "
-                             f"GiB); check the labels in {name} and the class count")
+                             f"GiB); check the labels in {name} and the class count", param="num_classes")
     if not np.issubdtype(np.asarray(labels).dtype, np.integer):
         raise ValueError(f"{name} must hold integer class ids, got dtype {np.asarray(labels).dtype}")
     low = -1 if allow_unlabelled else 0
@@ -72,7 +72,12 @@ def check_labels(labels: np.ndarray, num_classes: int, name: str = "labels", all
 # ---------------------------------------------------------------------------------------------
 
 class ParameterError(ValueError):
-    """A parameter with a value outside what it allows: the message names both and the range."""
+    """A parameter with a value outside what it allows: the message names both and the range, and
+    ``param`` holds the parameter's name as data (a command line maps it to its flag)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def _range_text(low, high, low_open: bool = False, high_open: bool = False) -> str:
@@ -92,9 +97,9 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ParameterError(f"{name} must be an integer {_range_text(low, high)}"
-                             + (" or None" if none else "") + f", got {value!r} ({type(value).__name__})")
+                             + (" or None" if none else "") + f", got {value!r} ({type(value).__name__})", param=name)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ParameterError(f"{name} must be an integer {_range_text(low, high)}, got {value}")
+        raise ParameterError(f"{name} must be an integer {_range_text(low, high)}, got {value}", param=name)
     return int(value)
 
 
@@ -106,25 +111,25 @@ def check_float(value, name: str, *, low: float | None = None, high: float | Non
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ParameterError(f"{name} must be a number {_range_text(low, high, low_open, high_open)}"
-                             + (" or None" if none else "") + f", got {value!r} ({type(value).__name__})")
+                             + (" or None" if none else "") + f", got {value!r} ({type(value).__name__})", param=name)
     value = float(value)
     bad = (not np.isfinite(value) or (low is not None and (value <= low if low_open else value < low))
            or (high is not None and (value >= high if high_open else value > high)))
     if bad:
         raise ParameterError(f"{name} must be a finite number {_range_text(low, high, low_open, high_open)}, "
-                             f"got {value}")
+                             f"got {value}", param=name)
     return value
 
 
 def check_bool(value, name: str) -> bool:
     """``value`` when it is a bool (True/False, not 0/1 or 'no'); else :class:`ParameterError`."""
     if not isinstance(value, (bool, np.bool_)):
-        raise ParameterError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        raise ParameterError(f"{name} must be True or False, got {value!r} ({type(value).__name__})", param=name)
     return bool(value)
 
 
 def check_choice(value, name: str, choices) -> str:
     """``value`` when it is one of ``choices``; else :class:`ParameterError` listing them."""
     if not isinstance(value, str) or value not in choices:
-        raise ParameterError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise ParameterError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}", param=name)
     return value

@@ -153,7 +153,7 @@ def run_active_learning(
         probe = ProbeConfig.named(probe)
     if not isinstance(probe, ProbeConfig):
         raise ParameterError(f"probe must be an alkit.ProbeConfig or a preset name ({', '.join(PROBE_PRESETS)}), "
-                             f"got {type(probe).__name__}")
+                             f"got {type(probe).__name__}", param="probe")
     num_classes = check_int(num_classes, "num_classes", low=1)
     rounds = check_int(rounds, "rounds", low=0)
     val_per_class = check_int(val_per_class, "val_per_class", low=0)
@@ -165,7 +165,8 @@ def run_active_learning(
         raise ParameterError(f"num_classes={num_classes}, but train_labels hold no point of class"
                              f"{'es' if absent.size > 1 else ''} {', '.join(map(str, absent[:10]))}"
                              f"{' …' if absent.size > 10 else ''}; pass the number of classes the data has "
-                             "(relabel the classes 0 … C−1), or allow_missing_classes=True if the pool lacks them")
+                             "(relabel the classes 0 … C−1), or allow_missing_classes=True if the pool lacks them",
+                             param="num_classes")
     initial_size = check_budget(initial_size)
     round_budget = check_budget(round_budget)
 

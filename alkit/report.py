@@ -102,13 +102,13 @@ def list_parameter(value, name: str, kind: type = str) -> list | None:
         value = parsed
     if not isinstance(value, (list, tuple)) or not value:
         raise ParameterError(f"{name} must be a non-empty list, got {given!r}; with papermill pass it as YAML "
-                             f"(-y '{name}: [a, b]') or as -p {name} a,b")
+                             f"(-y '{name}: [a, b]') or as -p {name} a,b", param=name)
     try:
         items = [kind(v) if not isinstance(v, kind) else v for v in value]
     except (TypeError, ValueError):
-        raise ParameterError(f"{name} must hold {kind.__name__} values, got {given!r}") from None
+        raise ParameterError(f"{name} must hold {kind.__name__} values, got {given!r}", param=name) from None
     if kind is int and any(isinstance(v, bool) or float(v) != int(v) for v in value):
-        raise ParameterError(f"{name} must hold integers, got {given!r}")
+        raise ParameterError(f"{name} must hold integers, got {given!r}", param=name)
     return items
 
 

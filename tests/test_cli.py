@@ -260,3 +260,35 @@ def test_every_command_answers_help_under_one_entry_point(command, capsys):
         code = stop.code
     assert code == 0
     assert f"python -m alkit {command}" in capsys.readouterr().out
+
+
+def test_library_errors_carry_their_parameter_and_the_cli_names_its_flag():
+    # The check helpers put the parameter's name on the error as data; the command line opens the
+    # message with the flag, no pattern matching over the text.
+    from alkit.checks import ParameterError, check_float, check_int
+    from alkit.cli.common import PARAMETER_FLAGS, flagged
+
+    with pytest.raises(ParameterError) as caught:
+        check_int(0, "round_budget", low=1)
+    assert caught.value.param == "round_budget"
+    assert flagged(caught.value) == "--budget must be an integer ≥ 1, got 0"
+    with pytest.raises(ParameterError) as caught:
+        check_float(float("nan"), "tol", low=0.0)
+    assert caught.value.param == "tol" and flagged(caught.value).startswith("tol must be")   # no flag: unchanged
+    # The data wins over the text: a parameter named in the message that is not the error's own
+    # stays as written.
+    error = ParameterError("val_per_class must be ≥ 0 (initial_size is fine), got -1", param="val_per_class")
+    assert flagged(error) == "--val-per-class must be ≥ 0 (initial_size is fine), got -1"
+    assert "round_budget" in PARAMETER_FLAGS
+
+
+def test_the_loop_reports_absent_classes_as_num_classes(arrays):
+    from alkit.checks import ParameterError
+    from alkit.loop import run_active_learning
+
+    x = np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32)
+    y = np.arange(60) % 3
+    with pytest.raises(ParameterError) as caught:
+        run_active_learning(x, y, x, y, 5, "random", seed=0, initial_size=10, round_budget=5, rounds=1,
+                            progress=False)
+    assert caught.value.param == "num_classes"

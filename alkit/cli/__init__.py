@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from alkit.cli.common import (
-    HelpFormatter, OneLineParser, PROG, _probe_arguments, disk_full_message, flag_names, non_negative_int,
+    HelpFormatter, OneLineParser, PROG, _probe_arguments, disk_full_message, flagged, non_negative_int,
     one_line, positive_int, seed_int,
 )
 from alkit.cli.strategies import cmd_strategies
@@ -119,5 +119,5 @@ def main(argv: list[str] | None = None) -> int:
                          f"{exc.strerror or one_line(exc)}\n")
         return 2
     except ValueError as exc:
-        sys.stderr.write(f"{PROG} {args.command}: error: {flag_names(one_line(exc))}\n")
+        sys.stderr.write(f"{PROG} {args.command}: error: {flagged(exc)}\n")
         return 2

@@ -262,6 +262,17 @@ PARAMETER_FLAGS = {
 }
 
 
+def flagged(exc: BaseException, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
+    """A library error as one line in the command's terms: an error that carries its parameter
+    (``alkit.checks.ParameterError.param``) opens with that parameter's flag; other messages go
+    through :func:`flag_names`."""
+    text = one_line(exc)
+    param = getattr(exc, "param", None)
+    if param in mapping and text.startswith(param):
+        return mapping[param] + text[len(param):]
+    return flag_names(text, mapping)
+
+
 def flag_names(message: str, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
     """``message`` with the Python parameter names it mentions replaced by their flags: snake_case
     names anywhere, ``name=`` forms, and a plain name that opens the message (``budget must …``)."""

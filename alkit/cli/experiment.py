@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alkit.cli.common import (
     HelpFormatter, OneLineParser, UsageError, _executor_arguments, _executor_choice, disk_full_message,
-    flag_names, non_negative_int, one_line, parse_seeds, parse_strategies, positive_int,
+    flagged, non_negative_int, parse_seeds, parse_strategies, positive_int,
 )
 
 
@@ -24,7 +24,7 @@ def _experiment_message(exc: BaseException) -> str:
     full = disk_full_message(exc, "--cache-dir")
     if full is not None:
         return full
-    message = flag_names(one_line(exc), EXPERIMENT_FLAGS)
+    message = flagged(exc, EXPERIMENT_FLAGS)
     # The checkpoint loader's hint names a Python keyword this command does not have.
     return message.replace(
         "if you trust it, load it with trust_checkpoint=True",

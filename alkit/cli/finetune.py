@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from alkit.cli.common import (
-    HelpFormatter, OneLineParser, UsageError, flag_names, non_negative_int, one_line, parse_seeds,
+    HelpFormatter, OneLineParser, UsageError, flagged, non_negative_int, parse_seeds,
     parse_strategies, positive_int,
 )
 
@@ -115,7 +115,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     try:
         return run_finetune_args(args)
     except ValueError as exc:
-        print(f"python -m alkit finetune: error: {flag_names(one_line(exc))}", file=sys.stderr)
+        print(f"python -m alkit finetune: error: {flagged(exc)}", file=sys.stderr)
         return 2
 
 

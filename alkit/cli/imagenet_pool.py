@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from alkit.cli.common import HelpFormatter, OneLineParser, flag_names, one_line, positive_int, seed_int
+from alkit.cli.common import HelpFormatter, OneLineParser, flagged, positive_int, seed_int
 
 
 def imagenet_pool_main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def imagenet_pool_main(argv: list[str] | None = None) -> int:
                                 n_test_per_class=args.n_test_per_class, seed=args.seed)
         pool = make_imagenet_pool(args.out, spec, progress=not args.quiet)
     except (ValueError, OSError) as exc:
-        print(f"python -m alkit imagenet-pool: error: {flag_names(one_line(exc), IMAGENET_POOL_FLAGS)}",
+        print(f"python -m alkit imagenet-pool: error: {flagged(exc, IMAGENET_POOL_FLAGS)}",
               file=sys.stderr)
         return 2
     print(pool.path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alkit.cli.common import (
     HelpFormatter, OneLineParser, _csv_type, _executor_arguments, _executor_choice, _non_negative_float,
-    _shown, flag_names, one_line, parse_strategies, positive_int, seed_int,
+    _shown, flagged, one_line, parse_strategies, positive_int, seed_int,
 )
 
 
@@ -112,12 +112,12 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                 check_scale_weights(finetune_scale(args.scale, args.datasets), args.weights, args.scale)
                 resolve_device(args.device)
             except ValueError as exc:
-                ft.error(flag_names(one_line(exc), flags))
+                ft.error(flagged(exc, flags))
             try:
                 out = reproduce_finetune(args.scale, args.out, args.data_root, args.weights, args.device,
                                          args.datasets, args.source)
             except (ValueError, FileNotFoundError) as exc:   # no data where --data-root points, or offline
-                raise ValueError(flag_names(one_line(exc), flags)) from None
+                raise ValueError(flagged(exc, flags)) from None
             where = f"runs in {_shown(out)}"
         elif args.command == "figures":
             results = Path(args.results)

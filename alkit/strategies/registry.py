@@ -139,7 +139,7 @@ def as_generator(seed_or_rng: int | np.random.Generator | None) -> np.random.Gen
         raise ValueError("seed must be given (an int or numpy Generator): results must be reproducible")
     if isinstance(seed_or_rng, (bool, np.bool_)) or not isinstance(seed_or_rng, (int, np.integer)):
         raise ParameterError(f"seed must be a non-negative integer or a numpy Generator, got {seed_or_rng!r} "
-                             f"({type(seed_or_rng).__name__})")
+                             f"({type(seed_or_rng).__name__})", param="seed")
     return np.random.default_rng(check_int(seed_or_rng, "seed", low=0))
 
 
