@@ -151,19 +151,21 @@ def iter_logits(pool, indices: np.ndarray, chunk_rows: int | None = None, with_f
     rows = min(chunk_rows, max(indices.size, 1))
     buffer = torch.empty((rows, pool.num_classes), dtype=torch.float32)
     feature_buffer = torch.empty(rows * pool.dim, dtype=torch.float32)
-    with torch.no_grad():
-        for start in range(0, indices.size, chunk_rows):
-            idx = indices[start:start + chunk_rows]
-            feats = None
-            out = buffer[: idx.size]
-            if pool.logits is not None:
-                out.copy_(read_rows(pool.logits, idx))
-                if with_features:
-                    feats = read_rows(pool.features, idx, feature_buffer)
-            else:
+    # No torch.no_grad here: none of these tensors needs a gradient, and a generator left suspended
+    # inside one (a consumer stopped by an error) would switch autograd off for the whole process
+    # whenever it is collected.
+    for start in range(0, indices.size, chunk_rows):
+        idx = indices[start:start + chunk_rows]
+        feats = None
+        out = buffer[: idx.size]
+        if pool.logits is not None:
+            out.copy_(read_rows(pool.logits, idx))
+            if with_features:
                 feats = read_rows(pool.features, idx, feature_buffer)
-                torch.addmm(bias_t, feats, weight_t.T, out=out)
-            yield (start, idx, out, feats) if with_features else (start, idx, out)
+        else:
+            feats = read_rows(pool.features, idx, feature_buffer)
+            torch.addmm(bias_t, feats, weight_t.T, out=out)
+        yield (start, idx, out, feats) if with_features else (start, idx, out)
 
 
 def boundary_distances_(logits, weight_dist, zero_offdiagonal: bool | None = None, scratch=None):

@@ -323,6 +323,12 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
 
 
+def command(script: str, argv: list[str] | None = None) -> str:
+    """The benchmark's command as a user types it from the repository root: ``python benchmarks/<script>``
+    and its arguments (``argv``, else this process's)."""
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
+
+
 def save(stem: Path, data: dict, markdown: str) -> None:
     """``stem.json`` (``data``) and ``stem.md`` (``markdown``), written atomically; the Markdown is printed."""
     from alkit.io import portable_strings, write_json, write_text

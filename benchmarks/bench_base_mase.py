@@ -351,11 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         row.setdefault("n_total", n)
         rows.append(row)
         print({k: row.get(k) for k in ("logits_seconds", "error")}, flush=True)
-    command = "python benchmarks/bench_base_mase.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = M.command(__file__, argv)
     payload = {"rows": rows, "provenance": provenance(wall_seconds=time.perf_counter() - started, machine=M.machine())}
     write_json(out.with_suffix(".json"), payload)
-    write_text(out.with_suffix(".md"), markdown(rows, command.strip()))
-    print(markdown(rows, command.strip()))
+    write_text(out.with_suffix(".md"), markdown(rows, command))
+    print(markdown(rows, command))
     return 0
 
 

@@ -117,8 +117,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     info = M.machine()
     rows = [measure(n, d, k) for n, d, k in (QUICK if args.quick else GRID)]
-    command = "python benchmarks/bench_coreset_engines.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    M.save(Path(args.out), {"command": command.strip(), "machine": info, "rows": rows}, page(rows, info, command.strip()))
+    command = M.command(__file__, argv)
+    M.save(Path(args.out), {"command": command, "machine": info, "rows": rows}, page(rows, info, command))
     return 0 if all(r["same_picks"] for r in rows) else 1
 
 

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    command = "python benchmarks/bench_faiss_paths.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = M.command(__file__, argv)
     path = OUT.with_suffix(".json")   # cases run separately are merged, each with its command and commit
     data = json.loads(path.read_text()) if path.exists() else {"cases": {}}
     data["command"] = command

@@ -174,9 +174,9 @@ def main(argv=None) -> int:
     info = M.machine()
     results = [measure(n, dim, args.classes, args.budget, args.seed, args.probcover_max_n, names)
                for n, dim, names in parse_shapes(args.shapes)]
-    command = "python benchmarks/bench_peer.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    M.save(Path(args.out), {"command": command.strip(), "machine": info, "results": results},
-           page(results, info, command.strip()))
+    command = M.command(__file__, argv)
+    M.save(Path(args.out), {"command": command, "machine": info, "results": results},
+           page(results, info, command))
     return 0
 
 

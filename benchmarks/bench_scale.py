@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    command = "python benchmarks/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = M.command(__file__, argv)
     if args.quick:
         global OUT
         OUT = M.RESULTS / "scale_quick"
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                 task = coreset_extrapolated_task if name == "coreset" else badge_extrapolated_task
                 row = M.run_isolated(task, timeout=args.timeout, n_total=n, picks=args.picks, seed=args.seed,
                                      cache_bytes=cache)
-                row.update(n_total=n, command=command.strip())
+                row.update(n_total=n, command=command)
                 data["rows"][f"{row.get('strategy', name + ' (eager)')}@{n}"] = row
             print(f"{name} @ N = {n:,} ...", flush=True)
             if args.quick:
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                                      num_classes=100, dim=256)
             else:
                 row = M.run_isolated(strategy_task, timeout=args.timeout, n_total=n, strategy=name, seed=args.seed)
-            row.update(strategy=name, n_total=n, command=command.strip())
+            row.update(strategy=name, n_total=n, command=command)
             data["rows"][f"{name}@{n}"] = row
             print("   ", {k: row.get(k) for k in ("seconds", "extrapolated_seconds", "peak_rss", "extra_anon", "error")},
                   flush=True)
@@ -391,14 +391,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"probe @ {n_labeled} labelled ...", flush=True)
             row = M.run_isolated(probe_task, timeout=args.timeout, n_labeled=n_labeled, epochs=args.probe_epochs,
                                  seed=args.seed)
-            row.update(command=command.strip())
+            row.update(command=command)
             data.setdefault("probe", {})[str(n_labeled)] = row
             print("   ", {k: row.get(k) for k in ("seconds_per_epoch", "peak_rss", "extra_anon", "error")}, flush=True)
     for n in ([int(v) for v in args.lazy_vs_eager.split(",")] if args.lazy_vs_eager and not args.quick else []):
         for kind in ("coreset", "badge"):
             print(f"lazy vs eager {kind} @ N = {n:,} ...", flush=True)
             row = M.run_isolated(lazy_vs_eager_task, timeout=args.timeout, kind=kind, n_total=n, seed=args.seed)
-            row.update(kind=kind, n_total=n, command=command.strip())
+            row.update(kind=kind, n_total=n, command=command)
             data.setdefault("lazy_vs_eager", {})[f"{kind}@{n}"] = row
             write_json(OUT.with_suffix(".json"), data)
     if args.references and not args.quick:
@@ -408,9 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reference {kind} @ {n_rows} rows ...", flush=True)
             row = M.run_isolated(reference_task, timeout=args.timeout, kind=kind, n_rows=n_rows, picks=picks,
                                  seed=args.seed)
-            row.update(kind=kind, n_rows=n_rows, picks=picks, command=command.strip())
+            row.update(kind=kind, n_rows=n_rows, picks=picks, command=command)
             data["references"][kind] = row
-    data["runs"].append({"command": command.strip(), "provenance": provenance(wall_seconds=time.perf_counter() - started,
+    data["runs"].append({"command": command, "provenance": provenance(wall_seconds=time.perf_counter() - started,
                                                                                machine=M.machine())})
     write_json(OUT.with_suffix(".json"), data)
     write_text(OUT.with_suffix(".md"), markdown(data))

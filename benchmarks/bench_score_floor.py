@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -87,8 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(M.RESULTS / "score_floor"), help="stem of the .json and .md written")
     args = parser.parse_args(argv)
     rows = [M.run_isolated(task, n_total=int(n)) for n in args.sizes.split(",")]
-    command = "python benchmarks/bench_score_floor.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    M.save(Path(args.out), {"command": command.strip(), "rows": rows}, page(rows, command.strip()))
+    command = M.command(__file__, argv)
+    M.save(Path(args.out), {"command": command, "rows": rows}, page(rows, command))
     for r in rows:
         print(f"N={r['n_total']:,}: " + ", ".join(f"{k} {v:.2f}×" for k, v in r["ratios"].items()))
     return 0

@@ -125,9 +125,9 @@ def test_score_strategies_check_the_rows_they_score_in_their_own_pass(strategy):
 
 
 def test_a_refused_pool_leaves_autograd_on():
-    # MASE/BASE read the pool through a generator that runs under no_grad; when a bad row stops
-    # them half-way, the generator must be closed at once, or collecting it later switches
-    # autograd off for the whole process (every later training step failed).
+    # MASE/BASE read the pool through a generator (iter_logits); when a bad row stops them
+    # half-way, collecting that generator later must not switch autograd off for the whole process
+    # (it did while the generator ran under its own no_grad: every later training step failed).
     import gc
 
     import torch

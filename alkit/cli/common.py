@@ -136,34 +136,27 @@ def _load_head(path: str) -> tuple[np.ndarray, np.ndarray]:
 # Values of flags
 # --------------------------------------------------------------------------------------------
 
-def positive_int(text: str) -> int:
+def _integer(text: str, low: int, kind: str, bound: str) -> int:
+    """``text`` as an int ≥ ``low`` for argparse, the error naming ``kind`` and, out of range, ``bound``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (> 0), got {value}")
+        raise argparse.ArgumentTypeError(f"must be a {kind}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be a {kind.removesuffix(' seed')} ({bound}), got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, "positive integer", "> 0")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (≥ 0), got {value}")
-    return value
+    return _integer(text, 0, "non-negative integer", "≥ 0")
 
 
 def seed_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer seed, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (numpy seeds are ≥ 0), got {value}")
-    return value
+    return _integer(text, 0, "non-negative integer seed", "numpy seeds are ≥ 0")
 
 
 def parse_list(text: str | None, flag: str, what: str, cast=str, example: str = "") -> list:

@@ -51,24 +51,19 @@ def boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_c
     logits_s = 0.0
     with torch.no_grad():
         chunks = iter_logits(pool, idx, chunk_rows)
-        try:
-            while True:
-                tick = time.perf_counter()
-                item = next(chunks, None)
-                logits_s += time.perf_counter() - tick
-                if item is None:
-                    break
-                start, chunk, r = item
-                check_finite_logits(r, chunk, "features" if pool.logits is None else "logits")
-                p, d, t = boundary_distances_(r, weight_dist, zero_off, scratch)
-                stop = start + chunk.size
-                pred[start:stop], dist[start:stop], top[start:stop] = p.numpy(), d.numpy(), t.numpy()
-                if on_chunk is not None:
-                    on_chunk(start, r, p, d)
-        finally:
-            # Closed here, inside this no_grad: a generator left suspended in its own no_grad (after
-            # an error) would restore "grad off" whenever it is collected, for the whole process.
-            chunks.close()
+        while True:
+            tick = time.perf_counter()
+            item = next(chunks, None)
+            logits_s += time.perf_counter() - tick
+            if item is None:
+                break
+            start, chunk, r = item
+            check_finite_logits(r, chunk, "features" if pool.logits is None else "logits")
+            p, d, t = boundary_distances_(r, weight_dist, zero_off, scratch)
+            stop = start + chunk.size
+            pred[start:stop], dist[start:stop], top[start:stop] = p.numpy(), d.numpy(), t.numpy()
+            if on_chunk is not None:
+                on_chunk(start, r, p, d)
     if timings is not None:
         timings["logits_s"] = timings.get("logits_s", 0.0) + logits_s
         timings["pass_s"] = timings.get("pass_s", 0.0) + time.perf_counter() - started

@@ -646,16 +646,16 @@ def pass_greedy(features: np.ndarray, cand: np.ndarray, cent: np.ndarray, k: int
 
 
 def choose_engine(n_cand: int, dim: int, k: int, lazy: bool | None, carry: bool = False,
-                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> str:
+                  cache_bytes: int = DEFAULT_CACHE_BYTES, device: str | torch.device | None = None) -> str:
     """"pass" (:func:`pass_greedy`), "lazy" or "eager" (the engine below, ``lazy`` True / False).
     ``lazy=None`` picks the pass engine for at most :data:`PASS_ENGINE_ENTRIES` candidate entries
     or :data:`PASS_ENGINE_PICKS` picks when no ``carry`` is kept: within a run, the lazy engine's
     carried bounds spare every later round the set-up against all labelled points, which the
-    pass engine cannot carry.  The pass engine holds the candidates' rows in float32, so never
-    beyond ``cache_bytes`` (the lazy engine then streams them)."""
+    pass engine cannot carry.  The pass engine holds the candidates' rows in float32 numpy arrays,
+    so never beyond ``cache_bytes`` (the lazy engine then streams them) nor on another device."""
     if lazy is None:
         small = n_cand * dim <= PASS_ENGINE_ENTRIES or k <= PASS_ENGINE_PICKS
-        fits = n_cand * dim * 4 <= cache_bytes
+        fits = n_cand * dim * 4 <= cache_bytes and as_device(device).type == "cpu"
         return "pass" if small and fits and not carry else "lazy"
     return "lazy" if lazy else "eager"
 
@@ -726,8 +726,8 @@ def k_center_greedy(
     k = min(int(k), cand.size)
     if k <= 0:
         return np.empty(0, np.int64)
-    engine = choose_engine(cand.size, features.shape[1], k, lazy, carry is not None, cache_bytes)
-    if engine == "pass" and as_device(device).type == "cpu":
+    engine = choose_engine(cand.size, features.shape[1], k, lazy, carry is not None, cache_bytes, device)
+    if engine == "pass":
         picks = pass_greedy(features, cand, cent, k, rng, chunk_rows, tie_rtol)
         if timings is not None:
             timings.update(engine="pass", setup_s=0.0, picks_s=time.perf_counter() - t0, resumed=False)
