@@ -330,9 +330,12 @@ def command(script: str, argv: list[str] | None = None) -> str:
 
 
 def save(stem: Path, data: dict, markdown: str) -> None:
-    """``stem.json`` (``data``) and ``stem.md`` (``markdown``), written atomically; the Markdown is printed."""
-    from alkit.io import portable_strings, write_json, write_text
+    """``stem.json`` (``data``, with ``alkit.io.provenance`` when it has none: code version, library
+    versions, machine) and ``stem.md`` (``markdown``), written atomically; the Markdown is printed."""
+    from alkit.io import portable_strings, provenance, write_json, write_text
 
+    if "provenance" not in data:
+        data = {**data, "provenance": provenance(machine=machine())}
     write_json(stem.with_suffix(".json"), portable_strings(data))   # committed: no path of this machine
     write_text(stem.with_suffix(".md"), markdown)
     print(markdown)
