@@ -2,7 +2,8 @@
 
 Companion to Emam et al., *Active Learning at the ImageNet Scale* (arXiv:2111.12880).
 """
-from alkit.pool import PoolState, StrategyCache, make_pool
+from alkit.api import make_pool
+from alkit.pool import PoolState, StrategyCache
 from alkit.probe import LinearHead, ProbeConfig, train_linear_probe
 from alkit.strategies import available_strategies, register, resolve_strategy, select, strategy_names
 

@@ -1,5 +1,5 @@
 """The experiment API in one import, for notebooks: the study's data sets and scales
-(:mod:`alkit.studies`) and its runs and sweeps (:mod:`alkit.runs`).
+(:mod:`alkit.experiments.catalog`) and its runs and sweeps (:mod:`alkit.experiments.runs`).
 
     from alkit import experiment
     config = experiment.sweep_config("cifar10", "cpu")          # the committed schedule
@@ -11,8 +11,21 @@ Command line (resumable; one result file per run)::
 """
 from __future__ import annotations
 
-from alkit.features import FeaturesNotCached
-from alkit.runs import (
+from alkit.data.features import FeaturesNotCached
+from alkit.experiments.catalog import (
+    DATASETS,
+    DEFAULT_BACKBONE,
+    SCALE_NAMES,
+    SCALES,
+    SOURCES,
+    DataSpec,
+    SweepConfig,
+    data_spec,
+    default_data_root,
+    sweep_config,
+)
+from alkit.experiments.loading import StudyData, load_study_data
+from alkit.experiments.runs import (
     claim_run,
     finished_runs,
     load_run_arrays,
@@ -22,20 +35,6 @@ from alkit.runs import (
     run_configured_sweep,
     run_path,
     run_sweep,
-)
-from alkit.studies import (
-    DATASETS,
-    DEFAULT_BACKBONE,
-    SCALE_NAMES,
-    SCALES,
-    SOURCES,
-    DataSpec,
-    StudyData,
-    SweepConfig,
-    data_spec,
-    default_data_root,
-    load_study_data,
-    sweep_config,
 )
 
 __all__ = [

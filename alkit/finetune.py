@@ -45,19 +45,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from alkit.backbones import CIFAR10_MEAN, CIFAR10_STD, load_backbone, resnet18_cifar
-from alkit.datasets import load_dataset
-from alkit.distributed import all_gather, barrier, broadcast, process_group, resolve_device, world_from_env
-from alkit.features import Preprocessing
-from alkit.images import PoolImages, random_crop_flip
+from alkit.data.backbones import CIFAR10_MEAN, CIFAR10_STD, load_backbone, resnet18_cifar
+from alkit.data.datasets import load_dataset
+from alkit.data.distributed import all_gather, barrier, broadcast, process_group, resolve_device, world_from_env
+from alkit.data.features import Preprocessing
+from alkit.data.images import PoolImages, random_crop_flip
+from alkit.data.synthetic import colour_images
+from alkit.experiments.catalog import SOURCES, data_root_for, data_spec
+from alkit.experiments.runs import claim_run, finish_run, is_finished, load_runs, release_claim, run_path
 from alkit.io import atomic_write, launch_command, loaded_commit, write_json
 from alkit.loop import RunResult, _prefixed, first_round_split, stream
 from alkit.metrics import classification_metrics, imbalance_metrics
 from alkit.pool import PoolState, StrategyCache, check_labels
-from alkit.runs import claim_run, finish_run, is_finished, load_runs, release_claim, run_path
 from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
-from alkit.studies import SOURCES, data_root_for, data_spec
-from alkit.synthetic import colour_images
 
 # --------------------------------------------------------------------------------------------
 # Recipes
@@ -162,7 +162,7 @@ def finetune_config(preset: str | FinetuneConfig = "tiny", **overrides) -> Finet
 
 
 # --------------------------------------------------------------------------------------------
-# Scales: the fine-tuning sweeps as data (wired into alkit.reproduce by a few lines)
+# Scales: the fine-tuning sweeps as data (wired into alkit.experiments.reproduce by a few lines)
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -339,7 +339,7 @@ class NetworkSource:
 
 def network_source(name: str = "resnet18_scratch", weights: str | Path | None = None, **options) -> NetworkSource:
     """A trainable network by name (:data:`NETWORK_NAMES`): the feature backbones of
-    :mod:`alkit.backbones` (a trainable copy of their weights), or ``resnet18_scratch`` (CIFAR-stem
+    :mod:`alkit.data.backbones` (a trainable copy of their weights), or ``resnet18_scratch`` (CIFAR-stem
     ResNet-18, random) / ``tiny_cnn`` (tests) initialised from each round's training stream."""
     if name in ("resnet18_scratch", "tiny_cnn"):
         if weights is not None or options:
@@ -387,7 +387,7 @@ class Ranks:
 
     rank: int = 0
     size: int = 1
-    world: object = None   # an alkit.distributed.World when size > 1
+    world: object = None   # an alkit.data.distributed.World when size > 1
 
     @property
     def is_main(self) -> bool:
@@ -395,7 +395,7 @@ class Ranks:
 
 
 def ranks_from_env() -> Ranks:
-    """One process unless WORLD_SIZE > 1 (torchrun); then the world of :mod:`alkit.distributed`."""
+    """One process unless WORLD_SIZE > 1 (torchrun); then the world of :mod:`alkit.data.distributed`."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         return Ranks()
     world = world_from_env()
@@ -704,7 +704,7 @@ def run_finetune_active_learning(
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     for what, imgs, lab in (("train", train_images, train_labels), ("test", test_images, test_labels)):
         if not isinstance(imgs, PoolImages):
-            raise ValueError(f"{what}_images must be an alkit.images.PoolImages, got {type(imgs).__name__}")
+            raise ValueError(f"{what}_images must be an alkit.data.images.PoolImages, got {type(imgs).__name__}")
         if lab.ndim != 1 or lab.shape[0] != len(imgs):
             raise ValueError(f"{what}_labels must hold one label per image ({len(imgs)}), got shape {lab.shape}")
         check_labels(lab, num_classes, f"{what}_labels", allow_unlabelled=False)
@@ -919,7 +919,7 @@ def load_pool_images(dataset: str, root: str | Path | None, *, network: NetworkS
                      train_limit: int | None = None, test_limit: int | None = None, cache_dir: str | Path | None = None,
                      workers: int = 4) -> tuple[PoolImages, np.ndarray, PoolImages, np.ndarray, int, dict]:
     """``(train images, train labels, test images, test labels, C, meta)`` of an image data set
-    (:func:`alkit.datasets.load_dataset`; split "val" where there is no "test"), sized for ``network``:
+    (:func:`alkit.data.datasets.load_dataset`; split "val" where there is no "test"), sized for ``network``:
     small fixed-size images keep their own size (CIFAR 32 px, Tiny-ImageNet 64 px), photos are
     centre-cropped to the backbone's resolution; ``resolution`` overrides both."""
     train = load_dataset(dataset, root, "train", limit=train_limit, cache_dir=cache_dir)
@@ -948,9 +948,9 @@ STANDIN_SOURCE = "SYNTHETIC class-coloured images (no CIFAR-10 archive)"
 def load_scale_images(entry: FinetuneScale, network: NetworkSource, *, source: str = "auto",
                       data_root: str | Path | None = None, allow_standin: bool = False):
     """``(train, labels, test, labels, C, meta, data_source)`` of one configured sweep: the real
-    images (root as :func:`alkit.studies.load_study_data` finds it: ``data_root``, ``$ALKIT_DATA`` or
+    images (root as :func:`alkit.experiments.loading.load_study_data` finds it: ``data_root``, ``$ALKIT_DATA`` or
     ../shared/data, plus the data set's archive name), sliced as the scale says; generated
-    class-coloured images (:func:`alkit.synthetic.colour_images`) with ``source="synthetic"``, or with
+    class-coloured images (:func:`alkit.data.synthetic.colour_images`) with ``source="synthetic"``, or with
     ``"auto"`` when the images are absent and ``allow_standin`` (smoke).  CIFAR-10 without a root is
     torchvision's download (a clear error offline)."""
     if source not in SOURCES:
@@ -963,7 +963,7 @@ def load_scale_images(entry: FinetuneScale, network: NetworkSource, *, source: s
         n_test = (entry.test_limit or 300) // spec.num_classes
         train, y, test, ty = colour_images(spec.num_classes, n_train, 32, n_test_per_class=n_test, seed=7)
         wrap = functools.partial(PoolImages.from_arrays, mean=network.mean, std=network.std)
-        meta = {"dataset": entry.dataset, "source": "synthetic", "generator": "alkit.synthetic.colour_images",
+        meta = {"dataset": entry.dataset, "source": "synthetic", "generator": "alkit.data.synthetic.colour_images",
                 "n_train": int(y.size), "n_test": int(ty.size), "seed": 7}
         return wrap(train), y, wrap(test), ty, spec.num_classes, meta, STANDIN_SOURCE
     if not have_real and (data_root is not None or spec.loader not in ("cifar10", "cifar10-lt")):
@@ -1023,7 +1023,7 @@ def _log_sweep(out: Path, entry: dict) -> None:
 def finetune_results_for(scale: str, runs_dir: str | Path, *, run_missing: bool, datasets: Sequence[str] = ("cifar10",),
                          source: str = "auto", data_root: str | Path | None = None,
                          strategies: Sequence[str] | None = None, device: str | None = None) -> pd.DataFrame:
-    """Rows of the fine-tuning runs of ``datasets``, as :func:`alkit.runs.results_for` gives the
+    """Rows of the fine-tuning runs of ``datasets``, as :func:`alkit.experiments.runs.results_for` gives the
     linear ones: with ``run_missing`` the ``scale`` sweep runs first (finished runs are loaded),
     without it only what ``runs_dir`` holds is read; ``strategies`` keeps those."""
     if run_missing:

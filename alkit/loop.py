@@ -39,7 +39,7 @@ def stream(seed: int, name: str, round_index: int = 0) -> np.random.Generator:
 def balanced_validation_split(labels: np.ndarray, num_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
     """Bool mask holding out ``per_class`` random points of each class (at most half a class).
 
-    Draws with ``rng.choice`` rather than :func:`alkit.datasets.rows_per_class` (a permutation per
+    Draws with ``rng.choice`` rather than :func:`alkit.data.datasets.rows_per_class` (a permutation per
     class): every committed run's validation split comes from these draws."""
     held = np.zeros(labels.shape[0], bool)
     for c in range(num_classes):
@@ -118,7 +118,7 @@ def run_active_learning(
     the seed, the schedule and the probe but not on the strategy, so it is trained once per such
     key and reused (the rows are the same as if it were trained again).  None: a fresh one.
 
-    ``images``: the pool's images (:class:`alkit.images.PoolImages`, one per row of
+    ``images``: the pool's images (:class:`alkit.data.images.PoolImages`, one per row of
     ``train_features``), handed to the strategy in every round's pool state; only strategies that
     train on pixels (VAAL) need them.  The fine-tuning loop (:mod:`alkit.finetune`) always has them.
 
@@ -136,7 +136,7 @@ def run_active_learning(
     info = resolve_strategy(strategy)
     name = strategy_name or info.name
     if "images" in info.needs and images is None:
-        raise ValueError(f"strategy {info.name!r} trains on the pool's images: pass images= (alkit.images.PoolImages "
+        raise ValueError(f"strategy {info.name!r} trains on the pool's images: pass images= (alkit.data.images.PoolImages "
                          "of the pool's rows) or run it in the fine-tuning loop (`python -m alkit finetune`)")
     check_features(train_features, "train_features")
     check_features(test_features, "test_features")

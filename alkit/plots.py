@@ -247,7 +247,7 @@ def plot_against_classes(table: pd.DataFrame, value: str, ax=None, low: str | No
     return ax
 
 
-#: How the mechanism figure draws each part of a strategy's gain over random (alkit.mechanism.PARTS).
+#: How the mechanism figure draws each part of a strategy's gain over random (alkit.experiments.mechanism.PARTS).
 PART_STYLES = {
     "total": dict(color="black", marker="o", label="total: S − random"),
     "composition": dict(color="tab:red", marker="s", label="class composition: S_class_matched − random (oracle)"),
@@ -257,7 +257,7 @@ PART_STYLES = {
 
 
 def plot_parts_against_classes(parts: pd.DataFrame, strategy: str, ax=None, title: str | None = None):
-    """The parts of ``strategy``'s gain over random (:func:`alkit.mechanism.parts_table` rows at the
+    """The parts of ``strategy``'s gain over random (:func:`alkit.experiments.mechanism.parts_table` rows at the
     paper's schedule) against the number of classes, each with its 95 % interval."""
     ax = ax if ax is not None else plt.gca()
     sub = parts[(parts["strategy"] == strategy) & (parts["schedule"] == "paper")]
@@ -277,7 +277,7 @@ def plot_parts_against_classes(parts: pd.DataFrame, strategy: str, ax=None, titl
 
 
 def plot_parts_bars(parts: pd.DataFrame, ax=None, title: str | None = None):
-    """Horizontal bars of the parts of each strategy's gain in one cell (:func:`alkit.mechanism.parts_table`
+    """Horizontal bars of the parts of each strategy's gain in one cell (:func:`alkit.experiments.mechanism.parts_table`
     rows), coloured as in :func:`plot_parts_against_classes`, with their 95 % intervals."""
     ax = ax if ax is not None else plt.gca()
     rows = parts[parts["part"].isin(PART_STYLES)]
@@ -299,7 +299,7 @@ def plot_parts_bars(parts: pd.DataFrame, ax=None, title: str | None = None):
 
 def plot_against_labels(table: pd.DataFrame, ax=None, title: str | None = None):
     """Δ AUC vs random of each strategy against the labels per class at the end of the run (one
-    point per schedule; :func:`alkit.mechanism.mechanism_table` rows of one K), with intervals."""
+    point per schedule; :func:`alkit.experiments.mechanism.mechanism_table` rows of one K), with intervals."""
     ax = ax if ax is not None else plt.gca()
     sub = table[table["strategy"] != "random"]
     colors = strategy_colors([s.removesuffix("_balanced") for s in sub["strategy"].unique()])

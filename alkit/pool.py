@@ -11,14 +11,12 @@ in chunks (:meth:`PoolState.iter_chunks`) so the extra memory they use does not 
 from __future__ import annotations
 
 import sys
-import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
 
 from alkit.checks import DEFAULT_CHUNK_ROWS, check_features, check_labels
-from alkit.probe import ProbeConfig, train_linear_probe
 from alkit.rows import gather_rows
 
 #: Key under which a ``shared`` dict records the shape and dtype of the features it serves.
@@ -161,7 +159,7 @@ class PoolState:
         selection) means nothing is kept.
     images: for strategies that train on pixels (VAAL), a callable ``images(rows)`` returning the
         (len(rows), 3, H, W) float image tensor of those pool rows (e.g.
-        :class:`alkit.images.PoolImages`); the loops set it when they have the images.  None:
+        :class:`alkit.data.images.PoolImages`); the loops set it when they have the images.  None:
         feature strategies only.
     """
 
@@ -214,7 +212,7 @@ class PoolState:
                                  "per feature matrix (and per run)")
         if self.images is not None:
             if not callable(self.images):
-                raise ValueError(f"images must be a callable rows -> image tensor (alkit.images.PoolImages), "
+                raise ValueError(f"images must be a callable rows -> image tensor (alkit.data.images.PoolImages), "
                                  f"got {type(self.images).__name__}")
             if hasattr(self.images, "__len__") and len(self.images) != n:
                 raise ValueError(f"images holds {len(self.images)} images but the pool has {n} rows: pass the "
@@ -271,7 +269,7 @@ class PoolState:
         if self.images is None:
             raise ValueError(
                 f"strategy {strategy!r} trains on the pool's images and needs images= (PoolState.images: a "
-                "callable returning the image tensors of pool rows, e.g. alkit.images.PoolImages): run it in "
+                "callable returning the image tensors of pool rows, e.g. alkit.data.images.PoolImages): run it in "
                 "the fine-tuning loop (`python -m alkit finetune`, alkit.finetune.run_finetune_active_learning) "
                 "or pass images= to run_active_learning / make_pool"
             )
@@ -313,87 +311,6 @@ def linear_logits(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) ->
     """ℓ = z Wᵀ + b in float32."""
     return np.asarray(features, dtype=np.float32) @ np.asarray(weight, dtype=np.float32).T + np.asarray(
         bias, dtype=np.float32
-    )
-
-
-def make_pool(
-    features: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int | None = None,
-    *,
-    held_out: np.ndarray | None = None,
-    weight: np.ndarray | None = None,
-    bias: np.ndarray | None = None,
-    logits: np.ndarray | None = None,
-    probabilities: np.ndarray | None = None,
-    fit_head: bool = False,
-    val_features: np.ndarray | None = None,
-    val_labels: np.ndarray | None = None,
-    probe=None,
-    images=None,
-) -> PoolState:
-    """Build a :class:`PoolState` from features and a label vector with -1 for unlabelled points.
-
-    This is the practitioner's entry point: bring embeddings, the labels you have and, for the
-    strategies that need a model, one of: ``fit_head=True`` (alkit's default probe trained on the
-    labelled points, its strength chosen on ``val_features``/``val_labels`` when given, else on a
-    fifth of the labels; ``probe`` a :class:`alkit.probe.ProbeConfig`), your own linear head
-    (``weight`` C × D, ``bias`` C), or any model's outputs for every point (``logits`` N × C, or
-    ``probabilities`` N × C, used as log-probabilities). Then ``select(pool, "margin", budget, seed)``.
-
-    ``images``: a callable returning the image tensors of pool rows (:class:`alkit.images.PoolImages`),
-    for strategies that train on pixels (VAAL).
-
-    ``num_classes`` should be given: inferred from the largest label it misses classes that no
-    point has yet (a warning says so).  Features, head and model outputs must be finite.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] != np.shape(features)[0]:
-        raise ValueError(
-            f"labels must be 1-D with one entry per feature row ({np.shape(features)[0]}), got shape {labels.shape}"
-        )
-    if num_classes is None:
-        if weight is not None:
-            num_classes = int(np.shape(weight)[0])
-        elif logits is not None or probabilities is not None:
-            num_classes = int(np.shape(logits if logits is not None else probabilities)[1])
-        elif not np.any(labels >= 0):
-            raise ValueError("num_classes is needed when no point is labelled yet: pass num_classes=C")
-        else:
-            num_classes = int(labels.max()) + 1
-            warnings.warn(f"num_classes inferred as the largest label + 1 = {num_classes}; classes no point has "
-                          "yet are missed: pass num_classes=C", UserWarning, stacklevel=2)
-    check_labels(labels, num_classes, "labels")
-    check_features(features, "features")   # one pass: NaN/inf rows would silently win some strategies
-    given = [name for name, v in (("weight/bias", weight), ("logits", logits), ("probabilities", probabilities))
-             if v is not None] + (["fit_head"] if fit_head else [])
-    if len(given) > 1:
-        raise ValueError(f"give one model for the pool, got {', '.join(given)}")
-    if probabilities is not None:
-        logits = probabilities_to_logits(probabilities, "probabilities")
-    elif logits is not None:
-        logits = np.asarray(logits)
-        check_features(logits, "logits")
-    labels = labels.astype(np.int64)
-    if fit_head:
-
-        labelled = np.flatnonzero(labels >= 0)
-        if labelled.size == 0:
-            raise ValueError("fit_head=True needs labelled points (labels ≥ 0) to train the head on")
-        head = train_linear_probe(np.asarray(features[labelled], np.float32), labels[labelled], val_features,
-                                  val_labels, int(num_classes), probe or ProbeConfig())
-        weight, bias = head.weight, head.bias
-    n = labels.shape[0]
-    return PoolState(
-        features=features,
-        labeled=labels >= 0,
-        held_out=np.zeros(n, bool) if held_out is None else np.asarray(held_out, bool),
-        labels=labels,
-        num_classes=int(num_classes),
-        weight=None if weight is None else np.asarray(weight, np.float32),
-        bias=None if bias is None else np.asarray(bias, np.float32),
-        logits=logits,
-        images=images,
     )
 
 

@@ -16,7 +16,7 @@ Balance is the normalised class entropy (1 = balanced) of the labelled set after
 and of the queried batches averaged over rounds.
 
 1. *Toy results do not carry over to many classes, because of imbalance.*  Judged by intervention
-   (:mod:`alkit.mechanism`: Tiny-ImageNet cut to K classes at the same per-class budgets), for each
+   (:mod:`alkit.experiments.mechanism`: Tiny-ImageNet cut to K classes at the same per-class budgets), for each
    uncertainty strategy S (confidence, margin, entropy).  *Non-transfer*: S's gain over random at
    the largest K is below its gain at the smallest K (the 95 % Welch interval of the difference lies
    below 0).  *Because of imbalance*, at the largest K: (a) balancing the same scores recovers the
@@ -49,10 +49,10 @@ import numpy as np
 import pandas as pd
 
 from alkit.checks import ParameterError
+from alkit.experiments.catalog import DATASETS
 from alkit.io import atomic_write
 from alkit.stats import area_under_curve, mean_interval
 from alkit.strategies.registry import in_registry_order
-from alkit.studies import DATASETS
 
 #: The strategies whose failure the paper reports (margin, confidence, coreset, BADGE, …).
 POPULAR_STRATEGIES = ("confidence", "margin", "entropy", "mase", "coreset", "badge", "partitioned_coreset",
@@ -295,7 +295,7 @@ def _text(row, name: str) -> str:
 
 
 def claim1_verdict(evidence: pd.DataFrame) -> tuple[str, str]:
-    """Claim 1's verdict and its evidence in words, from :func:`alkit.mechanism.claim1_evidence`
+    """Claim 1's verdict and its evidence in words, from :func:`alkit.experiments.mechanism.claim1_evidence`
     (one row per uncertainty strategy; rule: module docstring)."""
     needed = ("change", "composition", "balancing_gain")
     if evidence.empty or not all(f"{n}_lo" in evidence for n in needed):
@@ -367,7 +367,7 @@ def claim1_verdict(evidence: pd.DataFrame) -> tuple[str, str]:
 def claim_verdicts(table: pd.DataFrame, toy: str = TOY_DATASET, many: str = MANY_CLASS_DATASET,
                    judged: Sequence[str] | None = None, mechanism: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per claim of the paper: verdict and the numbers behind it (rule: module docstring).
-    ``mechanism``: the evidence claim 1 is judged on (:func:`alkit.mechanism.claim1_evidence`);
+    ``mechanism``: the evidence claim 1 is judged on (:func:`alkit.experiments.mechanism.claim1_evidence`);
     without it claim 1 is inconclusive."""
     judged = list(judged or [d for d in (toy, many) if d in set(table["dataset"])])
     missing = [d for d in (toy, many) if d not in set(table["dataset"])]

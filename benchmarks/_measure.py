@@ -248,7 +248,7 @@ BUDGET_SHARE = 10_000 / 1_281_167
 
 def imagenet_like(n_total: int, num_classes: int = 1000, dim: int = 2048, seed: int = 0, progress: bool = False):
     """The ImageNet-shaped synthetic pool of that size (generated once, cached)."""
-    from alkit.imagenet_pool import ImageNetPoolSpec, make_imagenet_pool
+    from alkit.data.imagenet_pool import ImageNetPoolSpec, make_imagenet_pool
 
     return make_imagenet_pool(spec=ImageNetPoolSpec(n_total=n_total, num_classes=num_classes, dim=dim, seed=seed),
                               progress=progress)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_base_mase.py            # N = 10 k (full reference), 100 k, 1.28 M
     .venv/bin/python benchmarks/bench_base_mase.py --quick    # small pool, < 1 min
 
-Pool: the ImageNet-shaped synthetic pool (``alkit.imagenet_pool``: C = 1000, D = 2048, float16
+Pool: the ImageNet-shaped synthetic pool (``alkit.data.imagenet_pool``: C = 1000, D = 2048, float16
 memory map) at each N, with a linear probe trained on the paper's share of labelled points
 (30 k of 1.28 M); budget: the paper's 10 k of 1.28 M, scaled.
 

@@ -11,7 +11,7 @@ pass per pick, near ties re-ranked in float64) for small pools, the lazy engine 
 only where they can matter) for large ones.  Both alkit engines are exact: they take the picks of
 the float64 reference (checked here where the reference's N × N matrix fits, else the two alkit
 engines against each other).  Per shape: the best of a few calls in one process, on mixture data
-(``alkit.synthetic.gaussian_mixture``, 10 classes), 1 % of the pool labelled.
+(``alkit.data.synthetic.gaussian_mixture``, 10 classes), 1 % of the pool labelled.
 """
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ def best_of(fn, repeats: int) -> tuple[float, np.ndarray]:
 
 
 def measure(n: int, dim: int, k: int, seed: int = 0) -> dict:
+    from alkit.data.synthetic import gaussian_mixture
     from alkit.strategies._coreset_engine import pass_greedy
     from alkit.strategies.coreset import k_center_greedy, k_center_greedy_reference
-    from alkit.synthetic import gaussian_mixture
 
     x = gaussian_mixture(10, n // 10, dim, separation=2.0, seed=seed).train_features.astype(np.float32)
     rng = np.random.default_rng(seed + 1)

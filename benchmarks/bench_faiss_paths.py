@@ -63,7 +63,7 @@ def graph_task(case: str, previous: bool, block_rows: int = 4096) -> dict:
     from alkit.strategies import probcover as P
 
     if case == "cifar10":
-        from alkit.studies import load_study_data
+        from alkit.experiments.loading import load_study_data
 
         data = load_study_data("cifar10", "cpu", extract=False, progress=False)
         x, labels = data.train_features, None

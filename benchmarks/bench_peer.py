@@ -8,7 +8,7 @@ Shapes: N × D, each with the strategies run on it (``20000x64:all``); by defaul
 with every strategy, and 100 k × 2048 (ImageNet-sized features) with the deterministic ones, where
 the peer's BADGE, TypiClust and ProbCover would take hours.
 
-Pool: a Gaussian mixture (``alkit.synthetic.gaussian_mixture``) of N points in D dimensions and C
+Pool: a Gaussian mixture (``alkit.data.synthetic.gaussian_mixture``) of N points in D dimensions and C
 classes, sized so that the peer finishes; 1 % of it labelled at random; a budget of 500 picks.
 Head: alkit's converged logistic regression on the labelled points; the peer's classifier is a
 scikit-learn ``LogisticRegression`` fitted on the same points and then given alkit's weights and
@@ -67,7 +67,7 @@ DIFFERENCES = {
 def pool_and_head(n: int, dim: int, classes: int, labelled_share: float, seed: int = 0):
     """(features float32, labels with -1 for unlabelled, true labels, alkit pool with its head)."""
     import alkit
-    from alkit.synthetic import gaussian_mixture
+    from alkit.data.synthetic import gaussian_mixture
 
     data = gaussian_mixture(classes, n // classes, dim, separation=2.0, seed=seed)
     x = data.train_features.astype(np.float32)

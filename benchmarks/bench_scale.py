@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_scale.py --strategies base,mase --sizes 1281167
     .venv/bin/python benchmarks/bench_scale.py --quick               # smoke run (< 2 min)
 
-Pools: the ImageNet-shaped synthetic pools of ``alkit.imagenet_pool`` (C = 1000, D = 2048,
+Pools: the ImageNet-shaped synthetic pools of ``alkit.data.imagenet_pool`` (C = 1000, D = 2048,
 float16 memory maps, ImageNet's class-size spread), generated once into ~/.cache/alkit.  At each
 N the paper's round is scaled: 30 k labelled and 10 k picks at 1.28 M (2.3 % and 0.78 % of N),
 the linear head a probe trained on the labelled points.  Every (strategy, N) runs in a fresh

@@ -6,7 +6,7 @@
 confidence, margin, entropy, MASE and BASE each read the pool once: features → logits (GEMM) →
 a score per row → the batch.  Their floor is that pass alone (read the float16 features, convert,
 GEMM: ``alkit.scores.iter_logits``).  Per N, on the ImageNet-shaped synthetic pool
-(``alkit.imagenet_pool``: C = 1000, D = 2048, float16 memory map) with the paper's labelled
+(``alkit.data.imagenet_pool``: C = 1000, D = 2048, float16 memory map) with the paper's labelled
 share and budget: the logits pass is timed before and after the strategies (the faster of the two
 is the floor; the page cache is warm for all), each strategy's ``alkit.select`` call once, and the
 ratio call / floor.  Target: at most 1.15 for every one.  Each N runs in a fresh process.

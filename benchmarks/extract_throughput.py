@@ -26,9 +26,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alkit.backbones import load_backbone  # noqa: E402
-from alkit.datasets import load_dataset  # noqa: E402
-from alkit.features import DEFAULT_SMALL_IMAGE_RESOLUTION, extract_features  # noqa: E402
+from alkit.data.backbones import load_backbone  # noqa: E402
+from alkit.data.datasets import load_dataset  # noqa: E402
+from alkit.data.features import DEFAULT_SMALL_IMAGE_RESOLUTION, extract_features  # noqa: E402
 from alkit.io import provenance, write_json, write_text  # noqa: E402
 
 SHARED = Path(os.environ.get("ALKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                                   backbone)
                     print(json.dumps(row), flush=True)
                     results.append(row)
-    from alkit.datasets import default_cache_dir
+    from alkit.data.datasets import default_cache_dir
 
     full = full_extractions(Path(args.cache) if args.cache else default_cache_dir())
     info = provenance(benchmark="extract_throughput", backbone="efficientnet_lite0")

@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import RESULTS, machine, save  # noqa: E402
 
-from alkit.finetune import finetune_config, network_source, predict, train_round, autocast_dtype  # noqa: E402
-from alkit.images import PoolImages  # noqa: E402
+from alkit.data.images import PoolImages  # noqa: E402
+from alkit.finetune import autocast_dtype, finetune_config, network_source, predict, train_round  # noqa: E402
 from alkit.io import provenance  # noqa: E402
 
 TARGET_GPU_TRAIN = 15_000

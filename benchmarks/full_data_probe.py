@@ -37,8 +37,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alkit.datasets import class_balanced_holdout  # noqa: E402
-from alkit.studies import load_study_data, sweep_config  # noqa: E402
+from alkit.data.datasets import class_balanced_holdout  # noqa: E402
+from alkit.experiments.catalog import sweep_config
+from alkit.experiments.loading import load_study_data  # noqa: E402
 from alkit.io import loaded_commit, provenance, write_json, write_text  # noqa: E402
 from alkit.loop import first_round_split, stream  # noqa: E402
 from alkit.metrics import classification_metrics  # noqa: E402

@@ -73,7 +73,7 @@ run_finetune_scale('$SCALE', '$RUNS', data_root='$DATA', device='$DEVICE')
 echo "== finished runs"
 "$PY" -c "
 import pandas as pd
-from alkit.runs import load_runs
+from alkit.experiments.runs import load_runs
 rows = load_runs('$RUNS', 'cifar10')
 if rows.empty:
     print('none yet')

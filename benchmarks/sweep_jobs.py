@@ -31,9 +31,9 @@ SCORE_BASED = "random,balanced_random,confidence,margin,entropy,mase,base"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from alkit.experiments.catalog import CPU_PHASES
+    from alkit.experiments.launch import only_phases, run_phases
     from alkit.io import provenance
-    from alkit.launch import only_phases, run_phases
-    from alkit.studies import CPU_PHASES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="cifar10-lt")

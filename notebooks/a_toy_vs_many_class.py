@@ -27,7 +27,7 @@
 # %% tags=["parameters"]
 SCALE = "cpu"                          # smoke | cpu | paper (alkit.experiment.SCALES)
 DATASETS = ["cifar10", "tiny-imagenet"]  # the toy data set beside the many-class one
-BACKBONE = "efficientnet_lite0"        # frozen feature extractor (alkit.backbones)
+BACKBONE = "efficientnet_lite0"        # frozen feature extractor (alkit.data.backbones)
 STRATEGIES = None                      # None: every strategy of the scale; or a list of names
 SEEDS = None                           # None: the scale's seeds (cpu: 0-4)
 ROUNDS = None                          # None: the scale's rounds

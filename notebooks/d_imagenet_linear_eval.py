@@ -20,7 +20,7 @@
 # * With your own ImageNet copy: `DATASET = "imagenet"`, `DATA_ROOT` = its folder (train/ and val/),
 #   `BACKBONE = "moco_v2_resnet50"` with the authors' checkpoint, `SCALE = "paper"` — on a GPU.
 # * Without it (this machine, CI): `DATASET = "imagenet-synthetic"`, a **synthetic** pool of
-#   ImageNet's shape (alkit.imagenet_pool: confusable superclasses, ImageNet's class-size spread,
+#   ImageNet's shape (alkit.data.imagenet_pool: confusable superclasses, ImageNet's class-size spread,
 #   ambiguous points). At `SCALE = "cpu"` it is reduced (100 classes, 512-d) with the paper's
 #   per-class budgets; `SCALE = "paper"` uses the full 1.28 M × 2048 × 1000 pool and 30 k + 8 × 10 k.
 #   Every figure says when the data are synthetic.

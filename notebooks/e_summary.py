@@ -44,9 +44,11 @@ DATA_ROOT = None
 # %%
 import pandas as pd
 
-from alkit import experiment, mechanism, plots, report
+from alkit import experiment, plots, report
 
 # papermill -p passes strings: lists are read here (or refused with the form that works)
+
+from alkit.experiments import mechanism
 DATASETS = report.list_parameter(DATASETS, "DATASETS")
 STRATEGIES = report.list_parameter(STRATEGIES, "STRATEGIES")
 SEEDS = report.list_parameter(SEEDS, "SEEDS", int)

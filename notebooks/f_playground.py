@@ -37,7 +37,9 @@ FIGURES_DIR = "notebooks/executed/f_playground/figures"  # the playground's figu
 import numpy as np
 import pandas as pd
 
-from alkit import experiment, plots, report, samples
+from alkit import experiment, plots, report
+
+from alkit.experiments import samples
 from alkit.probe import ProbeConfig
 from alkit.scores import margin_scores
 

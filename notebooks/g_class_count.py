@@ -46,9 +46,11 @@ DATA_ROOT = None
 # %%
 import pandas as pd
 
-from alkit import class_count, plots, report
+from alkit.experiments import class_count
 
 # papermill -p passes strings: lists are read here (or refused with the form that works)
+
+from alkit import plots, report
 CLASS_COUNTS = report.list_parameter(CLASS_COUNTS, "CLASS_COUNTS", int)
 STRATEGIES = report.list_parameter(STRATEGIES, "STRATEGIES")
 SEEDS = report.list_parameter(SEEDS, "SEEDS", int)

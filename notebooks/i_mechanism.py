@@ -48,8 +48,10 @@ DATA_ROOT = None
 # %%
 import pandas as pd
 
-from alkit import mechanism, plots, report
+from alkit.experiments import mechanism
 
+
+from alkit import plots, report
 runs_dir, class_count_dir, sweep_dir = (report.resolve_path(p) for p in (RUNS_DIR, CLASS_COUNT_DIR, SWEEP_DIR))
 if RUN_MISSING:
     mechanism.run_mechanism(runs_dir, class_count_dir, sweep_dir, scale=SCALE, jobs=JOBS, source=SOURCE,

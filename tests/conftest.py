@@ -7,9 +7,9 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+from alkit.data.synthetic import gaussian_mixture  # noqa: E402
 from alkit.pool import PoolState  # noqa: E402
 from alkit.probe import ProbeConfig, train_linear_probe  # noqa: E402
-from alkit.synthetic import gaussian_mixture  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import alkit
-from alkit.synthetic import gaussian_mixture
+from alkit.data.synthetic import gaussian_mixture
 
 
 @pytest.fixture()

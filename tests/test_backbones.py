@@ -9,8 +9,8 @@ import torch
 import torchvision
 from image_fixtures import TINY_ARCHIVE, tiny_slice
 
-from alkit import backbones as bb
-from alkit.backbones import download_weights, load_backbone, read_checkpoint, resnet18_cifar
+from alkit.data import backbones as bb
+from alkit.data.backbones import download_weights, load_backbone, read_checkpoint, resnet18_cifar
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
@@ -181,8 +181,8 @@ def test_efficientnet_lite0_recognises_tiny_imagenet_images():
     """Tiny-ImageNet classes are ImageNet classes: the packaged classifier, fed the backbone's
     features with its own preprocessing, must beat chance (0.1 %) by far.  Catches wrong weights
     or normalisation constants (ImageNet mean/std instead of Lite's 127/128 measured ~40 % lower)."""
-    from alkit.datasets import load_dataset
-    from alkit.features import default_preprocessing
+    from alkit.data.datasets import load_dataset
+    from alkit.data.features import default_preprocessing
 
     backbone = load_backbone()
     head = read_checkpoint(backbone.weights_path)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from alkit.loop import run_active_learning
-from alkit.pool import PoolState, StrategyCache, make_pool
+from alkit.api import make_pool
+from alkit.pool import PoolState, StrategyCache
 from alkit.strategies import select
 
 
@@ -97,7 +98,7 @@ from pathlib import Path  # noqa: E402
 
 import alkit.io  # noqa: E402
 from alkit.cli import main as alkit_main  # noqa: E402
-from alkit.synthetic import gaussian_mixture  # noqa: E402
+from alkit.data.synthetic import gaussian_mixture  # noqa: E402
 
 
 def _status(main, argv):
@@ -335,9 +336,9 @@ RUN_CASES = [
 
 @pytest.mark.parametrize("change, flag, words", RUN_CASES, ids=lambda v: str(v)[:40] if isinstance(v, dict) else None)
 def test_run_rejects_before_the_compute(files, capsys, monkeypatch, change, flag, words):
-    import alkit.runs
+    import alkit.experiments.runs
 
-    monkeypatch.setattr(alkit.runs, "run_sweep", _no_compute)
+    monkeypatch.setattr(alkit.experiments.runs, "run_sweep", _no_compute)
     line = one_error_line(alkit_main, _run_argv(files, **change), capsys)
     assert flag in line and words in line, line
 
@@ -520,8 +521,8 @@ def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
 
 
 def test_features_refuses_a_too_small_disk_before_the_work(images, tmp_path, monkeypatch, capsys):
-    from alkit import features as fx
     from alkit.cli.features import features_main
+    from alkit.data import features as fx
 
     _free(monkeypatch, 50_000)   # 4 images × 1280 float16 need ~ 120 kB with the side files
     monkeypatch.setattr(fx, "_pixel_batches", lambda *a, **k: pytest.fail("read images with no room to keep them"))
@@ -553,7 +554,7 @@ def test_features_names_the_file_when_the_disk_fills(images, tmp_path, monkeypat
 
 
 def test_unpacking_an_archive_checks_the_room_first(images, tmp_path, monkeypatch):
-    from alkit.datasets import extract_archive
+    from alkit.data.datasets import extract_archive
     from alkit.io import DiskFullError
 
     _free(monkeypatch, 10)
@@ -562,7 +563,7 @@ def test_unpacking_an_archive_checks_the_room_first(images, tmp_path, monkeypatc
     assert not list((tmp_path / "cache" / "datasets").glob("good-*"))
 
 
-# ---------------------------------------------------------------- python -m alkit experiment / alkit.reproduce
+# ---------------------------------------------------------------- python -m alkit experiment / alkit.experiments.reproduce
 
 @pytest.mark.parametrize("extra, flag, words", [
     (["--out", "{d}/afile"], "--out", "not a folder"),
@@ -575,8 +576,9 @@ def test_unpacking_an_archive_checks_the_room_first(images, tmp_path, monkeypatc
     (["--out", "{d}/x", "--data-root", "{d}/no-such-folder"], "--data-root", "does not exist"),
 ])
 def test_experiment_rejects(files, capsys, monkeypatch, extra, flag, words):
-    from alkit import cli, runs
+    from alkit import cli
 
+    from alkit.experiments import runs
     monkeypatch.setattr(runs, "run_configured_sweep", _no_compute)
     argv = ["--scale", "smoke", "--dataset", "cifar10"] + [a.format(d=files) for a in extra]
     line = one_error_line(cli.experiment_main, argv, capsys)
@@ -597,8 +599,8 @@ def test_experiment_rejects(files, capsys, monkeypatch, extra, flag, words):
     (["results", "--scale", "cpu", "--out", "README.md"], "--out"),
 ])
 def test_reproduce_rejects(capsys, monkeypatch, argv, flag):
-    from alkit import class_count, mechanism
     from alkit.cli.reproduce import reproduce_main
+    from alkit.experiments import class_count, mechanism
 
     for module, name in ((mechanism, "run_mechanism"), (class_count, "run_class_count")):   # no work may start
         monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("work started before the arguments were checked"))
@@ -705,7 +707,7 @@ def test_output_checks_name_the_argument(tmp_path):
 
 
 def test_corrupt_archive_and_unreadable_image_name_the_file(images, tmp_path):
-    from alkit.datasets import UnreadableImage, extract_archive, load_dataset
+    from alkit.data.datasets import UnreadableImage, extract_archive, load_dataset
 
     with pytest.raises(ValueError, match="truncated.tar.gz is corrupt or truncated"):
         extract_archive(images / "truncated.tar.gz", tmp_path)
@@ -828,10 +830,10 @@ def test_loop_arguments_are_checked(change, parameter):
     (["class-count", "--strategies", "vaal"], "trains on the pool's images"),
 ])
 def test_class_count_arguments_are_checked_before_any_data_is_loaded(capsys, monkeypatch, argv, words):
-    from alkit import class_count, studies
     from alkit.cli.reproduce import reproduce_main
+    from alkit.experiments import class_count, loading
 
-    monkeypatch.setattr(studies, "load_study_data", _no_compute)
+    monkeypatch.setattr(loading, "load_study_data", _no_compute)
     monkeypatch.setattr(class_count, "run_class_count", _no_compute)
     line = one_error_line(reproduce_main, argv, capsys)
     assert words in line, line

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from alkit import runs
-from alkit.synthetic import gaussian_mixture
+from alkit.data.synthetic import gaussian_mixture
+from alkit.experiments import runs
 
 
 def _claim(stem, text: str, age_s: float = 0.0):

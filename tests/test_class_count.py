@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alkit import class_count, experiment
-from alkit.synthetic import gaussian_mixture
+from alkit.experiments import class_count
+
+from alkit import experiment
+from alkit.data.synthetic import gaussian_mixture
 
 
 def test_class_subsets_are_sorted_distinct_seeded_and_whole_at_full_size():
@@ -101,9 +103,9 @@ def test_a_finished_run_is_not_recomputed(tmp_path, monkeypatch):
     data = _standin()
     per_class = {"initial": 3, "round_budget": 2, "rounds": 1, "val_per_class": 2}
     first = class_count.run_one(data, 4, "margin", 0, tmp_path, tmp_path / "sweep", scale="smoke", per_class=per_class)
-    import alkit.runs
+    import alkit.experiments.runs
 
-    monkeypatch.setattr(alkit.runs, "run_active_learning", lambda *a, **k: pytest.fail("recomputed a finished run"))
+    monkeypatch.setattr(alkit.experiments.runs, "run_active_learning", lambda *a, **k: pytest.fail("recomputed a finished run"))
     again = class_count.run_one(data, 4, "margin", 0, tmp_path, tmp_path / "sweep", scale="smoke", per_class=per_class)
     pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True), check_dtype=False)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from alkit.cli import main
-from alkit.synthetic import gaussian_mixture
+from alkit.data.synthetic import gaussian_mixture
 
 
 @pytest.fixture()
@@ -151,7 +151,7 @@ def test_select_reports_progress_unless_quiet(arrays, capsys):
 
 
 def test_run_resumes_from_the_runs_it_kept(arrays, monkeypatch):
-    import alkit.runs as runs
+    import alkit.experiments.runs as runs
 
     out = arrays / "rows.csv"
     argv = ["run", "--features", str(arrays / "F.npy"), "--labels", str(arrays / "Ytrue.npy"), "--strategies",
@@ -182,8 +182,8 @@ def test_two_sweeps_into_one_folder_compute_each_run_once(tmp_path):
 
     script = textwrap.dedent(f"""
         import json, numpy as np
-        import alkit.runs as runs
-        from alkit.synthetic import gaussian_mixture
+        import alkit.experiments.runs as runs
+        from alkit.data.synthetic import gaussian_mixture
         d = gaussian_mixture(5, 40, 6, separation=3.0, seed=0)
         computed = []
         real = runs.run_active_learning
@@ -202,7 +202,7 @@ def test_two_sweeps_into_one_folder_compute_each_run_once(tmp_path):
     done = [tuple(x) for o in outs for x in json.loads(o[0])]
     assert len(done) == len(set(done)) == 9   # every run computed exactly once between the two
     assert not list((tmp_path / "runs").glob("*.claim"))
-    from alkit.runs import claim_run, release_claim
+    from alkit.experiments.runs import claim_run, release_claim
 
     stem = tmp_path / "runs" / "x__seed0"
     stem.with_suffix(".claim").write_text("999999999 " + __import__("platform").node() + "\n")   # a dead process
@@ -241,8 +241,7 @@ def test_a_strategy_of_your_own_is_named_module_colon_function(arrays, tmp_path,
         _REGISTRY.pop("last_rows", None)
 
 
-@pytest.mark.parametrize("module,command", [("reproduce", "reproduce"), ("experiment", "experiment"),
-                                            ("imagenet_pool", "imagenet-pool"), ("finetune", "finetune")])
+@pytest.mark.parametrize("module,command", [("experiment", "experiment"), ("finetune", "finetune")])
 def test_the_old_module_commands_say_where_the_command_went(module, command):
     # Every command lives under `python -m alkit`; the old module form must not run silently (or
     # do nothing and exit 0), but name the new one.

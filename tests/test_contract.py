@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from alkit.images import PoolImages
+from alkit.data.images import PoolImages
 from alkit.pool import PoolState, StrategyCache
 from alkit.strategies import available_strategies, register, select
 from alkit.strategies.registry import _REGISTRY, StrategyInfo

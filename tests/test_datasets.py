@@ -9,8 +9,8 @@ import pytest
 from image_fixtures import (CIFAR_ARCHIVE, TINY_ARCHIVE, cifar_slice, cifar_train_labels, make_imagefolder,
                             make_tar_gz, make_tiny_imagenet, make_zip, tiny_slice)
 
-from alkit import datasets as ds
-from alkit.datasets import (LongTailSpec, class_balanced_holdout, extract_archive, load_dataset,
+from alkit.data import datasets as ds
+from alkit.data.datasets import (LongTailSpec, class_balanced_holdout, extract_archive, load_dataset,
                             long_tailed_class_counts, long_tailed_indices, stratified_limit_indices)
 
 COUNTS = {"train": {"cat": 5, "ant": 4, "bee": 3}, "test": {"cat": 2, "ant": 2, "bee": 2}}

@@ -1,6 +1,6 @@
 """Feature extraction split among torchrun ranks (gloo on CPU): the ranks' shards make the entry a
 single process makes, byte for byte; a failing rank stops every rank and loses no finished shard;
-each kind of run resumes the other's.  Plus the pure helpers of alkit.distributed."""
+each kind of run resumes the other's.  Plus the pure helpers of alkit.data.distributed."""
 from __future__ import annotations
 
 import json
@@ -13,11 +13,11 @@ import pytest
 import torch
 from image_fixtures import make_imagefolder
 
-from alkit import distributed as dd
-from alkit.backbones import load_backbone
-from alkit.datasets import load_dataset
-from alkit.features import ExtractionInterrupted, extract_features
 from alkit.cli.features import features_main
+from alkit.data import distributed as dd
+from alkit.data.backbones import load_backbone
+from alkit.data.datasets import load_dataset
+from alkit.data.features import ExtractionInterrupted, extract_features
 
 RES, BATCH, SHARD = 32, 4, 4
 COUNTS = {"train": {"ant": 9, "bee": 8, "cat": 7}}   # 24 images = 6 shards: ranks 0 and 1 own 3 each
@@ -110,7 +110,7 @@ def test_a_failing_rank_stops_both_keeps_their_shards_and_one_process_resumes(fo
     errors = run.stderr.split("python -m alkit features: error: ")[1:]
     assert len(errors) == 2 and all("0006.png" in e for e in errors), run.stderr[-3000:]
     assert any(e.startswith("--root: rank 1 of 2 stopped") for e in errors)   # rank 0 names the failed rank
-    assert "alkit/features.py" not in run.stderr
+    assert "alkit/data/features.py" not in run.stderr
     [entry] = (tmp_path / "shared" / "features").iterdir()
     assert sorted(p.name for p in (entry / "partial").glob("shard_*.npy")) == [f"shard_{s:06d}.npy" for s in range(5)]
 

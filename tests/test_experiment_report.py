@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alkit import experiment, io, report, runs
+from alkit import experiment, io, report
+
+from alkit.data.synthetic import gaussian_mixture
+from alkit.experiments import runs
 from alkit.probe import ProbeConfig
 from alkit.stats import area_under_curve, mean_interval
-from alkit.synthetic import gaussian_mixture
 
 FAST = ProbeConfig()
 
@@ -92,7 +94,7 @@ def test_cpu_scale_matches_the_issue():
 
 def test_cpu_phases_cover_every_strategy_of_every_cpu_data_set_once():
     # Reordering the sweep must never drop a (data set, strategy) the cpu scale promises.
-    from alkit.studies import CPU_PHASES, SWEEP_DATASETS
+    from alkit.experiments.catalog import CPU_PHASES, SWEEP_DATASETS
 
     planned: dict[str, list[str]] = {}
     extra: dict[tuple[str, str], tuple[int, ...]] = {}
@@ -113,8 +115,8 @@ def test_cpu_phases_cover_every_strategy_of_every_cpu_data_set_once():
 
 
 def test_only_phases_keeps_the_order_and_names_bad_filters():
-    from alkit.launch import only_phases
-    from alkit.studies import CPU_PHASES
+    from alkit.experiments.catalog import CPU_PHASES
+    from alkit.experiments.launch import only_phases
 
     kept = only_phases(CPU_PHASES, "cpu", datasets=["cifar10-lt", "cifar10"], strategies=["probcover", "random"])
     flat = [(d, n) for d, names, *_ in kept for n in names]
@@ -154,7 +156,7 @@ def test_sweep_shares_what_depends_on_the_features_alone(tmp_path, monkeypatch):
 def test_sweep_workers_keep_one_shared_dict_per_data_set(tmp_path, monkeypatch):
     """A parallel sweep's worker keeps the shared dict of each data set across its tasks, so the
     seeds of a SHARED_ACROSS_SEEDS strategy sent to it build ProbCover's graph once."""
-    from alkit import launch
+    from alkit.experiments import launch
 
     builds = _count_graph_builds(monkeypatch)
     monkeypatch.setattr(launch, "_WORKER_DATA", {})
@@ -172,7 +174,7 @@ def test_parallel_sweep_writes_the_serial_runs_and_logs_its_time(tmp_path):
     one worker; a rerun skips every finished run; each sweep appends its wall time."""
     import json
 
-    from alkit.launch import run_phases
+    from alkit.experiments.launch import run_phases
 
     phases = [("cifar10", ("random", "margin", "probcover"))]
     run_phases(phases, "smoke", str(tmp_path / "serial"), source="synthetic")
@@ -217,8 +219,8 @@ def test_parallel_sweep_extracts_missing_features_once_in_the_parent(tmp_path, m
 
     import cloudpickle
 
-    from alkit import launch
-    from alkit.launch import run_parallel
+    from alkit.experiments import launch
+    from alkit.experiments.launch import run_parallel
 
     # The workers are other processes (submitit): they get this module's stand-in worker by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -406,7 +408,7 @@ def test_provenance_records_a_command_without_this_machines_paths():
     package = Path(io.__file__).resolve().parent
     assert io.command_line([str(package / "__main__.py"), "reproduce", "mechanism", "--jobs", "2"]) == \
         "python -m alkit reproduce mechanism --jobs 2"
-    assert io.command_line([str(package / "mechanism.py"), "x"]) == "python -m alkit.mechanism x"
+    assert io.command_line([str(package / "experiments" / "mechanism.py"), "x"]) == "python -m alkit.experiments.mechanism x"
     assert io.command_line([str(package / "__main__.py"), "run"]) == "python -m alkit run"
     assert io.command_line([str(package.parent / "benchmarks" / "bench_scale.py"), "--n", "9"]) == \
         "benchmarks/bench_scale.py --n 9"

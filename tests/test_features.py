@@ -10,10 +10,10 @@ import pytest
 import torch
 from image_fixtures import CIFAR_ARCHIVE, TINY_ARCHIVE, cifar_slice, make_imagefolder, tiny_slice
 
-from alkit import features as fx
-from alkit.backbones import load_backbone
-from alkit.datasets import ImageDataset, LongTailSpec, load_dataset
-from alkit.features import (ExtractionInterrupted, Preprocessing, extract_features, get_features,
+from alkit.data import features as fx
+from alkit.data.backbones import load_backbone
+from alkit.data.datasets import ImageDataset, LongTailSpec, load_dataset
+from alkit.data.features import (ExtractionInterrupted, Preprocessing, extract_features, get_features,
                             load_cached_features)
 from alkit.cli.features import features_main
 

@@ -10,7 +10,7 @@ import torch
 
 from alkit.finetune import (PRESETS, Ranks, assemble_chunks, batch_shard, class_weights, finetune_config,
                             network_source, owned_chunks, run_finetune_active_learning)
-from alkit.images import PoolImages, random_crop_flip
+from alkit.data.images import PoolImages, random_crop_flip
 from alkit.loop import run_active_learning
 from alkit.strategies import available_strategies
 from image_fixtures import make_imagefolder

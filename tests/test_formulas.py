@@ -199,7 +199,8 @@ def test_score_pass_gives_the_logits_of_the_pool_bit_for_bit(seed, dtype):
     # score_eligible reads rows into reused buffers and multiplies in place; the scores (and the
     # predicted classes) must be exactly those of the pool's own chunked logits (iter_chunks, the
     # path the committed runs were scored on), so that a faster pass never changes a pick.
-    from alkit.pool import DEFAULT_CHUNK_ROWS, make_pool
+    from alkit.api import make_pool
+    from alkit.pool import DEFAULT_CHUNK_ROWS
     from alkit.strategies.uncertainty import SCORE_FUNCTIONS
 
     rng = np.random.default_rng(seed)

@@ -3,7 +3,10 @@ line in the alkit/cli/ package, and an import inside a function only with its re
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "alkit"
 
@@ -36,7 +39,7 @@ def import_graph() -> dict[str, set[str]]:
         targets = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "alkit":
-                for alias in node.names:   # `from alkit import runs` imports the module alkit.runs
+                for alias in node.names:   # `from alkit import runs` imports the module alkit.experiments.runs
                     target = owner(f"{node.module}.{alias.name}") or owner(node.module)
                     if target and target != name:
                         targets.add(target)
@@ -95,7 +98,44 @@ def test_the_layers_point_down():
             assert not [t for t in targets if is_cli(t)], module
     for module in (m for m in graph if is_cli(m) and m != "alkit.cli"):   # commands import no command
         assert not [t for t in graph[module] if is_cli(t) and t != "alkit.cli.common"], module
-    assert "alkit.reproduce" not in graph["alkit.launch"] | graph["alkit.runs"] | graph["alkit.studies"]
+    assert "alkit.experiments.reproduce" not in (graph["alkit.experiments.launch"] | graph["alkit.experiments.runs"]
+                                                  | graph["alkit.experiments.catalog"])
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_folders_are_the_layers():
+    """alkit/data/ loads data and imports nothing above it; the core (pool, scores, probe, strategies)
+    imports no data loader and no experiment; the pool imports no trainer; the report and the
+    catalog import no loader; below alkit/experiments/ only the light catalog is imported."""
+    graph = import_graph()
+    bottom = ("alkit.io", "alkit.checks", "alkit.rows", "alkit.stats", "alkit.metrics")
+    core = ("alkit.pool", "alkit.scores", "alkit.rows", "alkit.probe", "alkit.logreg", "alkit.strategies")
+    for module, targets in graph.items():
+        if _within(module, "alkit.data"):
+            assert all(t in bottom or _within(t, "alkit.data") for t in targets), (module, targets)
+        if any(_within(module, c) for c in core):
+            above = [t for t in targets if not (t in bottom or any(_within(t, c) for c in core))]
+            assert not above, (module, above)
+        if not (_within(module, "alkit.experiments") or is_cli(module) or module in ("alkit.__main__", "alkit.experiment")
+                or module == "alkit.finetune"):   # fine-tuning's own sweep driver: to be merged into runs
+            assert all(t == "alkit.experiments.catalog" for t in targets if _within(t, "alkit.experiments")), module
+    trainers = ("alkit.probe", "alkit.logreg", "alkit.finetune", "alkit.loop")
+    assert not graph["alkit.pool"] & set(trainers), graph["alkit.pool"]
+    for module in ("alkit.report", "alkit.experiments.catalog", "alkit.plots"):
+        loaders = [t for t in graph[module] if _within(t, "alkit.data") or t == "alkit.experiments.loading"]
+        assert not loaders, (module, loaders)
+
+
+def test_the_layer_test_catches_a_loader_in_the_report(monkeypatch):
+    # The rule above must be able to fail: a report importing the loading module breaks it.
+    graph = import_graph()
+    graph["alkit.report"] = graph["alkit.report"] | {"alkit.experiments.loading"}
+    monkeypatch.setattr(sys.modules[__name__], "import_graph", lambda: graph)
+    with pytest.raises(AssertionError, match="alkit.report"):
+        test_the_folders_are_the_layers()
 
 
 def test_every_argument_parser_lives_in_cli():

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from alkit.cli import main as alkit_main
-from alkit.features import PATHS_FILE, get_features, load_feature_set
 from alkit.cli.features import features_main
-from alkit.labelling import picks_table, read_labels_csv
+from alkit.data.features import PATHS_FILE, get_features, load_feature_set
+from alkit.data.labelling import picks_table, read_labels_csv
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
@@ -114,9 +114,9 @@ def test_an_entry_made_before_paths_gets_them_back(photos, entry):
 
 
 def test_small_images_in_an_imagefolder_are_stretched_as_help_says(photos, tmp_path):
-    from alkit.datasets import load_dataset
-    from alkit.features import default_preprocessing
-    from alkit.backbones import load_backbone
+    from alkit.data.backbones import load_backbone
+    from alkit.data.datasets import load_dataset
+    from alkit.data.features import default_preprocessing
 
     root, truth = photos
     for rel, colour in truth.items():
@@ -148,7 +148,7 @@ def test_two_extractions_of_one_entry_at_once_both_succeed_with_the_same_numbers
 
 
 def test_a_killed_archive_extraction_leaves_no_temporary_folder_behind(tmp_path):
-    from alkit.datasets import remove_stale_temporary
+    from alkit.data.datasets import remove_stale_temporary
 
     parent = tmp_path / "datasets"
     dead = parent / ".tmp-photos-abc-999999999-xyz"

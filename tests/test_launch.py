@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alkit import studies
-from alkit.launch import RunJob, SlurmOptions, run_phases
+from alkit.experiments import loading
+from alkit.experiments.launch import RunJob, SlurmOptions, run_phases
+from alkit.experiments.runs import claim_run, cluster_job_id, run_path
 from alkit.loop import TIMING_COLUMNS
-from alkit.runs import claim_run, cluster_job_id, run_path
 
 PHASES = [("cifar10", ("random", "margin"), (0, 1))]
 
@@ -131,11 +131,11 @@ def test_reproduce_rejects_executor_misuse(argv, flag, capsys):
 def test_the_mechanism_experiment_runs_through_slurm_as_every_sweep(tmp_path, fake_slurm):
     """Its (cell, strategy) tasks go into one job array (finished runs left out), and a task run as
     SLURM would run it writes the run the inline executor writes."""
-    from alkit import mechanism
+    from alkit.experiments import mechanism
 
     out, cc, sweep = tmp_path / "m", tmp_path / "cc", tmp_path / "sweep"
     cell = mechanism.cells("smoke")[0]
-    data = studies.load_study_data("tiny-imagenet", "smoke", source="synthetic", progress=False)
+    data = loading.load_study_data("tiny-imagenet", "smoke", source="synthetic", progress=False)
     mechanism.run_one(data, cell, "random", 0, "smoke", out, cc, sweep)   # finished before
     mechanism.run_mechanism(out, cc, sweep, scale="smoke", source="synthetic", executor="slurm",
                             slurm=SlurmOptions(array_parallelism=4))

@@ -7,8 +7,8 @@ import torch
 
 from alkit.logreg import (fit_logreg, logreg_reference, objective_reference, sample_weights,
                           zero_head_gradient)
+from alkit.data.synthetic import gaussian_mixture
 from alkit.probe import PROBE_PRESETS, ProbeConfig, predict_logits, train_linear_probe
-from alkit.synthetic import gaussian_mixture
 
 
 def _problem(n=240, d=12, c=4, seed=0, shift=0.0):

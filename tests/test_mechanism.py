@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alkit import class_count, mechanism, report, runs
+from alkit.experiments import class_count, mechanism, runs
+
+from alkit import report
 from alkit.stats import mean_interval
 
 
@@ -65,7 +67,7 @@ def test_smoke_runs_end_to_end_resume_and_tabulate(tmp_path, monkeypatch):
 def test_a_run_made_with_another_schedule_is_refused(tmp_path):
     out, cc, sweep = tmp_path / "m", tmp_path / "cc", tmp_path / "sweep"
     cell = mechanism.cells("smoke")[0]
-    data = class_count.studies.load_study_data("tiny-imagenet", "smoke", source="synthetic", progress=False)
+    data = class_count.loading.load_study_data("tiny-imagenet", "smoke", source="synthetic", progress=False)
     mechanism.run_one(data, cell, "random", 0, "smoke", out, cc, sweep)
     stem = runs.run_path(out / cell.name, "random", 0)
     meta = json.loads(stem.with_suffix(".json").read_text())

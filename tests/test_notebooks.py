@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alkit import reproduce
+from alkit.experiments import reproduce
 
 
 def test_every_notebook_pair_agrees():

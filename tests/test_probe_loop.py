@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alkit.data.synthetic import class_sizes, gaussian_mixture
 from alkit.loop import TIMING_COLUMNS, balanced_validation_split, run_active_learning
 from alkit.probe import ProbeConfig, predict_logits, train_linear_probe
-from alkit.synthetic import class_sizes, gaussian_mixture
 
 
 def test_probe_learns_and_folds_standardisation():

@@ -68,8 +68,8 @@ def test_readme_python_examples_run_as_written():
     """Every ```python block of the README, in order, on small stand-ins for the reader's arrays."""
     import numpy as np
 
+    from alkit.data.synthetic import gaussian_mixture
     from alkit.strategies.registry import _REGISTRY
-    from alkit.synthetic import gaussian_mixture
 
     data = gaussian_mixture(1000, 30, 12, separation=3.0, seed=0, n_test_per_class=2)
     labels = np.full(data.train_labels.size, -1)

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from alkit import finetune, reproduce
+from alkit import finetune
+
 from alkit.cli.reproduce import reproduce_main
-from alkit.synthetic import colour_images
+from alkit.data.synthetic import colour_images
+from alkit.experiments import reproduce
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from alkit.data.synthetic import gaussian_mixture
 from alkit.loop import TIMING_COLUMNS, run_active_learning
 from alkit.pool import PoolState, StrategyCache
 from alkit.strategies import select
-from alkit.synthetic import gaussian_mixture
 
 
 class Killed(Exception):

@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alkit import experiment, samples
-from alkit.synthetic import gaussian_mixture
+from alkit import experiment
+
+from alkit.data.synthetic import gaussian_mixture
+from alkit.experiments import samples
 
 
 def test_shipped_sample_is_real_features_of_forty_classes():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from alkit import imagenet_pool as ip
-from alkit.imagenet_pool import ImageNetPoolSpec, imagenet_class_sizes, load_imagenet_pool, make_imagenet_pool
+from alkit.data import imagenet_pool as ip
+from alkit.data.imagenet_pool import ImageNetPoolSpec, imagenet_class_sizes, load_imagenet_pool, make_imagenet_pool
 from alkit.pool import linear_logits
 from alkit.probe import probe_device
 from alkit.scores import (

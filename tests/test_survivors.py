@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from alkit import loop, report
+from alkit.data.synthetic import gaussian_mixture
 from alkit.pool import PoolState
 from alkit.probe import ProbeConfig, train_linear_probe
 from alkit.scores import entropy
 from alkit.strategies import select
 from alkit.strategies.coreset import coreset_centers
 from alkit.strategies.uncertainty import class_quotas
-from alkit.synthetic import gaussian_mixture
 
 
 def test_the_internal_validation_rows_are_not_training_rows():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from alkit.images import PoolImages
+from alkit.data.images import PoolImages
 from alkit.pool import PoolState
 from alkit.strategies import select
 from alkit.strategies.vaal import VAE, Discriminator, vaal, vaal_scores

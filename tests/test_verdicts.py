@@ -260,7 +260,7 @@ def _verdicts(rows, **kw) -> pd.Series:
     return report.claim_verdicts(pd.DataFrame(rows), **kw).set_index("claim")["verdict"]
 
 
-# Claim 1 is judged on the interventions: hand-made evidence rows (alkit.mechanism.claim1_evidence's shape).
+# Claim 1 is judged on the interventions: hand-made evidence rows (alkit.experiments.mechanism.claim1_evidence's shape).
 SIGN = {"+": (0.01, 0.005, 0.015), "-": (-0.01, -0.015, -0.005), "0": (0.0, -0.005, 0.005)}
 
 

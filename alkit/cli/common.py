@@ -88,7 +88,7 @@ def _load_pool_features(path: str) -> tuple[np.ndarray, list[str] | None]:
         if not (p / "features.npy").is_file():
             raise UsageError(f"--features: {path} is a directory but not a feature-cache entry (no features.npy); "
                              "pass an .npy file or the folder `python -m alkit features` printed")
-        from alkit.features import load_feature_set
+        from alkit.data.features import load_feature_set
 
         try:
             entry = load_feature_set(p)
@@ -299,7 +299,7 @@ def probe_config(args: argparse.Namespace):
 
 def _shown(path: str | Path) -> str:   # for reproduce_main's last line
     """``path`` relative to the repository when it lies inside it, with a trailing slash."""
-    from alkit.reproduce import REPO
+    from alkit.experiments.reproduce import REPO
 
     path = Path(path)
     full = path if path.is_absolute() else REPO / path
@@ -331,7 +331,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """--executor and the SLURM resources of a sweep (alkit.launch)."""
+    """--executor and the SLURM resources of a sweep (alkit.experiments.launch)."""
     parser.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
                         help="where the runs are computed: this process (inline), --jobs local processes through "
                              "submitit (local), or one SLURM job per run (slurm: submits and returns; the same "
@@ -352,7 +352,7 @@ def _executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _executor_choice(args: argparse.Namespace, parser: argparse.ArgumentParser):
     """(executor, SlurmOptions or None) from the flags of :func:`_executor_arguments`."""
-    from alkit.launch import SlurmOptions
+    from alkit.experiments.launch import SlurmOptions
 
     slurm_flags = [f"--slurm-{name.replace('_', '-')}" for name in ("partition", "account", "qos", "constraint")
                    if getattr(args, f"slurm_{name}")]

@@ -17,7 +17,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         seeds = parse_seeds(args.seeds)
-        from alkit.demo import write_demo
+        from alkit.experiments.demo import write_demo
 
         paths = write_demo(args.out, tuple(seeds), args.rounds)
     except (ValueError, OSError) as exc:

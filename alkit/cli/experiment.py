@@ -1,4 +1,4 @@
-"""``python -m alkit experiment``: the configured sweeps of :mod:`alkit.studies`."""
+"""``python -m alkit experiment``: the configured sweeps of :mod:`alkit.experiments.catalog`."""
 from __future__ import annotations
 
 import json
@@ -34,9 +34,9 @@ def _experiment_message(exc: BaseException) -> str:
 
 def experiment_main(argv: list[str] | None = None) -> int:
     """``python -m alkit experiment``: run (or resume) configured sweeps."""
+    from alkit.experiments.catalog import DATASETS, DEFAULT_BACKBONE, SCALES, SCALE_NAMES, SOURCES, sweep_config
+    from alkit.experiments.runs import run_configured_sweep
     from alkit.io import check_output_dir
-    from alkit.runs import run_configured_sweep
-    from alkit.studies import DATASETS, DEFAULT_BACKBONE, SCALE_NAMES, SCALES, SOURCES, sweep_config
 
     parser = OneLineParser(
         prog=EXPERIMENT_PROG, formatter_class=HelpFormatter,
@@ -97,7 +97,7 @@ def experiment_main(argv: list[str] | None = None) -> int:
                 continue
             started = time.perf_counter()
             if executor in ("local", "slurm"):
-                from alkit.launch import run_phases
+                from alkit.experiments.launch import run_phases
 
                 run_phases([(dataset, strategies, seeds)], args.scale, args.out, source=args.source,
                            data_root=args.data_root, extract=not args.no_extract, jobs=args.jobs, executor=executor,

@@ -28,7 +28,7 @@ class _FeaturesParser(argparse.ArgumentParser):
 
 
 def build_features_parser() -> argparse.ArgumentParser:
-    from alkit.datasets import DATASET_NAMES
+    from alkit.data.datasets import DATASET_NAMES
 
     p = _Parser(prog=FEATURES_PROG, description="Extract frozen features of an image data set split (cached).",
                 epilog="Several processes share one extraction when launched with torchrun, e.g. `torchrun "
@@ -72,7 +72,7 @@ def build_features_parser() -> argparse.ArgumentParser:
 
 
 def _features_long_tail(args: argparse.Namespace):
-    from alkit.datasets import LongTailSpec
+    from alkit.data.datasets import LongTailSpec
 
     lt_given = [o for o, v in (("--imbalance-ratio", args.imbalance_ratio), ("--lt-profile", args.lt_profile),
                                ("--lt-seed", args.lt_seed)) if v is not None]
@@ -126,7 +126,7 @@ def features_flagged(message: str) -> str:
 
 def _check_features_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before images are read or a model is loaded."""
-    from alkit.datasets import default_cache_dir
+    from alkit.data.datasets import default_cache_dir
     from alkit.io import check_output_dir
 
     if args.limit is not None and args.limit < 1:
@@ -165,7 +165,7 @@ def _check_features_arguments(args: argparse.Namespace) -> None:
 def run_features(args: argparse.Namespace) -> dict:
     import torch
 
-    from alkit.features import get_features
+    from alkit.data.features import get_features
 
     _check_features_arguments(args)
     if args.threads is not None:
@@ -218,7 +218,7 @@ def features_main(argv: list[str] | None = None) -> int:
         print(f"{FEATURES_PROG}: interrupted; run the same command again to resume from the completed shards",
               file=sys.stderr)
         return 130
-    from alkit.distributed import is_main_process
+    from alkit.data.distributed import is_main_process
 
     if not is_main_process():   # under torchrun: rank 0 alone prints the result
         return 0

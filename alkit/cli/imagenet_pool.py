@@ -8,7 +8,7 @@ from alkit.cli.common import HelpFormatter, OneLineParser, flagged, positive_int
 
 def imagenet_pool_main(argv: list[str] | None = None) -> int:
     """``python -m alkit imagenet-pool``: write (or find) a synthetic pool of ImageNet's shape."""
-    from alkit.imagenet_pool import (IMAGENET_CLASSES, IMAGENET_FEATURE_DIM, IMAGENET_TRAIN_SIZE, ImageNetPoolSpec,
+    from alkit.data.imagenet_pool import (IMAGENET_CLASSES, IMAGENET_FEATURE_DIM, IMAGENET_TRAIN_SIZE, ImageNetPoolSpec,
                                      make_imagenet_pool)
 
     parser = OneLineParser(prog="python -m alkit imagenet-pool", formatter_class=HelpFormatter,

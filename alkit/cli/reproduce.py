@@ -14,7 +14,7 @@ from alkit.cli.common import (
 
 def reproduce_main(argv: list[str] | None = None) -> int:
     """``python -m alkit reproduce``: the notebooks, the sweeps, the class-count and mechanism experiments."""
-    from alkit.reproduce import (COMMITTED_CLASS_COUNT, COMMITTED_MECHANISM, COMMITTED_RUNS, EXECUTED_DIR, REPO,
+    from alkit.experiments.reproduce import (COMMITTED_CLASS_COUNT, COMMITTED_MECHANISM, COMMITTED_RUNS, EXECUTED_DIR, REPO,
                                  is_committed, pair_mismatches, reproduce_class_count, reproduce_figures,
                                  reproduce_mechanism,
                                  reproduce_results, sync_pairs)
@@ -103,8 +103,8 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                 print(p, file=sys.stderr)
             return 1 if problems else 0
         elif args.command == "finetune":
+            from alkit.experiments.reproduce import reproduce_finetune
             from alkit.finetune import check_scale_weights, finetune_scale, resolve_device
-            from alkit.reproduce import reproduce_finetune
 
             flags = {"weights": "--weights", "datasets": "--datasets", "device": "--device",
                      "data_root": "--data-root", "root": "--data-root", "scale": "--scale"}
@@ -134,7 +134,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                 where = (f"figures, tables and executed notebooks in {_shown(executed[0].parent)} "
                          "(results/ is left as it is)")
         elif args.command == "class-count":
-            from alkit import class_count
+            from alkit.experiments import class_count
 
             for k in args.class_counts or ():   # before any data is loaded
                 if not 2 <= k <= class_count.FULL_CLASSES:

@@ -46,9 +46,9 @@ def run_from_arrays(args: argparse.Namespace) -> int:
 
     Every check (lists, output path, arrays, classes, schedule) comes before the compute, so bad
     input never costs a sweep."""
+    from alkit.experiments.runs import run_sweep
     from alkit.io import array_fingerprint, atomic_write, check_output_file
     from alkit.pool import check_features
-    from alkit.runs import run_sweep
 
     strategies = parse_strategies(args.strategies, allow_images=False)
     seeds = parse_seeds(args.seeds)

@@ -13,7 +13,7 @@ def samples_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="where to write it (default: the shipped file)")
     parser.add_argument("--data-root", default=None, help="folder holding tiny-imagenet-200.tar.gz")
     args = parser.parse_args(argv)
-    from alkit.samples import SAMPLE_FILE, rebuild_sample
+    from alkit.experiments.samples import SAMPLE_FILE, rebuild_sample
 
     try:
         path = rebuild_sample(args.out or SAMPLE_FILE, args.data_root)

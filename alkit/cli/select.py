@@ -19,7 +19,8 @@ MODEL_FREE_EXAMPLES = "random, coreset, typiclust, probcover, balancing"
 
 def cmd_select(args: argparse.Namespace) -> int:
     from alkit.io import check_output_file, save_npy
-    from alkit.pool import check_features, make_pool
+    from alkit.api import make_pool
+    from alkit.pool import check_features
     from alkit.strategies import resolve_strategy, select, strategy_names
 
     if ":" in args.strategy:
@@ -41,7 +42,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.labels is None:    # a cold start: nothing labelled yet
         labels = np.full(features.shape[0], -1, np.int64)
     elif args.labels.lower().endswith(".csv"):
-        from alkit.labelling import read_labels_csv
+        from alkit.data.labelling import read_labels_csv
 
         try:
             labels, class_names = read_labels_csv(args.labels, paths, "--labels")
@@ -109,7 +110,7 @@ def cmd_select(args: argparse.Namespace) -> int:
                          f"strategy without a model (e.g. {MODEL_FREE_EXAMPLES})") from None
     try:
         if str(args.out).lower().endswith(".csv"):   # rank, index and image path: the list to label
-            from alkit.labelling import write_picks_csv
+            from alkit.data.labelling import write_picks_csv
 
             write_picks_csv(args.out, picks, paths)
         else:

@@ -20,7 +20,7 @@ the current pool state, counts the batch's *true* classes n_c, and returns n_c p
 uniformly at random from the eligible points of each true class c.  It keeps S's class composition
 and throws away S's choice within each class.
 
-Paired by seed, the two split S's gain over random (:mod:`alkit.mechanism`):
+Paired by seed, the two split S's gain over random (:mod:`alkit.experiments.mechanism`):
 
     S − random = (S − class_matched(S))            choice within classes, composition fixed
                + (class_matched(S) − random)       class composition alone

@@ -13,7 +13,7 @@ batch:
 Each eligible image x is then scored s(x) = D(μ(x)), the discriminator's probability that x is
 labelled, and the b smallest scores are picked: the images least like the labelled set.
 
-It trains on pixels, not features: the pool must carry ``images`` (:class:`alkit.images.PoolImages`),
+It trains on pixels, not features: the pool must carry ``images`` (:class:`alkit.data.images.PoolImages`),
 which the fine-tuning loop (:mod:`alkit.finetune`) always sets.  Architecture as the authors'
 (DCGAN-style VAE with 4 stride-2 convolutions of ``width``·(1, 2, 4, 8) channels, a 512-512 MLP
 discriminator); images wider than ``crop`` px (ImageNet) are cut to a ``crop`` × ``crop`` patch.

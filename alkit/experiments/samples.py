@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from alkit import studies
+from alkit.experiments import loading
 from alkit.io import atomic_write
 
-SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "tiny_imagenet_sample.npz"
+SAMPLE_FILE = Path(__file__).resolve().parents[1] / "data" / "tiny_imagenet_sample.npz"
 SAMPLE_CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS, SAMPLE_SEED = 40, 60, 20, 0
 #: The playground's schedule on the sample: 5 labels per class to start, 3 per class per round (the
 #: last round labels 40 % of the pool).
@@ -24,7 +24,7 @@ SAMPLE_SCHEDULE = {"initial_size": 5 * SAMPLE_CLASSES, "round_budget": 3 * SAMPL
                    "val_per_class": 5}
 
 
-def build_sample(data: studies.StudyData, path: str | Path = SAMPLE_FILE, num_classes: int = SAMPLE_CLASSES,
+def build_sample(data: loading.StudyData, path: str | Path = SAMPLE_FILE, num_classes: int = SAMPLE_CLASSES,
                  train_per_class: int = TRAIN_PER_CLASS, test_per_class: int = TEST_PER_CLASS,
                  seed: int = SAMPLE_SEED) -> Path:
     """Write the sample: ``num_classes`` random classes of ``data``, the first ``train_per_class`` /
@@ -57,15 +57,15 @@ def build_sample(data: studies.StudyData, path: str | Path = SAMPLE_FILE, num_cl
     return atomic_write(Path(path), write)
 
 
-def load_sample(path: str | Path = SAMPLE_FILE) -> studies.StudyData:
-    """The shipped sample as :class:`alkit.studies.StudyData` (real features, 40 classes)."""
+def load_sample(path: str | Path = SAMPLE_FILE) -> loading.StudyData:
+    """The shipped sample as :class:`alkit.experiments.loading.StudyData` (real features, 40 classes)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path: the feature sample {path} is missing; rebuild it with `python -m alkit samples`")
     with np.load(path) as arrays:
         data = {k: arrays[k] for k in arrays.files}
     k = int(data["source_classes"].size)
-    return studies.StudyData(
+    return loading.StudyData(
         "tiny-imagenet-sample", f"Tiny-ImageNet sample ({k} classes)", data["train_features"],
         data["train_labels"].astype(np.int64), data["test_features"], data["test_labels"].astype(np.int64), k,
         f"efficientnet_lite0 features, {data['train_labels'].size:,}-image sample", False,
@@ -74,9 +74,5 @@ def load_sample(path: str | Path = SAMPLE_FILE) -> studies.StudyData:
 
 def rebuild_sample(path: str | Path = SAMPLE_FILE, data_root: str | Path | None = None) -> Path:
     """Cut the sample again from the cached Tiny-ImageNet features (``python -m alkit samples``)."""
-    data = studies.load_study_data("tiny-imagenet", "cpu", data_root=data_root, extract=False, progress=False)
+    data = loading.load_study_data("tiny-imagenet", "cpu", data_root=data_root, extract=False, progress=False)
     return build_sample(data, path)
-
-
-if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
-    raise SystemExit(f"`python -m alkit.samples` is now `python -m alkit samples` (same arguments)")

@@ -33,7 +33,7 @@ import torch
 import torchvision
 from torch import nn
 
-from alkit.datasets import check_online, default_cache_dir, file_sha256
+from alkit.data.datasets import check_online, default_cache_dir, file_sha256
 from alkit.io import atomic_write
 
 log = logging.getLogger(__name__)

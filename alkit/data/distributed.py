@@ -8,7 +8,7 @@ nodes), ``WORLD_SIZE`` and ``LOCAL_RANK`` (its index on its own node, which pick
 world size 1, and nothing here touches ``torch.distributed``.
 
 Meant for reuse by any loop that splits a fixed list of work items among ranks (the feature
-extraction in :mod:`alkit.features` uses all of it; a fine-tuning loop's re-embedding can too):
+extraction in :mod:`alkit.data.features` uses all of it; a fine-tuning loop's re-embedding can too):
 
 * :func:`world_from_env` — a :class:`World` (rank, size, local rank) read and checked from the
   environment, a pure function of the mapping it is given;

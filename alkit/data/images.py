@@ -25,7 +25,7 @@ class PoolImages:
     """Rows of an image set as normalised float tensors: ``images(rows) -> (len(rows), 3, R, R)``.
 
     Exactly one of ``pixels`` ((N, 3, R, R) uint8 tensor, the decoded images) or ``dataset`` +
-    ``preprocessing`` (an :class:`alkit.datasets.ImageDataset` decoded on demand) holds them.
+    ``preprocessing`` (an :class:`alkit.data.datasets.ImageDataset` decoded on demand) holds them.
     ``mean``/``std``: per-channel normalisation of 0–1 pixels (the backbone's).
     """
 
@@ -40,7 +40,7 @@ class PoolImages:
                 raise ValueError("pixels must be a uint8 torch tensor of shape (N, 3, H, W), got "
                                  f"{getattr(pixels, 'dtype', type(pixels).__name__)} {tuple(getattr(pixels, 'shape', ()))}")
         elif preprocessing is None:
-            raise ValueError("dataset= needs preprocessing= (an alkit.features.Preprocessing) to size its images")
+            raise ValueError("dataset= needs preprocessing= (an alkit.data.features.Preprocessing) to size its images")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std must give 3 channels, std > 0; got mean={mean}, std={std}")
         self._pixels = pixels
@@ -60,7 +60,7 @@ class PoolImages:
     @classmethod
     def from_dataset(cls, dataset, preprocessing, *, workers: int = 4,
                      cache_bytes: int = DEFAULT_CACHE_BYTES) -> "PoolImages":
-        """Every image of ``dataset`` sized by ``preprocessing`` (an :class:`alkit.features.Preprocessing`,
+        """Every image of ``dataset`` sized by ``preprocessing`` (an :class:`alkit.data.features.Preprocessing`,
         whose mean/std normalise), decoded once into memory when that takes at most ``cache_bytes``,
         else decoded on demand (``workers`` threads)."""
         r = int(preprocessing.resolution)

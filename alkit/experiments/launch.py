@@ -1,8 +1,8 @@
 """Running many runs: a scale's sweep in this process, on local worker processes, or on SLURM.
 
-:func:`run_phases` takes ``(dataset, strategies[, seeds])`` phases (:data:`alkit.studies.CPU_PHASES`
+:func:`run_phases` takes ``(dataset, strategies[, seeds])`` phases (:data:`alkit.experiments.catalog.CPU_PHASES`
 is the cpu sweep's priority order) and runs every (data set, strategy, seed) run once, skipping the
-finished ones (:mod:`alkit.runs` keeps one result per run, claims a run before computing it and
+finished ones (:mod:`alkit.experiments.runs` keeps one result per run, claims a run before computing it and
 checkpoints it after every round), with one of three executors:
 
 * ``inline`` — this process (:func:`_run_serial`, which can put off a data set whose features are
@@ -29,10 +29,11 @@ import submitit
 import torch
 
 from alkit import io
-from alkit.features import FeaturesNotCached
+from alkit.data.features import FeaturesNotCached
+from alkit.experiments.catalog import sweep_config
+from alkit.experiments.loading import load_study_data
+from alkit.experiments.runs import run_configured_sweep, run_path
 from alkit.io import loaded_commit, process_alive, write_json
-from alkit.runs import run_configured_sweep, run_path
-from alkit.studies import load_study_data, sweep_config
 
 #: Where the runs of a sweep are computed: this process, local worker processes, or a SLURM cluster.
 EXECUTORS = ("inline", "local", "slurm")
@@ -153,7 +154,7 @@ def run_parallel(pending, scale: str, out: str, *, source: str = "auto", data_ro
     small steps (probe epochs, per-cluster loops) where one two-thread process leaves one idle.
 
     Every worker walks the whole list in priority order and computes the runs no other worker has
-    claimed (:func:`alkit.runs.claim_run`), so the work is shared without a scheduler, a worker
+    claimed (:func:`alkit.experiments.runs.claim_run`), so the work is shared without a scheduler, a worker
     keeps a data set loaded and its round-0 heads across runs, and all seeds of a
     :data:`SHARED_ACROSS_SEEDS` strategy are one task.  Workers never extract features: a task whose
     features are not cached is reported back, this process extracts them (``extract=True``, else it

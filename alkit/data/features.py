@@ -17,7 +17,7 @@ batch split moved some features by one float16 ulp; 1 vs 2 threads moved 0.5 % o
 one ulp).  They are recorded in the meta data; a resume with another device or batch size starts
 over rather than mix them, one with another thread count keeps the finished shards and warns.
 
-Several processes (``torchrun``; :mod:`alkit.distributed`) split one extraction's shards round
+Several processes (``torchrun``; :mod:`alkit.data.distributed`) split one extraction's shards round
 robin; every shard, and so the entry, is the one a single process with the same thread count
 computes (torchrun gives each rank one thread unless ``OMP_NUM_THREADS`` says otherwise).
 """
@@ -42,9 +42,9 @@ import torch
 from tqdm.auto import tqdm
 from PIL import Image
 
-from alkit.backbones import Backbone, load_backbone
-from alkit.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
-from alkit.distributed import (World, all_gather, failure_text, main_first, on_main, owned, process_group,
+from alkit.data.backbones import Backbone, load_backbone
+from alkit.data.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
+from alkit.data.distributed import (World, all_gather, failure_text, main_first, on_main, owned, process_group,
                                raise_failures, rank_device, resolve_device, world_from_env)
 from alkit.io import (CACHE_FIX, DISK_FULL_ERRNOS, atomic_write, check_free_space, naming_full_disk, process_alive,
                       save_npy, write_json, write_text)

@@ -299,7 +299,7 @@ def make_imagenet_pool(
         "superclass_of_class": structure.super_of.tolist(),
         "feature_bytes": int(spec.n_total) * int(spec.dim) * 2,
         "generation_seconds": round(time.perf_counter() - started, 1),
-        "description": "synthetic pool of ImageNet-1k's shape (alkit.imagenet_pool); not ImageNet data",
+        "description": "synthetic pool of ImageNet-1k's shape (alkit.data.imagenet_pool); not ImageNet data",
     }
     write_json(out / "meta.json", meta)  # last: marks the folder complete
     return load_imagenet_pool(out)
@@ -338,7 +338,3 @@ def load_imagenet_pool(path: str | Path) -> ImageNetPool:
 def remove_pool(path: str | Path) -> None:
     """Delete a generated pool folder (it is a cache: it can always be regenerated)."""
     shutil.rmtree(path, ignore_errors=True)
-
-
-if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
-    raise SystemExit(f"`python -m alkit.imagenet_pool` is now `python -m alkit imagenet-pool` (same arguments)")

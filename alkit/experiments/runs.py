@@ -8,7 +8,7 @@ it is computed, so two sweeps into one folder compute each run once; while it ru
 its state after the last finished round, so a killed or preempted run resumes at the round it was
 in (:func:`alkit.loop.run_active_learning`).
 
-:func:`run_configured_sweep` runs the schedule of :mod:`alkit.studies` (``python -m alkit experiment
+:func:`run_configured_sweep` runs the schedule of :mod:`alkit.experiments.catalog` (``python -m alkit experiment
 --scale cpu --dataset cifar10 --out results/runs/cpu``); :func:`run_sweep` runs any arrays; the
 readers (:func:`load_runs`, :func:`results_for`) are what the notebooks use.
 """
@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from alkit.experiments.catalog import DEFAULT_BACKBONE, sweep_config
+from alkit.experiments.loading import StudyData, load_study_data
 from alkit.io import array_fingerprint, atomic_write, loaded_commit, process_alive, provenance, write_json
 from alkit.loop import RunResult, run_active_learning
 from alkit.probe import ProbeConfig
 from alkit.strategies.registry import Strategy, resolve_strategy
-from alkit.studies import DEFAULT_BACKBONE, StudyData, load_study_data, sweep_config
 
 def run_path(out_dir: Path, strategy: str, seed: int) -> Path:
     return Path(out_dir) / f"{strategy}__seed{seed}"

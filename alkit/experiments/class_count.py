@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from alkit import launch, runs, studies
+from alkit.experiments import catalog, launch, loading, runs
 from alkit.io import array_fingerprint
 from alkit.report import summary_table
 from alkit.strategies.registry import resolve_strategy
@@ -43,13 +43,13 @@ SMOKE = {"class_counts": (5, 10), "strategies": ("random", "margin", "base"), "s
          "per_class": {"initial": 2, "round_budget": 1, "rounds": 2, "val_per_class": 1}}
 RUNS_DIR = "results/runs/class-count"
 SWEEP_DIR = "results/runs/cpu"
-FULL_CLASSES = studies.data_spec(SOURCE_DATASET).num_classes
+FULL_CLASSES = catalog.data_spec(SOURCE_DATASET).num_classes
 
 
 def is_the_sweep(k: int, scale: str, per_class: dict = PER_CLASS) -> bool:
     """Whether K classes with these per-class budgets are the cpu sweep of Tiny-ImageNet itself (all
     its classes, its schedule): those runs are the sweep's."""
-    config = studies.sweep_config(SOURCE_DATASET, "cpu")
+    config = catalog.sweep_config(SOURCE_DATASET, "cpu")
     return scale == "cpu" and k == FULL_CLASSES and schedule(k, per_class) == {
         "initial_size": config.initial_size, "round_budget": config.round_budget, "rounds": config.rounds,
         "val_per_class": config.val_per_class}
@@ -85,13 +85,13 @@ def schedule(k: int, per_class: dict = PER_CLASS) -> dict:
             "rounds": per_class["rounds"], "val_per_class": per_class["val_per_class"]}
 
 
-def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str | Path, sweep_out: str | Path,
+def run_one(data: loading.StudyData, k: int, strategy: str, seed: int, out: str | Path, sweep_out: str | Path,
             scale: str = "cpu", per_class: dict = PER_CLASS, shared: dict | None = None,
             claimed: str = "wait", folder: str | Path | None = None) -> pd.DataFrame:
     """Rows of one (K, strategy, seed) run, computed unless finished with the same settings.
 
     ``shared``: the ``shared`` dict of the run's :class:`alkit.pool.StrategyCache` (round-0 heads),
-    one per feature matrix: per :func:`shared_key`.  ``claimed``: see :func:`alkit.runs.run_sweep`
+    one per feature matrix: per :func:`shared_key`.  ``claimed``: see :func:`alkit.experiments.runs.run_sweep`
     (a run another worker holds is skipped with ``"skip"``: no rows).  ``folder``: where the run
     goes instead of :func:`run_folder` (an experiment keeping runs of its own; same run key)."""
     folder = Path(folder) if folder is not None else run_folder(k, scale, out, sweep_out, per_class)
@@ -110,7 +110,7 @@ def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str 
         meta = {"source": data.source, "of": SOURCE_DATASET, "train_fingerprint": data.meta["fingerprints"][0],
                 "test_fingerprint": data.meta["fingerprints"][1], "scale": scale, "num_classes": k,
                 "classes": classes.tolist()}
-        probe = studies.sweep_config(SOURCE_DATASET, scale).probe
+        probe = catalog.sweep_config(SOURCE_DATASET, scale).probe
         frame = runs.run_sweep(x, y, tx, ty, k, [strategy], [seed], **schedule(k, per_class), probe=probe,
                                out_dir=folder, dataset=f"{SOURCE_DATASET}-k{k}",
                                data_meta=meta, data_source=data.source, progress=False, shared=shared,
@@ -122,7 +122,7 @@ def run_one(data: studies.StudyData, k: int, strategy: str, seed: int, out: str 
 
 def pending_runs(class_counts: Sequence[int], strategies: Sequence[str], seeds: Sequence[int]) -> list[tuple]:
     """(dataset, ((K, strategy),), seed) tasks, cheapest K first and seed-major within each K, in
-    the shape :func:`alkit.launch.run_parallel` hands out."""
+    the shape :func:`alkit.experiments.launch.run_parallel` hands out."""
     return [(SOURCE_DATASET, ((int(k), s),), int(seed)) for k in sorted(class_counts) for seed in seeds
             for s in strategies]
 
@@ -138,11 +138,11 @@ _WORKER_SHARED: dict = {}   # shared_key -> the shared dict of those runs (round
 
 def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, source: str, data_root: str | None,
            sweep_out: str = SWEEP_DIR, per_class: dict | None = None, claimed: str = "wait") -> str:
-    """One (K, strategy) task of a parallel class-count sweep (see :func:`alkit.launch.run_parallel`)."""
+    """One (K, strategy) task of a parallel class-count sweep (see :func:`alkit.experiments.launch.run_parallel`)."""
     k, strategy = task
     started = time.perf_counter()
     if dataset not in launch._WORKER_DATA:
-        launch._WORKER_DATA[dataset] = studies.load_study_data(dataset, scale, source=source, data_root=data_root,
+        launch._WORKER_DATA[dataset] = loading.load_study_data(dataset, scale, source=source, data_root=data_root,
                                                               extract=False, progress=False)
     data = launch._WORKER_DATA[dataset]
     finals = []
@@ -173,7 +173,7 @@ def run_class_count(out: str | Path = RUNS_DIR, sweep_out: str | Path = SWEEP_DI
                             extract=extract, worker=worker, locate=locate,
                             worker_kwargs={"sweep_out": str(sweep_out), "per_class": dict(per_class)})
     else:
-        data = studies.load_study_data(SOURCE_DATASET, scale, source=source, data_root=data_root,
+        data = loading.load_study_data(SOURCE_DATASET, scale, source=source, data_root=data_root,
                                           extract=extract, progress=False)
         shared: dict = {}
         for _, ((k, strategy),), seed in tqdm(pending, desc="class count"):

@@ -1,12 +1,12 @@
 """From a folder of images to the list of images to label next.
 
 A feature-cache entry (``python -m alkit features --dataset images --root FOLDER``) records each
-row's image path (:attr:`alkit.features.FeatureSet.paths`).  The labels you have are a CSV of
+row's image path (:attr:`alkit.data.features.FeatureSet.paths`).  The labels you have are a CSV of
 ``path,label`` lines (the class as a name); rows it does not list are unlabelled.  The picks come
 back as a CSV of ``rank,index,path``: rank 1 is the strategy's first pick (for the score-based
 strategies, the most informative point).
 
-    entry = alkit.features.load_feature_set(ENTRY_DIR)
+    entry = alkit.data.features.load_feature_set(ENTRY_DIR)
     labels, classes = read_labels_csv("labels.csv", entry.paths)
     pool = alkit.make_pool(entry.features, labels, len(classes), fit_head=True)
     write_picks_csv("to_label.csv", alkit.select(pool, "base", 100, seed=0), entry.paths)

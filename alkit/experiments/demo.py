@@ -12,12 +12,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from alkit.runs import run_sweep
+from alkit.data.synthetic import gaussian_mixture
+from alkit.experiments.runs import run_sweep
 from alkit.io import atomic_write, provenance, write_json
 from alkit.plots import plot_difference_from_random, plot_metric, save_figure
 from alkit.probe import ProbeConfig
 from alkit.strategies import strategy_names
-from alkit.synthetic import gaussian_mixture
 
 #: Two pools with the same number of points per class budget: few vs many classes.
 DEMO_POOLS = {
@@ -68,7 +68,3 @@ def write_demo(out: str | Path, seeds: tuple[int, ...] = (0, 1, 2), rounds: int 
     write_json(out / "demo_provenance.json", provenance(wall_seconds=time.perf_counter() - started,
                                                          pools={k: str(v) for k, v in DEMO_POOLS.items()}))
     return paths
-
-
-if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
-    raise SystemExit(f"`python -m alkit.demo` is now `python -m alkit demo` (same arguments)")

@@ -25,12 +25,14 @@ import papermill
 import zmq
 from jupyter_client import AsyncKernelManager
 
-from alkit import class_count, finetune, mechanism
-from alkit.launch import only_phases, run_phases
-from alkit.runs import finished_runs
-from alkit.studies import CPU_PHASES, SWEEP_DATASETS, default_data_root
+from alkit.experiments import class_count, mechanism
 
-REPO = Path(__file__).resolve().parents[1]
+from alkit import finetune
+from alkit.experiments.catalog import CPU_PHASES, SWEEP_DATASETS, default_data_root
+from alkit.experiments.launch import only_phases, run_phases
+from alkit.experiments.runs import finished_runs
+
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 EXECUTED_DIR = NOTEBOOK_DIR / "executed"
 #: One notebook per artefact of the paper, in the order they are run.
@@ -275,7 +277,7 @@ def reproduce_results(scale: str, source: str = "auto", data_root: str | None = 
                       out: str | None = None, executor: str | None = None, slurm=None) -> None:
     """``smoke``: every notebook end to end on tiny data into notebooks/executed/smoke/.
     ``cpu`` / ``paper``: the sweeps (resumable, in priority order; ``datasets`` / ``strategies``
-    run only those runs; ``executor`` and ``slurm``: see :func:`alkit.launch.run_phases`), then the
+    run only those runs; ``executor`` and ``slurm``: see :func:`alkit.experiments.launch.run_phases`), then the
     figures (not after a SLURM submission: run ``figures`` once the jobs are done)."""
     if scale == "smoke":
         run_smoke(source=source, data_root=data_root)
@@ -297,7 +299,7 @@ def reproduce_results(scale: str, source: str = "auto", data_root: str | None = 
 def reproduce_class_count(out: str = COMMITTED_CLASS_COUNT, sweep_out: str = COMMITTED_RUNS, jobs: int = 1,
                           extract: bool = True, class_counts=None, strategies=None, seeds=None,
                           source: str = "auto", data_root: str | None = None) -> None:
-    """The class-count experiment (``alkit.class_count``): its runs (resumable; K = 200 is the cpu
+    """The class-count experiment (``alkit.experiments.class_count``): its runs (resumable; K = 200 is the cpu
     sweep's Tiny-ImageNet), then ``g_class_count`` renders its table and figure from them."""
     class_count.run_class_count(out, sweep_out, class_counts=class_counts or class_count.CLASS_COUNTS,
                                 strategies=strategies or class_count.STRATEGIES, seeds=seeds or class_count.SEEDS,
@@ -313,7 +315,7 @@ def reproduce_class_count(out: str = COMMITTED_CLASS_COUNT, sweep_out: str = COM
 def reproduce_mechanism(out: str = COMMITTED_MECHANISM, class_count_out: str = COMMITTED_CLASS_COUNT,
                         sweep_out: str = COMMITTED_RUNS, jobs: int = 1, extract: bool = True, source: str = "auto",
                         data_root: str | None = None, executor: str | None = None, slurm=None) -> None:
-    """The mechanism experiment (``alkit.mechanism``): its runs (resumable; the plain strategies'
+    """The mechanism experiment (``alkit.experiments.mechanism``): its runs (resumable; the plain strategies'
     runs are the class-count experiment's and the cpu sweep's; ``executor``, ``slurm``: as every
     sweep's), then ``i_mechanism`` and ``e_summary`` render its tables, figure and claim 1's
     verdict from them (not after a SLURM submission: run ``figures`` once the jobs are done)."""
@@ -349,7 +351,3 @@ def reproduce_finetune(scale: str, out: str | None = None, data_root: str | None
     finetune.run_finetune_scale(scale, out_dir, datasets=datasets, source=source, data_root=data_root,
                                 weights=weights, device=device)
     return out_dir
-
-
-if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)
-    raise SystemExit(f"`python -m alkit.reproduce` is now `python -m alkit reproduce` (same arguments)")

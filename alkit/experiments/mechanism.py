@@ -1,7 +1,7 @@
 """The mechanism experiment: is class imbalance *why* uncertainty sampling stops working at many classes?
 
 Claim 1 of the paper says toy results do not carry over to many classes *because* active learners
-pick class-imbalanced batches there.  The class-count experiment (:mod:`alkit.class_count`) shows the
+pick class-imbalanced batches there.  The class-count experiment (:mod:`alkit.experiments.class_count`) shows the
 first half: uncertainty sampling's gain over random shrinks from K = 10 to K = 200 classes of
 Tiny-ImageNet at the same per-class budgets.  This experiment intervenes on the second half with the
 two wrappers of :mod:`alkit.strategies.class_balance`, for each uncertainty strategy S (confidence,
@@ -32,13 +32,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from alkit import class_count, launch, runs, studies
+from alkit.experiments import catalog, class_count, launch, loading, runs
 from alkit.report import per_seed_auc
 from alkit.stats import difference_interval, mean_interval
 
@@ -128,7 +127,7 @@ def borrowed(cell: Cell, strategy: str, scale: str) -> bool:
     if scale != "cpu":
         return False
     if cell.dataset == TOY_DATASET:
-        return strategy in studies.CPU_TIER1
+        return strategy in catalog.CPU_TIER1
     return cell.schedule == "paper" and strategy in class_count.STRATEGIES
 
 
@@ -142,7 +141,7 @@ def run_folder(cell: Cell, strategy: str, scale: str, out: str | Path, class_cou
     return Path(out) / cell.name
 
 
-def run_one(data: studies.StudyData, cell: Cell, strategy: str, seed: int, scale: str, out: str | Path,
+def run_one(data: loading.StudyData, cell: Cell, strategy: str, seed: int, scale: str, out: str | Path,
             class_count_out: str | Path, sweep_out: str | Path, shared: dict | None = None,
             claimed: str = "wait") -> pd.DataFrame:
     """Rows of one (cell, strategy, seed) run, computed unless finished with the same settings."""
@@ -174,12 +173,12 @@ _WORKER_SHARED: dict = {}
 def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, source: str, data_root: str | None,
            class_count_out: str = class_count.RUNS_DIR, sweep_out: str = class_count.SWEEP_DIR,
            claimed: str = "wait") -> str:
-    """One (cell, strategy) task of a parallel mechanism sweep (see :func:`alkit.launch.run_parallel`)."""
+    """One (cell, strategy) task of a parallel mechanism sweep (see :func:`alkit.experiments.launch.run_parallel`)."""
     name, strategy = task
     cell = {c.name: c for c in cells(scale)}[name]
     started = time.perf_counter()
     if dataset not in launch._WORKER_DATA:
-        launch._WORKER_DATA[dataset] = studies.load_study_data(dataset, scale, source=source, data_root=data_root,
+        launch._WORKER_DATA[dataset] = loading.load_study_data(dataset, scale, source=source, data_root=data_root,
                                                               extract=False, progress=False)
     finals = []
     for seed in seeds:
@@ -196,7 +195,7 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
                   source: str = "auto", data_root: str | None = None, extract: bool = True,
                   executor: str | None = None, slurm: launch.SlurmOptions | None = None) -> None:
     """Run (or resume) every run of :func:`cells`; append the wall time to ``<out>/sweep_times.json``.
-    ``executor``: as every sweep's (:func:`alkit.launch.run_phases`): ``"inline"`` (this process),
+    ``executor``: as every sweep's (:func:`alkit.experiments.launch.run_phases`): ``"inline"`` (this process),
     ``"local"`` (``jobs`` worker processes) or ``"slurm"`` (a job per unfinished run; returns at
     once); None: inline for one job, local for more."""
     executor = executor or ("local" if jobs > 1 else "inline")
@@ -223,7 +222,7 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
         loaded: dict = {}
         for dataset, ((name, strategy),), seed in tqdm(pending, desc="mechanism"):
             if dataset not in loaded:
-                loaded[dataset] = studies.load_study_data(dataset, scale, source=source, data_root=data_root,
+                loaded[dataset] = loading.load_study_data(dataset, scale, source=source, data_root=data_root,
                                                           extract=extract, progress=False)
             cell = by_name[name]
             run_one(loaded[dataset], cell, strategy, seed, scale, out, class_count_out, sweep_out,
@@ -243,7 +242,7 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
 def _schedule_of(cell: Cell, scale: str) -> dict:
     """The loop settings every run of the cell must have been made with."""
     if cell.dataset == TOY_DATASET:
-        config = studies.sweep_config(TOY_DATASET, scale)
+        config = catalog.sweep_config(TOY_DATASET, scale)
         return {"initial_size": config.initial_size, "round_budget": config.round_budget, "rounds": config.rounds,
                 "val_per_class": config.val_per_class, "num_classes": cell.num_classes}
     return {**class_count.schedule(cell.num_classes, per_class_budgets(cell, scale)), "num_classes": cell.num_classes}
