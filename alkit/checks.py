@@ -80,6 +80,15 @@ class ParameterError(ValueError):
         self.param = param
 
 
+class MissingPathError(FileNotFoundError):
+    """A path given as a parameter that does not exist or lacks what it should hold; ``param`` holds
+    the parameter's name, as :class:`ParameterError`'s does."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def _range_text(low, high, low_open: bool = False, high_open: bool = False) -> str:
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"

@@ -281,6 +281,40 @@ def test_library_errors_carry_their_parameter_and_the_cli_names_its_flag():
     assert "round_budget" in PARAMETER_FLAGS
 
 
+def test_the_features_command_names_flags_from_the_errors_parameter_alone():
+    # No text rewriting: the flag comes from ``param``. A message that opens with the parameter gets
+    # the flag in its place, any other message the flag in front, one without a parameter no flag.
+    from alkit.checks import MissingPathError, ParameterError
+    from alkit.cli.common import with_flag
+    from alkit.cli.features import FEATURES_FLAGS
+
+    assert with_flag(MissingPathError("root=/x does not exist", param="root"), FEATURES_FLAGS) == \
+        "--root=/x does not exist"
+    assert with_flag(ParameterError("archive a.zip is corrupt", param="root"), FEATURES_FLAGS) == \
+        "--root: archive a.zip is corrupt"
+    assert with_flag(ParameterError("rootless words", param="root"), FEATURES_FLAGS) == "--root: rootless words"
+    assert with_flag(ValueError("root=/x is odd"), FEATURES_FLAGS) == "root=/x is odd"
+
+
+def test_every_parameter_the_data_layer_names_has_a_flag_or_is_internal():
+    # A new ``param=`` in alkit/data/ without a flag of `python -m alkit features` would reach the
+    # user unflagged: list it here or give it a flag.
+    import ast
+    from pathlib import Path
+
+    import alkit.data
+    from alkit.cli.features import FEATURES_FLAGS
+
+    internal = {"resize", "interpolation"}   # Preprocessing fields that no flag sets
+    named = set()
+    for path in Path(alkit.data.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "param" and isinstance(node.value, ast.Constant):
+                named.add(node.value.value)
+    assert "root" in named and "weights" in named
+    assert named - internal <= set(FEATURES_FLAGS), named - internal - set(FEATURES_FLAGS)
+
+
 def test_the_loop_reports_absent_classes_as_num_classes(arrays):
     from alkit.checks import ParameterError
     from alkit.loop import run_active_learning

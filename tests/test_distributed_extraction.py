@@ -13,6 +13,7 @@ import pytest
 import torch
 from image_fixtures import make_imagefolder
 
+from alkit.checks import ParameterError
 from alkit.cli.features import features_main
 from alkit.data import distributed as dd
 from alkit.data.backbones import load_backbone
@@ -175,8 +176,10 @@ def test_a_single_process_needs_no_process_group():
     assert dd.rank_device(torch.device("cpu"), dd.World(1, 2, 1)) == torch.device("cpu")
     assert dd.backend_for(torch.device("cpu")) == "gloo" and dd.backend_for(torch.device("cuda", 0)) == "nccl"
     dd.raise_failures([None, None], dd.World(0, 2, 0))
-    with pytest.raises(dd.RankFailed, match="rank 1 of 2 stopped: boom"):
-        dd.raise_failures([None, dd.failure_text(ValueError("boom"), dd.World(1, 2, 1))], dd.World(0, 2, 0))
+    with pytest.raises(dd.RankFailed, match="rank 1 of 2 stopped: boom") as info:
+        dd.raise_failures([None, dd.failure_report(ParameterError("boom", param="root"), dd.World(1, 2, 1))],
+                          dd.World(0, 2, 0))
+    assert info.value.param == "root"   # the failed rank's parameter travels: the command names its flag
 
 
 def test_cli_names_an_inconsistent_world_size(folder, tmp_path, monkeypatch, capsys):

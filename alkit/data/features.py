@@ -42,9 +42,10 @@ import torch
 from tqdm.auto import tqdm
 from PIL import Image
 
+from alkit.checks import MissingPathError, ParameterError
 from alkit.data.backbones import Backbone, load_backbone
 from alkit.data.datasets import ImageDataset, LongTailSpec, default_cache_dir, load_dataset
-from alkit.data.distributed import (World, all_gather, failure_text, main_first, on_main, owned, process_group,
+from alkit.data.distributed import (World, all_gather, failure_report, main_first, on_main, owned, process_group,
                                raise_failures, rank_device, resolve_device, world_from_env)
 from alkit.io import (CACHE_FIX, DISK_FULL_ERRNOS, atomic_write, check_free_space, naming_full_disk, process_alive,
                       save_npy, write_json, write_text)
@@ -99,11 +100,13 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if int(self.resolution) < 8:
-            raise ValueError(f"resolution must be an input size in pixels ≥ 8, got {self.resolution}")
+            raise ParameterError(f"resolution must be an input size in pixels ≥ 8, got {self.resolution}",
+                                 param="resolution")
         if self.resize not in ("stretch", "center_crop"):
-            raise ValueError(f"resize must be 'stretch' or 'center_crop', got {self.resize!r}")
+            raise ParameterError(f"resize must be 'stretch' or 'center_crop', got {self.resize!r}", param="resize")
         if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}")
+            raise ParameterError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}",
+                                 param="interpolation")
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -233,8 +236,8 @@ def read_paths(directory: Path, n: int) -> list[str] | None:
     if lines and lines[-1] == "":
         lines.pop()
     if len(lines) != n:
-        raise ValueError(f"feature cache {directory}: {PATHS_FILE} lists {len(lines)} paths for {n} rows; delete "
-                         f"{PATHS_FILE} and load the features again to rewrite it")
+        raise ParameterError(f"feature cache {directory}: {PATHS_FILE} lists {len(lines)} paths for {n} rows; delete "
+                         f"{PATHS_FILE} and load the features again to rewrite it", param="cache_dir")
     return lines
 
 
@@ -251,15 +254,16 @@ def _read_entry(directory: Path) -> FeatureSet:
     """A cache entry, checked for completeness; ``ValueError`` names what is wrong."""
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise ValueError(f"{directory} is not a complete feature cache (no meta.json; an extraction was "
-                         f"interrupted?): run the extraction again to resume it")
+        raise ParameterError(f"{directory} is not a complete feature cache (no meta.json; an extraction was "
+                         f"interrupted?): run the extraction again to resume it", param="cache_dir")
     try:
         meta = json.loads(meta_path.read_text())
         features = np.load(directory / "features.npy", mmap_mode="r")
         labels = np.load(directory / "labels.npy")
         indices = np.load(directory / "indices.npy")
     except (OSError, ValueError) as exc:
-        raise ValueError(f"feature cache {directory} is damaged ({exc}); delete it and extract again") from None
+        raise ParameterError(f"feature cache {directory} is damaged ({exc}); delete it and extract again",
+                             param="cache_dir") from None
     expected = (int(meta.get("n", -1)), int(meta.get("dim", -1)))
     problems = []
     if not meta.get("complete"):
@@ -273,7 +277,9 @@ def _read_entry(directory: Path) -> FeatureSet:
     if meta.get("key", "")[:12] != directory.name[-12:]:
         problems.append("its key does not match the directory name")
     if problems:
-        raise ValueError(f"feature cache {directory} is inconsistent: {'; '.join(problems)}; delete it and extract again")
+        raise ParameterError(f"feature cache {directory} is inconsistent: {'; '.join(problems)}; delete it and "
+                             "extract again",
+                             param="cache_dir")
     return FeatureSet(features, labels, indices, meta, directory)
 
 
@@ -282,7 +288,7 @@ def load_cached_features(directory: str | Path) -> tuple[np.ndarray, np.ndarray,
     (the directory printed by ``python -m alkit features``)."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise FileNotFoundError(f"feature cache directory {directory} does not exist")
+        raise MissingPathError(f"feature cache directory {directory} does not exist", param="cache_dir")
     entry = _read_entry(directory)
     return entry.features, entry.labels, entry.meta
 
@@ -291,7 +297,7 @@ def load_feature_set(directory: str | Path) -> FeatureSet:
     """Like :func:`load_cached_features`, as a :class:`FeatureSet`."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise FileNotFoundError(f"feature cache directory {directory} does not exist")
+        raise MissingPathError(f"feature cache directory {directory} does not exist", param="cache_dir")
     return _read_entry(directory)
 
 
@@ -430,11 +436,11 @@ def extract_features(
     byte-identical to a single process's: the shard layout, and so every batch, is the same.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        raise ParameterError(f"batch_size must be ≥ 1, got {batch_size}", param="batch_size")
     if shard_size < 1:
-        raise ValueError(f"shard_size must be ≥ 1, got {shard_size}")
+        raise ParameterError(f"shard_size must be ≥ 1, got {shard_size}", param="shard_size")
     if len(dataset) == 0:
-        raise ValueError(f"data set {dataset.display_name} {dataset.split} has no images")
+        raise ParameterError(f"data set {dataset.display_name} {dataset.split} has no images", param="root")
     world = world_from_env() if world is None else world
     preprocessing = preprocessing or default_preprocessing(dataset, backbone, resolution)
     directory = cache_entry_dir(cache_dir, dataset, backbone, preprocessing)
@@ -559,7 +565,7 @@ def _extract(dataset: ImageDataset, backbone: Backbone, preprocessing: Preproces
         if bar is not None:
             bar.close()
     # Every rank's shards are on disk (or one rank failed, and every rank stops with its message).
-    reports = all_gather((failure_text(failure, world) if failure else None, seconds, computed), world)
+    reports = all_gather((failure_report(failure, world) if failure else None, seconds, computed), world)
     if failure is not None:
         raise failure
     raise_failures([failed for failed, _, _ in reports], world)
