@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -168,23 +169,26 @@ def task(n_total: int, num_classes: int, dim: int, seed: int, ref_batch: int, re
 
     logits_pass()  # warm the page cache and the allocator: every timed section reads from RAM
     sections = {}
-    inner = {"base": {}, "mase": {}}
+    reports = {"base": [], "mase": []}
     for name, fn in [("logits", logits_pass),
-                     ("base", lambda: base_picks(state, budget, np.random.default_rng(seed), timings=inner["base"])),
-                     ("mase", lambda: mase_picks(state, budget, np.random.default_rng(seed), timings=inner["mase"])),
+                     ("base", lambda: base_picks(state, budget, np.random.default_rng(seed),
+                                                 report=reports["base"].append)),
+                     ("mase", lambda: mase_picks(state, budget, np.random.default_rng(seed),
+                                                 report=reports["mase"].append)),
                      ("logits_again", logits_pass)]:
         record: dict = {}
         with M.section(record):
             result = fn()
         if name in ("base", "mase"):
+            (stats,) = reports[name]
             record["digest"] = _digest(result)
             record["picks"] = result
-            record["inner_timings"] = inner[name]
+            record["inner_timings"] = asdict(stats)
             # Same-run ratio: the whole call over the time its own passes spent reading features
             # and computing logits (chunk by chunk, so the machine's load cancels out).
-            record["ratio_to_own_logits"] = record["seconds"] / (inner[name]["logits_s"] / inner[name]["passes"])
+            record["ratio_to_own_logits"] = record["seconds"] / (stats.logits_s / stats.passes)
         if name == "base":
-            record["refills"] = int(inner["base"]["refills"])
+            record["refills"] = stats.refills
         sections[name] = record
     logits_s = min(sections["logits"]["seconds"], sections["logits_again"]["seconds"])
     for name in ("base", "mase"):

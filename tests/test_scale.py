@@ -17,7 +17,7 @@ from alkit.scores import (
 )
 from alkit.strategies import select
 from alkit.strategies._boundary_engine import PerClassTopK as _PerClassTopK
-from alkit.strategies._boundary_engine import base_picks, mase_distances
+from alkit.strategies._boundary_engine import BoundaryStats, base_picks, mase_distances, mase_picks
 from alkit.strategies.boundary import base, mase
 from conftest import build_pool
 from alkit.strategies.boundary import base_reference
@@ -155,13 +155,28 @@ def test_base_with_refills_equals_reference(seed, slack):
     refills = 0
     for budget in (9, 40, 150):
         for chunk in (16, 10_000):
-            timings: dict = {}
-            fast = base_picks(pool, budget, np.random.default_rng(seed), chunk_rows=chunk, slack=slack, timings=timings)
-            refills += timings["refills"]
-            assert timings["passes"] == 1 + timings["refills"] and timings["logits_s"] <= timings["pass_s"]
+            reports = []
+            fast = base_picks(pool, budget, np.random.default_rng(seed), chunk_rows=chunk, slack=slack,
+                              report=reports.append)
+            (stats,) = reports
+            refills += stats.refills
+            assert stats.passes == 1 + stats.refills and stats.logits_s <= stats.pass_s
             np.testing.assert_array_equal(fast, base_reference(pool, budget, np.random.default_rng(seed)))
     if slack == 0:
         assert refills > 0
+
+
+@pytest.mark.parametrize("method", ["mase", "base"])
+def test_boundary_engine_reports_once_at_the_end(method):
+    pool, _ = build_pool(num_classes=6, n_max=40, dim=5, n_labeled=20, n_held=10, seed=3)
+    picks_of = {"mase": mase_picks, "base": base_picks}[method]
+    reports = []
+    picks = picks_of(pool, 20, np.random.default_rng(0), 16, report=reports.append)
+    np.testing.assert_array_equal(picks, picks_of(pool, 20, np.random.default_rng(0), 16))
+    (stats,) = reports
+    assert isinstance(stats, BoundaryStats) and stats.method == method
+    assert stats.passes == 1 + stats.refills and (stats.refills == 0 or method == "base")
+    assert 0 <= stats.logits_s <= stats.pass_s <= stats.total_s
 
 
 def test_base_and_mase_with_precomputed_logits_equal_head():

@@ -12,11 +12,14 @@ per class.  At N = 1.28 M, C = 1000 the extra memory is a few (chunk × C) buffe
 * :class:`PerClassTopK` — streaming per-class top-k with seeded tie keys;
 * :func:`default_slack`, :func:`refill` — how many candidates each class keeps, and the exact
   second pass when earlier classes took too many of them;
-* :func:`base_picks` — BASE from those pieces.
+* :func:`base_picks` — BASE from those pieces;
+* :class:`BoundaryStats` — what a call of either reports, once, at its end.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,6 +30,29 @@ from alkit.scores import auto_chunk_rows, boundary_distances_, class_weight_dist
 from alkit.strategies.uncertainty import class_quotas
 
 
+@dataclass(frozen=True)
+class BoundaryStats:
+    """What one :func:`mase_picks` or :func:`base_picks` call reports to its ``report`` callback,
+    at its end.  Pass times are measured chunk by chunk in the same run, so the ratio of
+    ``logits_s`` to ``pass_s`` is robust to the machine's load."""
+
+    method: str        # "mase" or "base"
+    logits_s: float    # reading features + the logits GEMM, summed over the passes
+    pass_s: float      # the passes, whole
+    passes: int        # 1 + refills
+    refills: int       # BASE's exact second passes (:func:`refill`); 0 for MASE
+    total_s: float     # the whole call
+
+
+@dataclass
+class _PassTimes:
+    """The pass times of one call, summed over its passes (the engine's private accumulator)."""
+
+    logits_s: float = 0.0
+    pass_s: float = 0.0
+    passes: int = 0
+
+
 def weight_distances(pool: PoolState) -> tuple[torch.Tensor, bool]:
     """‖w_i − w_j‖ as a tensor, and whether two different classes have identical weights."""
     weight_dist = torch.from_numpy(class_weight_distances(pool.weight))
@@ -34,12 +60,11 @@ def weight_distances(pool: PoolState) -> tuple[torch.Tensor, bool]:
 
 
 def boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_chunk=None, weight_dist=None,
-                   timings: dict | None = None):
+                  times: _PassTimes | None = None):
     """One chunked pass: ``(ŷ, d, ℓ_ŷ)`` for every point of ``idx``.
 
     ``on_chunk(start, r, pred, d)`` sees each chunk's r (a reused (n × C) tensor, r_ŷ = inf).
-    ``timings`` (a dict) accumulates ``logits_s`` (reading features + the GEMM) and ``pass_s``
-    (the whole pass), measured chunk by chunk in the same run: their ratio is robust to load.
+    ``times`` accumulates this pass's ``logits_s`` (reading features + the GEMM) and ``pass_s``.
     """
     started = time.perf_counter()
     chunk_rows = chunk_rows or auto_chunk_rows(pool.num_classes, pool.dim)
@@ -64,28 +89,34 @@ def boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_c
             pred[start:stop], dist[start:stop], top[start:stop] = p.numpy(), d.numpy(), t.numpy()
             if on_chunk is not None:
                 on_chunk(start, r, p, d)
-    if timings is not None:
-        timings["logits_s"] = timings.get("logits_s", 0.0) + logits_s
-        timings["pass_s"] = timings.get("pass_s", 0.0) + time.perf_counter() - started
-        timings["passes"] = timings.get("passes", 0) + 1
+    if times is not None:
+        times.logits_s += logits_s
+        times.pass_s += time.perf_counter() - started
+        times.passes += 1
     return pred, dist, top
 
 
-def mase_distances(pool: PoolState, chunk_rows: int | None = None, timings: dict | None = None
+def mase_distances(pool: PoolState, chunk_rows: int | None = None, times: _PassTimes | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``(eligible indices, d(z) = min_{c≠ŷ} r_c(z))`` in one chunked pass."""
     pool.require_head("mase")
     idx = pool.eligible_indices()
-    _, dist, _ = boundary_pass(pool, idx, chunk_rows, timings=timings)
+    _, dist, _ = boundary_pass(pool, idx, chunk_rows, times=times)
     return idx, dist
 
 
 def mase_picks(pool: PoolState, budget: int, rng: np.random.Generator, chunk_rows: int | None = None,
-               timings: dict | None = None) -> np.ndarray:
-    """The ``budget`` eligible points with the smallest d(z), ties broken by ``rng``.  ``timings``,
-    if a dict, receives ``logits_s`` (reading + GEMM) and ``pass_s`` of the pass."""
-    idx, dist = mase_distances(pool, chunk_rows, timings)
-    return idx[take_smallest(dist, budget, rng)]
+               report: Callable[[BoundaryStats], None] | None = None) -> np.ndarray:
+    """The ``budget`` eligible points with the smallest d(z), ties broken by ``rng``.  ``report``,
+    if given, is called once, at the end, with a :class:`BoundaryStats` of the call."""
+    started = time.perf_counter()
+    times = _PassTimes()
+    idx, dist = mase_distances(pool, chunk_rows, times)
+    picks = idx[take_smallest(dist, budget, rng)]
+    if report is not None:
+        report(BoundaryStats(method="mase", logits_s=times.logits_s, pass_s=times.pass_s, passes=times.passes,
+                             refills=0, total_s=time.perf_counter() - started))
+    return picks
 
 
 class PerClassTopK:
@@ -203,7 +234,7 @@ def default_slack(quotas: np.ndarray) -> np.ndarray:
 
 def refill(pool: PoolState, idx: np.ndarray, classes: np.ndarray, keep: np.ndarray, keys: np.ndarray,
             taken: np.ndarray, chunk_rows: int | None, weight_dist: tuple[torch.Tensor, bool],
-            timings: dict | None) -> PerClassTopK:
+            times: _PassTimes | None = None) -> PerClassTopK:
     """Fresh per-class lists of length ``keep`` for ``classes``: one more full pass.
 
     The pass repeats the first one chunk for chunk (same GEMM shapes, so bit-identical scores)
@@ -219,7 +250,7 @@ def refill(pool: PoolState, idx: np.ndarray, classes: np.ndarray, keep: np.ndarr
         s[torch.from_numpy(taken[start:start + r.shape[0]]), 0] = float("inf")
         lists.add(s, start)
 
-    boundary_pass(pool, idx, chunk_rows, offer, weight_dist, timings)
+    boundary_pass(pool, idx, chunk_rows, offer, weight_dist, times)
     lists.compact()
     return lists
 
@@ -230,7 +261,7 @@ def base_picks(
     rng: np.random.Generator,
     chunk_rows: int | None = None,
     slack: int | None = None,
-    timings: dict | None = None,
+    report: Callable[[BoundaryStats], None] | None = None,
 ) -> np.ndarray:
     """BASE's picks, exact and streaming, in one pass over the pool.
 
@@ -241,8 +272,8 @@ def base_picks(
     whose list is truncated a four times larger slack.  So the picks equal the plain per-class
     computation (:func:`alkit.strategies.boundary.base_reference`) whatever the slack.  If the
     eligible pool runs out of points for late classes, the remaining quota is filled with the
-    smallest d(z) among untaken points.  ``timings``, if a dict, receives ``logits_s``, ``pass_s``,
-    ``passes`` (1 + refills), ``refills`` and ``total_s``.
+    smallest d(z) among untaken points.  ``report``, if given, is called once, at the end, with a
+    :class:`BoundaryStats` of the call (times summed over the first pass and the refills).
     """
     started = time.perf_counter()
     pool.require_head("base")
@@ -254,14 +285,14 @@ def base_picks(
     idx = pool.eligible_indices()
     keys = rng.random(idx.size)
     lists = PerClassTopK(keep, keys)
-    timings = {} if timings is None else timings
+    times = _PassTimes()
 
     def offer(start: int, r: torch.Tensor, pred: torch.Tensor, dist: torch.Tensor) -> None:
         r.scatter_(1, pred[:, None], dist[:, None])  # s_ŷ = d, s_c = r_c elsewhere
         lists.add(r, start)
 
     weight_dist = weight_distances(pool)
-    _, dist, _ = boundary_pass(pool, idx, chunk_rows, offer, weight_dist, timings)
+    _, dist, _ = boundary_pass(pool, idx, chunk_rows, offer, weight_dist, times)
     lists.compact()
     ranked = {c: lists.ranked(c) for c in range(num_classes)}
     truncated = np.array([ranked[c].size >= keep[c] and keep[c] < bound[c] for c in range(num_classes)])
@@ -279,7 +310,7 @@ def base_picks(
             longer = np.minimum(bound[later], quotas[later] + extra[later])
             batch = np.concatenate([[c], later]).astype(np.int64)
             fresh = refill(pool, idx, batch, np.concatenate([[need], longer]).astype(np.int64), keys, taken,
-                            chunk_rows, weight_dist, timings)
+                            chunk_rows, weight_dist, times)
             for j, cls in enumerate(batch):
                 ranked[int(cls)] = fresh.ranked(j)
             truncated[c] = False
@@ -294,5 +325,7 @@ def base_picks(
         rest = np.flatnonzero(~taken)
         order = rest[np.lexsort((keys[rest], dist[rest]))]
         chosen = np.concatenate([chosen, order[: budget - chosen.size]])
-    timings.update(refills=refills, total_s=time.perf_counter() - started)
+    if report is not None:
+        report(BoundaryStats(method="base", logits_s=times.logits_s, pass_s=times.pass_s, passes=times.passes,
+                             refills=refills, total_s=time.perf_counter() - started))
     return idx[chosen].astype(np.int64)
