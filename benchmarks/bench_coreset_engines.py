@@ -71,8 +71,9 @@ def measure(n: int, dim: int, k: int, seed: int = 0) -> dict:
     repeats = 3 if n * dim * k <= 100_000 * 64 * 1000 else 1
     k_center_greedy(x, centres, cand, 1, np.random.default_rng(seed))   # warm up (first-call costs)
     plain_greedy(x, centres, cand, 1)
-    info: dict = {}
-    default_s, ours = best_of(lambda: k_center_greedy(x, centres, cand, k, np.random.default_rng(seed), timings=info),
+    reports = []
+    default_s, ours = best_of(lambda: k_center_greedy(x, centres, cand, k, np.random.default_rng(seed),
+                                                      report=reports.append),
                               repeats)
     lazy_s, lazy = best_of(lambda: k_center_greedy(x, centres, cand, k, np.random.default_rng(seed), lazy=True), repeats)
     plain_s, plain = best_of(lambda: plain_greedy(x, centres, cand, k), repeats)
@@ -82,7 +83,7 @@ def measure(n: int, dim: int, k: int, seed: int = 0) -> dict:
         checked = "reference"
     else:
         exact, checked = lazy, "lazy engine"
-    row = {"n": n, "dim": dim, "k": k, "engine": info.get("engine"), "default_s": default_s, "lazy_s": lazy_s, "pass_s": pass_s,
+    row = {"n": n, "dim": dim, "k": k, "engine": reports[-1].engine, "default_s": default_s, "lazy_s": lazy_s, "pass_s": pass_s,
            "plain_s": plain_s, "default_over_plain": default_s / plain_s, "checked_against": checked,
            "same_picks": bool(np.array_equal(ours, exact) and np.array_equal(passed, exact)), "plain_same_picks": bool(np.array_equal(plain, exact))}
     print(f"N={n:,} D={dim} k={k}: {row['engine']} {default_s:.3f} s, lazy {lazy_s:.3f} s, pass {pass_s:.3f} s, plain {plain_s:.3f} s "

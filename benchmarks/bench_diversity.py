@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +76,12 @@ def bench_coreset(n, d, budget, labeled_frac=0.1, reference=True, dtype=np.float
     perm = rng.permutation(n)
     n_lab = int(labeled_frac * n)
     lab, cand = perm[:n_lab], perm[n_lab:]
-    info: dict = {}
-    fast, t_fast = timed(lambda: k_center_greedy(x, lab, cand, budget, np.random.default_rng(0), timings=info))
+    reports = []
+    fast, t_fast = timed(lambda: k_center_greedy(x, lab, cand, budget, np.random.default_rng(0), report=reports.append))
+    stats = reports[-1]
+    itemsize = 4 if stats.cache_mode in ("float32 cache", None) else 2   # None: the pass engine's float32 rows
     row = {"strategy": "coreset", "N": n, "D": d, "dtype": np.dtype(dtype).name, "labelled": n_lab, "budget": budget,
-           "fast_s": t_fast, **info, "bytes_per_pick": cand.size * d * (4 if info["cache_mode"] == "float32 cache" else 2)}
+           "fast_s": t_fast, **asdict(stats), "bytes_per_pick": cand.size * d * itemsize}
     if reference:
         ref, t_ref = timed(lambda: k_center_greedy_reference(x, lab, cand, budget, np.random.default_rng(0)))
         row.update(reference_s=t_ref, speedup=t_ref / t_fast, identical=bool(np.array_equal(fast, ref)))
@@ -90,9 +93,10 @@ def bench_badge(n, d, c, budget, reference=True):
     w = (rng.standard_normal((c, d)) / np.sqrt(d)).astype(np.float32)
     logits = x @ w.T
     cand = np.arange(n)
-    info: dict = {}
-    fast, t_fast = timed(lambda: kmeans_pp_gradient(x, logits, cand, budget, np.random.default_rng(0), timings=info))
-    row = {"strategy": "badge", "N": n, "D": d, "C": c, "budget": budget, "fast_s": t_fast, **info,
+    reports = []
+    fast, t_fast = timed(lambda: kmeans_pp_gradient(x, logits, cand, budget, np.random.default_rng(0),
+                                                    report=reports.append))
+    row = {"strategy": "badge", "N": n, "D": d, "C": c, "budget": budget, "fast_s": t_fast, **asdict(reports[-1]),
            "bytes_per_pick": n * (d + c) * 4}
     if reference:
         ref, t_ref = timed(lambda: kmeans_pp_reference(x, logits, cand, budget, np.random.default_rng(0)))

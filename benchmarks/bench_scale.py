@@ -34,6 +34,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -64,19 +65,19 @@ def strategy_task(n_total: int, strategy: str, seed: int, num_classes: int = 100
     oracle = pool.labels if info.oracle else None
     record: dict = {"strategy": strategy, "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
                     "mode": "full", "feature_file_bytes": int(pool.features.nbytes)}
-    timings: dict = {}
+    reports = []
     if strategy == "coreset":   # the engine select(state, "coreset", ...) runs, with its set-up / pick split
         from alkit.strategies.coreset import coreset_centers, k_center_greedy
 
         def chosen(pool_state, k, rng):
             return k_center_greedy(pool_state.features, coreset_centers(pool_state), pool_state.eligible_indices(), k,
-                                   rng, timings=timings)
+                                   rng, report=reports.append)
     else:
         chosen = strategy
     with M.section(record):
         picks = select(state, chosen, budget, seed, oracle_labels=oracle)
-    if timings:
-        record["timings"] = timings
+    if reports:
+        record["timings"] = asdict(reports[-1])
     record.update(n_picks=int(picks.size), digest=_digest(picks),
                   distinct_classes=int(np.unique(pool.labels[picks]).size),
                   max_class_count=int(np.bincount(pool.labels[picks]).max()))
@@ -96,23 +97,23 @@ def coreset_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: 
     record: dict = {"strategy": "coreset (eager)", "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
                     "mode": "extrapolated", "picks_timed": picks, "cache_bytes": cache_bytes,
                     "feature_file_bytes": int(pool.features.nbytes)}
-    no_centres: dict = {}
+    reports = []
     with M.section(record):
         k_center_greedy(pool.features, np.empty(0, np.int64), cand, picks, np.random.default_rng(seed),
-                        cache_bytes=cache_bytes, timings=no_centres, lazy=False)
-    block: dict = {}
+                        cache_bytes=cache_bytes, report=reports.append, lazy=False)
     sub = labeled[:center_block]
     with M.section(record.setdefault("block_section", {})):
         k_center_greedy(pool.features, sub, cand, 1, np.random.default_rng(seed), cache_bytes=cache_bytes,
-                        timings=block, lazy=False)
-    per_pick = no_centres["picks_s"] / max(picks - 1, 1)  # the first pick (random) is in the set-up
-    centre_cost = max(block["setup_s"] - no_centres["setup_s"], 0.0) / sub.size
-    itemsize = 4 if no_centres["cache_mode"] == "float32 cache" else 2
+                        report=reports.append, lazy=False)
+    no_centres, block = reports
+    per_pick = no_centres.picks_s / max(picks - 1, 1)  # the first pick (random) is in the set-up
+    centre_cost = max(block.setup_s - no_centres.setup_s, 0.0) / sub.size
+    itemsize = 4 if no_centres.cache_mode == "float32 cache" else 2
     bytes_per_pick = cand.size * pool.features.shape[1] * itemsize
     record.update(
-        cache_mode=no_centres["cache_mode"], store_setup_s=no_centres["setup_s"], seconds_per_pick=per_pick,
+        cache_mode=no_centres.cache_mode, store_setup_s=no_centres.setup_s, seconds_per_pick=per_pick,
         seconds_per_labelled_centre=centre_cost, bytes_per_pick=bytes_per_pick, gb_per_s_per_pick=bytes_per_pick / per_pick / 1e9,
-        extrapolated_seconds=no_centres["setup_s"] + centre_cost * labeled.size + per_pick * budget,
+        extrapolated_seconds=no_centres.setup_s + centre_cost * labeled.size + per_pick * budget,
     )
     return record
 
@@ -130,18 +131,19 @@ def badge_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: in
     record: dict = {"strategy": "badge (eager)", "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
                     "mode": "extrapolated", "picks_timed": picks, "cache_bytes": cache_bytes,
                     "feature_file_bytes": int(pool.features.nbytes)}
-    timings: dict = {}
+    reports = []
     with M.section(record):
         kmeans_pp_gradient(pool.features, pool_logits_source(state), cand, picks, np.random.default_rng(seed),
-                           cache_bytes=cache_bytes, timings=timings, lazy=False)
-    per_pick = timings["picks_s"] / max(picks - 1, 1)  # the first centre (largest ‖g‖) is in the set-up
-    z_bytes = cand.size * pool.features.shape[1] * (4 if timings["z_cache"] == "float32 cache" else 2)
+                           cache_bytes=cache_bytes, report=reports.append, lazy=False)
+    (stats,) = reports
+    per_pick = stats.picks_s / max(picks - 1, 1)  # the first centre (largest ‖g‖) is in the set-up
+    z_bytes = cand.size * pool.features.shape[1] * (4 if stats.z_cache == "float32 cache" else 2)
     r_bytes = cand.size * pool.num_classes * 4
     record.update(
-        z_cache=timings["z_cache"], r_cache=timings["r_cache"], setup_s=timings["setup_s"], seconds_per_pick=per_pick,
+        z_cache=stats.z_cache, r_cache=stats.r_cache, setup_s=stats.setup_s, seconds_per_pick=per_pick,
         bytes_per_pick=z_bytes + r_bytes, gb_per_s_per_pick=(z_bytes + r_bytes) / per_pick / 1e9,
-        r_recomputed_each_pick=timings["r_cache"] == "streamed",
-        extrapolated_seconds=timings["setup_s"] + per_pick * (budget - 1),
+        r_recomputed_each_pick=stats.r_cache == "streamed",
+        extrapolated_seconds=stats.setup_s + per_pick * (budget - 1),
     )
     return record
 
@@ -220,12 +222,15 @@ def lazy_vs_eager_task(kind: str, n_total: int, seed: int) -> dict:
     picks = {}
     for lazy in (True, False):
         rec: dict = {}
+        reports = []
         with M.section(rec):
             if kind == "coreset":
                 picks[lazy] = k_center_greedy(state.features, coreset_centers(state), state.eligible_indices(), budget,
-                                              np.random.default_rng(seed), lazy=lazy, timings=rec.setdefault("timings", {}))
+                                              np.random.default_rng(seed), lazy=lazy, report=reports.append)
             else:
                 picks[lazy] = badge(state, budget, np.random.default_rng(seed), lazy=lazy)
+        if reports:
+            rec["timings"] = asdict(reports[-1])
         out["lazy" if lazy else "eager"] = rec
     out["speedup"] = out["eager"]["seconds"] / out["lazy"]["seconds"]
     out["identical"] = bool(np.array_equal(picks[True], picks[False])) if kind == "coreset" else None
@@ -286,7 +291,7 @@ def markdown(data: dict) -> str:
             notes.append(f"- {key}: set-up {t['setup_s']:.1f} s, {r['budget']:,} picks {t['picks_s']:.1f} s "
                          f"({1000 * t['picks_s'] / max(r['budget'], 1):.1f} ms per pick: refreshes {t.get('refresh_s', 0):.1f} s "
                          f"over {t.get('refreshed_rows', 0):,} rows, float64 re-ranking {t.get('refine_s', 0):.1f} s); "
-                         f"{t.get('pivots', 0):,} pivots, row store {t['cache_mode']}.")
+                         f"{t.get('pivots', 0):,} pivots, row store {t.get('cache_mode') or 'none (pass engine)'}.")
     if notes:
         lines += ["", "Notes:"] + notes
     probe = data.get("probe", {})

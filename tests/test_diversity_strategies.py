@@ -150,9 +150,9 @@ def test_pass_engine_equals_the_reference_with_ties_and_duplicates(seed):
     cent, cand = perm[:n_cent], perm[n_cent:]
     k = int(rng.integers(1, cand.size + 1))
     assert choose_engine(cand.size, d, k, None) == "pass"
-    info: dict = {}
-    fast = k_center_greedy(x, cent, cand, k, np.random.default_rng(seed), timings=info)
-    assert info["engine"] == "pass"
+    reports = []
+    fast = k_center_greedy(x, cent, cand, k, np.random.default_rng(seed), report=reports.append)
+    assert [r.engine for r in reports] == ["pass"]
     np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, k, np.random.default_rng(seed)))
 
 
@@ -166,6 +166,25 @@ def test_engine_choice_by_size():
     assert choose_engine(10 ** 5, 2048, PASS_ENGINE_PICKS, None, cache_bytes=10 ** 8) == "lazy"   # rows must fit
     assert choose_engine(100, 64, 5, None, carry=True) == "lazy"   # a run's rounds carry their bounds
     assert choose_engine(10, 2, 5, True) == "lazy" and choose_engine(10 ** 7, 2048, 5, False) == "eager"
+
+
+@pytest.mark.parametrize("lazy,k,engine", [(None, 12, "pass"), (True, 12, "lazy"), (False, 12, "eager"),
+                                           (None, 0, "none")])
+def test_k_center_greedy_reports_once_at_the_end(lazy, k, engine):
+    from alkit.strategies._coreset_engine import CoresetStats, Counters
+
+    x = random_features(np.random.default_rng(2), 300, 6, np.float32)
+    cent, cand = np.arange(20), np.arange(20, 300)
+    reports = []
+    picks = k_center_greedy(x, cent, cand, k, np.random.default_rng(0), lazy=lazy, report=reports.append)
+    np.testing.assert_array_equal(picks, k_center_greedy(x, cent, cand, k, np.random.default_rng(0), lazy=lazy))
+    (stats,) = reports
+    assert isinstance(stats, CoresetStats) and stats.engine == engine
+    assert stats.setup_s >= 0 and stats.picks_s >= 0 and not stats.resumed
+    assert (stats.cache_mode is None) == (engine in ("pass", "none"))
+    assert stats.eager_centers <= cent.size and stats.pivots <= stats.eager_centers
+    # every counter the engine keeps has a field of its own in the report
+    assert set(vars(Counters())) <= set(vars(stats))
 
 
 @pytest.mark.parametrize("top_rows", [1, 5, 64])
@@ -202,12 +221,14 @@ def test_k_center_greedy_lazy_refreshes_few_rows_on_clustered_data():
     rng = np.random.default_rng(0)
     means = rng.standard_normal((30, 16)) * 50
     x = (means[rng.integers(0, 30, 3000)] + rng.standard_normal((3000, 16))).astype(np.float32)
-    info: dict = {}
-    fast = lazy_k_center_greedy(x, np.arange(10), np.arange(10, 3000), 100, np.random.default_rng(0), timings=info)
+    reports = []
+    fast = lazy_k_center_greedy(x, np.arange(10), np.arange(10, 3000), 100, np.random.default_rng(0),
+                                report=reports.append)
     np.testing.assert_array_equal(fast, k_center_greedy_reference(x, np.arange(10), np.arange(10, 3000), 100,
                                                                   np.random.default_rng(0)))
-    assert info["full_passes"] == 0
-    assert info["refreshed_rows"] < 100 * 2990 / 20
+    (stats,) = reports
+    assert stats.full_passes == 0
+    assert stats.refreshed_rows < 100 * 2990 / 20
 
 
 def test_merge_nearest_hand_cases():
@@ -252,10 +273,12 @@ def test_k_center_greedy_near_ties_are_ranked_like_the_reference(eager_centers):
     centres = np.array([[0.0] * dim, [40.0] * dim, [-40.0] * dim])
     x = np.concatenate([centres, axes, axes[::-1] * 2.0]).astype(np.float32)
     cent, cand = np.arange(3), np.arange(3, x.shape[0])
-    info: dict = {}
-    fast = lazy_k_center_greedy(x, cent, cand, 30, np.random.default_rng(0), eager_centers=eager_centers, timings=info)
+    reports = []
+    fast = lazy_k_center_greedy(x, cent, cand, 30, np.random.default_rng(0), eager_centers=eager_centers,
+                                report=reports.append)
     np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, 30, np.random.default_rng(0)))
-    assert info["refined"] > 0 and info["lone_refined"] > 0
+    (stats,) = reports
+    assert stats.refined > 0 and stats.lone_refined > 0
 
 
 @pytest.mark.slow
@@ -270,12 +293,13 @@ def test_k_center_greedy_pivot_bounds_cut_refreshes_and_keep_the_picks():
     ref = k_center_greedy_reference(x, cent, cand, 60, np.random.default_rng(0))
     rows = {}
     for pivots in (True, False):
-        info: dict = {}
+        reports = []
         fast = lazy_k_center_greedy(x, cent, cand, 60, np.random.default_rng(0), eager_centers=16, pivot_bounds=pivots,
-                               timings=info)
+                                    report=reports.append)
         np.testing.assert_array_equal(fast, ref)
-        assert info["pivots"] == (16 if pivots else 0)
-        rows[pivots] = info["refreshed_rows"]
+        (stats,) = reports
+        assert stats.pivots == (16 if pivots else 0)
+        rows[pivots] = stats.refreshed_rows
     assert rows[True] * 3 < rows[False]
 
 
@@ -293,11 +317,11 @@ def test_k_center_greedy_carried_across_rounds_equals_the_reference(eager_center
     cent, cand = np.sort(perm[:40]), np.sort(perm[40:])
     carry: dict = {}
     for round_ in range(4):
-        info: dict = {}
+        reports = []
         fast = lazy_k_center_greedy(x, cent, cand, 50, np.random.default_rng(round_), eager_centers=eager_centers,
-                               carry=carry, timings=info)
+                                    carry=carry, report=reports.append)
         np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, 50, np.random.default_rng(round_)))
-        assert info["resumed"] == (round_ > 0)
+        assert [r.resumed for r in reports] == [round_ > 0]
         assert np.array_equal(carry["centre_ids"][-50:], fast) and np.array_equal(carry["cand"], cand)
         cent = np.sort(np.concatenate([cent, fast]))
         cand = np.setdiff1d(cand, np.concatenate([fast, cand[:3]]))   # three candidates leave too
@@ -325,16 +349,18 @@ def test_k_center_greedy_carry_is_not_used_when_it_does_not_apply():
     for name, make in cases.items():
         carry, picks = after_one_round()
         feats, cent2, cand2 = make(picks)
-        info: dict = {}
-        fast = lazy_k_center_greedy(feats, cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
-        assert not info["resumed"], name
+        reports = []
+        fast = lazy_k_center_greedy(feats, cent2, cand2, 20, np.random.default_rng(1), carry=carry,
+                                    report=reports.append)
+        assert [r.resumed for r in reports] == [False], name
         np.testing.assert_array_equal(fast, k_center_greedy_reference(feats, cent2, cand2, 20, np.random.default_rng(1)))
     # an equal copy of the features (a resumed run's, read again from disk) keeps the carry: same picks
     carry, picks = after_one_round()
-    info = {}
+    reports = []
     cent2, cand2 = np.concatenate([cent, picks]), np.setdiff1d(cand, picks)
-    fast = lazy_k_center_greedy(x.copy(), cent2, cand2, 20, np.random.default_rng(1), carry=carry, timings=info)
-    assert info["resumed"]
+    fast = lazy_k_center_greedy(x.copy(), cent2, cand2, 20, np.random.default_rng(1), carry=carry,
+                                report=reports.append)
+    assert [r.resumed for r in reports] == [True]
     np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent2, cand2, 20, np.random.default_rng(1)))
 
 
@@ -347,10 +373,8 @@ def test_loop_carries_coreset_distances_with_the_same_picks():
     real = coreset_module.k_center_greedy
 
     def spy(*args, **kwargs):
-        info = kwargs["timings"] = {}
-        out = real(*args, **kwargs)
-        resumed.append(info["resumed"])
-        return out
+        kwargs["report"] = lambda stats: resumed.append(stats.resumed)
+        return real(*args, **kwargs)
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 500)
@@ -497,11 +521,30 @@ def test_lazy_kmeans_pp_gradient_falls_back_to_full_passes_and_stays_valid(monke
     rng = np.random.default_rng(5)
     x = random_features(rng, 400, 8, np.float16, tmp_path, offset=0.5)
     logits = (rng.standard_normal((400, 5)) * 2).astype(np.float32)
-    info: dict = {}
+    reports = []
     picks = kmeans_pp_gradient(x, logits, np.arange(400), 60, np.random.default_rng(0), lazy=True, cache_bytes=0,
-                               chunk_rows=33, timings=info)
+                               chunk_rows=33, report=reports.append)
     assert picks.size == 60 and np.unique(picks).size == 60
-    assert info["lazy"] and info["full_passes"] > 0 and info["refreshes"] > 0
+    (stats,) = reports
+    assert stats.lazy and stats.full_passes > 0 and stats.refreshes > 0
+
+
+@pytest.mark.parametrize("lazy,k", [(False, 15), (True, 15), (False, 0)])
+def test_kmeans_pp_gradient_reports_once_at_the_end(lazy, k):
+    rng = np.random.default_rng(6)
+    x = random_features(rng, 200, 8, np.float32, offset=0.5)
+    logits = (rng.standard_normal((200, 5)) * 2).astype(np.float32)
+    cand = np.arange(200)
+    reports = []
+    picks = kmeans_pp_gradient(x, logits, cand, k, np.random.default_rng(0), lazy=lazy, report=reports.append)
+    np.testing.assert_array_equal(picks, kmeans_pp_gradient(x, logits, cand, k, np.random.default_rng(0), lazy=lazy))
+    (stats,) = reports
+    assert isinstance(stats, badge_engine.BadgeStats) and stats.lazy == (lazy and k > 0)
+    assert stats.setup_s >= 0 and stats.picks_s >= 0
+    stores = {"float32 cache", "native-dtype cache", "streamed"}
+    assert (stats.z_cache in stores and stats.r_cache in stores) if k else (stats.z_cache is stats.r_cache is None)
+    if not lazy:   # the counters are the lazy sampler's
+        assert stats.rejections == stats.refreshes == stats.full_passes == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])

@@ -22,6 +22,7 @@ The steps, in the order :func:`kmeans_pp_gradient` runs them:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Union
 
 import numpy as np
@@ -146,6 +147,21 @@ class BoundedD2Sampler:
         return None, trials
 
 
+@dataclass(frozen=True)
+class BadgeStats:
+    """What one :func:`kmeans_pp_gradient` call reports to its ``report`` callback, at its end.
+    A call with nothing to pick builds no row stores: its cache modes are None."""
+
+    setup_s: float              # checks, row stores of z and r, ‖g‖², the first centre(s)
+    picks_s: float              # the D² draws
+    z_cache: str | None         # how the features' rows are held (``RowStore.mode``)
+    r_cache: str | None         # how r = softmax(ℓ) − e_ŷ is held ("streamed": recomputed every pass)
+    lazy: bool                  # the draws went through :class:`BoundedD2Sampler`
+    rejections: int = 0         # lazy only: proposals rejected
+    refreshes: int = 0          # lazy only: candidates compared with the centres they missed
+    full_passes: int = 0        # lazy only: passes that brought every candidate up to date
+
+
 def kmeans_pp_gradient(
     features: np.ndarray,
     logits: LogitsSource,
@@ -161,7 +177,7 @@ def kmeans_pp_gradient(
     device: str | torch.device | None = None,
     return_d2: bool = False,
     lazy: bool = False,
-    timings: dict | None = None,
+    report: Callable[[BadgeStats], None] | None = None,
 ):
     """k-means++ seeding on gradient embeddings without forming them; returns global row ids.
 
@@ -175,9 +191,8 @@ def kmeans_pp_gradient(
     ``pool_shape=(h, w)`` replaces g by the (h, w) adaptive average pooling of the (C, D)
     gradient, (r A_C) ⊗ (z A_D) — the authors' partitioned BADGE.
     ``return_d2`` also returns the D² weights (float64, over candidates; 0 for points chosen
-    before it) that the last draw used.  ``timings``, if a dict, receives ``setup_s``,
-    ``picks_s``, the cache modes of z and r, and with ``lazy`` the counts ``rejections``,
-    ``refreshes`` and ``full_passes``.
+    before it) that the last draw used.  ``report``, if given, is called once, at the end of the
+    call, with a :class:`BadgeStats` (set-up / draw split, cache modes of z and r, lazy counters).
 
     ``lazy=True`` (exact in distribution, not draw for draw): instead of a pass over every
     candidate per new centre, each candidate keeps the D² over the centres it has been compared
@@ -193,6 +208,8 @@ def kmeans_pp_gradient(
     cand, cent = check_indices(candidate_indices, center_indices, features.shape[0])
     k = min(int(k), cand.size)
     if k <= 0:
+        if report is not None:
+            report(BadgeStats(setup_s=time.perf_counter() - t0, picks_s=0.0, z_cache=None, r_cache=None, lazy=False))
         return (np.empty(0, np.int64), np.empty(0)) if return_d2 else np.empty(0, np.int64)
     dev = as_device(device)
     first_rows = _logits_rows(logits, cand[:1], features, chunk_rows)
@@ -262,9 +279,9 @@ def kmeans_pp_gradient(
         last[chosen] = 0.0
         add_center(d2_draw(last, chosen, rng.random()))
     out = cand[np.asarray(picks, np.int64)]
-    if timings is not None:
-        timings.update(setup_s=t1 - t0, picks_s=time.perf_counter() - t1, z_cache=zs.mode, r_cache=rs.mode,
-                       lazy=bool(lazy and not return_d2), **counters)
+    if report is not None:
+        report(BadgeStats(setup_s=t1 - t0, picks_s=time.perf_counter() - t1, z_cache=zs.mode, r_cache=rs.mode,
+                          lazy=bool(lazy and not return_d2), **counters))
     if return_d2:
         if last is None:
             last = d2.cpu().numpy().copy()

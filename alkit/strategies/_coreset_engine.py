@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -149,13 +150,37 @@ class TopSet:
 
 @dataclass
 class Counters:
-    """What a call reports in ``timings`` besides its times and settings."""
+    """The work a call counts as it goes; it reports them in :class:`CoresetStats`."""
 
     refined: int = 0          # picks whose float32 near tie was re-ranked in float64
     refreshes: int = 0        # lazy refresh GEMMs
     refreshed_rows: int = 0
     full_passes: int = 0
     lone_refined: int = 0     # near-tied candidates re-ranked against their one nearest centre
+    refresh_s: float = 0.0
+    refine_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CoresetStats:
+    """What one :func:`k_center_greedy` call reports to its ``report`` callback, at its end.
+
+    The pass engine keeps its rows in numpy arrays and times no separate set-up: its
+    ``cache_mode`` is None and its counters stay 0.  A call with nothing to pick reports
+    engine "none"."""
+
+    engine: str                     # "pass", "lazy" or "eager" (:func:`choose_engine`), or "none"
+    setup_s: float                  # checks, row store and starting bounds (or the resumed carry)
+    picks_s: float                  # the pick loop
+    resumed: bool                   # started from the ``carry`` of an earlier round
+    cache_mode: str | None = None   # how the row store holds the candidates (``RowStore.mode``)
+    eager_centers: int = 0          # labelled centres compared with every candidate up front
+    pivots: int = 0                 # of those, the ones that bound the rest (0 without pivot bounds)
+    refined: int = 0                # the fields of :class:`Counters`
+    refreshes: int = 0
+    refreshed_rows: int = 0
+    full_passes: int = 0
+    lone_refined: int = 0
     refresh_s: float = 0.0
     refine_s: float = 0.0
 
@@ -677,7 +702,7 @@ def k_center_greedy(
     eager_centers: int | None = None,
     pivot_bounds: bool = True,
     carry: dict | None = None,
-    timings: dict | None = None,
+    report: Callable[[CoresetStats], None] | None = None,
 ) -> np.ndarray:
     """k-center greedy: ``k`` rows of ``candidate_indices`` (global row ids, in pick order); the
     picks of :func:`alkit.strategies.coreset.k_center_greedy_reference`.
@@ -716,21 +741,23 @@ def k_center_greedy(
 
     Memory: the candidates' rows (float32 if they fit ``cache_bytes``, else their own dtype, else
     streamed from ``features``) + the centres' rows (float32, |centres| + k) + two |cand| vectors
-    + one chunk × ``center_block`` block.  ``timings``, if a dict, receives ``setup_s``,
-    ``picks_s``, ``cache_mode``, ``eager_centers``, ``pivots``, ``resumed`` and the
-    :class:`Counters` (``refined``, ``refreshes``, ``refreshed_rows``, ``full_passes``,
-    ``lone_refined``, ``refresh_s``, ``refine_s``).
+    + one chunk × ``center_block`` block.
+
+    ``report``, if given, is called once, at the end of the call, with a :class:`CoresetStats`:
+    the engine that ran, its set-up / pick split, the row store's mode and the counters.
     """
     t0 = time.perf_counter()
     cand, cent = check_indices(candidate_indices, center_indices, features.shape[0])
     k = min(int(k), cand.size)
     if k <= 0:
+        if report is not None:
+            report(CoresetStats(engine="none", setup_s=time.perf_counter() - t0, picks_s=0.0, resumed=False))
         return np.empty(0, np.int64)
     engine = choose_engine(cand.size, features.shape[1], k, lazy, carry is not None, cache_bytes, device)
     if engine == "pass":
         picks = pass_greedy(features, cand, cent, k, rng, chunk_rows, tie_rtol)
-        if timings is not None:
-            timings.update(engine="pass", setup_s=0.0, picks_s=time.perf_counter() - t0, resumed=False)
+        if report is not None:
+            report(CoresetStats(engine="pass", setup_s=0.0, picks_s=time.perf_counter() - t0, resumed=False))
         return cand[picks]
     lazy = engine != "eager"
     state = set_up(features, cand, cent, k, chunk_rows=chunk_rows, center_block=center_block, cache_bytes=cache_bytes,
@@ -742,8 +769,8 @@ def k_center_greedy(
         add_centre(state, pick_next(state, tie_rtol))
     if carry is not None and lazy:
         save_carry(state, carry)
-    if timings is not None:
-        timings.update(engine=engine, setup_s=t1 - t0, picks_s=time.perf_counter() - t1, cache_mode=state.store.mode,
-                       eager_centers=state.eager, pivots=state.eager if state.use_pivots else 0,
-                       resumed=state.resumed, **vars(state.counters))
+    if report is not None:
+        report(CoresetStats(engine=engine, setup_s=t1 - t0, picks_s=time.perf_counter() - t1, resumed=state.resumed,
+                            cache_mode=state.store.mode, eager_centers=state.eager,
+                            pivots=state.eager if state.use_pivots else 0, **vars(state.counters)))
     return cand[np.asarray(state.picks, np.int64)]

@@ -101,7 +101,7 @@ def coreset(
     frozen features z.  With no labelled point, the first centre is a random eligible point.
     Exact on the whole pool: the picks of :func:`k_center_greedy_reference`, computed by
     :func:`k_center_greedy` (the engine, which also reports its set-up / pick split and
-    counters, ``timings=``).
+    counters to a ``report=`` callback).
 
     ``reuse_distances``: within one run (``pool.cache`` set by the loop), a round starts from the
     distances the previous round left (``carry`` of :func:`k_center_greedy`, kept in the run's
