@@ -11,10 +11,11 @@ stored in — see DEVIATIONS.md).  Once everything is covered
 authors' loop would then return index 0 repeatedly).
 
 δ: pass ``delta``; by default it is estimated without labels by the paper's purity rule: with
-k-means pseudo-labels (K = C clusters), a ball B(x, δ) is pure when all its points share x's
-pseudo-label, i.e. δ ≤ d_diff(x), the distance from x to the nearest point of another cluster;
-δ is the largest value with purity ≥ α = 0.95, i.e. the 5 % quantile of d_diff, measured on at
-most ``purity_sample`` balls against every point.  As in the authors' code, δ is a property of
+k-means pseudo-labels (K = C clusters, Lloyd's k-means of :mod:`alkit.strategies._kmeans`), a
+ball B(x, δ) is pure when all its points share x's pseudo-label, i.e. δ ≤ d_diff(x), the
+distance from x to the nearest point of another cluster; δ is the largest value with purity ≥
+α = 0.95, i.e. the 5 % quantile of d_diff, measured on at most ``purity_sample`` balls against
+every point.  As in the authors' code, δ is a property of
 the data set, not of the round: it is estimated once per feature matrix, over all its rows
 (features only, no labels) with a fixed seed ``delta_seed``, and so is the δ-graph.  The graph of
 labelled ∪ eligible points that a round needs is the subgraph of that one induced by its rows,
@@ -47,8 +48,8 @@ from alkit.checks import check_float, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._dense import DEFAULT_CACHE_BYTES, RowStore, as_device, gather_rows, sqdist64
 from alkit.strategies._exact_search import ball_graph
+from alkit.strategies._kmeans import lloyd_kmeans
 from alkit.strategies.registry import register
-from alkit.strategies.typiclust import kmeans
 
 PURITY_ALPHA = 0.95
 PURITY_SAMPLE = 2000
@@ -159,14 +160,14 @@ def purity_delta(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str | None = None,
 ) -> float:
-    """ProbCover's default δ for ``features[rows]``: k-means pseudo-labels (K = ``num_classes``,
-    normalised rows), then :func:`estimate_delta`, both drawn from ``default_rng(seed)``.
-    ``store``: the normalised rows if already built (else built here)."""
+    """ProbCover's default δ for ``features[rows]``: k-means pseudo-labels (:func:`lloyd_kmeans`,
+    K = ``num_classes``, normalised rows), then :func:`estimate_delta`, both drawn from
+    ``default_rng(seed)``.  ``store``: the normalised rows if already built (else built here)."""
     seeded = np.random.default_rng(seed)
-    # The reference k-means, so δ (and hence the graph) stays what it has been: this k-means is not
-    # where the time goes (O(N·K·D) against the graph's O(N²·D)).
-    pseudo = kmeans(features, rows, num_classes, seeded, backend="torch", normalize=True, chunk_rows=chunk_rows,
-                    device=device)
+    # Lloyd's k-means with float64 means, not TypiClust's faiss one, so that δ (and hence the graph)
+    # stays what it has been; this k-means is not where the time goes (O(N·K·D) against the
+    # graph's O(N²·D)).
+    pseudo = lloyd_kmeans(features, rows, num_classes, seeded, normalize=True, chunk_rows=chunk_rows, device=device)
     if store is None:
         store = normalised_store(features, rows, chunk_rows, device=as_device(device))
     return estimate_delta(store, pseudo, seeded, alpha, sample)
