@@ -16,30 +16,27 @@ counted (and moves its class centre) under the model's predicted class ŷ — th
 read its true label at once, an oracle leak.  The denominator is the *nearest* majority
 centre (the paper's intent and the authors' own variable name; their code takes the farthest).
 
-:func:`balancing_reference` states the method in float64 (and the tests hold the engine to it);
-:func:`balancing` is the registered strategy, a thin wrapper over the engine's
+:func:`balancing_reference` states the method in float64, sharing no code with the engine (the
+tests hold the engine to it); :func:`balancing` is the registered strategy, a thin wrapper over the engine's
 :func:`~alkit.strategies._balancing_engine.balancing_greedy` (incremental class sums and distances
 on the whole pool, near ties re-ranked with the reference's scores, so the picks are the reference's).
 """
 from __future__ import annotations
 
+from typing import Callable, Union
+
 import numpy as np
 
 from alkit.checks import check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
-from alkit.strategies._balancing_engine import (
-    TIE_RTOL,
-    Predictor,
-    _class_sums,
-    _predict,
-    _score,
-    balancing_greedy,
-    balancing_mode,
-)
-from alkit.strategies._dense import DEFAULT_CACHE_BYTES, sqdist64
+from alkit.strategies._balancing_engine import balancing_greedy
+from alkit.strategies._dense import DEFAULT_CACHE_BYTES, TIE_RTOL, sqdist64
 from alkit.strategies.registry import register
 
 __all__ = ["TIE_RTOL", "Predictor", "balancing", "balancing_greedy", "balancing_mode", "balancing_reference"]
+
+#: Predicted class of rows: an (N,) int array, or ``f(global_indices) -> classes``; None: unknown.
+Predictor = Union[np.ndarray, Callable[[np.ndarray], np.ndarray], None]
 
 
 def balancing_reference(
@@ -53,32 +50,56 @@ def balancing_reference(
     predicted: Predictor = None,
 ) -> np.ndarray:
     """Plain greedy balancing: every step recomputes all distances in float64 (small pools)."""
-    lab = np.asarray(labeled_indices, np.int64)
     cand = np.asarray(candidate_indices, np.int64)
-    counts, sums = _class_sums(features, lab, np.asarray(labeled_classes, np.int64), num_classes, DEFAULT_CHUNK_ROWS)
     x = np.asarray(features[cand], np.float64)
+    classes = np.asarray(labeled_classes, np.int64)
+    counts = np.bincount(classes, minlength=num_classes)
+    sums = np.zeros((num_classes, features.shape[1]))  # per class Σ of its rows, added in labelled order
+    np.add.at(sums, classes, np.asarray(features[np.asarray(labeled_indices, np.int64)], np.float64))
     avail = np.ones(cand.size, bool)
     picks = []
     k = min(int(k), cand.size)
     for step in range(k):
+        free = np.flatnonzero(avail)
         if balancing_mode(counts, k - step):
-            major = counts > counts.mean()
-            rarest = int(np.argmin(counts))
-            free = np.flatnonzero(avail)
-            num = np.ones(free.size) if counts[rarest] == 0 else sqdist64(x[free], sums[rarest:rarest + 1] / counts[rarest])[:, 0]
-            maj = np.flatnonzero(major)
-            den = sqdist64(x[free], sums[maj] / counts[maj, None]).min(axis=1)
-            j = int(free[np.argmin(_score(num, den))])
+            j = int(free[np.argmin(_balancing_scores(x[free], sums, counts))])
         else:
-            free = np.flatnonzero(avail)
             j = int(free[rng.integers(free.size)])
         avail[j] = False
         picks.append(j)
-        c = _predict(predicted, int(cand[j]))
-        if c >= 0:
+        c = _predicted_class(predicted, int(cand[j]))
+        if c >= 0:  # a pick counts under the model's prediction, never its true label
             counts[c] += 1
             sums[c] += x[j]
     return cand[np.asarray(picks, np.int64)]
+
+
+def balancing_mode(counts: np.ndarray, remaining: int) -> bool:
+    """True when R ≤ |m|·(avg_{c∈M} n_c − avg_{c∈m} n_c): a balancing step (no majority class: random)."""
+    major = counts > counts.mean()
+    if not major.any():
+        return False
+    minor = ~major
+    return bool(remaining <= minor.sum() * (counts[major].mean() - counts[minor].mean()))
+
+
+def _balancing_scores(x: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """‖x − μ_r‖² / min_{c∈M} ‖x − μ_c‖² per row, float64 (numerator 1 if r has no point; ∞ where den = 0)."""
+    rarest = int(np.argmin(counts))
+    major = np.flatnonzero(counts > counts.mean())
+    num = np.ones(len(x)) if counts[rarest] == 0 else sqdist64(x, sums[rarest:rarest + 1] / counts[rarest])[:, 0]
+    den = sqdist64(x, sums[major] / counts[major, None]).min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / den, np.inf)
+
+
+def _predicted_class(predicted: Predictor, row: int) -> int:
+    """The class a picked row counts under: the model's prediction; -1 (not counted) without a model."""
+    if predicted is None:
+        return -1
+    if callable(predicted):
+        return int(np.asarray(predicted(np.array([row], np.int64)))[0])
+    return int(predicted[row])
 
 
 @register("balancing", reference="Aggarwal et al. 2020 (WACV); Emam et al. 2021 (Balancing)")
