@@ -32,7 +32,10 @@ from alkit.strategies.coreset import k_center_greedy, k_center_greedy_reference,
 from alkit.strategies.partitioned import partition_pool, split_sizes
 from alkit.strategies import probcover as probcover_module
 from alkit.strategies.probcover import delta_graph, estimate_delta, max_coverage_greedy, normalised_store
-from alkit.strategies.typiclust import kmeans, typicality
+from alkit.strategies import _typiclust_engine as typiclust_engine
+from alkit.strategies._kmeans import cluster_sums, lloyd_kmeans
+from alkit.strategies._typiclust_engine import typiclust_kmeans
+from alkit.strategies.typiclust import typiclust, typicality, typiclust_reference
 
 DIVERSITY = ["coreset", "badge", "partitioned_coreset", "partitioned_badge", "balancing", "margin_clustering",
              "typiclust", "probcover"]
@@ -838,28 +841,48 @@ def test_typiclust_uses_twenty_neighbours_when_the_cluster_is_large():
     assert picks.tolist() == [10 + int(np.argmax(typicality(blob, 20)))]
 
 
-def test_kmeans_is_seeded_and_separates_blobs():
+@pytest.mark.parametrize("seed", range(12))
+def test_typiclust_picks_what_the_reference_picks_given_the_same_clusters(seed, monkeypatch):
+    """Any fixed clustering (skewed sizes, clusters at or under the minimum size, clusters that run
+    out of free points, exact duplicates): the engine's picks, in order, are the reference's."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(40, 300))
+    x = (rng.standard_normal((n, 5)) * rng.uniform(0.2, 3, (n, 1))).astype(np.float32)
+    if seed % 3 == 0:
+        x[n // 2:] = x[:n - n // 2]   # exact duplicates: typicality ties, the lowest position wins
+    labels = np.where(rng.random(n) < 0.1, 0, -1)
+    held_out = (rng.random(n) < 0.1) & (labels < 0)
+    pool = make_pool(x, labels, 2, held_out=held_out)
+    clusters = rng.integers(0, int(rng.integers(2, 30)), n) ** int(rng.integers(1, 3))
+    monkeypatch.setattr(typiclust_engine, "typiclust_kmeans", lambda features, rows, *a, **k: clusters[rows])
+    kw = dict(min_cluster_size=int(rng.integers(1, 8)), k_nn=int(rng.integers(1, 25)))
+    budget = int(rng.integers(1, pool.eligible.sum() + 1))
+    got = select(pool, lambda p, b, r: typiclust(p, b, r, **kw), budget, seed)
+    rows = np.flatnonzero(pool.labeled & ~held_out | pool.eligible)
+    want = rows[typiclust_reference(x[rows], clusters[rows], pool.eligible[rows], budget, **kw)]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_typiclust_kmeans_is_seeded_and_separates_blobs():
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.standard_normal((30, 4)) * 0.1 + m for m in (0, 5, 10)]).astype(np.float32)
-    a = kmeans(x, np.arange(90), 3, np.random.default_rng(3))
-    b = kmeans(x, np.arange(90), 3, np.random.default_rng(3))
+    a = typiclust_kmeans(x, np.arange(90), 3, np.random.default_rng(3))
+    b = typiclust_kmeans(x, np.arange(90), 3, np.random.default_rng(3))
     np.testing.assert_array_equal(a, b)
     assert all(len(set(a[i * 30:(i + 1) * 30])) == 1 for i in range(3)) and len(set(a)) == 3
     # fitted on a subsample, then all assigned
-    c = kmeans(x, np.arange(90), 3, np.random.default_rng(3), points_per_centroid=5)
+    c = typiclust_kmeans(x, np.arange(90), 3, np.random.default_rng(3), points_per_centroid=5)
     assert all(len(set(c[i * 30:(i + 1) * 30])) == 1 for i in range(3))
 
 
 def test_cluster_sums_are_the_sequential_float64_sums():
     """Each cluster's rows added one after another in index order, in float64: bit-identical to a
     plain loop; empty clusters are zero; counts are the cluster sizes."""
-    from alkit.strategies.typiclust import _cluster_sums
-
     rng = np.random.default_rng(4)
     x = torch.from_numpy((rng.standard_normal((3000, 37)) * 10 ** rng.uniform(-3, 3, (3000, 1))).astype(np.float32))
     ids = torch.from_numpy(rng.integers(0, 50, 3000))
     ids[ids == 7] = 8   # one empty cluster
-    sums, counts = _cluster_sums(x, ids, 50)
+    sums, counts = cluster_sums(x, ids, 50)
     expected = np.zeros((50, 37))
     for row, cluster in zip(x.numpy().astype(np.float64), ids.numpy()):
         expected[cluster] += row
@@ -869,16 +892,14 @@ def test_cluster_sums_are_the_sequential_float64_sums():
 
 
 def _counting_kmeans(monkeypatch):
-    from alkit.strategies import typiclust as typiclust_module
-
     calls = []
-    real = typiclust_module.kmeans
+    real = typiclust_engine.typiclust_kmeans
 
     def counted(*args, **kwargs):
         calls.append(args[2])   # n_clusters
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(typiclust_module, "kmeans", counted)
+    monkeypatch.setattr(typiclust_engine, "typiclust_kmeans", counted)
     return calls
 
 
@@ -900,8 +921,7 @@ def test_typiclust_reuses_the_run_clustering_only_while_k_and_rows_stay(monkeypa
     assert calls == [30, 30, 40]
     select(later, "typiclust", 10, 7)       # same K, same rows: reused
     assert calls == [30, 30, 40]
-    fn = __import__("alkit").strategies.typiclust.typiclust
-    select(later, lambda p, b, r: fn(p, b, r, reuse_clusters=False), 10, 7)
+    select(later, lambda p, b, r: typiclust(p, b, r, reuse_clusters=False), 10, 7)
     assert calls == [30, 30, 40, 40]
     held = later.held_out.copy()
     held[np.flatnonzero(~later.labeled)[:5]] = True   # other clustered rows
@@ -916,8 +936,7 @@ def test_loop_clusters_once_per_typiclust_run_when_k_is_capped(monkeypatch):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 400)
     x = (rng.standard_normal((3, 6))[y] * 3 + rng.standard_normal((400, 6))).astype(np.float32)
-    fn = __import__("alkit").strategies.typiclust.typiclust
-    run = run_active_learning(x, y, x[:60], y[:60], 3, lambda p, b, r: fn(p, b, r, max_clusters=25), seed=0,
+    run = run_active_learning(x, y, x[:60], y[:60], 3, lambda p, b, r: typiclust(p, b, r, max_clusters=25), seed=0,
                               initial_size=20, round_budget=10, rounds=3, progress=False)
     assert calls == [25]                       # K = min(|L| + b, 25) = 25 in every round
     assert len(run.picks) == 4 and len(np.unique(np.concatenate(run.picks))) == 50
@@ -1073,7 +1092,7 @@ def test_probcover_delta_is_a_property_of_the_features():
     assert not [k for k in cache.run if k[0] == "probcover"]   # nothing of ProbCover's is tied to the run
     (delta,) = kept(probcover_module.DELTA_KEY).values()
     seeded = np.random.default_rng(probcover_module.DELTA_SEED)
-    pseudo = kmeans(x, np.arange(300), 3, seeded, normalize=True)
+    pseudo = lloyd_kmeans(x, np.arange(300), 3, seeded, normalize=True)
     assert delta == estimate_delta(normalised_store(x, np.arange(300)), pseudo, seeded)
     select(replace(pool, cache=StrategyCache(x, shared=cache.shared)), "probcover", 10, 1)
     assert len(kept(probcover_module.DELTA_KEY)) == 1   # another seed, same δ

@@ -3,9 +3,11 @@
 ProbCover's δ-graph: the same edges as the float64 definition (``delta_graph_reference``) on random
 inputs, at pairs exactly δ apart (not edges) and with δ set to a pair's own distance, by both
 searches ("faiss" on the CPU, "torch" as on a GPU); and the same edges as the previous float32
-build wherever no pair lies within float32 error of δ.  TypiClust: the neighbour engine picks what
-the float64 reference picks given the same clusters; faiss's k-means is seeded, reproducible,
-assigns every point to its nearest centroid and starts from the reference's k-means++ seeds.
+build wherever no pair lies within float32 error of δ.  TypiClust: the neighbour lists are the
+float64 nearest neighbours and each pick the float64 argmax of typicality (the picks given the same
+clusters are held to ``typiclust_reference`` in test_diversity_strategies.py); faiss's k-means is
+seeded, reproducible, assigns every point to its nearest centroid and starts from the k-means++
+seeds of Lloyd's k-means (ProbCover's).
 """
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ import torch
 
 from alkit import make_pool, select
 from alkit.strategies import _exact_search as E
-from alkit.strategies import typiclust as T
 from alkit.strategies._dense import sqdist64
+from alkit.strategies._kmeans import MAX_FIT_POINTS, POINTS_PER_CENTROID, lloyd_kmeans
+from alkit.strategies import _typiclust_engine as typiclust_engine
+from alkit.strategies._typiclust_engine import typiclust_kmeans
+from alkit.strategies.typiclust import typicality, typiclust_reference
 from alkit.strategies.probcover import delta_graph, delta_graph_reference, normalised_store
 
 
@@ -106,20 +111,30 @@ def test_delta_graph_counts_edges_against_max_edges():
 
 
 # ----------------------------------------------------------------------------- TypiClust's neighbours
+def float64_neighbours(x: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``width`` nearest other rows by float64 distance, and those distances (+inf: itself)."""
+    d = np.sqrt(sqdist64(x, x))
+    np.fill_diagonal(d, np.inf)
+    nbr = np.argsort(d, axis=1, kind="stable")[:, :width]
+    return nbr, np.take_along_axis(d, nbr, axis=1)
+
+
 def test_cluster_knn_lists_are_the_float64_nearest_neighbours():
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((300, 40)) * 3 + 100).astype(np.float32)   # far from the origin: centring matters
-    ref = T._ClusterKNN(x, 25)
+    nbr, dist = float64_neighbours(x, 25)
     for product in ("numpy", "torch"):
         for block_rows in (8192, 70):
             fast = E.ClusterKNN(x, 25, product=product, block_rows=block_rows)
-            np.testing.assert_array_equal(fast.nbr, ref.nbr)
-            np.testing.assert_allclose(fast.dist, ref.dist, rtol=1e-5)
+            np.testing.assert_array_equal(fast.nbr, nbr)
+            np.testing.assert_allclose(fast.dist, dist, rtol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_most_typical_is_the_float64_argmax(seed):
-    """Given the same cluster and free points, the engine's pick is the float64 reference's."""
+    """Given a cluster and its free points, the engine's pick is the float64 argmax of typicality;
+    it asks for wider lists (None) exactly when a free point's float64 list holds fewer than k free
+    neighbours."""
     rng = np.random.default_rng(seed)
     s = int(rng.integers(12, 400))
     x = (rng.standard_normal((s, 16)) * rng.uniform(0.1, 3, (s, 1))).astype(np.float32)
@@ -129,11 +144,13 @@ def test_most_typical_is_the_float64_argmax(seed):
     free[0] = True
     k = max(1, min(20, int(free.sum()) // 2))
     width = min(s, k + 1 + int(rng.integers(0, 20)))
-    fast, ref = E.ClusterKNN(x, width), T._ClusterKNN(x, width)
-    got, want = fast.most_typical(free, k), ref.most_typical(free, k)
-    assert (got is None) == (want is None)
-    if want is not None and not seed % 2:
-        assert got == want
+    got = E.ClusterKNN(x, width).most_typical(free, k)
+    nbr, dist = float64_neighbours(x, width)
+    too_short = ((free[nbr] & np.isfinite(dist)).sum(1)[free] < k).any()
+    assert (got is None) == too_short
+    pts = np.flatnonzero(free)
+    if got is not None and not seed % 2:
+        assert got == pts[np.argmax(typicality(x[pts], k))]
     if seed % 2 and got is not None:   # ties: the exact float64 argmax, lowest position first
         others = np.flatnonzero(free)
         typ = [1.0 / (np.sort(np.sqrt(sqdist64(x[p:p + 1], x[others[others != p]])[0]))[:k].mean() + 1e-5)
@@ -172,20 +189,24 @@ def test_cluster_knn_reads_rows_back_instead_of_keeping_them(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_typiclust_backends_pick_the_same_points_given_the_same_clusters(seed, monkeypatch):
+def test_typiclust_widens_its_lists_and_keeps_the_reference_picks(seed, monkeypatch):
+    """One large cluster among many small ones: once the small ones run out, the large one is
+    visited far more often than its first lists planned for, so they are rebuilt wider; the picks
+    stay the reference's."""
     rng = np.random.default_rng(seed)
-    c = 6
-    y = rng.integers(0, c, 600)
-    x = (rng.standard_normal((c, 12))[y] * 3 + rng.standard_normal((600, 12))).astype(np.float32)
+    x = (rng.standard_normal((600, 12)) * rng.uniform(0.5, 2, (600, 1))).astype(np.float32)
     labels = np.full(600, -1)
     labels[rng.choice(600, 20, replace=False)] = 0
     pool = make_pool(x, labels, 2)
-    clusters = rng.integers(0, 30, 600)   # any fixed clustering of labelled ∪ eligible
-    monkeypatch.setattr(T, "kmeans", lambda features, rows, *a, **k: clusters[rows])
-    picks = {b: select(pool, lambda p, n, r, b=b: T.typiclust(p, n, r, backend=b), 80, seed) for b in T.BACKENDS}
-    np.testing.assert_array_equal(picks["faiss"], picks["torch"])
-    with pytest.raises(ValueError, match="backend must be"):
-        select(pool, lambda p, n, r: T.typiclust(p, n, r, backend="sklearn"), 5, 0)
+    clusters = np.where(np.arange(600) < 360, 0, 1 + (np.arange(600) - 360) // 8)[rng.permutation(600)]
+    monkeypatch.setattr(typiclust_engine, "typiclust_kmeans", lambda features, rows, *a, **k: clusters[rows])
+    widths = []
+    real = typiclust_engine.ClusterKNN
+    monkeypatch.setattr(typiclust_engine, "ClusterKNN",
+                        lambda x, width, **kw: widths.append(width) or real(x, width, **kw))
+    picks = select(pool, "typiclust", 400, seed)
+    np.testing.assert_array_equal(picks, typiclust_reference(x, clusters, pool.eligible, 400))
+    assert max(widths) > min(widths)   # rebuilt wider
 
 
 # ----------------------------------------------------------------------------- k-means
@@ -196,7 +217,7 @@ def blobs(seed=0, n=900, d=10, k=6):
 
 
 def faiss_kmeans(x, k, seed, **kw):
-    args = dict(max_iter=20, points_per_centroid=T.POINTS_PER_CENTROID, max_fit_points=T.MAX_FIT_POINTS,
+    args = dict(max_iter=20, points_per_centroid=POINTS_PER_CENTROID, max_fit_points=MAX_FIT_POINTS,
                 normalize=False, chunk_rows=128, cache_bytes=0, device=None)
     args.update(kw)
     return E.kmeans_faiss(x, np.arange(x.shape[0]), k, np.random.default_rng(seed), **args)
@@ -229,15 +250,15 @@ def test_faiss_kmeans_assigns_every_point_to_its_nearest_centroid(fit):
     assert np.mean(ids == d2.argmin(1)) > 0.999
 
 
-def test_faiss_kmeans_starts_from_the_reference_seeds_and_separates_blobs():
+def test_faiss_kmeans_starts_from_the_lloyd_seeds_and_separates_blobs():
     x, y = blobs(2)
     # no Lloyd iteration: both assign every point to the same k-means++ seeds
     for seed in range(3):
         np.testing.assert_array_equal(faiss_kmeans(x, 12, seed, max_iter=0),
-                                      T.kmeans_lloyd(x, np.arange(x.shape[0]), 12, np.random.default_rng(seed),
-                                                     max_iter=0))
-    ids = T.kmeans(x, np.arange(x.shape[0]), 6, np.random.default_rng(0))   # the default: faiss
-    ref = T.kmeans(x, np.arange(x.shape[0]), 6, np.random.default_rng(0), backend="torch")
+                                      lloyd_kmeans(x, np.arange(x.shape[0]), 12, np.random.default_rng(seed),
+                                                   max_iter=0))
+    ids = typiclust_kmeans(x, np.arange(x.shape[0]), 6, np.random.default_rng(0))   # faiss
+    ref = lloyd_kmeans(x, np.arange(x.shape[0]), 6, np.random.default_rng(0))
     assert all(len(set(ids[y == c])) == 1 for c in range(6)) and len(set(ids)) == 6
     np.testing.assert_array_equal(ids, ref)
 

@@ -10,7 +10,7 @@ Three searches, each as named steps:
   that bound of δ² are decided in float64 (:func:`_decide`), the rest by their float32 distance;
   then :func:`_symmetric_csr` mirrors them and adds the self-loops.
 * :func:`kmeans_faiss` — seeded k-means: k-means++ seeds drawn from the caller's ``rng`` (the
-  same draws as :func:`alkit.strategies.typiclust.kmeans_lloyd`), Lloyd iterations by
+  same draws as :func:`alkit.strategies._kmeans.lloyd_kmeans`), Lloyd iterations by
   ``faiss.Clustering``, then every row assigned to its nearest centroid by a flat index.
 * :class:`ClusterKNN` — each point's nearest neighbours within one cluster (TypiClust): float32
   candidate lists from one symmetric product (on the CPU ``x @ x.T`` computes half of it), and
@@ -249,8 +249,8 @@ def kmeans_faiss(
     device: str | None,
     return_centroids: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Seeded k-means of ``features[indices]`` (see :func:`alkit.strategies.typiclust.kmeans`): the
-    fit rows and the k-means++ seeds drawn from ``rng`` exactly as ``kmeans_lloyd`` draws them, then
+    """Seeded k-means of ``features[indices]`` (TypiClust's): the fit rows and the k-means++ seeds
+    drawn from ``rng`` exactly as :func:`alkit.strategies._kmeans.lloyd_kmeans` draws them, then
     up to ``max_iter`` Lloyd iterations by ``faiss.Clustering`` (float32 means; an emptied cluster is
     re-seeded by splitting a large one, faiss's rule, seeded from ``rng``), then every row assigned
     to its nearest centroid by a flat L2 index (on the GPU when :func:`faiss_gpu`).
