@@ -65,13 +65,14 @@ def balancing_round(x, labels, num_classes, held, labelled, budget) -> dict:
     row = {"candidates": int(cand.size), "labelled": int(labelled.size)}
     picks = {}
     for gram in (False, True):
-        info: dict = {}
+        reports = []
         started = time.perf_counter()
         picks[gram] = balancing_greedy(x, labelled, labels[labelled], cand, num_classes, budget,
-                                       np.random.default_rng(0), predicted, gram=gram, timings=info)
+                                       np.random.default_rng(0), predicted, gram=gram, report=reports.append)
         row["gram_s" if gram else "streamed_s"] = time.perf_counter() - started
-        row.update(balancing_steps=info["balancing_steps"], random_steps=info["random_steps"])
-        row["full_passes_" + ("gram" if gram else "streamed")] = info["full_passes"]
+        (stats,) = reports
+        row.update(balancing_steps=stats.balancing_steps, random_steps=stats.random_steps)
+        row["full_passes_" + ("gram" if gram else "streamed")] = stats.full_passes
     row["same_picks"] = bool(np.array_equal(picks[False], picks[True]))
     print(row, flush=True)
     return row

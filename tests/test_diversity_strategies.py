@@ -722,9 +722,9 @@ def test_balancing_fast_equals_reference_while_majority_classes_move(seed, gram,
     lab_y = np.minimum(rng.geometric(0.25, lab.size) - 1, c - 1)
     predicted = rng.integers(0, c, n)
     k = 150
-    info: dict = {}
+    reports = []
     fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted, chunk_rows=64,
-                            center_block=5, gram=gram, timings=info)
+                            center_block=5, gram=gram, report=reports.append)
     ref = balancing_reference(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted)
     np.testing.assert_array_equal(fast, ref)
     # the run did exercise what it claims: many balancing steps, majority set and centres changing
@@ -735,8 +735,9 @@ def test_balancing_fast_equals_reference_while_majority_classes_move(seed, gram,
             majors.add(tuple(np.flatnonzero(major)))
             moved += bool(major[predicted[row]])
         counts[predicted[row]] += 1
-    assert info["balancing_steps"] >= 40 and len(majors) >= 3 and moved >= 3
-    assert (info["gram_flushes"] > 0) == gram
+    (stats,) = reports
+    assert stats.balancing_steps >= 40 and len(majors) >= 3 and moved >= 3
+    assert (stats.gram_flushes > 0) == gram
 
 
 def test_balancing_keeps_class_products_by_default_only_with_as_many_picks_as_classes():
@@ -749,13 +750,59 @@ def test_balancing_keeps_class_products_by_default_only_with_as_many_picks_as_cl
     lab_y = np.minimum(rng.geometric(0.3, 60) - 1, c - 1)   # imbalanced: balancing steps from the start
     cand = np.arange(60, n)
     for k, cache, kept in ((40, None, True), (15, None, False), (40, cand.size * c * 8 - 1, False)):
-        info: dict = {}
+        reports = []
         kwargs = {} if cache is None else {"cache_bytes": cache}
         fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(0), rng.integers(0, c, n),
-                                timings=info, **kwargs)
-        assert info["balancing_steps"] > 0
-        assert (info["gram_rows"] > 0) == kept, (k, cache)
+                                report=reports.append, **kwargs)
+        (stats,) = reports
+        assert stats.balancing_steps > 0
+        assert (stats.gram_rows > 0) == kept, (k, cache)
         assert fast.size == k
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_balancing_fast_equals_reference_on_random_shapes(seed, tmp_path):
+    # Random sizes, dimensions, class counts, budgets and labelled sets; both paths (G kept and
+    # streamed), with and without near-tie re-ranking inputs (rounded rows: exact ties), float16
+    # memory maps, predictions as a table, a function, with unknown (-1) classes, or none.
+    rng = np.random.default_rng(100 + seed)
+    n, d, c = int(rng.integers(40, 400)), int(rng.integers(1, 9)), int(rng.integers(2, 12))
+    y = rng.integers(0, c, n)
+    x = (rng.uniform(0, 3) * rng.standard_normal((c, d))[y] + rng.standard_normal((n, d)) + 2.0).astype(np.float32)
+    if seed % 3 == 1:
+        x = np.round(x)
+    if seed % 4 == 2:
+        x = as_memmap(x.astype(np.float16), tmp_path)
+    perm = rng.permutation(n)
+    n_lab = int(rng.integers(0, n // 2))
+    lab, cand = perm[:n_lab], perm[n_lab:]
+    lab_y = np.minimum(rng.geometric(rng.uniform(0.2, 0.6), n_lab) - 1, c - 1)
+    table = np.where(rng.random(n) < 0.1, -1, rng.integers(0, c, n))
+    predicted = [None, table, lambda rows: table[rows]][seed % 3]
+    k = int(rng.integers(1, cand.size + 1))
+    ref = balancing_reference(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted)
+    for gram in (True, False):
+        fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted,
+                                chunk_rows=int(rng.integers(5, 100)), center_block=int(rng.integers(1, 4)), gram=gram)
+        np.testing.assert_array_equal(fast, ref)
+
+
+def test_balancing_reports_its_steps_once_at_the_end():
+    from alkit.strategies.balancing import BalancingStats
+
+    rng = np.random.default_rng(4)
+    x = random_features(rng, 300, 5, np.float32)
+    lab, cand = np.arange(40), np.arange(40, 300)
+    lab_y = np.minimum(rng.geometric(0.4, 40) - 1, 5)
+    for k in (0, 30):
+        reports = []
+        picks = balancing_greedy(x, lab, lab_y, cand, 6, k, np.random.default_rng(0), rng.integers(0, 6, 300),
+                                 gram=False, report=reports.append)
+        (stats,) = reports
+        assert isinstance(stats, BalancingStats) and picks.size == k
+        assert stats.balancing_steps + stats.random_steps == k
+        # streamed path: the set-up pass plus at least one distance pass per balancing step's new centres
+        assert (stats.full_passes > 0) == (stats.balancing_steps > 0) and stats.gram_rows == 0
 
 
 # ----------------------------------------------------------------------------- cluster-margin

@@ -9,7 +9,8 @@ On rows z = x − μ̄ centred by the pool mean (float32):
     makes row c of G stale; stale rows are recomputed only when a step needs one of them (the
     rarest class, or a majority class), and then all of them at once, in one GEMM
     (N·D·|stale|): a few tens of batched products per round instead of about one memory-bound
-    N·D pass per balancing step (``timings`` counts both; ``benchmarks/round_reuse.py`` times them).
+    N·D pass per balancing step (:class:`BalancingStats` counts both; ``benchmarks/round_reuse.py``
+    times them).
   * Streamed path (G does not fit): distances to centres by a pass over the features, N·D.
   * Both keep the numerator per (rarest class, its count), and the denominator — per point
     the distance to, and identity of, its nearest majority centre — in sync incrementally: a
@@ -18,15 +19,18 @@ On rows z = x − μ̄ centred by the pool mean (float32):
   A random step costs O(k).  The float32 / G-based num and den carry rounding of order
   ε₃₂·(‖z‖² + ‖μ_c‖²), far below the tolerance (ε₃₂ ≈ 6·10⁻⁸ against ``tie_rtol`` = 10⁻⁵); every
   point whose score interval, num and den widened by ``tie_rtol``·(max‖z‖² + max‖μ_c‖²),
-  reaches the best point's is re-ranked with :func:`balancing_reference`'s float64 scores, so
-  the picks equal the reference's.
+  reaches the best point's is re-ranked with float64 scores computed as
+  :func:`~alkit.strategies.balancing.balancing_reference` computes them, so the picks equal the
+  reference's.
 
-The building blocks the reference shares: :func:`balancing_mode` (balance or random this step),
-:func:`_class_sums` (labelled class sums and counts), :func:`_score` (num / den, ∞ where den = 0),
-:func:`_predict` (a picked point's class: the model's prediction).
+The file reads top-down: :func:`balancing_greedy` (the algorithm), then its steps — a balancing
+step (:func:`_balanced_pick`: sync the denominator, the numerator, the lowest score, near ties), a
+random step (:func:`_random_pick`), taking a point (:func:`_take`) — then the distance kernels
+they share, then the small helpers.  Every step reads and updates one :class:`_State`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Union
 
 import numpy as np
@@ -35,8 +39,9 @@ import torch
 from alkit.pool import DEFAULT_CHUNK_ROWS
 from alkit.strategies._dense import (
     DEFAULT_CACHE_BYTES,
-    TIE_RTOL,
     DEFAULT_CENTER_BLOCK,
+    TIE_RTOL,
+    RowStore,
     as_device,
     feature_store,
     gather_rows,
@@ -47,58 +52,71 @@ from alkit.strategies._dense import (
 #: Predicted class of rows: an (N,) int array, or ``f(global_indices) -> classes``; None: unknown.
 Predictor = Union[np.ndarray, Callable[[np.ndarray], np.ndarray], None]
 
-
-def balancing_mode(counts: np.ndarray, remaining: int) -> bool:
-    """True when the remaining budget is small relative to the imbalance (take a balancing step)."""
-    mean = counts.mean()
-    major = counts > mean
-    if not major.any():
-        return False
-    minor = ~major
-    gap = counts[major].mean() - counts[minor].mean()
-    return bool(remaining <= minor.sum() * gap)
+#: Near ties are re-ranked in float64 this many rows at a time (bounds the float64 copy of the rows).
+_RERANK_ROWS = 4096
 
 
-def _predict(predictor: Predictor, row: int) -> int:
-    if predictor is None:
-        return -1
-    if callable(predictor):
-        return int(np.asarray(predictor(np.array([row], np.int64)))[0])
-    return int(predictor[row])
+@dataclass(frozen=True)
+class BalancingStats:
+    """What one call of :func:`balancing_greedy` did: its steps and its passes over the features."""
+
+    balancing_steps: int = 0  # steps that took the lowest score
+    random_steps: int = 0     # steps that took a uniformly random point
+    full_passes: int = 0      # passes over every candidate row: the set-up pass and, streamed path, each distance pass
+    gram_flushes: int = 0     # batched recomputations of the stale rows of G
+    gram_rows: int = 0        # rows of G computed in all (the set-up's included)
 
 
-def _nth_free(t: int, taken_sorted: list[int]) -> int:
-    """The t-th (0-based) position not in ``taken_sorted`` (ascending)."""
-    pos = t
-    for p in taken_sorted:
-        if p <= pos:
-            pos += 1
-        else:
-            break
-    return pos
+@dataclass
+class _Geometry:
+    """The centred candidates and what balancing steps carry between them (built at the first one)."""
+
+    mu: np.ndarray             # pool mean μ̄, float32: every row is stored as z = x − μ̄
+    mu64: np.ndarray           # μ̄ in float64
+    store: RowStore            # the rows z, float32
+    sq: torch.Tensor           # ‖z‖², float64
+    sq32: torch.Tensor         # ‖z‖², float32 (the streamed path's distances)
+    max_sq: float              # max ‖z‖², for the rounding bound
+    gram: torch.Tensor | None  # G = Z·Sᵀ, one class per row; None: the streamed path
+    inf: torch.Tensor          # float64 ∞ on the device: the score of a taken row
+    stale: set[int] = field(default_factory=set)  # classes whose sums changed since their row of G
+    max_csq: float = 0.0       # max ‖μ_c − μ̄‖² met so far, for the rounding bound
+    # The denominator: per row, the distance² to its nearest majority centre and that class, valid
+    # for the majority classes and counts in `snap` (class → count).
+    best: torch.Tensor | None = None
+    arg: torch.Tensor | None = None
+    snap: dict[int, int] = field(default_factory=dict)
+    # The numerator: distance² to the rarest class's centre, valid for `num_key` (class, its count).
+    num: torch.Tensor | None = None
+    num_key: tuple[int, int] | None = None
 
 
-def _class_sums(features, rows, classes, num_classes, chunk_rows) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.bincount(classes, minlength=num_classes).astype(np.int64)
-    sums = torch.zeros((num_classes, features.shape[1]), dtype=torch.float64)
-    for start in range(0, rows.size, chunk_rows):
-        block = torch.from_numpy(gather_rows(features, rows[start:start + chunk_rows], chunk_rows, np.float64))
-        sums.index_add_(0, torch.from_numpy(classes[start:start + chunk_rows].astype(np.int64)), block)
-    return counts, sums.numpy()
+@dataclass
+class _State:
+    """One call's inputs and settings, and the batch so far: what every step reads or updates."""
 
+    features: np.ndarray
+    cand: np.ndarray           # global row of each candidate position
+    counts: np.ndarray         # per class: labelled points, plus picks counted under their prediction (int64)
+    sums: np.ndarray           # per class: Σ of those points' raw rows (float64)
+    avail: torch.Tensor        # per candidate position: not taken yet
+    use_gram: bool
+    chunk_rows: int
+    center_block: int
+    cache_bytes: int
+    device: torch.device
+    tie_rtol: float
+    picks: list[int] = field(default_factory=list)         # taken positions, in order
+    taken_sorted: list[int] = field(default_factory=list)  # the same, ascending (for random steps)
+    geo: _Geometry | None = None  # None until a balancing step: random steps never read the features
+    balancing_steps: int = 0
+    full_passes: int = 0
+    gram_flushes: int = 0
+    gram_rows: int = 0
 
-def _score(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = num / den
-    return np.where(den > 0, s, np.inf)
-
-
-def _exact_scores(features, rows, sums, counts, rarest, major, chunk_rows) -> np.ndarray:
-    x = gather_rows(features, rows, chunk_rows, np.float64)
-    num = np.ones(rows.size) if counts[rarest] == 0 else sqdist64(x, sums[rarest:rarest + 1] / counts[rarest])[:, 0]
-    maj = np.flatnonzero(major)
-    den = sqdist64(x, sums[maj] / counts[maj, None]).min(axis=1)
-    return _score(num, den)
+    @property
+    def n(self) -> int:
+        return self.cand.size
 
 
 def balancing_greedy(
@@ -117,217 +135,348 @@ def balancing_greedy(
     device: str | torch.device | None = None,
     tie_rtol: float = TIE_RTOL,
     gram: bool | None = None,
-    timings: dict | None = None,
+    report: Callable[[BalancingStats], None] | None = None,
 ) -> np.ndarray:
-    """Fast, exact greedy balancing (same picks as :func:`balancing_reference`); global row ids.
+    """Fast, exact greedy balancing (same picks as ``balancing_reference``); global row ids.
 
     ``gram``: keep the products G = Z·Sᵀ (see the module docstring); None: when its
     n × num_classes float64 fit ``cache_bytes`` and there are at least as many picks as classes.
-    ``timings``, if a dict, receives the number of ``balancing_steps`` and ``random_steps``, of
-    full feature passes (``full_passes``: the setup pass and, streamed path, each distance pass),
-    of batched recomputations of stale rows of G (``gram_flushes``) and of the rows of G computed
-    in all (``gram_rows``)."""
-    lab = np.asarray(labeled_indices, np.int64)
+    ``report``, if given, is called once at the end with the call's :class:`BalancingStats`."""
     cand = np.asarray(candidate_indices, np.int64)
     k = min(int(k), cand.size)
     if k <= 0:
+        if report is not None:
+            report(BalancingStats())
         return np.empty(0, np.int64)
+    use_gram = _keeps_products(cand.size, num_classes, k, cache_bytes, gram)
+    s = _start(features, labeled_indices, labeled_classes, cand, num_classes, use_gram=use_gram,
+               chunk_rows=chunk_rows, center_block=center_block, cache_bytes=cache_bytes, device=device,
+               tie_rtol=tie_rtol)
+    for step in range(k):
+        if _is_balancing_step(s.counts, k - step):
+            j = _balanced_pick(s)
+        else:
+            j = _random_pick(s, rng)
+        _take(s, j, predicted)
+    if report is not None:
+        report(BalancingStats(balancing_steps=s.balancing_steps, random_steps=k - s.balancing_steps,
+                              full_passes=s.full_passes, gram_flushes=s.gram_flushes, gram_rows=s.gram_rows))
+    return cand[np.asarray(s.picks, np.int64)]
+
+
+def _start(features, labeled_indices, labeled_classes, cand, num_classes, *, use_gram, chunk_rows, center_block,
+           cache_bytes, device, tie_rtol) -> _State:
+    """The state before the first pick: the labelled class sums and counts, nothing taken."""
+    lab = np.asarray(labeled_indices, np.int64)
     counts, sums = _class_sums(features, lab, np.asarray(labeled_classes, np.int64), num_classes, chunk_rows)
     dev = as_device(device)
-    n = cand.size
+    return _State(features=features, cand=cand, counts=counts, sums=sums,
+                  avail=torch.ones(cand.size, dtype=torch.bool, device=dev), use_gram=use_gram,
+                  chunk_rows=chunk_rows, center_block=center_block, cache_bytes=cache_bytes, device=dev,
+                  tie_rtol=tie_rtol)
+
+
+def _keeps_products(n: int, num_classes: int, k: int, cache_bytes: int, gram: bool | None) -> bool:
+    """Whether to keep G = Z·Sᵀ: as ``gram`` says, or by default when it fits and picks ≥ classes."""
+    if gram is not None:
+        return bool(gram)
     # G costs about one pass per class to build and saves about one pass per balancing step (at
     # most k of them): with more classes than picks (1000 classes, a few hundred picks) the
     # streamed path is the cheaper one.
-    use_gram = (n * num_classes * 8 <= cache_bytes and num_classes <= k) if gram is None else bool(gram)
-    store = None  # built lazily: runs with random steps only never touch the features
-    state: dict = {}
-    picks: list[int] = []
-    taken_sorted: list[int] = []
-    avail = torch.ones(n, dtype=torch.bool, device=dev)
-    stale: set[int] = set()  # classes whose sums changed since their row of G was computed
-    passes = {"full_passes": 0, "gram_flushes": 0, "gram_rows": 0}
+    return n * num_classes * 8 <= cache_bytes and num_classes <= k
 
-    def centred_sums(classes) -> torch.Tensor:
-        """S_c = Σ_{i∈c} (x_i − μ) as float32 (the sums are float64, of the raw rows)."""
-        return torch.from_numpy((sums[classes] - counts[classes, None] * state["mu64"]).astype(np.float32)).to(dev)
 
-    def setup() -> None:
-        nonlocal store
-        mu = mean_rows(features, cand, chunk_rows).astype(np.float32)
-        store = feature_store(features, cand, center=mu, chunk_rows=chunk_rows, cache_bytes=cache_bytes, device=dev)
-        state.update(mu=mu, mu64=mu.astype(np.float64), num_key=None, snap={}, best=None, arg=None, max_csq=0.0)
-        sq = torch.empty(n, dtype=torch.float64, device=dev)
-        if use_gram:
-            s = centred_sums(np.arange(num_classes))
-            state["G"] = torch.empty((num_classes, n), dtype=torch.float64, device=dev)  # one class per row
-            passes["gram_rows"] += num_classes
-        for start, stop, block in store.chunks():
-            sq[start:stop] = torch.linalg.vector_norm(block, dim=1, dtype=torch.float64) ** 2
-            if use_gram:
-                state["G"][:, start:stop] = (block @ s.T).T.double()
-        passes["full_passes"] += 1
-        state.update(sq=sq, sq32=sq.float(), max_sq=float(sq.max()))
+# ----------------------------------------------------------------------------- the steps
+def _balanced_pick(s: _State) -> int:
+    """The available position of lowest ‖z − μ_rarest‖² / min_{c∈M} ‖z − μ_c‖² (the reference's)."""
+    s.balancing_steps += 1
+    if s.geo is None:
+        s.geo = _geometry(s)
+    major = s.counts > s.counts.mean()
+    rarest = int(np.argmin(s.counts))
+    _sync_majority(s, s.geo, major)
+    num = _numerator(s, s.geo, rarest)
+    den = s.geo.best.double()
+    j = _lowest_score(num, den, s.avail, s.geo.inf)
+    if s.tie_rtol > 0:
+        j = _rerank_near_ties(s, s.geo, num, den, j, rarest, major)
+    return j
 
-    def flush() -> None:
-        """Recompute the rows of G of every stale class with one product (N × D × |stale|).
 
-        All of them, not only those needed now: the product costs about one pass over the
-        features until it has some tens of columns, and most stale classes are needed soon."""
-        cls = np.array(sorted(stale), np.int64)
-        s = centred_sums(cls)
-        cls_t = torch.from_numpy(cls).to(dev)
-        g = state["G"]
-        for start, stop, block in store.chunks(max(1, min(chunk_rows, (1 << 24) // cls.size))):
-            g[cls_t, start:stop] = (block @ s.T).T.double()  # rows × |stale|: the faster GEMM layout
-        stale.clear()
-        passes["gram_flushes"] += 1
-        passes["gram_rows"] += cls.size
+def _random_pick(s: _State, rng: np.random.Generator) -> int:
+    """A uniformly random available position: one draw from ``rng`` over the free ones, as the reference."""
+    return _nth_free(int(rng.integers(s.n - len(s.picks))), s.taken_sorted)
 
-    def dist_to(classes: np.ndarray, positions: torch.Tensor | None = None):
-        """(min distance², argmin class) of the given rows (by position; default: all) to centres."""
-        if use_gram:
-            return dist_gram(classes, positions)
-        return dist_streamed(classes, positions)
 
-    def dist_gram(classes: np.ndarray, positions: torch.Tensor | None):
-        # ‖z − c‖² = ‖z‖² − 2·z·S_c/n_c + ‖c‖², with z·S_c from G: O(rows·|classes|), no pass over D.
-        if stale.intersection(classes.tolist()):
-            flush()
-        cen = sums[classes] / counts[classes, None] - state["mu64"]
-        csq = torch.from_numpy((cen ** 2).sum(1)).to(dev)
-        state["max_csq"] = max(state["max_csq"], float(csq.max()))
-        scale = torch.from_numpy(-2.0 / counts[classes]).to(dev)
-        cls_t = torch.from_numpy(classes.astype(np.int64)).to(dev)
-        g, sq = state["G"], state["sq"]
-        m = positions.numel() if positions is not None else n
-        best = torch.empty(m, dtype=torch.float64, device=dev)
-        arg = torch.empty(m, dtype=torch.int64, device=dev)
-        step = max(1, (1 << 22) // max(len(classes), 1))
-        for start in range(0, m, step):
-            stop = min(start + step, m)
-            if positions is None:
-                gb = g[cls_t, start:stop] if len(classes) > 1 else g[int(classes[0]), None, start:stop]
-                sqb = sq[start:stop]
-            else:
-                p = positions[start:stop]
-                gb, sqb = g[cls_t[:, None], p[None, :]], sq[p]
-            d2 = torch.addcmul(sqb[None, :] + csq[:, None], gb, scale[:, None])
-            v, a = d2.min(dim=0)
-            best[start:stop], arg[start:stop] = v, cls_t[a]
-        return best, arg
+def _take(s: _State, j: int, predicted: Predictor) -> None:
+    """Take position j; count it under its predicted class, whose centre (and row of G) moves."""
+    s.avail[j] = False
+    s.picks.append(j)
+    s.taken_sorted.insert(int(np.searchsorted(s.taken_sorted, j)), j)
+    c = _predicted_class(predicted, int(s.cand[j]))
+    if c < 0:
+        return
+    s.counts[c] += 1
+    s.sums[c] += np.asarray(s.features[int(s.cand[j])], np.float64)
+    if s.geo is not None and s.geo.gram is not None:
+        s.geo.stale.add(c)
 
-    def dist_streamed(classes: np.ndarray, positions: torch.Tensor | None):
-        cen = torch.from_numpy((sums[classes] / counts[classes, None] - state["mu"]).astype(np.float32)).to(dev)
-        csq = (cen.double() ** 2).sum(1).float()
-        state["max_csq"] = max(state["max_csq"], float(csq.max()))
-        cls_t = torch.from_numpy(classes.astype(np.int64)).to(dev)
+
+def _geometry(s: _State) -> _Geometry:
+    """Centre the candidates on their mean; one pass computes ‖z‖² and, when kept, G = Z·Sᵀ."""
+    num_classes = s.sums.shape[0]
+    mu = mean_rows(s.features, s.cand, s.chunk_rows).astype(np.float32)
+    mu64 = mu.astype(np.float64)
+    store = feature_store(s.features, s.cand, center=mu, chunk_rows=s.chunk_rows, cache_bytes=s.cache_bytes,
+                          device=s.device)
+    sq = torch.empty(s.n, dtype=torch.float64, device=s.device)
+    gram = None
+    if s.use_gram:
+        centred = _centred_sums(s, mu64, np.arange(num_classes))
+        gram = torch.empty((num_classes, s.n), dtype=torch.float64, device=s.device)
+        s.gram_rows += num_classes
+    for start, stop, block in store.chunks():
+        sq[start:stop] = torch.linalg.vector_norm(block, dim=1, dtype=torch.float64) ** 2
+        if gram is not None:
+            gram[:, start:stop] = (block @ centred.T).T.double()
+    s.full_passes += 1
+    return _Geometry(mu=mu, mu64=mu64, store=store, sq=sq, sq32=sq.float(), max_sq=float(sq.max()), gram=gram,
+                     inf=torch.tensor(float("inf"), dtype=torch.float64, device=s.device))
+
+
+def _sync_majority(s: _State, geo: _Geometry, major: np.ndarray) -> None:
+    """Bring every row's nearest majority centre up to date with the majority classes and their counts."""
+    majors = np.flatnonzero(major)
+    current = {int(c): int(s.counts[c]) for c in majors}
+    if geo.best is None:
+        geo.best, geo.arg = _distances(s, geo, majors)
+    else:
+        gone, new = _changed_centres(geo.snap, current)
+        if gone and _renew_rows_nearest_to(s, geo, gone, majors):
+            new = []  # every row was compared with the whole current majority
+        if new:
+            _fold_in(s, geo, np.asarray(new, np.int64))
+    geo.snap = current
+
+
+def _changed_centres(before: dict[int, int], now: dict[int, int]) -> tuple[list[int], list[int]]:
+    """Majority centres (class → count) that left or moved since ``before``, and those that joined or moved."""
+    gone = [c for c, count in before.items() if now.get(c) != count]
+    new = [c for c, count in now.items() if before.get(c) != count]
+    return gone, new
+
+
+def _renew_rows_nearest_to(s: _State, geo: _Geometry, gone: list[int], majors: np.ndarray) -> bool:
+    """Recompute, against the majority, the rows whose nearest centre moved or left; True if all rows were."""
+    pos = torch.nonzero(torch.isin(geo.arg, torch.tensor(gone, device=s.device))).flatten()
+    if pos.numel() > s.n // 2:
+        geo.best, geo.arg = _distances(s, geo, majors)
+        return True
+    for p0 in range(0, pos.numel(), s.chunk_rows):
+        p = pos[p0:p0 + s.chunk_rows]
+        geo.best[p], geo.arg[p] = _distances(s, geo, majors, p)
+    return False
+
+
+def _fold_in(s: _State, geo: _Geometry, classes: np.ndarray) -> None:
+    """Make each row's nearest majority centre the nearer of it and the (joined or moved) ``classes``."""
+    b, a = _distances(s, geo, classes)
+    better = b < geo.best
+    geo.best = torch.where(better, b, geo.best)
+    geo.arg = torch.where(better, a, geo.arg)
+
+
+def _numerator(s: _State, geo: _Geometry, rarest: int) -> torch.Tensor:
+    """‖z − μ_rarest‖² of every row (1 while the class has no point), recomputed when its centre changed."""
+    key = (rarest, int(s.counts[rarest]))
+    if geo.num_key != key:
+        if s.counts[rarest] == 0:
+            geo.num = torch.ones(s.n, dtype=torch.float64, device=s.device)
+        else:
+            geo.num = _distances(s, geo, np.array([rarest]))[0].double()
+        geo.num_key = key
+    return geo.num
+
+
+def _lowest_score(num: torch.Tensor, den: torch.Tensor, avail: torch.Tensor, inf: torch.Tensor) -> int:
+    """The available position of lowest num / den (∞ where den = 0), ties to the first."""
+    score = torch.where(avail & (den > 0), num / den, inf)
+    j = int(torch.argmin(score))
+    if not bool(avail[j]):
+        # Every available score is inf (each point sits on a majority centre, e.g. constant
+        # features): argmin's first inf may be a point already taken.  The reference takes the
+        # first available point then.
+        j = int(torch.nonzero(avail)[0])
+    return j
+
+
+def _rerank_near_ties(s: _State, geo: _Geometry, num: torch.Tensor, den: torch.Tensor, j: int, rarest: int,
+                      major: np.ndarray) -> int:
+    """Among the rows that may tie with j, the one the reference's float64 scores rank first."""
+    near = _rows_that_may_tie(s, geo, num, den, j, rarest)
+    if near.size <= 1:
+        return j
+    exact = np.concatenate([
+        _exact_scores(s.features, s.cand[near[i:i + _RERANK_ROWS]], s.sums, s.counts, rarest, major, s.chunk_rows)
+        for i in range(0, near.size, _RERANK_ROWS)])
+    return int(near[np.argmin(exact)])
+
+
+def _rows_that_may_tie(s: _State, geo: _Geometry, num: torch.Tensor, den: torch.Tensor, j: int,
+                       rarest: int) -> np.ndarray:
+    """Available positions whose lowest possible score is at most the highest possible score of j."""
+    # num and den carry rounding (float32 centring and products, G's float32 sums) well below
+    # tol, so [lower, upper] brackets each row's float64 score: every row that could be the
+    # reference's argmin has lower ≤ upper of the float32 winner.  Those rows are re-ranked with
+    # the reference's own float64 numbers (same cdist on the same float64 rows and centres),
+    # ties to the first position as np.argmin does there — all of them, in chunks.
+    tol = s.tie_rtol * (geo.max_sq + geo.max_csq)
+    tn = 0.0 if s.counts[rarest] == 0 else tol
+    lower = torch.where(s.avail, (num - tn).clamp(min=0) / (den + tol), geo.inf)
+    upper = float("inf") if not (den[j] - tol > 0) else float((num[j] + tn) / (den[j] - tol))
+    # Available rows only: with upper = inf (den[j] within tol of 0) the taken rows, whose lower
+    # is inf, would pass lower <= upper and could be picked again.
+    return torch.nonzero(s.avail & (lower <= upper)).flatten().cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- distances to class centres
+def _distances(s: _State, geo: _Geometry, classes: np.ndarray, positions: torch.Tensor | None = None):
+    """(min distance², argmin class) of the given rows (by position; default: all) to the classes' centres."""
+    if geo.gram is not None:
+        return _distances_from_products(s, geo, classes, positions)
+    return _distances_streamed(s, geo, classes, positions)
+
+
+def _distances_from_products(s: _State, geo: _Geometry, classes: np.ndarray, positions: torch.Tensor | None):
+    """The same from G: ‖z − μ_c‖² = ‖z‖² − 2·z·S_c/n_c + ‖μ_c‖², O(rows·|classes|), no pass over D."""
+    if geo.stale.intersection(classes.tolist()):
+        _flush(s, geo)
+    cen = s.sums[classes] / s.counts[classes, None] - geo.mu64
+    csq = torch.from_numpy((cen ** 2).sum(1)).to(s.device)
+    geo.max_csq = max(geo.max_csq, float(csq.max()))
+    scale = torch.from_numpy(-2.0 / s.counts[classes]).to(s.device)
+    cls_t = torch.from_numpy(classes.astype(np.int64)).to(s.device)
+    m = positions.numel() if positions is not None else s.n
+    best = torch.empty(m, dtype=torch.float64, device=s.device)
+    arg = torch.empty(m, dtype=torch.int64, device=s.device)
+    step = max(1, (1 << 22) // max(len(classes), 1))  # bounds the |classes| × step temporary
+    for start in range(0, m, step):
+        stop = min(start + step, m)
         if positions is None:
-            blocks = store.chunks(max(1, (1 << 24) // max(len(classes), 1)))
-            sq_all, m = state["sq32"], n
-            passes["full_passes"] += 1
+            gb = geo.gram[cls_t, start:stop] if len(classes) > 1 else geo.gram[int(classes[0]), None, start:stop]
+            sqb = geo.sq[start:stop]
         else:
-            blocks = [(0, positions.numel(), store.rows(positions.cpu().numpy()))]
-            sq_all, m = state["sq32"][positions], positions.numel()
-        best = torch.empty(m, dtype=torch.float32, device=dev)
-        arg = torch.empty_like(best, dtype=torch.int64)
-        for start, stop, block in blocks:
-            vals = torch.full((stop - start,), float("inf"), device=dev)
-            who = torch.zeros(stop - start, dtype=torch.int64, device=dev)
-            for c0 in range(0, len(classes), center_block):
-                d2 = torch.addmm(sq_all[start:stop, None] + csq[None, c0:c0 + center_block], block,
-                                 cen[c0:c0 + center_block].T, alpha=-2.0)
-                v, a = d2.min(dim=1)
-                better = v < vals
-                vals = torch.where(better, v, vals)
-                who = torch.where(better, cls_t[c0:c0 + center_block][a], who)
-            best[start:stop], arg[start:stop] = vals, who
-        return best, arg
+            p = positions[start:stop]
+            gb, sqb = geo.gram[cls_t[:, None], p[None, :]], geo.sq[p]
+        d2 = torch.addcmul(sqb[None, :] + csq[:, None], gb, scale[:, None])
+        v, a = d2.min(dim=0)
+        best[start:stop], arg[start:stop] = v, cls_t[a]
+    return best, arg
 
-    def sync_majority(major: np.ndarray) -> None:
-        snap: dict = state["snap"]
-        current = {int(c): int(counts[c]) for c in np.flatnonzero(major)}
-        if state["best"] is None:
-            state["best"], state["arg"] = dist_to(np.flatnonzero(major))
+
+def _flush(s: _State, geo: _Geometry) -> None:
+    """Recompute the rows of G of every stale class with one product (N × D × |stale|).
+
+    All of them, not only those needed now: the product costs about one pass over the
+    features until it has some tens of columns, and most stale classes are needed soon."""
+    cls = np.array(sorted(geo.stale), np.int64)
+    centred = _centred_sums(s, geo.mu64, cls)
+    cls_t = torch.from_numpy(cls).to(s.device)
+    for start, stop, block in geo.store.chunks(max(1, min(s.chunk_rows, (1 << 24) // cls.size))):
+        geo.gram[cls_t, start:stop] = (block @ centred.T).T.double()  # rows × |stale|: the faster GEMM layout
+    geo.stale.clear()
+    s.gram_flushes += 1
+    s.gram_rows += cls.size
+
+
+def _distances_streamed(s: _State, geo: _Geometry, classes: np.ndarray, positions: torch.Tensor | None):
+    """The same by a pass over the rows (all of them, or only those at ``positions``), float32."""
+    cen = torch.from_numpy((s.sums[classes] / s.counts[classes, None] - geo.mu).astype(np.float32)).to(s.device)
+    csq = (cen.double() ** 2).sum(1).float()
+    geo.max_csq = max(geo.max_csq, float(csq.max()))
+    cls_t = torch.from_numpy(classes.astype(np.int64)).to(s.device)
+    if positions is None:
+        blocks = geo.store.chunks(max(1, (1 << 24) // max(len(classes), 1)))
+        sq, m = geo.sq32, s.n
+        s.full_passes += 1
+    else:
+        blocks = [(0, positions.numel(), geo.store.rows(positions.cpu().numpy()))]
+        sq, m = geo.sq32[positions], positions.numel()
+    best = torch.empty(m, dtype=torch.float32, device=s.device)
+    arg = torch.empty_like(best, dtype=torch.int64)
+    for start, stop, block in blocks:
+        best[start:stop], arg[start:stop] = _nearest_centre(block, sq[start:stop], cen, csq, cls_t, s.center_block)
+    return best, arg
+
+
+def _nearest_centre(block: torch.Tensor, sq: torch.Tensor, cen: torch.Tensor, csq: torch.Tensor,
+                    cls_t: torch.Tensor, center_block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min ‖z − c‖², its class) of each row of ``block`` over the centres, ``center_block`` at a time."""
+    vals = torch.full((block.shape[0],), float("inf"), device=block.device)
+    who = torch.zeros(block.shape[0], dtype=torch.int64, device=block.device)
+    for c0 in range(0, cen.shape[0], center_block):
+        d2 = torch.addmm(sq[:, None] + csq[None, c0:c0 + center_block], block, cen[c0:c0 + center_block].T,
+                         alpha=-2.0)
+        v, a = d2.min(dim=1)
+        better = v < vals
+        vals = torch.where(better, v, vals)
+        who = torch.where(better, cls_t[c0:c0 + center_block][a], who)
+    return vals, who
+
+
+# ----------------------------------------------------------------------------- small helpers
+def _is_balancing_step(counts: np.ndarray, remaining: int) -> bool:
+    """True when the remaining budget is small relative to the imbalance (take a balancing step)."""
+    mean = counts.mean()
+    major = counts > mean
+    if not major.any():
+        return False
+    minor = ~major
+    gap = counts[major].mean() - counts[minor].mean()
+    return bool(remaining <= minor.sum() * gap)
+
+
+def _class_sums(features, rows, classes, num_classes, chunk_rows) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: the count (int64) and the float64 sum of the raw rows, in one chunked pass."""
+    counts = np.bincount(classes, minlength=num_classes).astype(np.int64)
+    sums = torch.zeros((num_classes, features.shape[1]), dtype=torch.float64)
+    for start in range(0, rows.size, chunk_rows):
+        block = torch.from_numpy(gather_rows(features, rows[start:start + chunk_rows], chunk_rows, np.float64))
+        sums.index_add_(0, torch.from_numpy(classes[start:start + chunk_rows].astype(np.int64)), block)
+    return counts, sums.numpy()
+
+
+def _centred_sums(s: _State, mu64: np.ndarray, classes: np.ndarray) -> torch.Tensor:
+    """S_c = Σ_{i∈c} (x_i − μ̄) as float32 on the device (the sums are float64, of the raw rows)."""
+    return torch.from_numpy((s.sums[classes] - s.counts[classes, None] * mu64).astype(np.float32)).to(s.device)
+
+
+def _exact_scores(features, rows, sums, counts, rarest, major, chunk_rows) -> np.ndarray:
+    """The reference's float64 scores of ``rows``: same rows, centres and cdist, so the same numbers."""
+    x = gather_rows(features, rows, chunk_rows, np.float64)
+    num = np.ones(rows.size) if counts[rarest] == 0 else sqdist64(x, sums[rarest:rarest + 1] / counts[rarest])[:, 0]
+    maj = np.flatnonzero(major)
+    den = sqdist64(x, sums[maj] / counts[maj, None]).min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = num / den
+    return np.where(den > 0, score, np.inf)
+
+
+def _predicted_class(predictor: Predictor, row: int) -> int:
+    """The class a picked row is counted under: the model's prediction; -1 (not counted) without one."""
+    if predictor is None:
+        return -1
+    if callable(predictor):
+        return int(np.asarray(predictor(np.array([row], np.int64)))[0])
+    return int(predictor[row])
+
+
+def _nth_free(t: int, taken_sorted: list[int]) -> int:
+    """The t-th (0-based) position not in ``taken_sorted`` (ascending)."""
+    pos = t
+    for p in taken_sorted:
+        if p <= pos:
+            pos += 1
         else:
-            removed = [c for c, v in snap.items() if current.get(c) != v]
-            added = [c for c, v in current.items() if snap.get(c) != v]
-            if removed:
-                stale = torch.isin(state["arg"], torch.tensor(removed, device=dev))
-                pos = torch.nonzero(stale).flatten()
-                if pos.numel() > n // 2:
-                    state["best"], state["arg"] = dist_to(np.flatnonzero(major))
-                    added = []
-                elif pos.numel():
-                    maj = np.flatnonzero(major)
-                    for p0 in range(0, pos.numel(), chunk_rows):
-                        p = pos[p0:p0 + chunk_rows]
-                        state["best"][p], state["arg"][p] = dist_to(maj, p)
-            if added:
-                b, a = dist_to(np.asarray(added, np.int64))
-                better = b < state["best"]
-                state["best"] = torch.where(better, b, state["best"])
-                state["arg"] = torch.where(better, a, state["arg"])
-        state["snap"] = current
-
-    def numerator(rarest: int) -> torch.Tensor:
-        key = (rarest, int(counts[rarest]))
-        if state["num_key"] != key:
-            if counts[rarest] == 0:
-                state["num"] = torch.ones(n, dtype=torch.float64, device=dev)
-            else:
-                state["num"] = dist_to(np.array([rarest]))[0].double()
-            state["num_key"] = key
-        return state["num"]
-
-    inf = torch.tensor(float("inf"), dtype=torch.float64, device=dev)
-    n_balancing = 0
-    for step in range(k):
-        if balancing_mode(counts, k - step):
-            n_balancing += 1
-            if store is None:
-                setup()
-            major = counts > counts.mean()
-            rarest = int(np.argmin(counts))
-            sync_majority(major)
-            num = numerator(rarest)
-            den = state["best"].double()
-            score = torch.where(avail & (den > 0), num / den, inf)
-            j = int(torch.argmin(score))
-            if not bool(avail[j]):
-                # Every available score is inf (each point sits on a majority centre, e.g. constant
-                # features): argmin's first inf may be a point already taken.  The reference takes the
-                # first available point then.
-                j = int(torch.nonzero(avail)[0])
-            if tie_rtol > 0:
-                # num and den carry rounding (float32 centring and products, G's float32 sums)
-                # well below tol, so [lower, upper] brackets each row's float64 score: every row
-                # that could be the reference's argmin has lower ≤ upper of the float32 winner.
-                # Those rows are re-ranked with the reference's own float64 numbers (same cdist
-                # on the same float64 rows and centres), ties to the first position as np.argmin
-                # does there — all of them, in chunks (the old path skipped sets > 4096).
-                tol = tie_rtol * (state["max_sq"] + state["max_csq"])
-                tn = 0.0 if counts[rarest] == 0 else tol
-                lower = torch.where(avail, (num - tn).clamp(min=0) / (den + tol), inf)
-                upper = float("inf") if not (den[j] - tol > 0) else float((num[j] + tn) / (den[j] - tol))
-                # Available rows only: with upper = inf (den[j] within tol of 0) the taken rows, whose
-                # lower is inf, would pass lower <= upper and could be picked again.
-                near = torch.nonzero(avail & (lower <= upper)).flatten().cpu().numpy()
-                if near.size > 1:
-                    exact = np.concatenate([
-                        _exact_scores(features, cand[near[s:s + 4096]], sums, counts, rarest, major, chunk_rows)
-                        for s in range(0, near.size, 4096)])
-                    j = int(near[np.argmin(exact)])
-        else:
-            j = _nth_free(int(rng.integers(n - step)), taken_sorted)
-        avail[j] = False
-        picks.append(j)
-        taken_sorted.insert(int(np.searchsorted(taken_sorted, j)), j)
-        c = _predict(predicted, int(cand[j]))
-        if c >= 0:
-            counts[c] += 1
-            sums[c] += np.asarray(features[int(cand[j])], np.float64)
-            if use_gram and store is not None:
-                stale.add(c)
-    if timings is not None:
-        timings.update(balancing_steps=n_balancing, random_steps=k - n_balancing, **passes)
-    return cand[np.asarray(picks, np.int64)]
+            break
+    return pos

@@ -29,11 +29,12 @@ import numpy as np
 
 from alkit.checks import check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
-from alkit.strategies._balancing_engine import balancing_greedy
+from alkit.strategies._balancing_engine import BalancingStats, balancing_greedy
 from alkit.strategies._dense import DEFAULT_CACHE_BYTES, TIE_RTOL, sqdist64
 from alkit.strategies.registry import register
 
-__all__ = ["TIE_RTOL", "Predictor", "balancing", "balancing_greedy", "balancing_mode", "balancing_reference"]
+__all__ = ["TIE_RTOL", "BalancingStats", "Predictor", "balancing", "balancing_greedy", "balancing_mode",
+           "balancing_reference"]
 
 #: Predicted class of rows: an (N,) int array, or ``f(global_indices) -> classes``; None: unknown.
 Predictor = Union[np.ndarray, Callable[[np.ndarray], np.ndarray], None]
