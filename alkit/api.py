@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from alkit.checks import check_features, check_labels
+from alkit.checks import ParameterError, check_features, check_labels
 from alkit.pool import PoolState, probabilities_to_logits
 from alkit.probe import ProbeConfig, train_linear_probe
 
@@ -49,8 +49,9 @@ def make_pool(
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != np.shape(features)[0]:
-        raise ValueError(
-            f"labels must be 1-D with one entry per feature row ({np.shape(features)[0]}), got shape {labels.shape}"
+        raise ParameterError(
+            f"labels must be 1-D with one entry per feature row ({np.shape(features)[0]}), got shape {labels.shape}",
+            param="labels",
         )
     if num_classes is None:
         if weight is not None:
@@ -58,7 +59,8 @@ def make_pool(
         elif logits is not None or probabilities is not None:
             num_classes = int(np.shape(logits if logits is not None else probabilities)[1])
         elif not np.any(labels >= 0):
-            raise ValueError("num_classes is needed when no point is labelled yet: pass num_classes=C")
+            raise ParameterError("num_classes is needed when no point is labelled yet: pass num_classes=C",
+                                 param="num_classes")
         else:
             num_classes = int(labels.max()) + 1
             warnings.warn(f"num_classes inferred as the largest label + 1 = {num_classes}; classes no point has "
@@ -68,7 +70,7 @@ def make_pool(
     given = [name for name, v in (("weight/bias", weight), ("logits", logits), ("probabilities", probabilities))
              if v is not None] + (["fit_head"] if fit_head else [])
     if len(given) > 1:
-        raise ValueError(f"give one model for the pool, got {', '.join(given)}")
+        raise ParameterError(f"give one model for the pool, got {', '.join(given)}", param="fit_head")
     if probabilities is not None:
         logits = probabilities_to_logits(probabilities, "probabilities")
     elif logits is not None:
@@ -79,7 +81,8 @@ def make_pool(
 
         labelled = np.flatnonzero(labels >= 0)
         if labelled.size == 0:
-            raise ValueError("fit_head=True needs labelled points (labels ≥ 0) to train the head on")
+            raise ParameterError("fit_head=True needs labelled points (labels ≥ 0) to train the head on",
+                                 param="fit_head")
         head = train_linear_probe(np.asarray(features[labelled], np.float32), labels[labelled], val_features,
                                   val_labels, int(num_classes), probe or ProbeConfig())
         weight, bias = head.weight, head.bias

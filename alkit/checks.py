@@ -15,21 +15,23 @@ DEFAULT_CHUNK_ROWS = 16_384
 def check_features(features: np.ndarray, name: str = "features", check_finite: bool = True) -> None:
     """Raise a ValueError naming ``name`` unless it is a finite 2-D float array with rows."""
     if not isinstance(features, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array of shape (N, D), got {type(features).__name__}")
+        raise ParameterError(f"{name} must be a numpy array of shape (N, D), got {type(features).__name__}", param=name)
     if features.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, D), got shape {features.shape}")
+        raise ParameterError(f"{name} must be 2-D (N, D), got shape {features.shape}", param=name)
     if features.shape[0] == 0:
-        raise ValueError(f"{name} is empty (0 rows): the pool needs at least one point")
+        raise ParameterError(f"{name} is empty (0 rows): the pool needs at least one point", param=name)
     if features.shape[1] == 0:
-        raise ValueError(f"{name} has 0 columns: each point needs at least one feature")
+        raise ParameterError(f"{name} has 0 columns: each point needs at least one feature", param=name)
     if features.dtype not in (np.float16, np.float32, np.float64):   # float128 too: torch has no such type
-        raise ValueError(f"{name} must be float16/float32/float64, got dtype {features.dtype}; cast it first")
+        raise ParameterError(f"{name} must be float16/float32/float64, got dtype {features.dtype}; cast it first",
+                             param=name)
     if check_finite:
         for start in range(0, features.shape[0], DEFAULT_CHUNK_ROWS):
             block = np.asarray(features[start:start + DEFAULT_CHUNK_ROWS])
             if not np.isfinite(block).all():
                 bad = start + int(np.argwhere(~np.isfinite(block))[0, 0])
-                raise ValueError(f"{name} contains NaN or inf (first at row {bad}); clean or drop those rows")
+                raise ParameterError(f"{name} contains NaN or inf (first at row {bad}); clean or drop those rows",
+                                     param=name)
 
 
 def check_finite_logits(logits, rows: np.ndarray, name: str = "features") -> None:
@@ -40,7 +42,7 @@ def check_finite_logits(logits, rows: np.ndarray, name: str = "features") -> Non
     finite = logits.isfinite().all(dim=1).numpy() if hasattr(logits, "isfinite") else np.isfinite(logits).all(axis=1)
     if not finite.all():
         bad = int(rows[int(np.argmin(finite))])
-        raise ValueError(f"{name} contains NaN or inf (first at row {bad}); clean or drop those rows")
+        raise ParameterError(f"{name} contains NaN or inf (first at row {bad}); clean or drop those rows", param=name)
 
 
 #: More classes than this is a mistake (a label id of 10⁹, a wrong --num-classes), not a data set:
@@ -53,17 +55,19 @@ def check_labels(labels: np.ndarray, num_classes: int, name: str = "labels", all
     most :data:`MAX_CLASSES`."""
     if num_classes > MAX_CLASSES:
         raise ParameterError(f"num_classes must be at most {MAX_CLASSES:,}, got {num_classes:,} (a head of "
-                             f"{num_classes:,} classes × 1000 features alone would take {num_classes * 4e3 / 2**30:,.0f} "
-                             f"GiB); check the labels in {name} and the class count", param="num_classes")
+                             f"{num_classes:,} classes × 1000 features alone would take "
+                             f"{num_classes * 4e3 / 2**30:,.0f} GiB); check the labels in {name} and the class count",
+                             param="num_classes")
     if not np.issubdtype(np.asarray(labels).dtype, np.integer):
-        raise ValueError(f"{name} must hold integer class ids, got dtype {np.asarray(labels).dtype}")
+        raise ParameterError(f"{name} must hold integer class ids, got dtype {np.asarray(labels).dtype}", param=name)
     low = -1 if allow_unlabelled else 0
     labels = np.asarray(labels)
     known = labels[labels != -1] if allow_unlabelled else labels
     if labels.size and (labels.min() < low or (known.size and known.max() >= num_classes)):
-        raise ValueError(
+        raise ParameterError(
             f"{name} must lie in [0, {num_classes})" + (" or be -1 for unlabelled" if allow_unlabelled else "")
-            + f"; found values in [{labels.min()}, {labels.max()}] (pass the right num_classes or fix the labels)"
+            + f"; found values in [{labels.min()}, {labels.max()}] (pass the right num_classes or fix the labels)",
+            param=name,
         )
 
 

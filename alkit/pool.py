@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from alkit.checks import DEFAULT_CHUNK_ROWS, check_features, check_labels
+from alkit.checks import DEFAULT_CHUNK_ROWS, ParameterError, check_features, check_labels
 from alkit.rows import gather_rows
 
 #: Key under which a ``shared`` dict records the shape and dtype of the features it serves.
@@ -181,45 +181,55 @@ class PoolState:
         for name in ("labeled", "held_out"):
             mask = getattr(self, name)
             if mask.shape != (n,) or mask.dtype != bool:
-                raise ValueError(f"{name} must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}")
+                raise ParameterError(f"{name} must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}",
+                                     param=name)
         if self.labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},) to match features, got {self.labels.shape}")
+            raise ParameterError(f"labels must have shape ({n},) to match features, got {self.labels.shape}",
+                                 param="labels")
         if not isinstance(self.num_classes, (int, np.integer)) or self.num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+            raise ParameterError(f"num_classes must be a positive integer, got {self.num_classes!r}",
+                                 param="num_classes")
         check_labels(self.labels, self.num_classes, "labels")
         if np.any(self.labels[self.labeled] < 0):
-            raise ValueError("labels must give a class in [0, C) for every labelled point (found -1)")
+            raise ParameterError("labels must give a class in [0, C) for every labelled point (found -1)",
+                                 param="labels")
         if np.any(self.labels[~self.labeled] != -1):
-            raise ValueError("labels must be -1 for unlabelled points: strategies may not see their classes")
+            raise ParameterError("labels must be -1 for unlabelled points: strategies may not see their classes",
+                                 param="labels")
         if (self.weight is None) != (self.bias is None):
-            raise ValueError("weight and bias of the linear head must be given together")
+            raise ParameterError("weight and bias of the linear head must be given together", param="weight")
         if self.weight is not None:
             d = self.features.shape[1]
             if self.weight.shape != (self.num_classes, d) or self.bias.shape != (self.num_classes,):
-                raise ValueError(
+                raise ParameterError(
                     f"head shapes must be weight ({self.num_classes}, {d}) and bias ({self.num_classes},), "
-                    f"got {self.weight.shape} and {self.bias.shape}"
+                    f"got {self.weight.shape} and {self.bias.shape}",
+                    param="weight",
                 )
         if self.weight is not None and not (np.isfinite(self.weight).all() and np.isfinite(self.bias).all()):
-            raise ValueError("the linear head (weight, bias) contains NaN or inf; retrain it or drop it")
+            raise ParameterError("the linear head (weight, bias) contains NaN or inf; retrain it or drop it",
+                                 param="weight")
         if self.logits is not None and self.logits.shape != (n, self.num_classes):
-            raise ValueError(f"logits must have shape ({n}, {self.num_classes}), got {self.logits.shape}")
+            raise ParameterError(f"logits must have shape ({n}, {self.num_classes}), got {self.logits.shape}",
+                                 param="logits")
         if self.cache is not None:
             if not isinstance(self.cache, StrategyCache):
-                raise ValueError(f"cache must be an alkit.pool.StrategyCache or None, got {type(self.cache).__name__}")
+                raise ParameterError(f"cache must be an alkit.pool.StrategyCache or None, got "
+                                     f"{type(self.cache).__name__}", param="cache")
             if self.cache.features is not self.features:
-                raise ValueError("cache is bound to another feature matrix: make one StrategyCache(features) "
-                                 "per feature matrix (and per run)")
+                raise ParameterError("cache is bound to another feature matrix: make one StrategyCache(features) "
+                                     "per feature matrix (and per run)", param="cache")
         if self.images is not None:
             if not callable(self.images):
-                raise ValueError(f"images must be a callable rows -> image tensor (alkit.data.images.PoolImages), "
-                                 f"got {type(self.images).__name__}")
+                raise ParameterError(f"images must be a callable rows -> image tensor (alkit.data.images.PoolImages), "
+                                     f"got {type(self.images).__name__}", param="images")
             if hasattr(self.images, "__len__") and len(self.images) != n:
-                raise ValueError(f"images holds {len(self.images)} images but the pool has {n} rows: pass the "
-                                 "images of the pool's rows, in the same order")
+                raise ParameterError(f"images holds {len(self.images)} images but the pool has {n} rows: pass the "
+                                     "images of the pool's rows, in the same order", param="images")
         if self.oracle_labels is not None:
             if self.oracle_labels.shape != (n,):
-                raise ValueError(f"oracle_labels must have shape ({n},), got {self.oracle_labels.shape}")
+                raise ParameterError(f"oracle_labels must have shape ({n},), got {self.oracle_labels.shape}",
+                                     param="oracle_labels")
             check_labels(self.oracle_labels, self.num_classes, "oracle_labels", allow_unlabelled=False)
 
     def __repr__(self) -> str:
@@ -318,12 +328,13 @@ def probabilities_to_logits(probabilities: np.ndarray, name: str = "probabilitie
     """log p as float32 logits (softmax(log p) = p), after checking that p is a distribution per row."""
     p = np.asarray(probabilities, np.float64)
     if p.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, C), got shape {p.shape}")
+        raise ParameterError(f"{name} must be 2-D (N, C), got shape {p.shape}", param=name)
     if not np.isfinite(p).all() or (p < 0).any():
-        raise ValueError(f"{name} must be finite and non-negative")
+        raise ParameterError(f"{name} must be finite and non-negative", param=name)
     sums = p.sum(axis=1)
     if not np.allclose(sums, 1.0, atol=1e-3):
         bad = int(np.argmax(np.abs(sums - 1.0)))
-        raise ValueError(f"{name} rows must sum to 1 (row {bad} sums to {sums[bad]:.4f}); pass logits= for scores")
+        raise ParameterError(f"{name} rows must sum to 1 (row {bad} sums to {sums[bad]:.4f}); pass logits= for scores",
+                             param=name)
     with np.errstate(divide="ignore"):
         return np.maximum(np.log(p), np.log(np.finfo(np.float32).tiny)).astype(np.float32)

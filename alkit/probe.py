@@ -27,7 +27,7 @@ import torch
 
 from alkit.logreg import (DEFAULT_MAX_ITER, DEFAULT_TOL, fast_products_available, fit_logreg, sample_weights,
                           zero_head_gradient)
-from alkit.checks import check_bool, check_features, check_float, check_int, check_labels
+from alkit.checks import ParameterError, check_bool, check_features, check_float, check_int, check_labels
 
 PROBE_METHODS = ("logreg", "early_stopping")
 
@@ -86,9 +86,10 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         if self.method not in PROBE_METHODS:
-            raise ValueError(f"probe method must be one of {', '.join(PROBE_METHODS)}, got {self.method!r}")
+            raise ParameterError(f"probe method must be one of {', '.join(PROBE_METHODS)}, got {self.method!r}",
+                                 param="method")
         if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"probe optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+            raise ParameterError(f"probe optimizer must be 'adam' or 'sgd', got {self.optimizer!r}", param="optimizer")
         # Checked, never converted: the fields go into run keys as given.
         for name, low in (("batch_size", 1), ("max_epochs", 1), ("max_iter", 1), ("patience", 0), ("lr_step", 0)):
             check_int(getattr(self, name), f"probe {name}", low=low)
@@ -101,14 +102,16 @@ class ProbeConfig:
         check_bool(self.standardize, "probe standardize")
         grid = tuple(float(v) for v in self.l2_grid)
         if not grid or any(not np.isfinite(v) or v <= 0 for v in grid):
-            raise ValueError(f"probe l2_grid must hold positive strengths, got {self.l2_grid!r}")
+            raise ParameterError(f"probe l2_grid must hold positive strengths, got {self.l2_grid!r}", param="l2_grid")
         if len(set(grid)) != len(grid):
-            raise ValueError(f"probe l2_grid holds a value twice: {self.l2_grid!r}")
+            raise ParameterError(f"probe l2_grid holds a value twice: {self.l2_grid!r}", param="l2_grid")
         object.__setattr__(self, "l2_grid", tuple(sorted(grid, reverse=True)))  # strongest first
         if self.fast_products not in ("auto", "off"):
-            raise ValueError(f"probe fast_products must be 'auto' or 'off', got {self.fast_products!r}")
+            raise ParameterError(f"probe fast_products must be 'auto' or 'off', got {self.fast_products!r}",
+                                 param="fast_products")
         if self.grid_search not in ("full", "local"):
-            raise ValueError(f"probe grid_search must be 'full' or 'local', got {self.grid_search!r}")
+            raise ParameterError(f"probe grid_search must be 'full' or 'local', got {self.grid_search!r}",
+                                 param="grid_search")
 
     @classmethod
     def paper(cls) -> "ProbeConfig":
@@ -121,7 +124,7 @@ class ProbeConfig:
     def named(cls, name: str) -> "ProbeConfig":
         """A probe by name (:data:`PROBE_PRESETS`): ``logreg``, ``adam_early_stopping``, ``paper``."""
         if name not in PROBE_PRESETS:
-            raise ValueError(f"probe must be one of {', '.join(PROBE_PRESETS)}, got {name!r}")
+            raise ParameterError(f"probe must be one of {', '.join(PROBE_PRESETS)}, got {name!r}", param="probe")
         return PROBE_PRESETS[name]()
 
     def as_dict(self) -> dict:
@@ -230,7 +233,7 @@ def probe_device(device: str | torch.device | None = None) -> torch.device:
     """
     chosen = torch.device(device or os.environ.get("ALKIT_PROBE_DEVICE") or "cpu")
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"probe device {chosen} requested but CUDA is not available")
+        raise ParameterError(f"probe device {chosen} requested but CUDA is not available", param="device")
     return chosen
 
 
@@ -273,24 +276,27 @@ def train_linear_probe(
     check_features(np.asarray(features), "features")
     labels = np.asarray(labels)
     if labels.shape != (features.shape[0],):
-        raise ValueError(f"labels must have shape ({features.shape[0]},) to match features, got {labels.shape}")
+        raise ParameterError(f"labels must have shape ({features.shape[0]},) to match features, got {labels.shape}",
+                             param="labels")
     check_labels(labels, num_classes, "labels", allow_unlabelled=False)
     if np.unique(labels).size < 2:
-        raise ValueError("labels: the labelled points are all of one class, and a classifier needs two; label "
-                         "points of another class first (random, coreset, typiclust and probcover need no model)")
+        raise ParameterError("labels: the labelled points are all of one class, and a classifier needs two; label "
+                             "points of another class first (random, coreset, typiclust and probcover need no model)",
+                             param="labels")
     if (val_features is None) != (val_labels is None):
-        raise ValueError("val_features and val_labels must be given together")
+        raise ParameterError("val_features and val_labels must be given together", param="val_features")
     if val_features is not None:
         check_features(np.asarray(val_features), "val_features")
         val_labels = np.asarray(val_labels)
         if val_labels.shape != (val_features.shape[0],):
-            raise ValueError(f"val_labels must have shape ({val_features.shape[0]},), got {val_labels.shape}")
+            raise ParameterError(f"val_labels must have shape ({val_features.shape[0]},), got {val_labels.shape}",
+                                 param="val_labels")
         check_labels(val_labels, num_classes, "val_labels", allow_unlabelled=False)
         if val_features.shape[1] != features.shape[1]:
-            raise ValueError("val_features must have the same number of columns as features")
+            raise ParameterError("val_features must have the same number of columns as features", param="val_features")
     if warm_start is not None and warm_start.weight.shape != (num_classes, features.shape[1]):
-        raise ValueError(f"warm_start: a head of shape {warm_start.weight.shape} cannot start a "
-                         f"({num_classes}, {features.shape[1]}) probe; pass None")
+        raise ParameterError(f"warm_start: a head of shape {warm_start.weight.shape} cannot start a "
+                             f"({num_classes}, {features.shape[1]}) probe; pass None", param="warm_start")
     started = time.perf_counter()
     dev = probe_device(device)
     x = _standardised(features, dev)

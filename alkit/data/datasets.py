@@ -179,7 +179,7 @@ class ImageDataset:
             digests = file_digests(self.root, self.files)
         except FileNotFoundError as exc:
             raise MissingPathError(f"image {exc.filename} listed by the {self.name} {self.split} split is missing; "
-                                    f"check root={self.root}", param="root") from None
+                                   f"check root={self.root}", param="root") from None
         for rel, label, file_digest in zip(self.files, self.labels.tolist(), digests):
             digest.update(f"{rel}\t{label}\t{file_digest}\n".encode())
         return digest.hexdigest()
@@ -317,7 +317,7 @@ def long_tailed_indices(labels: np.ndarray, num_classes: int, spec: LongTailSpec
     short = np.flatnonzero(counts > available)
     if short.size:
         raise ParameterError(f"n_max={n_max} asks for {counts[short[0]]} images of class {short[0]}, which has "
-                         f"{available[short[0]]}; pass a smaller n_max", param="n_max")
+                             f"{available[short[0]]}; pass a smaller n_max", param="n_max")
     return rows_per_class(labels, counts, np.random.default_rng(spec.seed))
 
 
@@ -498,7 +498,7 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
             if "could not be opened successfully" in detail:   # tarfile lists every method it tried
                 detail = "not a readable tar archive"
             raise ParameterError(f"archive {archive} is corrupt or truncated ({detail}); download or copy it "
-                             "again", param="root") from None
+                                 "again", param="root") from None
         except OSError as exc:
             if isinstance(exc, DiskFullError):
                 raise
@@ -508,7 +508,7 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
             if exc.errno in (errno.EACCES, errno.EROFS):
                 raise   # the cache's disk, not the archive
             raise ParameterError(f"archive {archive} cannot be unpacked ({exc.strerror or exc}); it may be corrupt or "
-                             "truncated: download or copy it again", param="root") from None
+                                 "truncated: download or copy it again", param="root") from None
         found = _count_files(tmp)
         if found != n_files:
             raise ParameterError(f"archive {archive}: extracted {found} files, expected {n_files}", param="root")
@@ -722,7 +722,7 @@ def load_cifar10(root: str | Path | None, split: str, *, cache_dir: str | Path |
     to put the data."""
     if _check_split(split) == "val":
         raise ParameterError("split: CIFAR-10 has 'train' and 'test' splits, not 'val' (the active-learning loop "
-                         "holds its validation split out of 'train' itself)", param="split")
+                             "holds its validation split out of 'train' itself)", param="split")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if root is None:
         download_dir = cache_dir / "torchvision"
@@ -746,7 +746,7 @@ def load_cifar10(root: str | Path | None, split: str, *, cache_dir: str | Path |
                                 source=source)
     if dataset.num_classes != 10:
         raise ParameterError(f"root={root}: CIFAR-10 needs 10 class folders in {data_dir / split}, "
-                         f"found {dataset.num_classes}", param="root")
+                             f"found {dataset.num_classes}", param="root")
     return dataset
 
 
@@ -838,7 +838,7 @@ def imagenet_lt_split_file(split_file: str | Path, split: str) -> Path:
         path = path / f"ImageNet_LT_{split}.txt"
     if not path.is_file():
         raise MissingPathError(f"split_file={split_file}: {path} does not exist; pass the ImageNet_LT_{split}.txt "
-                                f"of Liu et al. 2019 (or the folder holding it)", param="split_file")
+                               f"of Liu et al. 2019 (or the folder holding it)", param="split_file")
     return path
 
 
@@ -868,7 +868,7 @@ def load_imagenet_lt(root: str | Path, split: str, split_file: str | Path | None
     num_classes = int(labels_arr.max()) + 1
     if not (base / files[0]).is_file():
         raise MissingPathError(f"root={root}: {base / files[0]} (first image of {path.name}) does not exist; "
-                                f"root must be the ImageNet folder the split file's paths start from", param="root")
+                               f"root must be the ImageNet folder the split file's paths start from", param="root")
     wnid_of = {}
     for rel, label in zip(files, labels):  # the folder a class's images sit in is its WordNet id
         wnid_of.setdefault(label, Path(rel).parent.name)

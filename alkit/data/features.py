@@ -237,7 +237,7 @@ def read_paths(directory: Path, n: int) -> list[str] | None:
         lines.pop()
     if len(lines) != n:
         raise ParameterError(f"feature cache {directory}: {PATHS_FILE} lists {len(lines)} paths for {n} rows; delete "
-                         f"{PATHS_FILE} and load the features again to rewrite it", param="cache_dir")
+                             f"{PATHS_FILE} and load the features again to rewrite it", param="cache_dir")
     return lines
 
 
@@ -255,7 +255,7 @@ def _read_entry(directory: Path) -> FeatureSet:
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise ParameterError(f"{directory} is not a complete feature cache (no meta.json; an extraction was "
-                         f"interrupted?): run the extraction again to resume it", param="cache_dir")
+                             f"interrupted?): run the extraction again to resume it", param="cache_dir")
     try:
         meta = json.loads(meta_path.read_text())
         features = np.load(directory / "features.npy", mmap_mode="r")
