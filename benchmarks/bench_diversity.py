@@ -114,11 +114,11 @@ def bench_balancing(n, d, c, budget, reference=True):
     cand = np.setdiff1d(np.arange(n), lab)
     w = (rng.standard_normal((c, d)) / np.sqrt(d)).astype(np.float32)
     predicted = (x @ w.T).argmax(1)
-    info: dict = {}
+    reports: list = []
     fast, t_fast = timed(lambda: balancing_greedy(x, lab, y[lab], cand, c, budget, np.random.default_rng(0), predicted,
-                                                  timings=info))
+                                                  report=reports.append))
     row = {"strategy": "balancing", "N": n, "D": d, "C": c, "labelled": int(lab.size), "budget": budget,
-           "fast_s": t_fast, **info, "bytes_per_pass": cand.size * d * 4}
+           "fast_s": t_fast, **asdict(reports[-1]), "bytes_per_pass": cand.size * d * 4}
     if reference:
         ref, t_ref = timed(lambda: balancing_reference(x, lab, y[lab], cand, c, budget, np.random.default_rng(0),
                                                        predicted))
