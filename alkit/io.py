@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from alkit.checks import ParameterError
+
 
 def default_cache_dir() -> Path:
     """``$ALKIT_CACHE`` if set, else ``~/.cache/alkit``: extracted archives, feature caches, the
@@ -78,15 +80,15 @@ def _nearest_existing(path: Path) -> Path:
 def _check_can_create_in(folder: Path, argument: str, what: str) -> None:
     """Raise ValueError unless a file can be created in the existing directory ``folder``."""
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{argument}: cannot write {what}: folder {folder} is read-only for you; "
-                         "choose a folder you can write to")
+        raise ParameterError(f"{argument}: cannot write {what}: folder {folder} is read-only for you; "
+                             "choose a folder you can write to", param=argument)
     try:   # a real try catches what os.access cannot see: a read-only file system, no inodes left
         fd, probe = tempfile.mkstemp(prefix=".alkit-write-check.", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ValueError(f"{argument}: cannot write {what} in folder {folder} ({exc.strerror or exc}); "
-                         "choose a folder you can write to") from None
+        raise ParameterError(f"{argument}: cannot write {what} in folder {folder} ({exc.strerror or exc}); "
+                             "choose a folder you can write to", param=argument) from None
 
 
 def check_output_file(path: str | Path, argument: str = "out", *, create_folder: bool = False) -> Path:
@@ -98,17 +100,17 @@ def check_output_file(path: str | Path, argument: str = "out", *, create_folder:
     permission or on a read-only file system."""
     path = Path(path).expanduser()
     if str(path) in ("", "."):
-        raise ValueError(f"{argument}: needs a file name, got {str(path)!r}")
+        raise ParameterError(f"{argument}: needs a file name, got {str(path)!r}", param=argument)
     if path.is_dir():
-        raise ValueError(f"{argument}: {path} is a directory; give the path of a file (inside it, say)")
+        raise ParameterError(f"{argument}: {path} is a directory; give the path of a file (inside it, say)", param=argument)
     folder = path.parent
     existing = _nearest_existing(folder)
     if not existing.is_dir():
-        raise ValueError(f"{argument}: {path} lies under {existing}, which is a file, not a folder; "
-                         "choose another path")
+        raise ParameterError(f"{argument}: {path} lies under {existing}, which is a file, not a folder; "
+                             "choose another path", param=argument)
     if existing != folder and not create_folder:
-        raise ValueError(f"{argument}: folder {folder} does not exist; create it first (mkdir -p {folder}) "
-                         "or choose another path")
+        raise ParameterError(f"{argument}: folder {folder} does not exist; create it first (mkdir -p {folder}) "
+                             "or choose another path", param=argument)
     _check_can_create_in(existing, argument, str(path))
     return path
 
@@ -120,7 +122,7 @@ def check_output_dir(path: str | Path, argument: str = "out") -> Path:
     existing = _nearest_existing(path)
     if not existing.is_dir():
         where = "is a file" if existing == path else f"lies under {existing}, which is a file"
-        raise ValueError(f"{argument}: {path} {where}, not a folder; choose a folder path")
+        raise ParameterError(f"{argument}: {path} {where}, not a folder; choose a folder path", param=argument)
     _check_can_create_in(existing, argument, f"into {path}")
     return path
 

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
+from alkit.checks import ParameterError
+
 #: Gradient tolerance: stop when max |∇f| ≤ tol · max |∇f(0, 0)| (the gradient at the zero head,
 #: so the test does not depend on the number of classes, the scale of the loss or a warm start).
 #: At 1e-2 test accuracy on the cpu-scale rounds matched fits run to 1e-4 within 0.1 point
@@ -229,7 +231,7 @@ def fit_logreg(
     (``checked_in="bfloat16"``): enough for a candidate that is only compared on validation.
     """
     if l2 <= 0:
-        raise ValueError(f"l2 must be > 0 (the strength of the L2 penalty), got {l2}")
+        raise ParameterError(f"l2 must be > 0 (the strength of the L2 penalty), got {l2}", param="l2")
     problem = _Problem(x, y, s, float(l2), x_fast)
     dev = x.device
     evaluations = 0

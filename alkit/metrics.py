@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from alkit.checks import ParameterError
+
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     """top-1, top-5, balanced accuracy (mean per-class recall) and per-class accuracy.
@@ -12,7 +14,8 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: 
     logits = np.asarray(logits)
     labels = np.asarray(labels)
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
-        raise ValueError(f"logits must be (n, C) with n = len(labels) = {labels.shape[0]}, got {logits.shape}")
+        raise ParameterError(f"logits must be (n, C) with n = len(labels) = {labels.shape[0]}, got {logits.shape}",
+                             param="logits")
     pred = logits.argmax(axis=1)
     correct = pred == labels
     k = min(5, logits.shape[1])

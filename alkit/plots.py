@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from alkit.checks import ParameterError
 from alkit.io import atomic_write
 from alkit.stats import mean_interval, paired_differences
 from alkit.strategies.registry import in_registry_order, strategy_names
@@ -86,7 +87,8 @@ def plot_metric(frame: pd.DataFrame, metric: str, ax=None, x: str = "n_labeled",
     """``metric`` against ``x`` for each strategy: mean over seeds and its 95 % t-interval."""
     ax = ax if ax is not None else plt.gca()
     if metric not in frame:
-        raise ValueError(f"metric {metric!r} is not a column of the rows; choose one of {', '.join(frame.columns)}")
+        raise ParameterError(f"metric {metric!r} is not a column of the rows; choose one of {', '.join(frame.columns)}",
+                             param="metric")
     colors = strategy_colors(list(frame["strategy"].unique()))
     for strategy in in_registry_order(frame["strategy"].unique()):
         group = frame[frame["strategy"] == strategy]

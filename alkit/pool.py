@@ -264,24 +264,27 @@ class PoolState:
 
     def require_model(self, strategy: str) -> None:
         if not self.has_model:
-            raise ValueError(
-                f"strategy {strategy!r} needs model outputs: give the pool a linear head (weight, bias) or logits"
+            raise ParameterError(
+                f"strategy {strategy!r} needs model outputs: give the pool a linear head (weight, bias) or logits",
+                param="strategy",
             )
 
     def require_head(self, strategy: str) -> None:
         if self.weight is None:
-            raise ValueError(
+            raise ParameterError(
                 f"strategy {strategy!r} measures distances in feature space and needs the linear head "
-                "(weight, bias); precomputed logits alone are not enough"
+                "(weight, bias); precomputed logits alone are not enough",
+                param="weight",
             )
 
     def require_images(self, strategy: str) -> None:
         if self.images is None:
-            raise ValueError(
+            raise ParameterError(
                 f"strategy {strategy!r} trains on the pool's images and needs images= (PoolState.images: a "
                 "callable returning the image tensors of pool rows, e.g. alkit.data.images.PoolImages): run it in "
                 "the fine-tuning loop (`python -m alkit finetune`, alkit.finetune.run_finetune_active_learning) "
-                "or pass images= to run_active_learning / make_pool"
+                "or pass images= to run_active_learning / make_pool",
+                param="images",
             )
 
     # ------------------------------------------------------------ streaming
@@ -294,7 +297,7 @@ class PoolState:
         if self.logits is not None:
             return np.asarray(self.logits[indices], dtype=np.float32)
         if self.weight is None:
-            raise ValueError("the pool has neither logits nor a linear head (weight, bias)")
+            raise ParameterError("the pool has neither logits nor a linear head (weight, bias)", param="weight")
         if features is None:
             features = self.features_of(indices)
         return linear_logits(features, self.weight, self.bias)

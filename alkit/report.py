@@ -220,7 +220,7 @@ def summary_table(frame: pd.DataFrame, metric: str = "top1", baseline: str = "ra
     """Per data set × strategy: AUC, paired difference from ``baseline`` (mean, 95 % interval, seeds
     won), final accuracy, final balance of the labelled set and mean balance of the batches."""
     if frame.empty:
-        raise ValueError("frame: no rows to summarise")
+        raise ParameterError("frame: no rows to summarise", param="frame")
     per_seed = _paired(_paired(per_seed_auc(frame, metric), "auc", baseline), "final", baseline)
     last = frame.loc[frame.groupby(["dataset", "strategy", "seed"])["round"].idxmax()]
     queried = frame[frame["round"] > 0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from alkit.checks import ParameterError
 from alkit.rows import as_tensor as _as_tensor
 from alkit.rows import read_rows
 
@@ -143,7 +144,7 @@ def iter_logits(pool, indices: np.ndarray, chunk_rows: int | None = None, with_f
     if chunk_rows is None:
         chunk_rows = auto_chunk_rows(pool.num_classes, pool.dim)
     if pool.logits is None and pool.weight is None:
-        raise ValueError("the pool has neither logits nor a linear head (weight, bias)")
+        raise ParameterError("the pool has neither logits nor a linear head (weight, bias)", param="weight")
     weight_t = bias_t = None
     if pool.logits is None:
         weight_t = torch.from_numpy(np.ascontiguousarray(pool.weight, np.float32))

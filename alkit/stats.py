@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from alkit.checks import ParameterError
+
 
 def mean_interval(values: np.ndarray, level: float = 0.95) -> dict:
     """Mean and two-sided Student-t interval; a single value gives a zero-width interval."""
@@ -26,7 +28,7 @@ def paired_differences(frame: pd.DataFrame, metric: str, baseline: str = "random
     keys = ["seed", *by]
     base = frame[frame["strategy"] == baseline].set_index(keys)[metric]
     if base.empty:
-        raise ValueError(f"baseline strategy {baseline!r} has no rows: include it in the sweep")
+        raise ParameterError(f"baseline strategy {baseline!r} has no rows: include it in the sweep", param="baseline")
     rows = []
     for strategy, group in frame[frame["strategy"] != baseline].groupby("strategy"):
         g = group.set_index(keys)[metric]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy.spatial.distance import cdist
 
+from alkit.checks import ParameterError
 from alkit.pool import DEFAULT_CHUNK_ROWS
 from alkit.rows import gather_rows
 
@@ -38,11 +39,11 @@ def check_indices(candidate_indices: np.ndarray, center_indices: np.ndarray | No
         if idx is None or not idx.size:
             continue
         if idx.min() < 0 or idx.max() >= n_rows:
-            raise ValueError(f"{name} must lie in [0, {n_rows}) (rows of features)")
+            raise ParameterError(f"{name} must lie in [0, {n_rows}) (rows of features)", param=name)
         if np.unique(idx).size != idx.size:
-            raise ValueError(f"{name} must not repeat an index")
+            raise ParameterError(f"{name} must not repeat an index", param=name)
     if cent is not None and cand.size and cent.size and np.intersect1d(cand, cent).size:
-        raise ValueError("candidate_indices and center_indices must be disjoint")
+        raise ParameterError("candidate_indices and center_indices must be disjoint", param="candidate_indices")
     return cand, cent
 
 

@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from alkit.checks import ParameterError
 from alkit.pool import PoolState
 from alkit.strategies.registry import Strategy, check_picks, register, resolve_strategy
 from alkit.strategies.uncertainty import SCORE_FUNCTIONS, class_quotas, score_eligible
@@ -91,13 +92,13 @@ def _score_function(strategy: str | ScoreFunction) -> tuple[str, ScoreFunction]:
     """(name, score function over logits) of a score-based strategy given by name or as a function."""
     if isinstance(strategy, str):
         if strategy not in SCORE_FUNCTIONS:
-            raise ValueError(f"strategy: class_balanced needs a score-based strategy, one of "
-                             f"{', '.join(SCORE_FUNCTIONS)}, or a score function logits (n × C) -> scores (n,), "
-                             f"smallest first; got {strategy!r}")
+            raise ParameterError(f"strategy: class_balanced needs a score-based strategy, one of "
+                                 f"{', '.join(SCORE_FUNCTIONS)}, or a score function logits (n × C) -> scores (n,), "
+                                 f"smallest first; got {strategy!r}", param="strategy")
         return strategy, SCORE_FUNCTIONS[strategy]
     if not callable(strategy):
-        raise ValueError(f"strategy must be a name among {', '.join(SCORE_FUNCTIONS)} or a score function "
-                         f"logits -> scores, got {type(strategy).__name__}")
+        raise ParameterError(f"strategy must be a name among {', '.join(SCORE_FUNCTIONS)} or a score function "
+                             f"logits -> scores, got {type(strategy).__name__}", param="strategy")
     return getattr(strategy, "__name__", "score"), strategy
 
 
@@ -134,12 +135,13 @@ def class_matched(strategy: str | Strategy) -> Strategy:
     :func:`alkit.strategies.select` pass them to strategies flagged ``oracle``)."""
     info = resolve_strategy(strategy)
     if info.oracle:
-        raise ValueError(f"strategy: class_matched wraps a strategy that reads no hidden labels; "
-                         f"{info.name!r} is an oracle baseline")
+        raise ParameterError(f"strategy: class_matched wraps a strategy that reads no hidden labels; "
+                             f"{info.name!r} is an oracle baseline", param="strategy")
 
     def matched(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
         if pool.oracle_labels is None:
-            raise ValueError(f"{info.name}_class_matched is an oracle control: the pool must carry oracle_labels")
+            raise ParameterError(f"{info.name}_class_matched is an oracle control: the pool must carry oracle_labels",
+                                 param="oracle_labels")
         honest = replace(pool, oracle_labels=None)   # S itself never sees the hidden labels
         batch = check_picks(np.asarray(info.fn(honest, budget, rng)), honest, budget, info.name)   # S's pick here
         truth = pool.oracle_labels

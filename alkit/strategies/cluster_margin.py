@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from alkit.checks import check_float, check_int
+from alkit.checks import ParameterError, check_float, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.scores import margin_scores, take_smallest
 from alkit.strategies._dense import gather_rows
@@ -142,7 +142,7 @@ def margin_clustering(
     check_int(chunk_rows, "chunk_rows", low=1)
     pool.require_model("margin_clustering")
     if within not in ("random", "margin"):
-        raise ValueError(f"within must be 'random' or 'margin', got {within!r}")
+        raise ParameterError(f"within must be 'random' or 'margin', got {within!r}", param="within")
     idx, margins = score_eligible(pool, margin_scores, chunk_rows)
     if candidate_factor is None:
         cand = np.arange(idx.size)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from alkit.checks import check_bool, check_int
+from alkit.checks import ParameterError, check_bool, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._dense import DEFAULT_CACHE_BYTES
 from alkit.strategies.badge import authors_pool_shape, kmeans_pp_gradient, pool_logits_source
@@ -50,7 +50,7 @@ def partition_pool(
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """``[(labelled part, eligible part, budget part)]`` for each of the P partitions."""
     if not isinstance(n_partitions, (int, np.integer)) or n_partitions < 1:
-        raise ValueError(f"n_partitions must be a positive integer, got {n_partitions!r}")
+        raise ParameterError(f"n_partitions must be a positive integer, got {n_partitions!r}", param="n_partitions")
     labeled = rng.permutation(coreset_centers(pool))
     eligible = rng.permutation(pool.eligible_indices())
     if subset_labeled is not None:

@@ -62,14 +62,14 @@ def register(name: str, *, oracle: bool = False, reference: str = "",
     not in the default sweeps); ``checks_inputs`` one that checks the rows it reads itself
     (:attr:`StrategyInfo.checks_inputs`)."""
     if variant_of and variant_of not in _REGISTRY:
-        raise ValueError(f"variant_of must name a registered strategy, got {variant_of!r}")
+        raise ParameterError(f"variant_of must name a registered strategy, got {variant_of!r}", param="variant_of")
     unknown = set(needs) - set(NEEDS)
     if unknown:
-        raise ValueError(f"needs must name inputs among {NEEDS}, got {sorted(unknown)}")
+        raise ParameterError(f"needs must name inputs among {NEEDS}, got {sorted(unknown)}", param="needs")
 
     def decorate(fn: Strategy) -> Strategy:
         if name in _REGISTRY:
-            raise ValueError(f"strategy name {name!r} is already registered")
+            raise ParameterError(f"strategy name {name!r} is already registered", param="name")
         _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference, tuple(needs), variant_of,
                                        checks_inputs)
         fn.strategy_name = name  # type: ignore[attr-defined]
@@ -107,8 +107,9 @@ def resolve_strategy(strategy: str | Strategy | StrategyInfo) -> StrategyInfo:
         return strategy
     if isinstance(strategy, str):
         if strategy not in _REGISTRY:
-            raise ValueError(
-                f"strategy {strategy!r} is unknown; choose one of {', '.join(_REGISTRY)} or pass a callable"
+            raise ParameterError(
+                f"strategy {strategy!r} is unknown; choose one of {', '.join(_REGISTRY)} or pass a callable",
+                param="strategy",
             )
         return _REGISTRY[strategy]
     if callable(strategy):
@@ -117,18 +118,20 @@ def resolve_strategy(strategy: str | Strategy | StrategyInfo) -> StrategyInfo:
         except (TypeError, ValueError):
             n_params = 3
         if n_params < 3:
-            raise ValueError("strategy callable must accept (pool, budget, rng) and return pool indices")
+            raise ParameterError("strategy callable must accept (pool, budget, rng) and return pool indices",
+                                 param="strategy")
         name = getattr(strategy, "strategy_name", None) or getattr(strategy, "__name__", type(strategy).__name__)
         return StrategyInfo(name, strategy, bool(getattr(strategy, "oracle", False)), _first_line(strategy.__doc__),
                             needs=tuple(getattr(strategy, "needs", ())))
-    raise ValueError(f"strategy must be a registered name or a callable, got {type(strategy).__name__}")
+    raise ParameterError(f"strategy must be a registered name or a callable, got {type(strategy).__name__}",
+                         param="strategy")
 
 
 def check_budget(budget: object) -> int:
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
-        raise ValueError(f"budget must be a positive integer, got {budget!r}")
+        raise ParameterError(f"budget must be a positive integer, got {budget!r}", param="budget")
     if budget <= 0:
-        raise ValueError(f"budget must be a positive integer (> 0), got {budget}")
+        raise ParameterError(f"budget must be a positive integer (> 0), got {budget}", param="budget")
     return int(budget)
 
 
@@ -136,7 +139,7 @@ def as_generator(seed_or_rng: int | np.random.Generator | None) -> np.random.Gen
     if isinstance(seed_or_rng, np.random.Generator):
         return seed_or_rng
     if seed_or_rng is None:
-        raise ValueError("seed must be given (an int or numpy Generator): results must be reproducible")
+        raise ParameterError("seed must be given (an int or numpy Generator): results must be reproducible", param="seed")
     if isinstance(seed_or_rng, (bool, np.bool_)) or not isinstance(seed_or_rng, (int, np.integer)):
         raise ParameterError(f"seed must be a non-negative integer or a numpy Generator, got {seed_or_rng!r} "
                              f"({type(seed_or_rng).__name__})", param="seed")
@@ -162,8 +165,9 @@ def select(
     rng = as_generator(seed)
     if info.oracle:
         if oracle_labels is None and pool.oracle_labels is None:
-            raise ValueError(
-                f"strategy {info.name!r} is an oracle baseline and needs the true labels of the pool (oracle_labels)"
+            raise ParameterError(
+                f"strategy {info.name!r} is an oracle baseline and needs the true labels of the pool (oracle_labels)",
+                param="oracle_labels",
             )
         if oracle_labels is not None:
             pool = replace(pool, oracle_labels=np.asarray(oracle_labels))
@@ -207,14 +211,15 @@ def check_finite_inputs(pool: PoolState) -> None:
 
 def check_picks(picks: np.ndarray, pool: PoolState, want: int, name: str) -> np.ndarray:
     if picks.ndim != 1 or (picks.size and not np.issubdtype(picks.dtype, np.integer)):
-        raise ValueError(f"strategy {name!r} must return a 1-D array of integer indices, got {picks.dtype} {picks.shape}")
+        raise ParameterError(f"strategy {name!r} must return a 1-D array of integer indices, got {picks.dtype} {picks.shape}",
+                             param="strategy")
     picks = picks.astype(np.int64)
     if picks.size != want:
-        raise ValueError(f"strategy {name!r} returned {picks.size} indices, expected {want}")
+        raise ParameterError(f"strategy {name!r} returned {picks.size} indices, expected {want}", param="strategy")
     if picks.size and (picks.min() < 0 or picks.max() >= pool.size):
-        raise ValueError(f"strategy {name!r} returned indices outside [0, {pool.size})")
+        raise ParameterError(f"strategy {name!r} returned indices outside [0, {pool.size})", param="strategy")
     if np.unique(picks).size != picks.size:
-        raise ValueError(f"strategy {name!r} returned duplicate indices")
+        raise ParameterError(f"strategy {name!r} returned duplicate indices", param="strategy")
     if not pool.eligible[picks].all():
-        raise ValueError(f"strategy {name!r} returned labelled or held-out points")
+        raise ParameterError(f"strategy {name!r} returned labelled or held-out points", param="strategy")
     return picks

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from alkit.checks import check_finite_logits
+from alkit.checks import ParameterError, check_finite_logits
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.rows import read_rows
 from alkit.scores import entropy, least_confidence_scores, margin_scores, take_smallest
@@ -97,7 +97,8 @@ def balanced_random(pool: PoolState, budget: int, rng: np.random.Generator) -> n
     from the rest, so exactly ``budget`` points are returned.
     """
     if pool.oracle_labels is None:
-        raise ValueError("balanced_random is an oracle baseline: the pool must carry oracle_labels")
+        raise ParameterError("balanced_random is an oracle baseline: the pool must carry oracle_labels",
+                             param="oracle_labels")
     idx = pool.eligible_indices()
     classes = pool.oracle_labels[idx]
     quotas = class_quotas(budget, pool.num_classes, rng)
