@@ -245,9 +245,46 @@ def _load() -> dict:
     return {"rows": {}, "references": {}, "bandwidth": {}, "runs": []}
 
 
+#: The pool sizes of the main table; other sizes (ProbCover's 200 k) feed the fits below it.
+TABLE_SIZES = (10_000, 100_000, 1_281_167)
+
+
+def quadratic_fit(points: list[tuple[int, float]], target: int) -> dict:
+    """Seconds at ``target`` from (N, seconds) points under t = a·N² (a fitted by least squares on
+    t/N² weighted by N⁴, i.e. on t itself), and the exponent of a free log-log fit (≈ 2 when the
+    N² model holds)."""
+    n = np.array([p[0] for p in points], np.float64)
+    s = np.array([p[1] for p in points], np.float64)
+    a = float((s * n ** 2).sum() / (n ** 4).sum())
+    exponent = float(np.polyfit(np.log(n), np.log(s), 1)[0]) if len(points) > 1 else float("nan")
+    return {"seconds": a * target ** 2, "exponent": exponent, "points": [[int(x), float(y)] for x, y in points]}
+
+
+#: Strategies whose cost is N² (ProbCover's δ-ball graph compares every pair of points), and the
+#: smallest N at which that term dominates their time (below it, set-up and the k-means do).
+QUADRATIC = {"probcover": 100_000}
+
+
+def fits(rows: dict, target: int = 1_281_167) -> dict:
+    """:data:`QUADRATIC` strategies that did not finish at ``target``: their N² fit from the sizes
+    (at least two, from the strategy's threshold up) that they finished."""
+    out = {}
+    for key, r in rows.items():
+        if r.get("n_total") != target or "error" not in r or r.get("strategy") not in QUADRATIC:
+            continue
+        name = r["strategy"]
+        points = sorted((x["n_total"], x["seconds"]) for x in rows.values()
+                        if x.get("strategy") == name and "seconds" in x and "error" not in x
+                        and x.get("mode") != "extrapolated" and QUADRATIC[name] <= x["n_total"] < target)
+        if len(points) >= 2:
+            out[name] = quadratic_fit(points, target)
+    return out
+
+
 def markdown(data: dict) -> str:
     rows = data["rows"]
-    sizes = sorted({r["n_total"] for r in rows.values() if "n_total" in r})
+    sizes = sorted({r["n_total"] for r in rows.values() if "n_total" in r} & set(TABLE_SIZES))
+    fitted = fits(rows)
     names = []
     for r in rows.values():
         if r.get("strategy") and r["strategy"] not in names:
@@ -265,6 +302,9 @@ def markdown(data: dict) -> str:
             r = rows.get(f"{name}@{n}")
             if r is None:
                 cells.append("not run")
+            elif "error" in r and name in fitted and n == max(TABLE_SIZES):
+                cells.append(f"{'timeout' if 'timeout' in r['error'] else 'error'}; ≈ "
+                             f"{M.fmt_seconds(fitted[name]['seconds'])} by the N² fit below")
             elif "error" in r:
                 cells.append("timeout" if "timeout" in r["error"] else "error")
             elif r.get("mode") == "extrapolated":
@@ -294,6 +334,15 @@ def markdown(data: dict) -> str:
                          f"{t.get('pivots', 0):,} pivots, row store {t.get('cache_mode') or 'none (pass engine)'}.")
     if notes:
         lines += ["", "Notes:"] + notes
+    if fitted:
+        lines += ["", "## Where a strategy does not finish at 1.28 M: measured sizes and the N² fit", "",
+                  "Its cost grows as N² (the δ-ball graph compares every pair of points); t = a·N² is fitted to "
+                  "the sizes it finished from 100 k up and read at N = 1,281,167.  The free log-log exponent shows how well N² "
+                  "describes the measured points.", "",
+                  "| strategy | measured | free exponent | at N = 1,281,167 (N² fit) |", "|---|---|---|---|"]
+        for name, f in fitted.items():
+            measured = ", ".join(f"{M.fmt_seconds(s)} at {n:,}" for n, s in f["points"])
+            lines.append(f"| {name} | {measured} | {f['exponent']:.2f} | ≈ {M.fmt_seconds(f['seconds'])} |")
     probe = data.get("probe", {})
     if probe:
         lines += ["", "## Linear probe (2048 → 1000, Adam, batch 256, standardised; 12.8 k validation rows)", "",
