@@ -23,8 +23,15 @@ def one_line(text: object) -> str:
     text = str(text).strip()
     if "Original Traceback" in text:   # "Caught X in DataLoader worker …\nOriginal Traceback …\nX: message"
         last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if re.match(r"^([A-Za-z_]\w*\.)*[A-Z]\w*: ", last) else last
+        name, colon, message = last.partition(": ")
+        text = message if colon and _is_exception_name(name) else last
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or "unknown error"
+
+
+def _is_exception_name(name: str) -> bool:
+    """``ValueError`` or ``alkit.data.datasets.UnreadableImage``: a dotted path ending in a class name."""
+    parts = name.split(".")
+    return all(part.isidentifier() for part in parts) and parts[-1][:1].isupper()
 
 
 def disk_full_message(exc: BaseException, flag: str | None = None) -> str | None:
