@@ -12,7 +12,7 @@ of rows an explicit (batch × C × D) tensor of weight differences, λ, the pert
 ε = −Δw·λ/2 and their norms, kept as an N × C radius matrix; BASE then takes, class by class,
 the q_c smallest of where(ŷ = c, d, r_c) with the taken points excluded (a full sort of the
 pool per class).  To make the selections comparable, both sides use the same quotas and the
-same random tie keys (as ``tests/test_formulas.py::base_reference``).  Where the explicit
+same random tie keys (as ``tests/strategies/test_boundary.py::base_authors_form``).  Where the explicit
 stage would take too long (``--reference-rows K``), it runs on the first K rows and its time
 is extrapolated linearly (its cost per row does not depend on N) — labelled "extrapolated";
 the per-class selection stage then runs, timed, on the closed-form radii of all N rows.

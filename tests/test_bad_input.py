@@ -672,23 +672,6 @@ def test_select_checks_a_runs_features_once(small_pool, monkeypatch):
     assert calls.count("features") == 2
 
 
-def test_balancing_on_constant_features_matches_the_reference():
-    from alkit.strategies.balancing import balancing_greedy, balancing_reference
-
-    x = np.ones((60, 4), np.float32)
-    labels = np.full(60, -1)
-    labels[:10], labels[10:12], labels[12] = 0, 1, 2
-    picks = select(make_pool(x, labels, 3), "balancing", 5, 0)
-    assert np.unique(picks).size == 5
-    lab, cand = np.arange(13), np.arange(13, 60)
-    expected = balancing_reference(x, lab, labels[:13], cand, 3, 5, np.random.default_rng(0))
-    for gram in (True, False):
-        for tie_rtol in (1e-5, 0.0):
-            got = balancing_greedy(x, lab, labels[:13], cand, 3, 5, np.random.default_rng(0), gram=gram,
-                                   tie_rtol=tie_rtol)
-            np.testing.assert_array_equal(got, expected)
-
-
 def test_output_checks_name_the_argument(tmp_path):
     from alkit.io import check_output_dir, check_output_file
 

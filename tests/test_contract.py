@@ -1,4 +1,6 @@
-"""One contract over every registered strategy."""
+"""One contract over every registered strategy, and the edge cases every diversity strategy must
+survive (a one-class model, more classes than the budget, a budget over the pool, float16 memory
+maps, extreme feature scales).  Each strategy's own tests are in tests/strategies/."""
 from __future__ import annotations
 
 import functools
@@ -11,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from alkit import make_pool
 from alkit.data.images import PoolImages
 from alkit.pool import PoolState, StrategyCache
 from alkit.strategies import available_strategies, register, select
 from alkit.strategies.registry import _REGISTRY, StrategyInfo
 from conftest import build_pool
+from strategy_pools import as_memmap
 
 #: Every registered strategy, those that train on the pool's images (VAAL) included.
 NAMES = [info.name for info in available_strategies(images=True)]
@@ -336,3 +340,37 @@ def test_the_rng_contract_catches_a_strategy_that_ignores_its_rng(small_pool, fn
         assert failures == []
     else:
         assert len(failures) == 1 and caught in failures[0], failures
+
+
+# ----------------------------------------------------------------------------- diversity edge cases
+DIVERSITY = ["coreset", "badge", "partitioned_coreset", "partitioned_badge", "balancing", "margin_clustering",
+             "typiclust", "probcover"]
+
+
+@pytest.mark.parametrize("name", DIVERSITY)
+def test_edge_cases(name, tmp_path):
+    rng = np.random.default_rng(0)
+    n, d, c = 120, 6, 8
+    x = as_memmap(rng.standard_normal((n, d)).astype(np.float16), tmp_path)
+    w = np.zeros((c, d), np.float32)
+    b = np.zeros(c, np.float32)
+    b[2] = 30.0  # the model predicts one class only
+    for labels in (np.full(n, -1), np.where(np.arange(n) < 10, np.arange(n) % 3, -1)):
+        pool = make_pool(x, labels, c, weight=w, bias=b)
+        for budget in (1, 5, 500):  # C > budget, budget > pool
+            picks = select(pool, name, budget, 4)
+            assert picks.size == min(budget, pool.eligible.sum())
+            np.testing.assert_array_equal(picks, select(pool, name, budget, 4))
+
+
+@pytest.mark.parametrize("name", ["coreset", "typiclust"])
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_distance_strategies_pick_the_same_points_at_extreme_scales(name, scale):
+    """Distances of 1e20-scale features overflow float32 (coreset returned duplicate picks; faiss's
+    k-means aborted the process); features are scaled by a power of two first: the same picks."""
+    from alkit.strategies import select
+    from conftest import build_pool
+
+    pool, _ = build_pool(num_classes=5, n_max=40, dim=6, n_labeled=20, n_held=5, seed=8, head=False)
+    scaled = replace(pool, features=(pool.features.astype(np.float64) * scale).astype(np.float32))
+    np.testing.assert_array_equal(np.sort(select(scaled, name, 12, 3)), np.sort(select(pool, name, 12, 3)))

@@ -1,8 +1,9 @@
-"""The ImageNet-shaped pool generator and the fast paths used at scale, against plain references."""
+"""The ImageNet-shaped pool generator and the fast row and logit reads used at scale, against plain
+references.  The boundary engine's own fast paths (MASE and BASE at scale) are tested in
+tests/strategies/test_boundary.py."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,15 +13,8 @@ from alkit.data import imagenet_pool as ip
 from alkit.data.imagenet_pool import ImageNetPoolSpec, imagenet_class_sizes, load_imagenet_pool, make_imagenet_pool
 from alkit.pool import linear_logits
 from alkit.probe import probe_device
-from alkit.scores import (
-    auto_chunk_rows, boundary_distances, boundary_distances_, class_weight_distances, iter_logits, read_rows,
-)
-from alkit.strategies import select
-from alkit.strategies._boundary_engine import PerClassTopK as _PerClassTopK
-from alkit.strategies._boundary_engine import BoundaryStats, base_picks, mase_distances, mase_picks
-from alkit.strategies.boundary import base, mase
+from alkit.scores import auto_chunk_rows, iter_logits, read_rows
 from conftest import build_pool
-from alkit.strategies.boundary import base_reference
 
 TINY = dict(n_total=900, num_classes=12, dim=24, n_test_per_class=4, latent_dim=6, chunk_rows=64)
 
@@ -104,104 +98,6 @@ def test_generator_skips_finished_and_resumes_interrupted(tmp_path, monkeypatch)
 
 
 # --------------------------------------------------------------- fast paths, exactly
-def _random_head(rng, num_classes, dim, duplicate=False):
-    weight = rng.normal(size=(num_classes, dim)).astype(np.float32)
-    bias = rng.normal(size=num_classes).astype(np.float32)
-    if duplicate:  # two classes that can never be told apart: 0/0 distances become inf
-        weight[3], bias[3] = weight[1], bias[1]
-    return weight, bias
-
-
-@pytest.mark.parametrize("duplicate", [False, True])
-def test_inplace_boundary_distances_equal_numpy(duplicate):
-    rng = np.random.default_rng(0)
-    weight, bias = _random_head(rng, 9, 5, duplicate)
-    z = rng.normal(size=(200, 5)).astype(np.float32)
-    z[:5] = 0  # logits = bias exactly: ties between the duplicated classes
-    logits = linear_logits(z, weight, bias)
-    wd = class_weight_distances(weight)
-    r_ref, pred_ref = boundary_distances(logits.copy(), wd)
-    work = torch.from_numpy(logits.copy())
-    pred, d, top = boundary_distances_(work, torch.from_numpy(wd))
-    np.testing.assert_array_equal(pred.numpy(), pred_ref)
-    np.testing.assert_array_equal(work.numpy(), r_ref)
-    np.testing.assert_array_equal(d.numpy(), r_ref.min(axis=1))
-    np.testing.assert_array_equal(top.numpy(), logits.max(axis=1))
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
-def test_per_class_topk_streaming_equals_sorting(chunk):
-    rng = np.random.default_rng(chunk)
-    n, c = 300, 6
-    scores = rng.integers(0, 25, size=(n, c)).astype(np.float32)  # many exact ties
-    scores[rng.random((n, c)) < 0.05] = np.inf
-    keys = rng.random(n)
-    keep = np.array([0, 1, 5, 40, 299, 400])
-    top = _PerClassTopK(keep, keys)
-    for start in range(0, n, chunk):
-        top.add(torch.from_numpy(scores[start:start + chunk].copy()), start)
-    top.compact()
-    for k in range(c):
-        expected = np.lexsort((keys, scores[:, k]))[: keep[k]]
-        np.testing.assert_array_equal(top.ranked(k), expected)
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("slack", [0, 1, None])
-def test_base_with_refills_equals_reference(seed, slack):
-    # slack 0 keeps only q_c candidates per class: every class whose best points were taken by
-    # an earlier class needs the exact recomputation, and the picks must not change.
-    pool, _ = build_pool(num_classes=9, n_max=50, dim=6, n_labeled=20, n_held=10, seed=seed)
-    refills = 0
-    for budget in (9, 40, 150):
-        for chunk in (16, 10_000):
-            reports = []
-            fast = base_picks(pool, budget, np.random.default_rng(seed), chunk_rows=chunk, slack=slack,
-                              report=reports.append)
-            (stats,) = reports
-            refills += stats.refills
-            assert stats.passes == 1 + stats.refills and stats.logits_s <= stats.pass_s
-            np.testing.assert_array_equal(fast, base_reference(pool, budget, np.random.default_rng(seed)))
-    if slack == 0:
-        assert refills > 0
-
-
-@pytest.mark.parametrize("method", ["mase", "base"])
-def test_boundary_engine_reports_once_at_the_end(method):
-    pool, _ = build_pool(num_classes=6, n_max=40, dim=5, n_labeled=20, n_held=10, seed=3)
-    picks_of = {"mase": mase_picks, "base": base_picks}[method]
-    reports = []
-    picks = picks_of(pool, 20, np.random.default_rng(0), 16, report=reports.append)
-    np.testing.assert_array_equal(picks, picks_of(pool, 20, np.random.default_rng(0), 16))
-    (stats,) = reports
-    assert isinstance(stats, BoundaryStats) and stats.method == method
-    assert stats.passes == 1 + stats.refills and (stats.refills == 0 or method == "base")
-    assert 0 <= stats.logits_s <= stats.pass_s <= stats.total_s
-
-
-def test_base_and_mase_with_precomputed_logits_equal_head():
-    pool, _ = build_pool(num_classes=7, n_max=40, dim=5, n_labeled=20, n_held=10, seed=4)
-    logits = linear_logits(pool.features, pool.weight, pool.bias)
-    with_logits = replace(pool, logits=logits)
-    for budget in (7, 30):
-        np.testing.assert_array_equal(base(with_logits, budget, np.random.default_rng(0), slack=0),
-                                      base(pool, budget, np.random.default_rng(0), slack=0))
-        np.testing.assert_array_equal(mase(with_logits, budget, np.random.default_rng(0)),
-                                      mase(pool, budget, np.random.default_rng(0)))
-
-
-def test_boundary_strategies_on_float16_memmap_equal_float32(tmp_path):
-    pool, _ = build_pool(num_classes=8, n_max=70, dim=12, n_labeled=40, n_held=15, seed=2)
-    half = pool.features.astype(np.float16)
-    np.save(tmp_path / "f.npy", half)
-    mapped = replace(pool, features=np.load(tmp_path / "f.npy", mmap_mode="r"))
-    in_memory = replace(pool, features=half.astype(np.float32))
-    for name in ("base", "mase", "margin", "confidence", "entropy"):
-        for budget in (5, 37):
-            np.testing.assert_array_equal(select(mapped, name, budget, 3), select(in_memory, name, budget, 3))
-    np.testing.assert_array_equal(mase_distances(mapped, 16)[1], mase_distances(in_memory, 16)[1])
-
-
 def test_read_rows_and_iter_logits_equal_plain_indexing(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 6)).astype(np.float16)

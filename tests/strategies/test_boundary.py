@@ -1,50 +1,28 @@
-"""Each score and strategy against its defining formula on hand-made cases, and every
-chunked path against a plain reference on random inputs."""
+"""MASE and BASE (alkit/strategies/boundary.py and its engine, _boundary_engine.py).
+
+The closed-form distance to the decision boundary against the authors' explicit perturbation
+ε = −Δw·λ/2, hand-made picks, the streaming engine against ``mase_reference`` / ``base_reference``
+(and BASE's reference against the authors' class-by-class form), the in-place distance kernel and
+the per-class streaming top-k against plain numpy, BASE's refills when a class runs out of
+candidates, the engine's one report, precomputed logits, and float16 memory maps.
+"""
 from __future__ import annotations
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
-from alkit.pool import PoolState
-from alkit.scores import (
-    boundary_distances, class_weight_distances, entropy, least_confidence_scores, margin_scores, softmax,
-    take_smallest,
-)
+from alkit.pool import PoolState, linear_logits
+from alkit.scores import boundary_distances, boundary_distances_, class_weight_distances
 from alkit.strategies import select
-from alkit.strategies.boundary import base, mase
+from alkit.strategies._boundary_engine import PerClassTopK as _PerClassTopK
+from alkit.strategies._boundary_engine import BoundaryStats, base_picks, mase_distances, mase_picks
+from alkit.strategies.boundary import base, base_reference, mase
 from alkit.strategies.uncertainty import class_quotas, score_eligible
 from conftest import build_pool
-
-
-def test_uncertainty_scores_hand_made():
-    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [1 / 3, 1 / 3, 1 / 3]]))
-    np.testing.assert_allclose(least_confidence_scores(logits), [0.7, 0.4, 1 / 3], atol=1e-12)
-    np.testing.assert_allclose(margin_scores(logits), [0.5, 0.05, 0.0], atol=1e-12)
-    expected_h = [-(0.7 * np.log(0.7) + 0.2 * np.log(0.2) + 0.1 * np.log(0.1)),
-                  -(0.4 * np.log(0.4) + 0.35 * np.log(0.35) + 0.25 * np.log(0.25)), np.log(3)]
-    np.testing.assert_allclose(entropy(logits), expected_h, atol=1e-12)
-    big = np.array([[1000.0, 999.0, -1000.0]])
-    np.testing.assert_allclose(softmax(big).sum(), 1.0)
-    assert np.isfinite(entropy(big)).all()
-
-
-def hand_pool(features, weight, bias, labeled=None):
-    n = features.shape[0]
-    labeled = np.zeros(n, bool) if labeled is None else labeled
-    return PoolState(features=features.astype(np.float32), labeled=labeled, held_out=np.zeros(n, bool),
-                     labels=np.full(n, -1, np.int64), num_classes=weight.shape[0],
-                     weight=weight.astype(np.float32), bias=bias.astype(np.float32))
-
-
-def test_margin_confidence_entropy_pick_the_hand_made_points():
-    # Three classes on the plane; logits = identity head.  Point 1 sits on the 0/1 boundary.
-    x = np.array([[5, 0, 0], [1, 1, 0], [0, 0, 5], [2, 1.8, 1.7], [0, 6, 0]], np.float32)
-    pool = hand_pool(x, np.eye(3), np.zeros(3))
-    assert set(select(pool, "margin", 1, 0)) == {1}
-    assert set(select(pool, "confidence", 1, 0)) == {3}
-    assert set(select(pool, "entropy", 1, 0)) == {3}
+from strategy_pools import hand_pool
 
 
 def perturbation_radius(z, weight, bias):
@@ -85,13 +63,6 @@ def test_mase_hand_made_picks_nearest_to_boundary():
     x = np.array([[3.0, 0], [-0.2, 5], [1.0, -1], [0.1, 9], [-4, 0]])
     pool = hand_pool(x, np.array([[1.0, 0], [-1.0, 0]]), np.zeros(2))
     np.testing.assert_array_equal(np.sort(select(pool, "mase", 2, 0)), [1, 3])
-
-
-def test_class_quotas_follow_the_paper():
-    rng = np.random.default_rng(0)
-    q = class_quotas(23, 5, rng)
-    assert q.sum() == 23 and set(q) == {4, 5} and (q == 5).sum() == 3
-    assert class_quotas(3, 10, rng).sum() == 3
 
 
 def base_authors_form(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
@@ -175,45 +146,100 @@ def test_mase_and_uncertainty_chunking_equal_whole(small_pool):
     np.testing.assert_array_equal(mase_distances(pool, 3)[1], mase_distances(pool, 10**6)[1])
 
 
-def test_take_smallest_breaks_ties_with_the_rng():
-    scores = np.array([0.0, 1.0, 1.0, 1.0, 1.0, 2.0])
-    first = {tuple(take_smallest(scores, 2, np.random.default_rng(s))) for s in range(40)}
-    assert all(p[0] == 0 for p in first) and len({p[1] for p in first}) == 4
-    np.testing.assert_array_equal(take_smallest(scores, 3, np.random.default_rng(5)),
-                                  take_smallest(scores, 3, np.random.default_rng(5)))
-    rng = np.random.default_rng(1)
-    s = rng.normal(size=1000)
-    np.testing.assert_array_equal(take_smallest(s, 50, rng), np.argsort(s)[:50])
+# ----------------------------------------------------------------------------- engine at scale
+def _random_head(rng, num_classes, dim, duplicate=False):
+    weight = rng.normal(size=(num_classes, dim)).astype(np.float32)
+    bias = rng.normal(size=num_classes).astype(np.float32)
+    if duplicate:  # two classes that can never be told apart: 0/0 distances become inf
+        weight[3], bias[3] = weight[1], bias[1]
+    return weight, bias
 
 
-def test_balanced_random_is_balanced(small_pool):
-    pool, truth = small_pool
-    picks = select(pool, "balanced_random", 24, 0, oracle_labels=truth)
-    assert (np.bincount(truth[picks], minlength=6) == 4).all()
-    assert replace(pool).oracle_labels is None
+@pytest.mark.parametrize("duplicate", [False, True])
+def test_inplace_boundary_distances_equal_numpy(duplicate):
+    rng = np.random.default_rng(0)
+    weight, bias = _random_head(rng, 9, 5, duplicate)
+    z = rng.normal(size=(200, 5)).astype(np.float32)
+    z[:5] = 0  # logits = bias exactly: ties between the duplicated classes
+    logits = linear_logits(z, weight, bias)
+    wd = class_weight_distances(weight)
+    r_ref, pred_ref = boundary_distances(logits.copy(), wd)
+    work = torch.from_numpy(logits.copy())
+    pred, d, top = boundary_distances_(work, torch.from_numpy(wd))
+    np.testing.assert_array_equal(pred.numpy(), pred_ref)
+    np.testing.assert_array_equal(work.numpy(), r_ref)
+    np.testing.assert_array_equal(d.numpy(), r_ref.min(axis=1))
+    np.testing.assert_array_equal(top.numpy(), logits.max(axis=1))
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-@pytest.mark.parametrize("seed", range(6))
-def test_score_pass_gives_the_logits_of_the_pool_bit_for_bit(seed, dtype):
-    # score_eligible reads rows into reused buffers and multiplies in place; the scores (and the
-    # predicted classes) must be exactly those of the pool's own chunked logits (iter_chunks, the
-    # path the committed runs were scored on), so that a faster pass never changes a pick.
-    from alkit.api import make_pool
-    from alkit.pool import DEFAULT_CHUNK_ROWS
-    from alkit.strategies.uncertainty import SCORE_FUNCTIONS
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_per_class_topk_streaming_equals_sorting(chunk):
+    rng = np.random.default_rng(chunk)
+    n, c = 300, 6
+    scores = rng.integers(0, 25, size=(n, c)).astype(np.float32)  # many exact ties
+    scores[rng.random((n, c)) < 0.05] = np.inf
+    keys = rng.random(n)
+    keep = np.array([0, 1, 5, 40, 299, 400])
+    top = _PerClassTopK(keep, keys)
+    for start in range(0, n, chunk):
+        top.add(torch.from_numpy(scores[start:start + chunk].copy()), start)
+    top.compact()
+    for k in range(c):
+        expected = np.lexsort((keys, scores[:, k]))[: keep[k]]
+        np.testing.assert_array_equal(top.ranked(k), expected)
 
-    rng = np.random.default_rng(seed)
-    n, d, c = int(rng.integers(40, 900)), int(rng.choice([3, 64, 300])), int(rng.choice([2, 10, 200]))
-    labels = np.full(n, -1)
-    labels[: n // 10] = rng.integers(0, c, n // 10)
-    pool = make_pool(rng.standard_normal((n, d)).astype(dtype), labels, c,
-                     weight=rng.standard_normal((c, d)).astype(np.float32), bias=rng.standard_normal(c).astype(np.float32))
-    idx = pool.eligible_indices()
-    for chunk in (DEFAULT_CHUNK_ROWS, 7):
-        logits = np.concatenate([chunk_logits for _, _, chunk_logits in pool.iter_chunks(idx, chunk)])
-        for fn in SCORE_FUNCTIONS.values():
-            got_idx, scores, predicted = score_eligible(pool, fn, chunk, predictions=True)
-            np.testing.assert_array_equal(got_idx, idx)
-            np.testing.assert_array_equal(scores, fn(logits))
-            np.testing.assert_array_equal(predicted, logits.argmax(axis=1))
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("slack", [0, 1, None])
+def test_base_with_refills_equals_reference(seed, slack):
+    # slack 0 keeps only q_c candidates per class: every class whose best points were taken by
+    # an earlier class needs the exact recomputation, and the picks must not change.
+    pool, _ = build_pool(num_classes=9, n_max=50, dim=6, n_labeled=20, n_held=10, seed=seed)
+    refills = 0
+    for budget in (9, 40, 150):
+        for chunk in (16, 10_000):
+            reports = []
+            fast = base_picks(pool, budget, np.random.default_rng(seed), chunk_rows=chunk, slack=slack,
+                              report=reports.append)
+            (stats,) = reports
+            refills += stats.refills
+            assert stats.passes == 1 + stats.refills and stats.logits_s <= stats.pass_s
+            np.testing.assert_array_equal(fast, base_reference(pool, budget, np.random.default_rng(seed)))
+    if slack == 0:
+        assert refills > 0
+
+
+@pytest.mark.parametrize("method", ["mase", "base"])
+def test_boundary_engine_reports_once_at_the_end(method):
+    pool, _ = build_pool(num_classes=6, n_max=40, dim=5, n_labeled=20, n_held=10, seed=3)
+    picks_of = {"mase": mase_picks, "base": base_picks}[method]
+    reports = []
+    picks = picks_of(pool, 20, np.random.default_rng(0), 16, report=reports.append)
+    np.testing.assert_array_equal(picks, picks_of(pool, 20, np.random.default_rng(0), 16))
+    (stats,) = reports
+    assert isinstance(stats, BoundaryStats) and stats.method == method
+    assert stats.passes == 1 + stats.refills and (stats.refills == 0 or method == "base")
+    assert 0 <= stats.logits_s <= stats.pass_s <= stats.total_s
+
+
+def test_base_and_mase_with_precomputed_logits_equal_head():
+    pool, _ = build_pool(num_classes=7, n_max=40, dim=5, n_labeled=20, n_held=10, seed=4)
+    logits = linear_logits(pool.features, pool.weight, pool.bias)
+    with_logits = replace(pool, logits=logits)
+    for budget in (7, 30):
+        np.testing.assert_array_equal(base(with_logits, budget, np.random.default_rng(0), slack=0),
+                                      base(pool, budget, np.random.default_rng(0), slack=0))
+        np.testing.assert_array_equal(mase(with_logits, budget, np.random.default_rng(0)),
+                                      mase(pool, budget, np.random.default_rng(0)))
+
+
+def test_boundary_strategies_on_float16_memmap_equal_float32(tmp_path):
+    pool, _ = build_pool(num_classes=8, n_max=70, dim=12, n_labeled=40, n_held=15, seed=2)
+    half = pool.features.astype(np.float16)
+    np.save(tmp_path / "f.npy", half)
+    mapped = replace(pool, features=np.load(tmp_path / "f.npy", mmap_mode="r"))
+    in_memory = replace(pool, features=half.astype(np.float32))
+    for name in ("base", "mase", "margin", "confidence", "entropy"):
+        for budget in (5, 37):
+            np.testing.assert_array_equal(select(mapped, name, budget, 3), select(in_memory, name, budget, 3))
+    np.testing.assert_array_equal(mase_distances(mapped, 16)[1], mase_distances(in_memory, 16)[1])

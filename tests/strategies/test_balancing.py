@@ -1,0 +1,207 @@
+"""Balancing (alkit/strategies/balancing.py and its engine, _balancing_engine.py).
+
+The balancing-mode rule, hand-made picks near the rarest class (batch picks counted by their
+predicted class), the random fallback without labels, the fast engine (class products kept or
+streamed, float16 memory maps, moving majority classes, random shapes, constant features) held to
+``balancing_reference`` pick for pick, and the engine's one report.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alkit import make_pool, select
+from alkit.strategies.balancing import balancing_greedy, balancing_mode, balancing_reference
+from strategy_pools import as_memmap, random_features
+
+
+def test_balancing_mode_rule():
+    assert not balancing_mode(np.zeros(5, int), 10)  # nothing labelled: no majority class
+    assert balancing_mode(np.array([5, 1, 5]), 4)  # |m|·(5 − 1) = 4 ≥ 4
+    assert not balancing_mode(np.array([5, 1, 5]), 5)
+    assert not balancing_mode(np.array([3, 3, 3]), 1)
+
+
+def test_balancing_picks_the_point_near_the_rarest_class():
+    # class 0 labelled around (0, 0) ×5, class 2 around (0, 10) ×5, class 1 once at (10, 0)
+    lab_x = [[0, 0], [0.1, 0], [0, 0.1], [-0.1, 0], [0, -0.1], [0, 10], [0.1, 10], [0, 10.1], [-0.1, 10], [0, 9.9],
+             [10, 0]]
+    lab_y = [0] * 5 + [2] * 5 + [1]
+    cand_x = [[5, 5], [9, 0.5], [1, 1], [2, 9], [9.5, 9.5]]
+    x = np.array(lab_x + cand_x, np.float32)
+    lab = np.arange(11)
+    picks = balancing_greedy(x, lab, np.array(lab_y), np.arange(11, 16), 3, 2, np.random.default_rng(0))
+    assert picks[0] == 12  # (9, 0.5): nearest the rarest centre (10, 0), far from (0, 0) and (0, 10)
+    # the same with the formula written out (nearest majority centre)
+    mu = {0: x[:5].mean(0), 1: x[10], 2: x[5:10].mean(0)}
+    cx = x[11:16].astype(np.float64)
+    score = ((cx - mu[1]) ** 2).sum(1) / np.minimum(((cx - mu[0]) ** 2).sum(1), ((cx - mu[2]) ** 2).sum(1))
+    assert 11 + int(np.argmin(score)) == picks[0]
+
+
+def test_balancing_counts_batch_picks_by_prediction_not_truth():
+    # After the first pick is predicted as the rarest class (1), class 1 is no longer rarest.
+    x = np.array([[0, 0], [0, 10], [10, 0], [9, 0], [0.5, 9], [5, 5]], np.float32)
+    labels = np.array([0, 2, 1])
+    predicted = np.array([-1, -1, -1, 1, 2, 0])
+    # counts (2, 1, 2)-like imbalance: label twice class 0 and class 2 via duplicated rows
+    lab = np.array([0, 1, 2])
+    picks = balancing_greedy(x, lab, labels, np.array([3, 4, 5]), 3, 3, np.random.default_rng(0), predicted)
+    ref = balancing_reference(x, lab, labels, np.array([3, 4, 5]), 3, 3, np.random.default_rng(0), predicted)
+    np.testing.assert_array_equal(picks, ref)
+
+
+def test_balancing_without_labels_is_random():
+    x = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
+    cand = np.arange(50)
+    picks = balancing_greedy(x, [], np.array([], int), cand, 4, 1, np.random.default_rng(7))
+    assert picks[0] == cand[np.random.default_rng(7).integers(50)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_balancing_fast_equals_reference(seed, dtype, tmp_path):
+    rng = np.random.default_rng(seed)
+    n, d, c = 400, 6, 6
+    x = random_features(rng, n, d, dtype, tmp_path)
+    perm = rng.permutation(n)
+    n_lab = [0, 12, 60, 120][seed]
+    lab, cand = perm[:n_lab], perm[n_lab:]
+    lab_y = np.minimum(rng.geometric(0.35, n_lab) - 1, c - 1)  # long-tailed labelled counts
+    predicted = rng.integers(0, c, n)
+    for k in (15, 60):
+        fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted, chunk_rows=47,
+                                center_block=2)
+        ref = balancing_reference(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted)
+        np.testing.assert_array_equal(fast, ref)
+
+
+def test_balancing_fast_equals_reference_in_a_long_balancing_run():
+    rng = np.random.default_rng(9)
+    n, d, c = 500, 5, 8
+    x = random_features(rng, n, d, np.float32)
+    lab, cand = np.arange(80), np.arange(80, n)
+    lab_y = np.where(np.arange(80) < 60, 0, np.arange(80) % 3 + 1)  # one big class, a few small ones
+    predicted = rng.integers(0, c, n)
+    counts = np.bincount(lab_y, minlength=c)
+    assert balancing_mode(counts, 50)  # every step of this run starts in balancing mode
+    fast = balancing_greedy(x, lab, lab_y, cand, c, 50, np.random.default_rng(0), predicted, chunk_rows=64)
+    ref = balancing_reference(x, lab, lab_y, cand, c, 50, np.random.default_rng(0), predicted)
+    np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("gram", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_balancing_fast_equals_reference_while_majority_classes_move(seed, gram, tmp_path):
+    # Clustered rows, long-tailed labels, random predictions: batch picks move majority centres,
+    # make classes join and leave the majority set and change the rarest class, in both the
+    # G = Z·Sᵀ path (stale rows of G recomputed) and the streamed path.
+    rng = np.random.default_rng(seed)
+    n, d, c = 900, 7, 12
+    y = rng.integers(0, c, n)
+    x = (3 * rng.standard_normal((c, d))[y] + rng.standard_normal((n, d)) + 2.0).astype(np.float32)
+    if seed == 2:
+        x = as_memmap(x.astype(np.float16), tmp_path)
+    perm = rng.permutation(n)
+    lab, cand = perm[:160], perm[160:]
+    lab_y = np.minimum(rng.geometric(0.25, lab.size) - 1, c - 1)
+    predicted = rng.integers(0, c, n)
+    k = 150
+    reports = []
+    fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted, chunk_rows=64,
+                            center_block=5, gram=gram, report=reports.append)
+    ref = balancing_reference(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted)
+    np.testing.assert_array_equal(fast, ref)
+    # the run did exercise what it claims: many balancing steps, majority set and centres changing
+    counts, majors, moved = np.bincount(lab_y, minlength=c), set(), 0
+    for step, row in enumerate(ref):
+        if balancing_mode(counts, k - step):
+            major = counts > counts.mean()
+            majors.add(tuple(np.flatnonzero(major)))
+            moved += bool(major[predicted[row]])
+        counts[predicted[row]] += 1
+    (stats,) = reports
+    assert stats.balancing_steps >= 40 and len(majors) >= 3 and moved >= 3
+    assert (stats.gram_flushes > 0) == gram
+
+
+def test_balancing_keeps_class_products_by_default_only_with_as_many_picks_as_classes():
+    # Building G costs about a pass per class and saves about a pass per balancing step: the
+    # default keeps it when picks ≥ classes (and it fits the cache), else streams.
+    rng = np.random.default_rng(0)
+    n, d, c = 600, 6, 20
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    lab = np.arange(60)
+    lab_y = np.minimum(rng.geometric(0.3, 60) - 1, c - 1)   # imbalanced: balancing steps from the start
+    cand = np.arange(60, n)
+    for k, cache, kept in ((40, None, True), (15, None, False), (40, cand.size * c * 8 - 1, False)):
+        reports = []
+        kwargs = {} if cache is None else {"cache_bytes": cache}
+        fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(0), rng.integers(0, c, n),
+                                report=reports.append, **kwargs)
+        (stats,) = reports
+        assert stats.balancing_steps > 0
+        assert (stats.gram_rows > 0) == kept, (k, cache)
+        assert fast.size == k
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_balancing_fast_equals_reference_on_random_shapes(seed, tmp_path):
+    # Random sizes, dimensions, class counts, budgets and labelled sets; both paths (G kept and
+    # streamed), with and without near-tie re-ranking inputs (rounded rows: exact ties), float16
+    # memory maps, predictions as a table, a function, with unknown (-1) classes, or none.
+    rng = np.random.default_rng(100 + seed)
+    n, d, c = int(rng.integers(40, 400)), int(rng.integers(1, 9)), int(rng.integers(2, 12))
+    y = rng.integers(0, c, n)
+    x = (rng.uniform(0, 3) * rng.standard_normal((c, d))[y] + rng.standard_normal((n, d)) + 2.0).astype(np.float32)
+    if seed % 3 == 1:
+        x = np.round(x)
+    if seed % 4 == 2:
+        x = as_memmap(x.astype(np.float16), tmp_path)
+    perm = rng.permutation(n)
+    n_lab = int(rng.integers(0, n // 2))
+    lab, cand = perm[:n_lab], perm[n_lab:]
+    lab_y = np.minimum(rng.geometric(rng.uniform(0.2, 0.6), n_lab) - 1, c - 1)
+    table = np.where(rng.random(n) < 0.1, -1, rng.integers(0, c, n))
+    predicted = [None, table, lambda rows: table[rows]][seed % 3]
+    k = int(rng.integers(1, cand.size + 1))
+    ref = balancing_reference(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted)
+    for gram in (True, False):
+        fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(seed), predicted,
+                                chunk_rows=int(rng.integers(5, 100)), center_block=int(rng.integers(1, 4)), gram=gram)
+        np.testing.assert_array_equal(fast, ref)
+
+
+def test_balancing_reports_its_steps_once_at_the_end():
+    from alkit.strategies.balancing import BalancingStats
+
+    rng = np.random.default_rng(4)
+    x = random_features(rng, 300, 5, np.float32)
+    lab, cand = np.arange(40), np.arange(40, 300)
+    lab_y = np.minimum(rng.geometric(0.4, 40) - 1, 5)
+    for k in (0, 30):
+        reports = []
+        picks = balancing_greedy(x, lab, lab_y, cand, 6, k, np.random.default_rng(0), rng.integers(0, 6, 300),
+                                 gram=False, report=reports.append)
+        (stats,) = reports
+        assert isinstance(stats, BalancingStats) and picks.size == k
+        assert stats.balancing_steps + stats.random_steps == k
+        # streamed path: the set-up pass plus at least one distance pass per balancing step's new centres
+        assert (stats.full_passes > 0) == (stats.balancing_steps > 0) and stats.gram_rows == 0
+
+
+def test_balancing_on_constant_features_matches_the_reference():
+    from alkit.strategies.balancing import balancing_greedy, balancing_reference
+
+    x = np.ones((60, 4), np.float32)
+    labels = np.full(60, -1)
+    labels[:10], labels[10:12], labels[12] = 0, 1, 2
+    picks = select(make_pool(x, labels, 3), "balancing", 5, 0)
+    assert np.unique(picks).size == 5
+    lab, cand = np.arange(13), np.arange(13, 60)
+    expected = balancing_reference(x, lab, labels[:13], cand, 3, 5, np.random.default_rng(0))
+    for gram in (True, False):
+        for tie_rtol in (1e-5, 0.0):
+            got = balancing_greedy(x, lab, labels[:13], cand, 3, 5, np.random.default_rng(0), gram=gram,
+                                   tie_rtol=tie_rtol)
+            np.testing.assert_array_equal(got, expected)
