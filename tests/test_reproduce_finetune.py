@@ -43,7 +43,7 @@ def test_bad_arguments_exit_2_naming_the_flag_before_any_image_is_read(argv, say
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
 def test_cuda_without_a_gpu_is_refused(capsys, tmp_path):
-    assert "--device: 'cuda' was asked for" in _refused(["finetune", "--scale", "cpu", "--device", "cuda",
+    assert "--device 'cuda' was asked for" in _refused(["finetune", "--scale", "cpu", "--device", "cuda",
                                                           "--out", str(tmp_path)], capsys)
 
 
@@ -91,7 +91,7 @@ def test_a_missing_data_root_is_an_error_outside_smoke(tmp_path, capsys):
     assert reproduce_main(argv + [str(tmp_path / "absent")]) == 2
     assert "error: --data-root: no images of 'cifar10'" in capsys.readouterr().err
     assert reproduce_main(argv + [str(empty)]) == 2   # a folder without CIFAR-10 in it
-    assert "error: --data-root " in capsys.readouterr().err
+    assert "error: --data-root=" in capsys.readouterr().err
 
 
 def test_standin_images_are_seeded_and_labelled():
