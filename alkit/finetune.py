@@ -1,8 +1,10 @@
 """The paper's other regime: the whole network fine-tuned end to end on the labelled images each round.
 
-Same runs as the linear loop (:func:`alkit.loop.run_active_learning`): the same seed gives the same
-validation split, initial pool and named random streams (:func:`alkit.loop.stream`), the same row
-columns and :class:`alkit.loop.RunResult`, and the same run files (``<strategy>__seed<k>.csv``,
+Fine-tuning runs are runs of the one active-learning loop (:func:`alkit.loop.run_active_learning`)
+with :class:`FineTuningTrainer` as its trainer and the images (:class:`alkit.data.images.PoolImages`)
+as its inputs: the same seed gives the same validation split, initial pool and named random streams
+(:func:`alkit.loop.stream`), the same row columns and :class:`alkit.loop.RunResult`, and a sweep
+(:func:`run_finetune_sweep`) writes the same run files (``<strategy>__seed<k>.csv``,
 ``.npz``, ``.json``), so notebooks, tables and claims read both.  Each round:
 
 1. a fresh network — the backbone's starting weights (pretrained, or a seeded random initialisation
@@ -17,12 +19,13 @@ columns and :class:`alkit.loop.RunResult`, and the same run files (``<strategy>_
 
 Recipes are named presets (:data:`PRESETS`): ``paper_cifar10``, ``paper_cifar10_lt``,
 ``paper_imagenet`` (the authors' settings, PAPER.md), ``gpu_cifar10`` (a reduced schedule for one
-GPU) and ``tiny`` (tests, CPU).  On CUDA: autocast (bf16, or fp16 with a GradScaler) and
-channels-last.  Under ``torchrun`` (WORLD_SIZE > 1) each rank trains on its shard of every batch
-(DistributedDataParallel), evaluation and re-embedding are sharded and gathered, and rank 0 selects
-and writes.  A checkpoint (model, optimiser, scheduler, loop state, generator states) is written
-atomically after every round and during training, so a killed run resumes in the round it was in
-and gives the rows an uninterrupted run gives.
+GPU) and ``tiny`` (tests, CPU); the configured sweeps are :data:`FINETUNE_SCALES`.  On CUDA:
+autocast (bf16, or fp16 with a GradScaler) and channels-last.  Under ``torchrun`` (WORLD_SIZE > 1)
+each rank trains on its shard of every batch (DistributedDataParallel), evaluation and re-embedding
+are sharded and gathered, and rank 0 selects and writes.  The loop's checkpoint holds, besides its
+own state, the training state inside a round (model, optimiser, scheduler, generator states) and
+the last finished round's network, so a killed run resumes in the epoch it was in and gives the
+rows an uninterrupted run gives.
 """
 from __future__ import annotations
 
@@ -30,7 +33,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import io
 import json
 import math
 import os
@@ -53,11 +55,9 @@ from alkit.data.images import PoolImages, random_crop_flip
 from alkit.data.synthetic import colour_images
 from alkit.experiments.catalog import SOURCES, data_root_for, data_spec
 from alkit.experiments.runs import claim_run, finish_run, is_finished, load_runs, release_claim, run_path
-from alkit.io import atomic_write, launch_command, loaded_commit, write_json
-from alkit.loop import RunResult, _prefixed, first_round_split, stream
-from alkit.metrics import classification_metrics, imbalance_metrics
-from alkit.pool import PoolState, StrategyCache, check_labels
-from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
+from alkit.io import launch_command, loaded_commit, write_json
+from alkit.loop import PoolView, RunData, Trainer, run_active_learning
+from alkit.strategies.registry import Strategy, StrategyInfo, resolve_strategy
 
 # --------------------------------------------------------------------------------------------
 # Recipes
@@ -393,6 +393,15 @@ class Ranks:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj``, on every rank."""
+        return obj if self.size == 1 else broadcast(obj, self.world)
+
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        if self.size > 1:
+            barrier(self.world)
+
 
 def ranks_from_env() -> Ranks:
     """One process unless WORLD_SIZE > 1 (torchrun); then the world of :mod:`alkit.data.distributed`."""
@@ -438,17 +447,6 @@ def _all_gather(obj, ranks: Ranks) -> list:
     if ranks.size == 1:
         return [obj]
     return all_gather(obj, ranks.world)
-
-
-def _broadcast(obj, ranks: Ranks):
-    if ranks.size == 1:
-        return obj
-    return broadcast(obj, ranks.world)
-
-
-def _barrier(ranks: Ranks) -> None:
-    if ranks.size > 1:
-        barrier(ranks.world)
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,8 +519,16 @@ class RoundTraining:
                 "probe_epochs": self.best_epoch, "probe_fits": np.nan}
 
 
-def _state_to_cpu(state: dict) -> dict:
-    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+def _on_cpu(state):
+    """A copy of ``state`` with every tensor in it (dicts, lists and tuples walked) on the CPU: a
+    checkpoint then loads on any machine, and an optimiser moves its state back to its parameters."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _on_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_on_cpu(v) for v in state)
+    return state
 
 
 def train_round(source: NetworkSource, images: PoolImages, labels: np.ndarray, train_rows: np.ndarray,
@@ -606,11 +612,11 @@ def train_round(source: NetworkSource, images: PoolImages, labels: np.ndarray, t
             record.update(val_top1=accuracy, val_loss=val_loss)
             if accuracy > best["accuracy"]:
                 best = {"accuracy": accuracy, "epoch": epoch, "loss": val_loss,
-                        "state": _state_to_cpu(plain.state_dict())}
+                        "state": _on_cpu(plain.state_dict())}
         history.append(record)
         now = time.perf_counter()
         if save is not None and (now - last_save >= config.checkpoint_seconds or epoch == config.epochs):
-            save({"model": _state_to_cpu(plain.state_dict()), "optimizer": optimizer.state_dict(),
+            save({"model": _on_cpu(plain.state_dict()), "optimizer": _on_cpu(optimizer.state_dict()),
                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng.bit_generator.state,
                   "generator": generator.get_state(), "best": best, "history": history, "epoch": epoch,
                   "seconds": elapsed_before + now - started})
@@ -628,208 +634,146 @@ def train_round(source: NetworkSource, images: PoolImages, labels: np.ndarray, t
 
 
 # --------------------------------------------------------------------------------------------
-# The loop
+# The trainer: fine-tuning in the active-learning loop (alkit.loop.run_active_learning)
 # --------------------------------------------------------------------------------------------
 
 #: Pool features kept as float32 up to this size, float16 beyond (ImageNet: 1.28 M × 2048).
 FLOAT32_FEATURE_BYTES = 4 * 1024**3
-CHECKPOINT_FORMAT = 1
 
 
-def _checkpoint_key(**parts) -> dict:
-    return json.loads(json.dumps(parts, default=str, sort_keys=True))
+@dataclass
+class FineTunedRound:
+    """One round's fit: the trained network, with the times of its test pass and re-embedding."""
+
+    trainer: FineTuningTrainer
+    training: RoundTraining
+    round_index: int
+    test_seconds: float = float("nan")
+    embed_seconds: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.training.seconds
+
+    def record(self) -> dict:
+        return self.training.record()
+
+    def test_logits(self, data: RunData) -> np.ndarray:
+        started = time.perf_counter()
+        _, logits = self._predict(data.test, with_features=False)
+        self.test_seconds = time.perf_counter() - started
+        return logits
+
+    def pool_view(self, data: RunData) -> PoolView:
+        """The pool re-embedded with this round's network, and its head."""
+        started = time.perf_counter()
+        features, _ = self._predict(data.train, with_features=True)
+        if features.nbytes > FLOAT32_FEATURE_BYTES:
+            features = features.astype(np.float16)
+        self.embed_seconds = time.perf_counter() - started
+        head = self.training.net.head
+        return PoolView(features, head.weight.detach().float().cpu().numpy(), head.bias.detach().float().cpu().numpy())
+
+    @property
+    def carry(self) -> dict:
+        """The round's network and optimiser, kept in the checkpoint beside the loop's state for
+        inspection (the next round starts from a fresh network)."""
+        return {"round": self.round_index, "model": _on_cpu(self.training.net.state_dict()),
+                "optimizer": _on_cpu(self.training.optimizer_state)}
+
+    def detail(self) -> dict:
+        detail = {"epochs_run": self.training.epochs_run, "best_epoch": self.training.best_epoch,
+                  "training_seconds": self.training.seconds, "test_seconds": self.test_seconds}
+        if self.embed_seconds is not None:
+            detail["embed_seconds"] = self.embed_seconds
+        return detail
+
+    def _predict(self, images: PoolImages, *, with_features: bool):
+        t = self.trainer
+        return predict(self.training.net, images, np.arange(len(images)), t.device,
+                       batch_size=t.config.eval_batch_size, dtype=t.dtype, ranks=t.ranks,
+                       channels_last=t.channels_last, with_features=with_features)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    def write(tmp: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        tmp.write_bytes(buffer.getvalue())
+class FineTuningTrainer(Trainer):
+    """The fine-tuning regime as the trainer of :func:`alkit.loop.run_active_learning`, whose
+    inputs are then the pool's and the test set's images (:class:`alkit.data.images.PoolImages`).
 
-    atomic_write(path, write)
-
-
-def _load_checkpoint(path: Path, key: dict) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:   # noqa: BLE001 - a corrupt checkpoint must name the file, whatever broke
-        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); delete it to start "
-                         "the run again") from None
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("key") != key:
-        raise ValueError(f"checkpoint {path} belongs to another run (other settings or data); delete it or choose "
-                         "another output path")
-    return state
-
-
-def run_finetune_active_learning(
-    train_images: PoolImages,
-    train_labels: np.ndarray,
-    test_images: PoolImages,
-    test_labels: np.ndarray,
-    num_classes: int,
-    strategy: str | Strategy | StrategyInfo,
-    *,
-    seed: int,
-    initial_size: int,
-    round_budget: int,
-    rounds: int,
-    val_per_class: int = 0,
-    network: NetworkSource | str = "resnet18_scratch",
-    config: FinetuneConfig | str = "tiny",
-    strategy_options: dict | None = None,
-    device: str | torch.device | None = None,
-    checkpoint: str | Path | None = None,
-    strategy_name: str | None = None,
-    progress: bool = True,
-    on_round: Callable[[dict, np.ndarray], None] | None = None,
-    on_epoch: Callable[[int, int], None] | None = None,
-) -> RunResult:
-    """The fine-tuning loop: initial random pool plus ``rounds`` query rounds; a :class:`RunResult`
-    with the linear loop's row columns (``probe_method`` "finetune", ``probe_epochs`` the best epoch).
+    Each round a fresh network (:meth:`NetworkSource.build`) is trained on the labelled images
+    (:func:`train_round`), tested, and the pool re-embedded with it for the strategy; the rows carry
+    ``probe_method`` "finetune" and ``probe_epochs`` the best epoch, and the run's config the recipe
+    (``regime``, ``finetune``, ``network``, ``strategy_options``) and ``rounds_detail`` (epochs and
+    times of each round).  Inside a round, training offers its state to the loop's checkpoint
+    (:attr:`FinetuneConfig.checkpoint_seconds` apart), so a killed run resumes in the epoch it was in.
 
     ``network``: a :class:`NetworkSource` or a name for :func:`network_source`; ``config``: a
-    :class:`FinetuneConfig` or a preset name.  ``strategy_options``: keyword options of the strategy
-    (default: ``config.vaal`` for ``vaal``).  ``checkpoint``: a file written atomically after every
-    round and during training; when it exists (same settings) the run resumes from it, with the rows
-    of an uninterrupted run (it is left in place: delete it when the result is saved).  ``on_round(row,
-    picks)`` after each round; ``on_epoch(round, epoch)`` after each training epoch.
+    :class:`FinetuneConfig` or a preset name; ``device``: None for CUDA when present.
+    ``strategy_options``: keyword options of the strategy (default: ``config.vaal`` for ``vaal``).
+    ``on_epoch(round, epoch)``: called after each training epoch (progress, tests).
     """
-    info = resolve_strategy(strategy)
-    name = strategy_name or info.name
-    config = finetune_config(config)
-    dev = resolve_device(device)
-    source = network if isinstance(network, NetworkSource) else network_source(network)
-    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
-    for what, imgs, lab in (("train", train_images, train_labels), ("test", test_images, test_labels)):
-        if not isinstance(imgs, PoolImages):
-            raise ValueError(f"{what}_images must be an alkit.data.images.PoolImages, got {type(imgs).__name__}")
-        if lab.ndim != 1 or lab.shape[0] != len(imgs):
-            raise ValueError(f"{what}_labels must hold one label per image ({len(imgs)}), got shape {lab.shape}")
-        check_labels(lab, num_classes, f"{what}_labels", allow_unlabelled=False)
-    initial_size, round_budget = check_budget(initial_size), check_budget(round_budget)
-    if rounds < 0 or val_per_class < 0:
-        raise ValueError(f"rounds and val_per_class must be ≥ 0, got {rounds} and {val_per_class}")
-    options = dict(config.vaal) if strategy_options is None and info.name == "vaal" else dict(strategy_options or {})
-    if options:
-        info = replace(info, fn=functools.partial(info.fn, **options))
-    ranks = ranks_from_env()
-    if ranks.size > 1 and dev.type == "cuda":
-        dev = torch.device("cuda", ranks.world.local_rank)
-    if dev.type == "cuda":
-        train_images, test_images = train_images.to(dev), test_images.to(dev)
 
-    with _distributed(ranks, dev):   # a process group under torchrun, kept if the caller has one
-        n = len(train_images)
-        held_out, initial = first_round_split(train_labels, num_classes, val_per_class, initial_size, seed)
-        available = int((~held_out).sum())
-        if initial_size + rounds * round_budget > available:
-            raise ValueError(f"round_budget: {initial_size} initial + {rounds} rounds × {round_budget} = "
-                             f"{initial_size + rounds * round_budget} labels, more than the {available} points outside "
-                             "validation; lower rounds or round_budget")
-        val_idx = np.flatnonzero(held_out)
-        pool_distribution = np.bincount(train_labels[~held_out], minlength=num_classes)
-        run_config = {"strategy": name, "oracle": info.oracle, "seed": int(seed), "initial_size": initial_size,
-                      "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
-                      "regime": "finetune", "finetune": config.as_dict(), "strategy_options": options,
-                      "network": source.identity(), "num_classes": num_classes, "pool_size": n,
-                      "resolution": train_images.resolution}
-        key = _checkpoint_key(**run_config, test_size=len(test_images), labels=hashlib.sha256(
-            np.ascontiguousarray(train_labels, np.int64).tobytes() + np.ascontiguousarray(test_labels, np.int64).tobytes()
-        ).hexdigest())
-        path = Path(checkpoint) if checkpoint is not None else None
-        saved = _load_checkpoint(path, key) if path is not None else None
+    frozen_features = False              # each round's network re-embeds the pool
+    refuses_foreign_checkpoints = True   # a checkpoint holds up to hours of training: never replaced unasked
 
-        # Loop state: everything a later round needs (the named streams make the round index the RNG state).
-        state = {"round": 0, "labeled": np.zeros(n, bool), "picks": [initial], "rows": [], "counts": [],
-                 "per_class": [], "batch": initial, "selection_seconds": 0.0, "details": []}
-        state["labeled"][initial] = True
-        training_resume = None
-        if saved is not None:
-            state = saved["loop"]
-            training_resume = saved.get("training")
+    def __init__(self, network: NetworkSource | str = "resnet18_scratch", config: FinetuneConfig | str = "tiny", *,
+                 device: str | torch.device | None = None, strategy_options: dict | None = None,
+                 on_epoch: Callable[[int, int], None] | None = None) -> None:
+        self.config = finetune_config(config)
+        self.source = network if isinstance(network, NetworkSource) else network_source(network)
+        self.ranks = ranks_from_env()
+        device = resolve_device(device)
+        if self.ranks.size > 1 and device.type == "cuda":   # under torchrun: this rank's GPU
+            device = torch.device("cuda", self.ranks.world.local_rank)
+        self.device = device
+        self.dtype = autocast_dtype(self.config.precision, device)
+        self.channels_last = self.config.channels_last and device.type == "cuda"
+        self.options = strategy_options
+        self.on_epoch = on_epoch
 
-        def save(training: dict | None, finished_round: dict | None = None) -> None:
-            """Checkpoint: the loop state at the start of the current round, plus the training state
-            inside it (mid-round) or the network of the round just finished."""
-            if path is not None and ranks.is_main:
-                _save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "key": key, "loop": state, "training": training,
-                                        "finished_round": finished_round})
+    def __repr__(self) -> str:
+        return f"FineTuningTrainer({self.source.name}, {self.device})"
 
-        bar = tqdm(range(state["round"], rounds + 1), desc=f"{name} seed {seed} (fine-tuning)",
-                   disable=not progress or not ranks.is_main, leave=False)
-        dtype = autocast_dtype(config.precision, dev)
-        channels_last = config.channels_last and dev.type == "cuda"
-        for r in bar:
-            labeled = state["labeled"]
-            lab_idx = np.flatnonzero(labeled)
-            training = train_round(
-                source, train_images, train_labels, lab_idx, val_idx, num_classes, config, stream(seed, "training", r),
-                dev, ranks=ranks, resume=training_resume, save=save,
-                on_epoch=None if on_epoch is None else functools.partial(on_epoch, r))
-            training_resume = None
-            started = time.perf_counter()
-            _, test_logits = predict(training.net, test_images, np.arange(len(test_images)), dev,
-                                     batch_size=config.eval_batch_size, dtype=dtype, ranks=ranks,
-                                     channels_last=channels_last, with_features=False)
-            metrics = classification_metrics(test_logits, test_labels, num_classes)
-            test_seconds = time.perf_counter() - started
-            batch = state["batch"]
-            labeled_imb = imbalance_metrics(train_labels[lab_idx], num_classes, pool_distribution)
-            batch_imb = imbalance_metrics(train_labels[batch], num_classes, pool_distribution)
-            row = {
-                "strategy": name, "oracle": info.oracle, "seed": int(seed), "round": r,
-                "n_labeled": int(lab_idx.size), "batch_size": int(batch.size),
-                "top1": metrics["top1"], "top5": metrics["top5"], "balanced_accuracy": metrics["balanced_accuracy"],
-                **training.record(),
-                **_prefixed("labeled_", labeled_imb), **_prefixed("batch_", batch_imb),
-                "selection_seconds": state["selection_seconds"], "training_seconds": training.seconds,
-            }
-            detail = {"round": r, "epochs_run": training.epochs_run, "best_epoch": training.best_epoch,
-                      "training_seconds": training.seconds, "test_seconds": test_seconds}
-            if on_round is not None and ranks.is_main:
-                on_round(row, batch)
-            bar.set_postfix(n=lab_idx.size, top1=f"{metrics['top1']:.3f}")
-            new_batch = None
-            if r < rounds:
-                started = time.perf_counter()
-                features, _ = predict(training.net, train_images, np.arange(n), dev, batch_size=config.eval_batch_size,
-                                      dtype=dtype, ranks=ranks, channels_last=channels_last)
-                if features.nbytes > FLOAT32_FEATURE_BYTES:
-                    features = features.astype(np.float16)
-                detail["embed_seconds"] = time.perf_counter() - started
-                head = training.net.head
-                pool = PoolState(
-                    features=features, labeled=labeled.copy(), held_out=held_out,
-                    labels=np.where(labeled, train_labels, -1).astype(np.int64), num_classes=num_classes,
-                    weight=head.weight.detach().float().cpu().numpy(), bias=head.bias.detach().float().cpu().numpy(),
-                    cache=StrategyCache(features), images=train_images,   # features change every round: a fresh cache
-                )
-                started = time.perf_counter()
-                if ranks.is_main:
-                    new_batch = select(pool, info, round_budget, stream(seed, "selection", r + 1),
-                                       oracle_labels=train_labels if info.oracle else None)
-                new_batch = _broadcast(new_batch, ranks)
-                selection_seconds = time.perf_counter() - started
-            state["rows"].append(row)
-            state["counts"].append(labeled_imb["counts"])
-            state["per_class"].append(metrics["per_class_accuracy"])
-            state["details"].append(detail)
-            state["round"] = r + 1
-            if new_batch is not None:
-                labeled = labeled.copy()
-                labeled[new_batch] = True
-                state.update(labeled=labeled, batch=new_batch, selection_seconds=selection_seconds)
-                state["picks"].append(new_batch)
-            # The round is done: no training to resume; its trained network and optimiser are kept beside
-            # the loop state (for inspection; the next round starts from a fresh network).
-            save(None, {"round": r, "model": _state_to_cpu(training.net.state_dict()),
-                        "optimizer": training.optimizer_state})
-            _barrier(ranks)
-        run_config["rounds_detail"] = state["details"]
-        return RunResult(list(state["rows"]), list(state["picks"]), val_idx, np.stack(state["counts"]),
-                         np.stack(state["per_class"]), run_config)
+    def check_inputs(self, train, test) -> None:
+        for what, images in (("train_features", train), ("test_features", test)):
+            if not isinstance(images, PoolImages):
+                raise ValueError(f"{what}: fine-tuning trains on images; pass an alkit.data.images.PoolImages, got "
+                                 f"{type(images).__name__}")
+
+    def strategy_options(self, strategy: StrategyInfo) -> dict:
+        if self.options is None:
+            return dict(self.config.vaal) if strategy.name == "vaal" else {}
+        return dict(self.options)
+
+    def identity(self) -> dict:
+        given = {} if self.options is None else {"strategy_options": dict(self.options)}   # the default: config.vaal
+        return {"regime": "finetune", "finetune": self.config.as_dict(), "network": self.source.identity(), **given}
+
+    def settings(self, strategy: StrategyInfo, train: PoolImages) -> dict:
+        return {**self.identity(), "strategy_options": self.strategy_options(strategy), "resolution": train.resolution}
+
+    def fingerprint(self, data: RunData) -> str:
+        # The labels and the test set's size: hashing every image of a large pool would take minutes.
+        digest = hashlib.sha256(np.ascontiguousarray(data.train_labels, np.int64).tobytes()
+                                + np.ascontiguousarray(data.test_labels, np.int64).tobytes())
+        return f"{digest.hexdigest()}:{len(data.test)}"
+
+    @contextlib.contextmanager
+    def running(self, data: RunData):
+        with _distributed(self.ranks, self.device):   # a process group under torchrun, kept if the caller has one
+            train, test = data.train, data.test
+            if self.device.type == "cuda":   # the decoded pixels stay on the GPU for the whole run
+                train, test = train.to(self.device), test.to(self.device)
+            yield replace(data, train=train, test=test, images=data.images if data.images is not None else train)
+
+    def fit(self, data: RunData, round_index: int, rows: np.ndarray, rng: np.random.Generator, *,
+            previous=None, resume: dict | None = None,
+            save_progress: Callable[[dict], None] | None = None) -> FineTunedRound:
+        # ``previous`` is not used: every round starts from the backbone's starting weights.
+        on_epoch = None if self.on_epoch is None else functools.partial(self.on_epoch, round_index)
+        training = train_round(self.source, data.train, data.train_labels, rows, data.validation, data.num_classes,
+                               self.config, rng, self.device, ranks=self.ranks, resume=resume, save=save_progress,
+                               on_epoch=on_epoch)
+        return FineTunedRound(self, training, round_index)
 
 
 # --------------------------------------------------------------------------------------------
@@ -896,11 +840,12 @@ def run_finetune_sweep(
         started = time.perf_counter()
         checkpoint = None if stem is None else checkpoint_path(stem)
         try:
-            result = run_finetune_active_learning(
+            progress_of_run = None if on_epoch is None else functools.partial(on_epoch, info.name, seed)
+            trainer = FineTuningTrainer(source, config, device=device, on_epoch=progress_of_run)
+            result = run_active_learning(
                 train_images, train_labels, test_images, test_labels, num_classes, info, seed=seed,
                 initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
-                network=source, config=config, device=device, progress=progress, checkpoint=checkpoint,
-                on_epoch=None if on_epoch is None else functools.partial(on_epoch, info.name, seed))
+                trainer=trainer, progress=progress, checkpoint=checkpoint)
             frame = finish_run(result, dataset=dataset, data_source=data_source, stem=stem, key=key, started=started,
                                checkpoint=checkpoint, write=ranks.is_main)
         finally:

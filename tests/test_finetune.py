@@ -3,13 +3,15 @@ linear loop's rows and splits, every strategy for a round, re-embedding, resume 
 sharding helpers, the presets and the command line."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from alkit.finetune import (PRESETS, Ranks, assemble_chunks, batch_shard, class_weights, finetune_config,
-                            network_source, owned_chunks, run_finetune_active_learning)
+from alkit.finetune import (PRESETS, FineTuningTrainer, Ranks, assemble_chunks, batch_shard, class_weights,
+                            finetune_config, network_source, owned_chunks)
 from alkit.data.images import PoolImages, random_crop_flip
 from alkit.loop import run_active_learning
 from alkit.strategies import available_strategies
@@ -38,10 +40,16 @@ def data():
     return train, y, test, ty
 
 
+#: Settings of the trainer (the rest go to the loop).
+RECIPE = ("network", "config", "on_epoch", "strategy_options", "device")
+
+
 def finetune(data, strategy="margin", **kwargs):
+    """A run of the loop with the fine-tuning trainer (tiny CNN, tiny preset unless told)."""
     train, y, test, ty = data
-    settings = {**SCHEDULE, "network": "tiny_cnn", "config": "tiny", "progress": False, **kwargs}
-    return run_finetune_active_learning(train, y, test, ty, 3, strategy, **settings)
+    recipe = {"network": "tiny_cnn", "config": "tiny", **{k: kwargs.pop(k) for k in RECIPE if k in kwargs}}
+    settings = {**SCHEDULE, "progress": False, **kwargs}
+    return run_active_learning(train, y, test, ty, 3, strategy, trainer=FineTuningTrainer(**recipe), **settings)
 
 
 def test_rows_splits_and_result_match_the_linear_loop(data):
@@ -99,15 +107,16 @@ def _kill_at(when):
 @pytest.mark.parametrize("kill", ["after_round_1", "mid_round_1", "round_2_start"])
 def test_a_killed_run_resumes_with_the_rows_of_an_uninterrupted_one(data, tmp_path, kill):
     whole = finetune(data, "vaal", rounds=2)
-    ckpt = tmp_path / "run.ckpt.pt"
+    ckpt = tmp_path / "run.ckpt"
     if kill == "round_2_start":   # no mid-round checkpoint: the one written when round 1 ended
         config = finetune_config("tiny", checkpoint_seconds=1e9)
         killed, hook = _kill_at((2, 1))
         with pytest.raises(killed):
             finetune(data, "vaal", rounds=2, checkpoint=ckpt, config=config, on_epoch=hook)
-        state = torch.load(ckpt, weights_only=False)
-        assert state["training"] is None and state["finished_round"]["round"] == 1
-        assert {"model", "optimizer"} <= set(state["finished_round"]) and state["loop"]["round"] == 2
+        state = pickle.loads(ckpt.read_bytes())
+        loop, finished = state["state"], state["state"]["previous"]   # the loop at round 2's start; round 1's network
+        assert state["training"] is None and len(loop["rows"]) == 2
+        assert finished["round"] == 1 and {"model", "optimizer"} <= set(finished)
         resumed = finetune(data, "vaal", rounds=2, checkpoint=ckpt, config=config)
         pd.testing.assert_frame_equal(resumed.frame().drop(columns=TIMING), whole.frame().drop(columns=TIMING))
         return
