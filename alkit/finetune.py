@@ -4,7 +4,7 @@ Fine-tuning runs are runs of the one active-learning loop (:func:`alkit.loop.run
 with :class:`FineTuningTrainer` as its trainer and the images (:class:`alkit.data.images.PoolImages`)
 as its inputs: the same seed gives the same validation split, initial pool and named random streams
 (:func:`alkit.loop.stream`), the same row columns and :class:`alkit.loop.RunResult`, and a sweep
-(:func:`run_finetune_sweep`) writes the same run files (``<strategy>__seed<k>.csv``,
+(:func:`alkit.experiments.runs.run_sweep`) writes the same run files (``<strategy>__seed<k>.csv``,
 ``.npz``, ``.json``), so notebooks, tables and claims read both.  Each round:
 
 1. a fresh network — the backbone's starting weights (pretrained, or a seeded random initialisation
@@ -42,10 +42,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from alkit.data.backbones import CIFAR10_MEAN, CIFAR10_STD, load_backbone, resnet18_cifar
 from alkit.data.datasets import load_dataset
@@ -54,10 +52,8 @@ from alkit.data.features import Preprocessing
 from alkit.data.images import PoolImages, random_crop_flip
 from alkit.data.synthetic import colour_images
 from alkit.experiments.catalog import SOURCES, data_root_for, data_spec
-from alkit.experiments.runs import claim_run, finish_run, is_finished, load_runs, release_claim, run_path
-from alkit.io import launch_command, loaded_commit, write_json
-from alkit.loop import PoolView, RunData, Trainer, run_active_learning
-from alkit.strategies.registry import Strategy, StrategyInfo, resolve_strategy
+from alkit.loop import PoolView, RunData, Trainer
+from alkit.strategies.registry import StrategyInfo
 
 # --------------------------------------------------------------------------------------------
 # Recipes
@@ -162,7 +158,7 @@ def finetune_config(preset: str | FinetuneConfig = "tiny", **overrides) -> Finet
 
 
 # --------------------------------------------------------------------------------------------
-# Scales: the fine-tuning sweeps as data (wired into alkit.experiments.reproduce by a few lines)
+# Scales: the fine-tuning sweeps as data (run by alkit.experiments.runs.run_configured_sweep)
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -777,86 +773,6 @@ class FineTuningTrainer(Trainer):
 
 
 # --------------------------------------------------------------------------------------------
-# Sweeps into the run store
-# --------------------------------------------------------------------------------------------
-
-def checkpoint_path(stem: Path) -> Path:
-    """Where the run at ``stem`` keeps its checkpoint while it runs (removed when it is saved)."""
-    return Path(stem).with_name(Path(stem).name + ".ckpt.pt")
-
-
-def run_finetune_sweep(
-    train_images: PoolImages,
-    train_labels: np.ndarray,
-    test_images: PoolImages,
-    test_labels: np.ndarray,
-    num_classes: int,
-    strategies: Sequence[str | Strategy],
-    seeds: Sequence[int],
-    *,
-    initial_size: int,
-    round_budget: int,
-    rounds: int,
-    val_per_class: int = 0,
-    network: NetworkSource | str = "resnet18_scratch",
-    config: FinetuneConfig | str = "tiny",
-    out_dir: str | Path | None = None,
-    dataset: str = "images",
-    data_meta: dict | None = None,
-    data_source: str = "images",
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    on_epoch: Callable[[str, int, int, int], None] | None = None,
-) -> pd.DataFrame:
-    """Every (strategy, seed) of the fine-tuning loop, seed by seed; all rows.
-
-    With ``out_dir`` each run is saved as the linear sweeps save theirs (``<strategy>__seed<k>``
-    ``.csv``/``.npz``/``.json``, the ``.json`` last); a finished run with the same key is loaded, and
-    an unfinished one resumes from its checkpoint (``<stem>.ckpt.pt``) in the round it was in.
-    ``on_epoch(strategy, seed, round, epoch)`` after each training epoch (progress, tests)."""
-    config = finetune_config(config)
-    source = network if isinstance(network, NetworkSource) else network_source(network)
-    infos = [resolve_strategy(s) for s in strategies]
-    jobs = [(info, int(seed)) for seed in seeds for info in infos]
-    ranks = ranks_from_env()
-    frames: dict[tuple[str, int], pd.DataFrame] = {}
-    bar = tqdm(jobs, desc=f"fine-tuning {dataset}", disable=not progress or not ranks.is_main)
-    for info, seed in bar:
-        key = json.loads(json.dumps({
-            "dataset": dataset, "regime": "finetune", "strategy": info.name, "seed": seed,
-            "initial_size": initial_size, "round_budget": round_budget, "rounds": rounds,
-            "val_per_class": val_per_class, "finetune": config.as_dict(), "network": source.identity(),
-            "data": data_meta or {}, "pool_size": len(train_images)}, default=str))
-        stem = run_path(Path(out_dir), info.name, seed) if out_dir is not None else None
-        if stem is not None and is_finished(stem, key):
-            frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
-            continue
-        # Under torchrun every rank computes every run (each its shard); only rank 0 claims and writes.
-        claimed = stem is not None and ranks.is_main and ranks.size == 1
-        if claimed and not claim_run(stem):
-            raise ValueError(f"out: another live process is computing {stem.name} in {stem.parent}; wait for it or "
-                             "choose another output path")
-        bar.set_postfix(run=f"{info.name} seed {seed}")
-        started = time.perf_counter()
-        checkpoint = None if stem is None else checkpoint_path(stem)
-        try:
-            progress_of_run = None if on_epoch is None else functools.partial(on_epoch, info.name, seed)
-            trainer = FineTuningTrainer(source, config, device=device, on_epoch=progress_of_run)
-            result = run_active_learning(
-                train_images, train_labels, test_images, test_labels, num_classes, info, seed=seed,
-                initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
-                trainer=trainer, progress=progress, checkpoint=checkpoint)
-            frame = finish_run(result, dataset=dataset, data_source=data_source, stem=stem, key=key, started=started,
-                               checkpoint=checkpoint, write=ranks.is_main)
-        finally:
-            if claimed:
-                release_claim(stem)
-        frames[(info.name, seed)] = frame
-    ordered = [frames[(info.name, seed)] for info, seed in jobs]
-    return pd.concat(ordered, ignore_index=True) if ordered else pd.DataFrame()
-
-
-# --------------------------------------------------------------------------------------------
 # Image data sets
 # --------------------------------------------------------------------------------------------
 
@@ -919,69 +835,6 @@ def load_scale_images(entry: FinetuneScale, network: NetworkSource, *, source: s
         test_limit=entry.test_limit)
     sliced = f", {y.size}-image slice" if entry.train_limit else ""
     return train, y, test, ty, num_classes, meta, f"{network.name} fine-tuned{sliced}"
-
-
-def run_finetune_scale(scale: str, out: str | Path | None, *, datasets: Sequence[str] | None = None,
-                       source: str = "auto", data_root: str | Path | None = None, weights: str | Path | None = None,
-                       device: str | torch.device | None = None, progress: bool = True) -> pd.DataFrame:
-    """Run (or resume) the configured fine-tuning sweeps of ``scale`` (:data:`FINETUNE_SCALES`); each
-    data set's runs land in ``<out>/<dataset>/`` as the linear sweeps' do (``<strategy>__seed<k>``
-    ``.csv``/``.npz``/``.json``; a killed run resumes from its ``.ckpt.pt``).  Every check (scale,
-    data sets, weights, device) comes before any image is read.  All rows."""
-    entries = finetune_scale(scale, datasets)
-    check_scale_weights(entries, weights, scale)
-    dev = resolve_device(device)
-    commit, started = loaded_commit(), time.perf_counter()   # every run records the commit the sweep started from
-    frames = []
-    for dataset, entry in entries.items():
-        network = network_source(entry.backbone, weights if entry.weights_needed else None)
-        train, y, test, ty, num_classes, meta, data_source = load_scale_images(
-            entry, network, source=source, data_root=data_root, allow_standin=scale == "smoke")
-        frames.append(run_finetune_sweep(
-            train, y, test, ty, num_classes, entry.strategies, entry.seeds, initial_size=entry.initial_size,
-            round_budget=entry.round_budget, rounds=entry.rounds, val_per_class=entry.val_per_class,
-            network=network, config=entry.preset, out_dir=None if out is None else Path(out) / dataset,
-            dataset=dataset, data_meta={**meta, "scale": scale, **({"note": entry.note} if entry.note else {})},
-            data_source=data_source, device=device, progress=progress))
-    frame = pd.concat(frames, ignore_index=True)
-    if out is not None and ranks_from_env().is_main:
-        _log_sweep(Path(out), {
-            "regime": "finetune", "scale": scale, "command": launch_command(), "git_commit": commit,
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-            "world_size": ranks_from_env().size, "runs": int(frame.groupby(["dataset", "strategy", "seed"]).ngroups),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    return frame
-
-
-def _log_sweep(out: Path, entry: dict) -> None:
-    """Append ``entry`` to ``<out>/sweep_times.json`` (as the linear sweeps log theirs)."""
-    path = out / "sweep_times.json"
-    try:
-        log = json.loads(path.read_text()) if path.exists() else []
-    except ValueError:
-        log = []
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, [*log, entry])
-
-
-def finetune_results_for(scale: str, runs_dir: str | Path, *, run_missing: bool, datasets: Sequence[str] = ("cifar10",),
-                         source: str = "auto", data_root: str | Path | None = None,
-                         strategies: Sequence[str] | None = None, device: str | None = None) -> pd.DataFrame:
-    """Rows of the fine-tuning runs of ``datasets``, as :func:`alkit.experiments.runs.results_for` gives the
-    linear ones: with ``run_missing`` the ``scale`` sweep runs first (finished runs are loaded),
-    without it only what ``runs_dir`` holds is read; ``strategies`` keeps those."""
-    if run_missing:
-        frame = run_finetune_scale(scale, runs_dir, datasets=datasets, source=source, data_root=data_root,
-                                   device=device, progress=False)
-    else:
-        frame = pd.concat([load_runs(runs_dir, d) for d in datasets], ignore_index=True)
-    if frame.empty:
-        raise ValueError(f"runs_dir: no finished fine-tuning runs of {', '.join(datasets)} under {runs_dir}; run "
-                         f"`python -m alkit reproduce finetune --scale {scale} --out {runs_dir}`")
-    if strategies is not None:
-        frame = frame[frame["strategy"].isin([resolve_strategy(s).name for s in strategies])]
-    return frame.reset_index(drop=True)
 
 
 if __name__ == "__main__":   # the command moved; say where (the command line imports this module, not back)

@@ -119,8 +119,8 @@ def test_the_folders_are_the_layers():
         if any(_within(module, c) for c in core):
             above = [t for t in targets if not (t in bottom or any(_within(t, c) for c in core))]
             assert not above, (module, above)
-        if not (_within(module, "alkit.experiments") or is_cli(module) or module in ("alkit.__main__", "alkit.experiment")
-                or module == "alkit.finetune"):   # fine-tuning's own sweep driver: to be merged into runs
+        if not (_within(module, "alkit.experiments") or is_cli(module)
+                or module in ("alkit.__main__", "alkit.experiment")):
             assert all(t == "alkit.experiments.catalog" for t in targets if _within(t, "alkit.experiments")), module
     trainers = ("alkit.probe", "alkit.logreg", "alkit.finetune", "alkit.loop")
     assert not graph["alkit.pool"] & set(trainers), graph["alkit.pool"]

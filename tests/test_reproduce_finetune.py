@@ -13,7 +13,7 @@ from alkit import finetune
 
 from alkit.cli.reproduce import reproduce_main
 from alkit.data.synthetic import colour_images
-from alkit.experiments import reproduce
+from alkit.experiments import reproduce, runs
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,31 +54,32 @@ def test_smoke_scale_writes_the_run_store_and_resumes(tmp_path, capsys):
     assert reproduce_main(argv) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f"runs in {out}/")
     entry = finetune.FINETUNE_SCALES["smoke"]["cifar10"]
-    runs = out / "cifar10"
-    metas = sorted(runs.glob("*__seed*.json"))
+    folder = out / "cifar10"
+    metas = sorted(folder.glob("*__seed*.json"))
     assert len(metas) == len(entry.strategies) * len(entry.seeds)
     assert all(m.with_suffix(".csv").exists() and m.with_suffix(".npz").exists() for m in metas)
-    assert not list(runs.glob("*.ckpt.pt")) and not list(runs.glob("*.claim"))
-    meta = json.loads((runs / "vaal__seed1.json").read_text())
+    assert not list(folder.glob("*.ckpt")) and not list(folder.glob("*.claim"))
+    meta = json.loads((folder / "vaal__seed1.json").read_text())
     assert meta["config"]["regime"] == "finetune" and meta["run_key"]["dataset"] == "cifar10"
     assert {"git_commit", "time_utc", "wall_seconds"} <= set(meta["provenance"])
-    rows = pd.read_csv(runs / "margin__seed0.csv")
+    rows = pd.read_csv(folder / "margin__seed0.csv")
     assert rows["n_labeled"].tolist() == [40, 80, 120] and (rows["dataset"] == "cifar10").all()
     assert rows["data_source"].str.startswith("SYNTHETIC").all()     # figures label it (report.figure_note)
     written = {m.name: m.stat().st_mtime_ns for m in metas}
 
     assert reproduce_main(argv) == 0   # resumed: every run is finished, none is computed again
-    assert {m.name: m.stat().st_mtime_ns for m in sorted(runs.glob("*__seed*.json"))} == written
+    assert {m.name: m.stat().st_mtime_ns for m in sorted(folder.glob("*__seed*.json"))} == written
     log = json.loads((out / "sweep_times.json").read_text())
     assert [e["regime"] for e in log] == ["finetune", "finetune"] and log[0]["runs"] == len(metas)
     assert log[0]["device"] == "cpu" and log[1]["wall_seconds"] < log[0]["wall_seconds"]
-    loaded = finetune.finetune_results_for("smoke", out, run_missing=False, strategies=["random", "vaal"])
+    loaded = runs.results_for(["cifar10"], "smoke", out, run_missing=False, regime="finetune",
+                              strategies=["random", "vaal"])
     assert set(loaded["strategy"]) == {"random", "vaal"} and len(loaded) == 2 * len(entry.seeds) * 3
 
 
 def test_results_without_runs_name_the_command(tmp_path):
     with pytest.raises(ValueError, match="python -m alkit reproduce finetune --scale gpu --out"):
-        finetune.finetune_results_for("gpu", tmp_path, run_missing=False)
+        runs.results_for(["cifar10"], "gpu", tmp_path, run_missing=False, regime="finetune")
 
 
 def test_a_missing_data_root_is_an_error_outside_smoke(tmp_path, capsys):

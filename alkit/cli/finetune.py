@@ -57,12 +57,13 @@ def finetune_command(dataset: str, root: str | None, strategies: str, seeds: str
                      epochs: int | None = None, batch_size: int | None = None, backbone: str = "resnet18_scratch",
                      weights: str | None = None, device: str | None = None, resolution: int | None = None,
                      train_limit: int | None = None, test_limit: int | None = None, quiet: bool = False,
-                     cache_dir: str | None = None, on_epoch=None) -> int:
+                     cache_dir: str | None = None) -> int:
     """``python -m alkit finetune``: check the input, load the images, run (or resume) every
     (strategy, seed) and write all rows to ``out`` (the columns of ``alkit run``).  Bad input raises
     ValueError naming the flag, before any training."""
-    from alkit.finetune import (DATASET_PRESETS, finetune_config, load_pool_images, network_source, ranks_from_env,
-                                resolve_device, run_finetune_sweep)
+    from alkit.experiments.runs import run_sweep
+    from alkit.finetune import (DATASET_PRESETS, FineTuningTrainer, finetune_config, load_pool_images, network_source,
+                                resolve_device)
     from alkit.io import atomic_write, check_output_file
 
     names = parse_strategies(strategies)
@@ -96,12 +97,12 @@ def finetune_command(dataset: str, root: str | None, strategies: str, seeds: str
     if (counts > 0).sum() < 2:
         raise UsageError("--dataset: the training split holds one class; active learning needs two or more")
     runs_dir = Path(out).with_name(Path(out).name + ".runs")
-    frame = run_finetune_sweep(
+    trainer = FineTuningTrainer(source, config, device=dev)
+    frame = run_sweep(
         train_images, y, test_images, ty, num_classes, names, seed_list, initial_size=initial, round_budget=budget,
-        rounds=rounds, val_per_class=val_per_class, network=source, config=config, out_dir=runs_dir,
-        dataset=meta["dataset"], data_meta=meta, data_source=f"{backbone} fine-tuned", device=dev,
-        progress=not quiet, on_epoch=on_epoch)
-    if ranks_from_env().is_main:
+        rounds=rounds, val_per_class=val_per_class, trainer=trainer, out_dir=runs_dir, dataset=meta["dataset"],
+        data_meta=meta, data_source=f"{backbone} fine-tuned", progress=not quiet)
+    if trainer.ranks.is_main:
         atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False))
         print(f"wrote {len(frame)} rows -> {out} (each run kept in {runs_dir}/: the same command resumes)")
     return 0

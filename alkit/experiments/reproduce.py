@@ -14,6 +14,7 @@ git), never over the source notebooks.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -21,16 +22,18 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pandas as pd
 import papermill
+import torch
 import zmq
 from jupyter_client import AsyncKernelManager
 
-from alkit.experiments import class_count, mechanism
-
 from alkit import finetune
+from alkit.experiments import class_count, mechanism
 from alkit.experiments.catalog import CPU_PHASES, SWEEP_DATASETS, default_data_root
 from alkit.experiments.launch import only_phases, run_phases
-from alkit.experiments.runs import finished_runs
+from alkit.experiments.runs import finished_runs, run_configured_sweep
+from alkit.io import launch_command, loaded_commit, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -340,14 +343,39 @@ def finetune_out(scale: str) -> str:
 
 def reproduce_finetune(scale: str, out: str | None = None, data_root: str | None = None, weights: str | None = None,
                        device: str | None = None, datasets=None, source: str = "auto") -> Path:
-    """The configured fine-tuning sweep ``FINETUNE_SCALES[scale]``
-    (:func:`alkit.finetune.run_finetune_scale`): every run into ``<out>/<dataset>/`` (default
-    ``results/runs/finetune-<scale>``) with the linear sweeps' run files and provenance, the sweep's
-    wall time, device and commit appended to ``<out>/sweep_times.json``; resumable (finished runs
-    are skipped, a killed run resumes in its round).  Images: ``data_root`` / ``$ALKIT_DATA`` /
-    ../shared/data plus the data set's archive name.  Returns the runs folder."""
+    """The configured fine-tuning sweeps ``FINETUNE_SCALES[scale]`` (only ``datasets`` when given),
+    each by :func:`alkit.experiments.runs.run_configured_sweep`: every run into ``<out>/<dataset>/``
+    (default ``results/runs/finetune-<scale>``) with the linear sweeps' run files and provenance, the
+    sweep's wall time, device and commit appended to ``<out>/sweep_times.json``; resumable (finished
+    runs are skipped, a killed run resumes in its round).  Images: ``data_root`` / ``$ALKIT_DATA`` /
+    ../shared/data plus the data set's archive name.  Every check (scale, data sets, weights, device)
+    comes before any image is read.  Returns the runs folder."""
     out_dir = Path(out or finetune_out(scale))
     out_dir = out_dir if out_dir.is_absolute() else REPO / out_dir
-    finetune.run_finetune_scale(scale, out_dir, datasets=datasets, source=source, data_root=data_root,
-                                weights=weights, device=device)
+    entries = finetune.finetune_scale(scale, datasets)
+    finetune.check_scale_weights(entries, weights, scale)
+    dev = finetune.resolve_device(device)
+    commit, started = loaded_commit(), time.perf_counter()   # every run records the commit the sweep started from
+    frame = pd.concat([run_configured_sweep(dataset, scale, out_dir, regime="finetune", source=source,
+                                            data_root=data_root, weights=weights, device=device)
+                       for dataset in entries], ignore_index=True)
+    ranks = finetune.ranks_from_env()
+    if ranks.is_main:
+        _log_finetune_sweep(out_dir, {
+            "regime": "finetune", "scale": scale, "command": launch_command(), "git_commit": commit,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "world_size": ranks.size,
+            "runs": int(frame.groupby(["dataset", "strategy", "seed"]).ngroups),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out_dir
+
+
+def _log_finetune_sweep(out: Path, entry: dict) -> None:
+    """Append ``entry`` to ``<out>/sweep_times.json`` (as the linear sweeps log theirs)."""
+    path = out / "sweep_times.json"
+    try:
+        log = json.loads(path.read_text()) if path.exists() else []
+    except ValueError:
+        log = []
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, [*log, entry])

@@ -8,9 +8,12 @@ it is computed, so two sweeps into one folder compute each run once; while it ru
 its state after the last finished round, so a killed or preempted run resumes at the round it was
 in (:func:`alkit.loop.run_active_learning`).
 
-:func:`run_configured_sweep` runs the schedule of :mod:`alkit.experiments.catalog` (``python -m alkit experiment
---scale cpu --dataset cifar10 --out results/runs/cpu``); :func:`run_sweep` runs any arrays; the
-readers (:func:`load_runs`, :func:`results_for`) are what the notebooks use.
+:func:`run_sweep` runs every (strategy, seed) of any pool with one trainer — a linear probe on
+feature arrays (the default) or fine-tuning on images (:class:`alkit.finetune.FineTuningTrainer`);
+:func:`run_configured_sweep` runs a configured schedule: the linear ones of
+:mod:`alkit.experiments.catalog` (``python -m alkit experiment --scale cpu --dataset cifar10 --out
+results/runs/cpu``) or fine-tuning's (:data:`alkit.finetune.FINETUNE_SCALES`, ``python -m alkit
+reproduce finetune``); the readers (:func:`load_runs`, :func:`results_for`) are what the notebooks use.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import platform
 import sys
 import threading
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -27,12 +31,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from alkit import finetune
 from alkit.experiments.catalog import DEFAULT_BACKBONE, sweep_config
 from alkit.experiments.loading import StudyData, load_study_data
 from alkit.io import array_fingerprint, atomic_write, loaded_commit, process_alive, provenance, write_json
-from alkit.loop import RunResult, run_active_learning
+from alkit.loop import RunResult, Trainer, resolve_trainer, run_active_learning
 from alkit.probe import ProbeConfig
 from alkit.strategies.registry import Strategy, resolve_strategy
+
+#: The regimes of a configured sweep: a linear probe on frozen features, or the network fine-tuned.
+REGIMES = ("linear", "finetune")
+
 
 def run_path(out_dir: Path, strategy: str, seed: int) -> Path:
     return Path(out_dir) / f"{strategy}__seed{seed}"
@@ -95,7 +104,8 @@ def run_sweep(
     round_budget: int,
     rounds: int,
     val_per_class: int = 0,
-    probe: ProbeConfig = ProbeConfig(),
+    probe: ProbeConfig | str | None = None,
+    trainer: Trainer | None = None,
     out_dir: str | Path | None = None,
     dataset: str = "arrays",
     data_meta: dict | None = None,
@@ -106,6 +116,11 @@ def run_sweep(
     allow_missing_classes: bool = False,
 ) -> pd.DataFrame:
     """Run every (strategy, seed); return all rows.
+
+    ``trainer``: how each round's model is trained (:class:`alkit.loop.Trainer`); None, a linear
+    probe with ``probe`` on the feature arrays given (:class:`alkit.loop.LinearProbeTrainer`).  With
+    :class:`alkit.finetune.FineTuningTrainer` the pools are images; under torchrun every rank
+    computes every run (each its shard) and rank 0 alone writes, without claims.
 
     Runs go seed by seed (every strategy for seed 0, then seed 1, …), so a sweep stopped early
     still holds complete paired comparisons for the seeds it finished.  With ``out_dir`` each
@@ -119,18 +134,21 @@ def run_sweep(
     """
     if claimed not in ("wait", "skip"):
         raise ValueError(f"claimed must be 'wait' or 'skip', got {claimed!r}")
-    probe = ProbeConfig.named(probe) if isinstance(probe, str) else probe   # a preset by name (its key: the config)
+    trainer = resolve_trainer(trainer, probe)
+    ranks = trainer.ranks
     shared = {} if shared is None else shared
     frames: dict[tuple[str, int], pd.DataFrame] = {}
     infos = [resolve_strategy(s) for s in strategies]
     jobs = [(info, int(seed)) for seed in seeds for info in infos]
     deferred = []   # runs another live process has claimed: collected (or taken over) at the end
-    bar = tqdm(jobs, desc=f"sweep {dataset}", disable=not progress)
+    bar = tqdm(jobs, desc=f"sweep {dataset}", disable=not progress or not ranks.is_main)
+    # Under torchrun the ranks compute each run together: a claim would hold all but one of them off.
+    claims = out_dir is not None and ranks.size == 1
 
     def key_of(info, seed) -> dict:
         key = {"dataset": dataset, "strategy": info.name, "seed": seed, "initial_size": initial_size,
                "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
-               "probe": probe.as_dict(), "data": data_meta or {}, "pool_size": int(train_features.shape[0])}
+               **trainer.identity(), "data": data_meta or {}, "pool_size": len(train_features)}
         return json.loads(json.dumps(key, default=str))
 
     def compute(info, seed, key, stem) -> pd.DataFrame:
@@ -140,13 +158,13 @@ def run_sweep(
             result = run_active_learning(
                 train_features, train_labels, test_features, test_labels, num_classes, info, seed=seed,
                 initial_size=initial_size, round_budget=round_budget, rounds=rounds, val_per_class=val_per_class,
-                probe=probe, progress=False, shared=shared, checkpoint=checkpoint,
+                trainer=trainer, progress=False, shared=shared, checkpoint=checkpoint,
                 allow_missing_classes=allow_missing_classes,
             )
             return finish_run(result, dataset=dataset, data_source=data_source, stem=stem, key=key, started=started,
-                              checkpoint=checkpoint)
+                              checkpoint=checkpoint, write=ranks.is_main)
         finally:
-            if stem is not None:
+            if claims:
                 release_claim(stem)
 
     for info, seed in bar:
@@ -155,7 +173,7 @@ def run_sweep(
         if stem is not None and is_finished(stem, key):
             frames[(info.name, seed)] = pd.read_csv(stem.with_suffix(".csv"))
             continue
-        if stem is not None and not claim_run(stem):
+        if claims and not claim_run(stem):
             deferred.append((info, seed, key, stem))
             continue
         bar.set_postfix(run=f"{info.name} seed {seed}")
@@ -283,6 +301,7 @@ def run_configured_sweep(
     scale: str,
     out: str | Path | None,
     *,
+    regime: str = "linear",
     source: str = "auto",
     data_root: str | Path | None = None,
     backbone: str = DEFAULT_BACKBONE,
@@ -291,6 +310,7 @@ def run_configured_sweep(
     data: StudyData | None = None,
     extract: bool = True,
     weights: str | Path | None = None,
+    device: str | None = None,
     shared: dict | None = None,
     claimed: str = "wait",
     folder: str | Path | None = None,
@@ -299,12 +319,22 @@ def run_configured_sweep(
     """Run (or resume) the ``scale`` sweep of ``dataset``; runs land in ``<out>/<dataset>/`` (or
     ``folder``, when given: an experiment keeping these runs of its own elsewhere).
 
+    ``regime``: ``"linear"``, the schedule of :mod:`alkit.experiments.catalog` on the backbone's
+    cached features (``backbone``, ``cache_dir``, ``data``, ``extract`` say where they come from);
+    ``"finetune"``, the sweep of :data:`alkit.finetune.FINETUNE_SCALES` on the images, the network
+    trained on ``device`` (None: CUDA when present).  ``weights``: the backbone's checkpoint.
     ``overrides`` change the configured schedule (``seeds``, ``strategies``, ``rounds``, ...);
     the run key records them, so results made with other settings are never mixed in.  ``shared``:
     see :func:`run_sweep`; a caller running several sweeps of one data set keeps one per data set.
     ``claimed``: see :func:`run_sweep`.
     """
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
     loaded_commit()   # pin the provenance's commit to the code this process started with
+    out_dir = Path(folder) if folder is not None else None if out is None else Path(out) / dataset
+    if regime == "finetune":
+        return _run_finetune_sweep(dataset, scale, out_dir, source=source, data_root=data_root, weights=weights,
+                                   device=device, progress=progress, claimed=claimed, **overrides)
     config = sweep_config(dataset, scale, **overrides)
     data = data or load_study_data(dataset, scale, source=source, data_root=data_root, backbone=backbone,
                                    cache_dir=cache_dir, config=config, progress=progress, extract=extract,
@@ -319,11 +349,33 @@ def run_configured_sweep(
     return run_sweep(
         train_features, data.train_labels, test_features, data.test_labels, data.num_classes,
         config.strategy_list(), config.seeds, initial_size=config.initial_size, round_budget=config.round_budget,
-        rounds=config.rounds, val_per_class=config.val_per_class, probe=config.probe,
-        out_dir=Path(folder) if folder is not None else None if out is None else Path(out) / dataset,
+        rounds=config.rounds, val_per_class=config.val_per_class, probe=config.probe, out_dir=out_dir,
         dataset=dataset, data_meta=data_meta,
         data_source=data.source, progress=progress, shared=shared, claimed=claimed,
     )
+
+
+def _run_finetune_sweep(dataset: str, scale: str, out_dir: Path | None, *, source: str, data_root, weights, device,
+                        progress: bool, claimed: str, **overrides) -> pd.DataFrame:
+    """The fine-tuning sweep of ``dataset`` at ``scale`` (:data:`alkit.finetune.FINETUNE_SCALES`),
+    its settings changed by ``overrides``; the weights and the device are checked before any image is read."""
+    entry = finetune.finetune_scale(scale, [dataset])[dataset]
+    unknown = set(overrides) - {f.name for f in fields(entry)}
+    if unknown:
+        raise ValueError(f"unknown fine-tuning sweep setting(s) {sorted(unknown)}; choose among "
+                         f"{sorted(f.name for f in fields(entry))}")
+    entry = replace(entry, **overrides)
+    finetune.check_scale_weights({dataset: entry}, weights, scale)
+    network = finetune.network_source(entry.backbone, weights)
+    trainer = finetune.FineTuningTrainer(network, entry.preset, device=device)
+    train, y, test, ty, num_classes, meta, data_source = finetune.load_scale_images(
+        entry, network, source=source, data_root=data_root, allow_standin=scale == "smoke")
+    data_meta = {**meta, "scale": scale, **({"note": entry.note} if entry.note else {})}
+    return run_sweep(
+        train, y, test, ty, num_classes, entry.strategies, entry.seeds, initial_size=entry.initial_size,
+        round_budget=entry.round_budget, rounds=entry.rounds, val_per_class=entry.val_per_class, trainer=trainer,
+        out_dir=out_dir, dataset=dataset, data_meta=data_meta, data_source=data_source, progress=progress,
+        claimed=claimed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,20 +416,22 @@ def results_for(
     results_dir: str | Path,
     *,
     run_missing: bool,
+    regime: str = "linear",
     source: str = "auto",
     data_root: str | Path | None = None,
     backbone: str = DEFAULT_BACKBONE,
     progress: bool = False,
     **overrides,
 ) -> pd.DataFrame:
-    """Rows of ``datasets`` at ``scale``: with ``run_missing`` the sweeps run (finished runs are
-    loaded, not recomputed); without, only what ``results_dir`` already holds is read — the way
-    ``make reproduce-figures`` renders committed results offline."""
+    """Rows of ``datasets`` at ``scale``: with ``run_missing`` the sweeps of ``regime`` run
+    (:func:`run_configured_sweep`; finished runs are loaded, not recomputed); without, only what
+    ``results_dir`` already holds is read — the way ``make reproduce-figures`` renders committed
+    results offline."""
     frames = []
     for dataset in datasets:
         if run_missing:
-            frame = run_configured_sweep(dataset, scale, results_dir, source=source, data_root=data_root,
-                                         backbone=backbone, progress=progress, **overrides)
+            frame = run_configured_sweep(dataset, scale, results_dir, regime=regime, source=source,
+                                         data_root=data_root, backbone=backbone, progress=progress, **overrides)
         else:
             frame = load_runs(results_dir, dataset)
             # Committed results may hold more than asked for: keep the asked strategies and seeds.
@@ -385,6 +439,9 @@ def results_for(
                 frame = frame[frame["strategy"].isin([resolve_strategy(s).name for s in overrides["strategies"]])]
             if not frame.empty and overrides.get("seeds") is not None:
                 frame = frame[frame["seed"].isin([int(s) for s in overrides["seeds"]])]
+        if frame.empty and regime == "finetune":
+            raise ValueError(f"results_dir: no finished fine-tuning runs of {dataset!r} under {results_dir}; run "
+                             f"`python -m alkit reproduce finetune --scale {scale} --out {results_dir}`")
         if frame.empty:
             raise ValueError(f"results_dir: no finished runs of {dataset!r} under {results_dir}; run "
                              f"`python -m alkit experiment --scale {scale} --dataset {dataset} --out {results_dir}`")
