@@ -133,22 +133,17 @@ def shared_key(k: int, seed: int, total: int = FULL_CLASSES) -> tuple:
     return (int(k),) if k == total else (int(k), int(seed))
 
 
-_WORKER_SHARED: dict = {}   # shared_key -> the shared dict of those runs (round-0 heads), per worker
-
-
 def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, source: str, data_root: str | None,
            sweep_out: str = SWEEP_DIR, per_class: dict | None = None, claimed: str = "wait") -> str:
     """One (K, strategy) task of a parallel class-count sweep (see :func:`alkit.experiments.launch.run_parallel`)."""
     k, strategy = task
     started = time.perf_counter()
-    if dataset not in launch._WORKER_DATA:
-        launch._WORKER_DATA[dataset] = loading.load_study_data(dataset, scale, source=source, data_root=data_root,
-                                                              extract=False, progress=False)
-    data = launch._WORKER_DATA[dataset]
+    state = launch.worker_state()
+    data = state.data(dataset, launch.worker_loader(dataset, scale, source, data_root))
     finals = []
     for seed in seeds:
         frame = run_one(data, k, strategy, seed, out, sweep_out, scale, per_class or PER_CLASS,
-                        _WORKER_SHARED.setdefault(shared_key(k, seed, data.num_classes), {}), claimed=claimed)
+                        state.shared(shared_key(k, seed, data.num_classes)), claimed=claimed)
         if not frame.empty:
             finals.append(frame["top1"].iloc[-1])
     return (f"[K = {k}] {strategy} seed {','.join(map(str, seeds))}: {time.perf_counter() - started:.0f} s "

@@ -16,6 +16,7 @@ The same command resumes a sweep whatever executor ran it; results land in the s
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import submitit
@@ -31,7 +33,7 @@ import torch
 from alkit import io
 from alkit.data.features import FeaturesNotCached
 from alkit.experiments.catalog import sweep_config
-from alkit.experiments.loading import load_study_data
+from alkit.experiments.loading import StudyData, load_study_data
 from alkit.experiments.runs import run_configured_sweep, run_path
 from alkit.io import loaded_commit, process_alive, write_json
 
@@ -111,10 +113,46 @@ def _worker_threads(jobs: int) -> int:
 #: the graph once per data set instead of once per worker that gets a seed.
 SHARED_ACROSS_SEEDS = ("probcover",)
 
-# A worker's state, per data set: the loaded data, and the ``shared`` dict of its runs'
-# StrategyCache (round-0 heads, ProbCover's δ-graph), reused by every task on that data set.
-_WORKER_DATA: dict = {}
-_WORKER_SHARED: dict = {}
+
+class WorkerState:
+    """What a worker process keeps between its tasks: each data set, loaded once, and per group of
+    runs on the same features the ``shared`` dict of their :class:`alkit.pool.StrategyCache`
+    (round-0 fits, ProbCover's δ-graph).  Every worker function of every experiment takes it from
+    :func:`worker_state`."""
+
+    def __init__(self) -> None:
+        self._data: dict = {}
+        self._shared: dict = {}
+
+    def data(self, dataset: str, load: Callable[[], StudyData]) -> StudyData:
+        """``dataset``'s data: ``load()`` the first time it is asked for in this process."""
+        if dataset not in self._data:
+            self._data[dataset] = load()
+        return self._data[dataset]
+
+    def shared(self, key) -> dict:
+        """The shared dict of the runs on the features ``key`` names (a data set, or a class subset
+        of one): one per feature matrix, as :class:`alkit.pool.StrategyCache` requires."""
+        return self._shared.setdefault(key, {})
+
+    def shared_keys(self) -> list:
+        """The keys of the shared dicts made so far in this process."""
+        return list(self._shared)
+
+
+_WORKER_STATE = WorkerState()
+
+
+def worker_state() -> WorkerState:
+    """This process's :class:`WorkerState` (one per worker process: its tasks run one after another)."""
+    return _WORKER_STATE
+
+
+def worker_loader(dataset: str, scale: str, source: str, data_root: str | None) -> Callable[[], StudyData]:
+    """How a worker loads a data set (for :meth:`WorkerState.data`): without a progress bar, and never
+    extracting features (its :class:`FeaturesNotCached` goes back to the launcher, which extracts)."""
+    return functools.partial(load_study_data, dataset, scale, source=source, data_root=data_root, extract=False,
+                             progress=False)
 
 
 def _worker_init(commit: str, threads: int, parent: int, command: str) -> None:
@@ -132,12 +170,10 @@ def _worker_init(commit: str, threads: int, parent: int, command: str) -> None:
 def _worker_run(dataset: str, strategy: str, seeds: list[int], scale: str, out: str, source: str,
                 data_root: str | None, claimed: str = "wait") -> str:
     started = time.perf_counter()
-    if dataset not in _WORKER_DATA:   # once per data set and worker
-        _WORKER_DATA[dataset] = load_study_data(dataset, scale, source=source, data_root=data_root,
-                                                extract=False, progress=False)
-    frame = run_configured_sweep(dataset, scale, out, data=_WORKER_DATA[dataset], strategies=[strategy],
-                                 seeds=seeds, progress=False, shared=_WORKER_SHARED.setdefault(dataset, {}),
-                                 claimed=claimed)
+    state = worker_state()
+    data = state.data(dataset, worker_loader(dataset, scale, source, data_root))
+    frame = run_configured_sweep(dataset, scale, out, data=data, strategies=[strategy], seeds=seeds, progress=False,
+                                 shared=state.shared(dataset), claimed=claimed)
     if frame.empty:
         return f"[{dataset}] {strategy} seed {','.join(map(str, seeds))}: claimed by another worker"
     finals = frame.groupby("seed")["top1"].last()

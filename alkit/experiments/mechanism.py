@@ -167,9 +167,6 @@ def _shared_key(cell: Cell, seed: int) -> tuple:
     return class_count.shared_key(cell.num_classes, seed) + (cell.schedule,)
 
 
-_WORKER_SHARED: dict = {}
-
-
 def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, source: str, data_root: str | None,
            class_count_out: str = class_count.RUNS_DIR, sweep_out: str = class_count.SWEEP_DIR,
            claimed: str = "wait") -> str:
@@ -177,13 +174,12 @@ def worker(dataset: str, task: tuple, seeds: list[int], scale: str, out: str, so
     name, strategy = task
     cell = {c.name: c for c in cells(scale)}[name]
     started = time.perf_counter()
-    if dataset not in launch._WORKER_DATA:
-        launch._WORKER_DATA[dataset] = loading.load_study_data(dataset, scale, source=source, data_root=data_root,
-                                                              extract=False, progress=False)
+    state = launch.worker_state()
+    data = state.data(dataset, launch.worker_loader(dataset, scale, source, data_root))
     finals = []
     for seed in seeds:
-        frame = run_one(launch._WORKER_DATA[dataset], cell, strategy, seed, scale, out, class_count_out, sweep_out,
-                        _WORKER_SHARED.setdefault(_shared_key(cell, seed), {}), claimed=claimed)
+        frame = run_one(data, cell, strategy, seed, scale, out, class_count_out, sweep_out,
+                        state.shared(_shared_key(cell, seed)), claimed=claimed)
         if not frame.empty:
             finals.append(frame["top1"].iloc[-1])
     return (f"[{cell.label}] {strategy} seed {','.join(map(str, seeds))}: {time.perf_counter() - started:.0f} s "
@@ -219,14 +215,14 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
         launch.run_parallel(pending, scale, str(out), source=source, data_root=data_root, jobs=jobs, extract=extract,
                             worker=worker, worker_kwargs=kwargs, locate=locate)
     else:
-        loaded: dict = {}
+        loaded, shared = {}, {}   # per data set; per _shared_key
         for dataset, ((name, strategy),), seed in tqdm(pending, desc="mechanism"):
             if dataset not in loaded:
                 loaded[dataset] = loading.load_study_data(dataset, scale, source=source, data_root=data_root,
                                                           extract=extract, progress=False)
             cell = by_name[name]
             run_one(loaded[dataset], cell, strategy, seed, scale, out, class_count_out, sweep_out,
-                    _WORKER_SHARED.setdefault(_shared_key(cell, seed), {}))
+                    shared.setdefault(_shared_key(cell, seed), {}))
     ran = 0
     for _, ((name, strategy),), seed in pending:
         folder = run_folder(by_name[name], strategy, scale, out, class_count_out, sweep_out)
