@@ -87,20 +87,25 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime if path.exists() else -1.0
 
 
-def _log_sweep(out: str, scale: str, jobs: int, planned: int, ran: int | None, seconds: float) -> None:
-    """Append this sweep's wall time to ``<out>/sweep_times.json`` (rewritten atomically): how many
-    runs it planned, how many it ran (the others were finished already), with how many workers."""
+def append_sweep_log(out: str | Path, entry: dict) -> None:
+    """Append ``entry`` to ``<out>/sweep_times.json`` (rewritten atomically; an unreadable log starts over)."""
     path = Path(out) / "sweep_times.json"
     try:
         log = json.loads(path.read_text()) if path.exists() else []
     except ValueError:
         log = []
-    log.append({"scale": scale, "command": io.launch_command(), "git_commit": loaded_commit(), "jobs": jobs,
-                "torch_threads": torch.get_num_threads() if jobs == 1 else _worker_threads(jobs),
-                "cpu_count": os.cpu_count(), "runs_planned": planned, "runs_run": ran,
-                "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, log)
+    write_json(path, [*log, entry])
+
+
+def _log_sweep(out: str, scale: str, jobs: int, planned: int, ran: int | None, seconds: float) -> None:
+    """Append this sweep's wall time to ``<out>/sweep_times.json``: how many runs it planned, how
+    many it ran (the others were finished already), with how many workers."""
+    append_sweep_log(out, {
+        "scale": scale, "command": io.launch_command(), "git_commit": loaded_commit(), "jobs": jobs,
+        "torch_threads": torch.get_num_threads() if jobs == 1 else _worker_threads(jobs), "cpu_count": os.cpu_count(),
+        "runs_planned": planned, "runs_run": ran, "wall_seconds": round(seconds, 1),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def _worker_threads(jobs: int) -> int:

@@ -14,7 +14,6 @@ git), never over the source notebooks.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -31,9 +30,9 @@ from jupyter_client import AsyncKernelManager
 from alkit import finetune
 from alkit.experiments import class_count, mechanism
 from alkit.experiments.catalog import CPU_PHASES, SWEEP_DATASETS, default_data_root
-from alkit.experiments.launch import only_phases, run_phases
+from alkit.experiments.launch import append_sweep_log, only_phases, run_phases
 from alkit.experiments.runs import finished_runs, run_configured_sweep
-from alkit.io import launch_command, loaded_commit, write_json
+from alkit.io import launch_command, loaded_commit
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -360,22 +359,11 @@ def reproduce_finetune(scale: str, out: str | None = None, data_root: str | None
                                             data_root=data_root, weights=weights, device=device)
                        for dataset in entries], ignore_index=True)
     ranks = finetune.ranks_from_env()
-    if ranks.is_main:
-        _log_finetune_sweep(out_dir, {
+    if ranks.is_main:   # as the linear sweeps log theirs
+        append_sweep_log(out_dir, {
             "regime": "finetune", "scale": scale, "command": launch_command(), "git_commit": commit,
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "world_size": ranks.size,
             "runs": int(frame.groupby(["dataset", "strategy", "seed"]).ngroups),
             "wall_seconds": round(time.perf_counter() - started, 1),
             "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out_dir
-
-
-def _log_finetune_sweep(out: Path, entry: dict) -> None:
-    """Append ``entry`` to ``<out>/sweep_times.json`` (as the linear sweeps log theirs)."""
-    path = out / "sweep_times.json"
-    try:
-        log = json.loads(path.read_text()) if path.exists() else []
-    except ValueError:
-        log = []
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, [*log, entry])
