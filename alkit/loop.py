@@ -31,8 +31,8 @@ from alkit.probe import PROBE_PRESETS, LinearHead, ProbeConfig, train_linear_pro
 from alkit.strategies.registry import Strategy, StrategyInfo, check_budget, resolve_strategy, select
 
 #: Layout of a round checkpoint (3: the loop's state, the run's cache as
-#: :meth:`alkit.pool.StrategyCache.state_dict` and the trainer's state inside a round);
-#: a checkpoint of another layout is ignored and its run starts over.
+#: :meth:`alkit.pool.StrategyCache.state_dict` and the trainer's state inside a round); a
+#: checkpoint of another layout is taken for another run's (:attr:`Trainer.refuses_foreign_checkpoints`).
 CHECKPOINT_FORMAT = 3
 
 #: Named random streams: each is ``default_rng([seed, STREAM, round])``.
