@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alkit.checks import ParameterError
 from alkit.data.backbones import CIFAR10_MEAN, CIFAR10_STD, load_backbone, resnet18_cifar
 from alkit.data.datasets import load_dataset
 from alkit.data.distributed import all_gather, barrier, broadcast, process_group, resolve_device, world_from_env
@@ -89,19 +90,21 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}", param=name)
         for name in ("lr", "momentum", "weight_decay", "gamma", "checkpoint_seconds"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
+                raise ParameterError(f"{name} must be a finite number ≥ 0, got {value!r}", param=name)
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ParameterError(f"lr must be > 0, got {self.lr}", param="lr")
         if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+            raise ParameterError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}",
+                                 param="schedule")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {self.precision!r}")
+            raise ParameterError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {self.precision!r}",
+                                 param="precision")
         if self.patience < 0 or self.crop_padding < 0:
-            raise ValueError("patience and crop_padding must be ≥ 0")
+            raise ParameterError("patience and crop_padding must be ≥ 0", param="patience")
 
     def as_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -146,12 +149,12 @@ def finetune_config(preset: str | FinetuneConfig = "tiny", **overrides) -> Finet
     elif preset in PRESETS:
         config = PRESETS[preset]
     else:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        raise ParameterError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}", param="preset")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(overrides) - set(FinetuneConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown fine-tuning setting(s) {sorted(unknown)}; choose among "
-                         f"{sorted(FinetuneConfig.__dataclass_fields__)}")
+        raise ParameterError(f"unknown fine-tuning setting(s) {sorted(unknown)}; choose among "
+                             f"{sorted(FinetuneConfig.__dataclass_fields__)}", param="options")
     if "epochs" in overrides and "vaal" not in overrides and "epochs" in config.vaal:
         overrides["vaal"] = {**config.vaal, "epochs": overrides["epochs"]}   # VAAL trains as long as the classifier
     return replace(config, **overrides)
@@ -216,12 +219,12 @@ FINETUNE_SCALES: dict[str, dict[str, FinetuneScale]] = {
 def finetune_scale(scale: str, datasets: Sequence[str] | None = None) -> dict[str, FinetuneScale]:
     """The configured sweeps of ``scale`` (:data:`FINETUNE_SCALES`), only ``datasets`` when given."""
     if scale not in FINETUNE_SCALES:
-        raise ValueError(f"scale must be one of {', '.join(FINETUNE_SCALES)}, got {scale!r}")
+        raise ParameterError(f"scale must be one of {', '.join(FINETUNE_SCALES)}, got {scale!r}", param="scale")
     entries = FINETUNE_SCALES[scale]
     for name in datasets or ():
         if name not in entries:
-            raise ValueError(f"datasets: {name!r} has no {scale}-scale fine-tuning sweep; choose among "
-                             f"{', '.join(entries)}")
+            raise ParameterError(f"datasets: {name!r} has no {scale}-scale fine-tuning sweep; choose among "
+                                 f"{', '.join(entries)}", param="datasets")
     return {name: entries[name] for name in (datasets or entries)}
 
 
@@ -239,16 +242,18 @@ def check_scale_weights(entries: dict[str, FinetuneScale], weights: str | Path |
     at = f" at {scale} scale" if scale else ""
     if weights is None and needing:
         which = "; ".join(f"{b} for {', '.join(d for d, e in entries.items() if e.backbone == b)}" for b in needing)
-        raise ValueError(f"weights: the networks{at} start from the authors' self-supervised checkpoints ({which}); "
-                         "pass --weights FILE" + (" and --datasets of one backbone" if len(needing) > 1 else ""))
+        raise ParameterError(f"weights: the networks{at} start from the authors' self-supervised checkpoints ({which}); "
+                             "pass --weights FILE" + (" and --datasets of one backbone" if len(needing) > 1 else ""),
+                             param="weights")
     if weights is not None and not needing:
         random_nets = ", ".join(sorted({e.backbone for e in entries.values()}))
-        raise ValueError(f"weights: the networks{at} start from random weights ({random_nets}); drop --weights")
+        raise ParameterError(f"weights: the networks{at} start from random weights ({random_nets}); drop --weights",
+                             param="weights")
     if weights is not None and len(needing) > 1:
-        raise ValueError(f"weights: one checkpoint cannot serve {' and '.join(needing)}; choose the data sets of "
-                         "one backbone with --datasets")
+        raise ParameterError(f"weights: one checkpoint cannot serve {' and '.join(needing)}; choose the data sets of "
+                             "one backbone with --datasets", param="weights")
     if weights is not None and not Path(weights).expanduser().is_file():
-        raise ValueError(f"weights: file not found: {weights}")
+        raise ParameterError(f"weights: file not found: {weights}", param="weights")
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +344,7 @@ def network_source(name: str = "resnet18_scratch", weights: str | Path | None = 
     ResNet-18, random) / ``tiny_cnn`` (tests) initialised from each round's training stream."""
     if name in ("resnet18_scratch", "tiny_cnn"):
         if weights is not None or options:
-            raise ValueError(f"backbone {name!r} starts from random weights: drop weights= / options")
+            raise ParameterError(f"backbone {name!r} starts from random weights: drop weights= / options", param="backbone")
         if name == "tiny_cnn":
             return NetworkSource(name, tiny_cnn, 32, CIFAR10_MEAN, CIFAR10_STD)
         return NetworkSource(name, resnet18_cifar, 512, CIFAR10_MEAN, CIFAR10_STD)
@@ -372,7 +377,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
         if device.type != "cuda":
-            raise ValueError("precision: fp16 autocast needs a CUDA device; use bf16 or fp32 on the CPU")
+            raise ParameterError("precision: fp16 autocast needs a CUDA device; use bf16 or fp32 on the CPU",
+                                 param="precision")
         return torch.float16
     return torch.bfloat16
 
@@ -732,8 +738,8 @@ class FineTuningTrainer(Trainer):
     def check_inputs(self, train, test) -> None:
         for what, images in (("train_features", train), ("test_features", test)):
             if not isinstance(images, PoolImages):
-                raise ValueError(f"{what}: fine-tuning trains on images; pass an alkit.data.images.PoolImages, got "
-                                 f"{type(images).__name__}")
+                raise ParameterError(f"{what}: fine-tuning trains on images; pass an alkit.data.images.PoolImages, got "
+                                     f"{type(images).__name__}", param=what)
 
     def strategy_options(self, strategy: StrategyInfo) -> dict:
         if self.options is None:
@@ -789,8 +795,8 @@ def load_pool_images(dataset: str, root: str | Path | None, *, network: NetworkS
     except (ValueError, FileNotFoundError):
         test = load_dataset(dataset, root, "val", limit=test_limit, cache_dir=cache_dir)
     if not train.labelled:
-        raise ValueError(f"dataset: {dataset!r} has no classes; the fine-tuning loop needs a labelled pool "
-                         "(an ImageFolder with one folder per class)")
+        raise ParameterError(f"dataset: {dataset!r} has no classes; the fine-tuning loop needs a labelled pool "
+                             "(an ImageFolder with one folder per class)", param="dataset")
     size = resolution or train.native_size or network.resolution
     resize = "stretch" if (train.native_size is not None or resolution is not None) else "center_crop"
     preprocessing = Preprocessing(int(size), resize, mean=network.mean, std=network.std)
@@ -815,7 +821,7 @@ def load_scale_images(entry: FinetuneScale, network: NetworkSource, *, source: s
     ``"auto"`` when the images are absent and ``allow_standin`` (smoke).  CIFAR-10 without a root is
     torchvision's download (a clear error offline)."""
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise ParameterError(f"source must be one of {', '.join(SOURCES)}, got {source!r}", param="source")
     spec = data_spec(entry.dataset)
     root = data_root_for(entry.dataset, data_root)
     have_real = root is not None and root.exists()
@@ -828,8 +834,8 @@ def load_scale_images(entry: FinetuneScale, network: NetworkSource, *, source: s
                 "n_train": int(y.size), "n_test": int(ty.size), "seed": 7}
         return wrap(train), y, wrap(test), ty, spec.num_classes, meta, STANDIN_SOURCE
     if not have_real and (data_root is not None or spec.loader not in ("cifar10", "cifar10-lt")):
-        raise ValueError(f"data_root: no images of {entry.dataset!r} (looked for {spec.archive or 'a folder'} under "
-                         f"{root or '$ALKIT_DATA / ../shared/data'}); pass --data-root")
+        raise ParameterError(f"data_root: no images of {entry.dataset!r} (looked for {spec.archive or 'a folder'} under "
+                             f"{root or '$ALKIT_DATA / ../shared/data'}); pass --data-root", param="data_root")
     train, y, test, ty, num_classes, meta = load_pool_images(
         spec.loader, root if have_real else None, network=network, train_limit=entry.train_limit,
         test_limit=entry.test_limit)

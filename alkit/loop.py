@@ -65,7 +65,8 @@ def first_round_split(
     held_out = balanced_validation_split(labels, num_classes, val_per_class, stream(seed, "validation"))
     candidates = np.flatnonzero(~held_out)
     if initial_size > candidates.size:
-        raise ValueError(f"initial_size {initial_size} exceeds the {candidates.size} points outside validation")
+        raise ParameterError(f"initial_size {initial_size} exceeds the {candidates.size} points outside validation",
+                             param="initial_size")
     return held_out, np.sort(stream(seed, "initial").choice(candidates, size=initial_size, replace=False))
 
 
@@ -240,7 +241,7 @@ class LinearProbeTrainer(Trainer):
         check_features(train, "train_features")
         check_features(test, "test_features")
         if test.shape[1] != train.shape[1]:
-            raise ValueError("test_features must have the same dimension as train_features")
+            raise ParameterError("test_features must have the same dimension as train_features", param="test_features")
 
     def identity(self) -> dict:
         return {"probe": self.probe.as_dict()}
@@ -362,9 +363,11 @@ def run_active_learning(
     train_labels = np.asarray(train_labels)
     test_labels = np.asarray(test_labels)
     if train_labels.shape != (len(train_features),):
-        raise ValueError(f"train_labels must have shape ({len(train_features)},), got {train_labels.shape}")
+        raise ParameterError(f"train_labels must have shape ({len(train_features)},), got {train_labels.shape}",
+                             param="train_labels")
     if test_labels.shape != (len(test_features),):
-        raise ValueError(f"test_labels must have shape ({len(test_features)},), got {test_labels.shape}")
+        raise ParameterError(f"test_labels must have shape ({len(test_features)},), got {test_labels.shape}",
+                             param="test_labels")
     seed = check_int(seed, "seed", low=0)
     num_classes = check_int(num_classes, "num_classes", low=1)
     rounds = check_int(rounds, "rounds", low=0)
@@ -386,9 +389,9 @@ def run_active_learning(
     held_out, initial = first_round_split(train_labels, num_classes, val_per_class, initial_size, seed)
     available = int((~held_out).sum())
     if initial_size + rounds * round_budget > available:
-        raise ValueError(f"round_budget: {initial_size} initial + {rounds} rounds × {round_budget} = "
-                         f"{initial_size + rounds * round_budget} labels, more than the {available} points outside "
-                         "validation; lower rounds or round_budget")
+        raise ParameterError(f"round_budget: {initial_size} initial + {rounds} rounds × {round_budget} = "
+                             f"{initial_size + rounds * round_budget} labels, more than the {available} points outside "
+                             "validation; lower rounds or round_budget", param="round_budget")
     config = {"strategy": name, "oracle": info.oracle, "seed": int(seed), "initial_size": initial_size,
               "round_budget": round_budget, "rounds": rounds, "val_per_class": val_per_class,
               **trainer.settings(info, train_features), "num_classes": num_classes, "pool_size": n}
@@ -399,9 +402,9 @@ def run_active_learning(
                    images)
     with trainer.running(data) as data:
         if "images" in info.needs and data.images is None:
-            raise ValueError(f"strategy {info.name!r} trains on the pool's images: pass images= (alkit.data.images."
-                             "PoolImages of the pool's rows) or fine-tune (trainer=alkit.finetune.FineTuningTrainer, "
-                             "`python -m alkit finetune`)")
+            raise ParameterError(f"strategy {info.name!r} trains on the pool's images: pass images= (alkit.data.images."
+                                 "PoolImages of the pool's rows) or fine-tune (trainer=alkit.finetune.FineTuningTrainer, "
+                                 "`python -m alkit finetune`)", param="images")
         return _run_rounds(data, held_out, initial, info, trainer, config, seed=seed, round_budget=round_budget,
                            rounds=rounds, progress=progress, on_round=on_round, shared=shared, checkpoint=checkpoint)
 
@@ -518,14 +521,14 @@ def _read_checkpoint(path: str | Path | None, config: dict, data: str | None = N
             state = pickle.load(fh)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError) as exc:
         if refuse:
-            raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); delete it to start "
-                             "the run again") from None
+            raise ParameterError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); delete it to start "
+                                 "the run again", param="checkpoint") from None
         return None
     ours = (isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT and state.get("config") == config
             and state.get("data") == data)
     if not ours and refuse:
-        raise ValueError(f"checkpoint {path} belongs to another run (other settings, data or layout); delete it or "
-                         "choose another output path")
+        raise ParameterError(f"checkpoint {path} belongs to another run (other settings, data or layout); delete it or "
+                             "choose another output path", param="checkpoint")
     return state if ours else None
 
 

@@ -282,7 +282,7 @@ class PoolState:
             raise ParameterError(
                 f"strategy {strategy!r} trains on the pool's images and needs images= (PoolState.images: a "
                 "callable returning the image tensors of pool rows, e.g. alkit.data.images.PoolImages): run it in "
-                "the fine-tuning loop (`python -m alkit finetune`, alkit.finetune.run_finetune_active_learning) "
+                "the fine-tuning loop (`python -m alkit finetune`, alkit.finetune.FineTuningTrainer) "
                 "or pass images= to run_active_learning / make_pool",
                 param="images",
             )

@@ -12,7 +12,7 @@
 #    results/runs/finetune-gpu/cifar10/, seed by seed, until the budget is spent. Each finished run
 #    leaves <strategy>__seed<k>.csv/.npz/.json (the .json: run key and provenance: commit, versions,
 #    GPU, wall time); sweep_times.json logs a sweep that finishes. Running the script again resumes:
-#    finished runs are skipped, and the run that was cut off starts again (its checkpoint *.ckpt.pt
+#    finished runs are skipped, and the run that was cut off starts again (its checkpoint *.ckpt
 #    stays on that machine);
 # 4. a table of final top-1 per strategy, and one archive $OUT/gpu_finetune.tar.gz (runs, benchmark
 #    page, log; without checkpoints) when $OUT is set (the device tool brings back at most 8 files).
@@ -66,8 +66,8 @@ SWEEP_S=$(( $(left) - 45 ))   # what is left, less the summary and the archive
 [ "$SWEEP_S" -gt 60 ] || SWEEP_S=60
 echo "== the ${SCALE} fine-tuning scale into ${RUNS} on ${DEVICE} (at most ${SWEEP_S} s; resumable)"
 timeout --signal=INT --kill-after=20 "$SWEEP_S" "$PY" -c "
-from alkit.finetune import run_finetune_scale
-run_finetune_scale('$SCALE', '$RUNS', data_root='$DATA', device='$DEVICE')
+from alkit.experiments.reproduce import reproduce_finetune
+reproduce_finetune('$SCALE', '$RUNS', data_root='$DATA', device='$DEVICE')
 " || echo "sweep: stopped at the budget or failed (status $?); run the script again to resume"
 
 echo "== finished runs"
@@ -84,6 +84,6 @@ else:
 "
 echo "== done in $(( $(date +%s) - STARTED )) s"
 if [ -n "${OUT:-}" ]; then
-  tar -czf "$OUT/gpu_finetune.tar.gz" --exclude='*.ckpt.pt' --exclude='*.claim' "$RUNS" results/benchmarks/gpu \
-    2>/dev/null || tar -czf "$OUT/gpu_finetune.tar.gz" --exclude='*.ckpt.pt' --exclude='*.claim' "$RUNS"
+  tar -czf "$OUT/gpu_finetune.tar.gz" --exclude='*.ckpt' --exclude='*.claim' "$RUNS" results/benchmarks/gpu \
+    2>/dev/null || tar -czf "$OUT/gpu_finetune.tar.gz" --exclude='*.ckpt' --exclude='*.claim' "$RUNS"
 fi

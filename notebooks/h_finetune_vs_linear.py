@@ -44,8 +44,8 @@ from alkit import experiment, finetune, plots, report
 
 if TORCH_THREADS:
     torch.set_num_threads(TORCH_THREADS)
-tuned = finetune.finetune_results_for(FINETUNE_SCALE, report.resolve_path(FINETUNE_RUNS_DIR),
-                                      run_missing=RUN_MISSING, source=SOURCE, data_root=DATA_ROOT)
+tuned = experiment.results_for(["cifar10"], FINETUNE_SCALE, report.resolve_path(FINETUNE_RUNS_DIR), regime="finetune",
+                               run_missing=RUN_MISSING, source=SOURCE, data_root=DATA_ROOT)
 both = [s for s in tuned["strategy"].unique() if s != "vaal"]   # the linear regime has no VAAL (no images)
 linear = experiment.results_for(["cifar10"], SCALE, report.resolve_path(RESULTS_DIR), run_missing=RUN_MISSING,
                                 source=SOURCE, data_root=DATA_ROOT, strategies=both)

@@ -370,17 +370,25 @@ def test_run_disk_full_keeps_the_rows(files, capsys, monkeypatch, tmp_path):
 
 
 def test_parameter_names_become_flags():
-    from alkit.cli.common import flag_names
+    # The flag comes from the error's parameter (data), not from its text.
+    from alkit.checks import ParameterError
+    from alkit.cli.common import flagged
     from alkit.cli.experiment import _experiment_message
 
-    assert flag_names("initial_size 1000 exceeds the 160 points outside validation").startswith("--initial 1000")
-    assert flag_names("budget must be a positive integer, got 0") == "--budget must be a positive integer, got 0"
-    assert flag_names("train_features contains NaN or inf") == "--features contains NaN or inf"
-    assert flag_names("--labels: must hold integer classes") == "--labels: must hold integer classes"
-    message = _experiment_message(ValueError("weights file w.pth holds Python objects besides tensors; if you "
-                                             "trust it, load it with trust_checkpoint=True (…)"))
-    assert "trust_checkpoint=True" not in message and "--trust-checkpoint" in message
-    assert _experiment_message(ValueError("data_root: no data for 'cifar10'")).startswith("--data-root: no data")
+    assert flagged(ParameterError("initial_size 1000 exceeds the 160 points outside validation",
+                                  param="initial_size")).startswith("--initial 1000")
+    assert flagged(ParameterError("budget must be a positive integer, got 0", param="budget")) == \
+        "--budget must be a positive integer, got 0"
+    assert flagged(ParameterError("train_features contains NaN or inf", param="train_features")) == \
+        "--features contains NaN or inf"
+    assert flagged(ValueError("--labels: must hold integer classes")) == "--labels: must hold integer classes"
+    assert flagged(ValueError("budget words without a parameter")) == "budget words without a parameter"
+    message = _experiment_message(ParameterError("weights file w.pth holds Python objects besides tensors; if you "
+                                                 "trust it, load it with trust_checkpoint=True (…)",
+                                                 param="trust_checkpoint"))
+    assert "python -m alkit features" in message and "--trust-checkpoint" in message
+    assert _experiment_message(ParameterError("data_root: no data for 'cifar10'", param="data_root")).startswith(
+        "--data-root: no data")
 
 
 # ---------------------------------------------------------------- python -m alkit features

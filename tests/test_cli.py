@@ -285,15 +285,15 @@ def test_the_features_command_names_flags_from_the_errors_parameter_alone():
     # No text rewriting: the flag comes from ``param``. A message that opens with the parameter gets
     # the flag in its place, any other message the flag in front, one without a parameter no flag.
     from alkit.checks import MissingPathError, ParameterError
-    from alkit.cli.common import with_flag
+    from alkit.cli.common import flagged
     from alkit.cli.features import FEATURES_FLAGS
 
-    assert with_flag(MissingPathError("root=/x does not exist", param="root"), FEATURES_FLAGS) == \
+    assert flagged(MissingPathError("root=/x does not exist", param="root"), FEATURES_FLAGS) == \
         "--root=/x does not exist"
-    assert with_flag(ParameterError("archive a.zip is corrupt", param="root"), FEATURES_FLAGS) == \
+    assert flagged(ParameterError("archive a.zip is corrupt", param="root"), FEATURES_FLAGS) == \
         "--root: archive a.zip is corrupt"
-    assert with_flag(ParameterError("rootless words", param="root"), FEATURES_FLAGS) == "--root: rootless words"
-    assert with_flag(ValueError("root=/x is odd"), FEATURES_FLAGS) == "root=/x is odd"
+    assert flagged(ParameterError("rootless words", param="root"), FEATURES_FLAGS) == "--root: rootless words"
+    assert flagged(ValueError("root=/x is odd"), FEATURES_FLAGS) == "root=/x is odd"
 
 
 def test_every_parameter_the_data_layer_names_has_a_flag_or_is_internal():

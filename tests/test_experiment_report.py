@@ -115,6 +115,7 @@ def test_cpu_phases_cover_every_strategy_of_every_cpu_data_set_once():
 
 
 def test_only_phases_keeps_the_order_and_names_bad_filters():
+    from alkit.checks import ParameterError
     from alkit.experiments.catalog import CPU_PHASES
     from alkit.experiments.launch import only_phases
 
@@ -122,10 +123,12 @@ def test_only_phases_keeps_the_order_and_names_bad_filters():
     flat = [(d, n) for d, names, *_ in kept for n in names]
     assert sorted(set(flat)) == sorted({(d, n) for d in ("cifar10", "cifar10-lt") for n in ("probcover", "random")})
     assert flat.index(("cifar10", "random")) < flat.index(("cifar10", "probcover"))  # sweep priority kept
-    with pytest.raises(ValueError, match="--strategies: 'probcovr'"):
+    with pytest.raises(ParameterError, match="strategies: 'probcovr'") as caught:
         only_phases(CPU_PHASES, "cpu", strategies=["probcovr"])
-    with pytest.raises(ValueError, match="--datasets: 'imagenet'"):
+    assert caught.value.param == "strategies"
+    with pytest.raises(ParameterError, match="datasets: 'imagenet'") as caught:
         only_phases(CPU_PHASES, "cpu", datasets=["imagenet"])
+    assert caught.value.param == "datasets"
 
 
 def _count_graph_builds(monkeypatch) -> list:
@@ -159,12 +162,12 @@ def test_sweep_workers_keep_one_shared_dict_per_data_set(tmp_path, monkeypatch):
     from alkit.experiments import launch
 
     builds = _count_graph_builds(monkeypatch)
-    monkeypatch.setattr(launch, "_WORKER_DATA", {})
-    monkeypatch.setattr(launch, "_WORKER_SHARED", {})
+    monkeypatch.setattr(launch, "_WORKER_STATE", launch.WorkerState())
     for seeds in ([0], [1]):
         launch._worker_run("cifar10", "probcover", seeds, "smoke", str(tmp_path), "synthetic", None)
-    assert len(builds) == 1 and set(launch._WORKER_SHARED) == {"cifar10"}
-    assert len(_round0_heads(launch._WORKER_SHARED["cifar10"])) == 2
+    state = launch.worker_state()
+    assert len(builds) == 1 and state.shared_keys() == ["cifar10"]
+    assert len(_round0_heads(state.shared("cifar10"))) == 2
     assert "probcover" in launch.SHARED_ACROSS_SEEDS
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import zipfile
 from pathlib import Path
@@ -259,14 +258,17 @@ PARAMETER_FLAGS = {
     "test_labels": "--test-labels", "num_classes": "--num-classes", "initial_size": "--initial",
     "round_budget": "--budget", "val_per_class": "--val-per-class", "budget": "--budget", "seed": "--seed",
     "features": "--features", "labels": "--labels", "weight": "--head", "bias": "--head", "rounds": "--rounds",
+    "strategy": "--strategy", "strategies": "--strategies", "seeds": "--seeds", "probe": "--probe",
+    "allow_missing_classes": "--allow-missing-classes",
 }
 
 
-def with_flag(exc: BaseException, mapping: dict[str, str]) -> str:
-    """A library error as one line that opens with its flag: an error carrying its parameter
-    (``param`` of :class:`alkit.checks.ParameterError` or ``MissingPathError``) whose message starts
-    with the parameter's name gets the flag in the name's place (``root=X does not exist`` →
-    ``--root=X does not exist``), any other message the flag in front; without one, the message."""
+def flagged(exc: BaseException, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
+    """A library error as one line that opens with the command's flag for it.  The parameter comes
+    from the error as data (``param`` of :class:`alkit.checks.ParameterError` and
+    ``MissingPathError``), never from its text: a message that starts with the parameter's name gets
+    the flag in the name's place (``root=X does not exist`` → ``--root=X does not exist``), any other
+    the flag in front; an error without a parameter of this command stays as it is."""
     text = one_line(str(exc) or type(exc).__name__)
     param = getattr(exc, "param", None)
     flag = mapping.get(param) if param else None
@@ -276,25 +278,6 @@ def with_flag(exc: BaseException, mapping: dict[str, str]) -> str:
     if text.startswith(param) and not (rest[:1].isalnum() or rest[:1] == "_"):
         return flag + rest
     return f"{flag}: {text}"
-
-
-def flagged(exc: BaseException, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
-    """:func:`with_flag`; errors that carry no parameter go through :func:`flag_names`."""
-    if getattr(exc, "param", None) in mapping:
-        return with_flag(exc, mapping)
-    return flag_names(one_line(exc), mapping)
-
-
-def flag_names(message: str, mapping: dict[str, str] = PARAMETER_FLAGS) -> str:
-    """``message`` with the Python parameter names it mentions replaced by their flags: snake_case
-    names anywhere, ``name=`` forms, and a plain name that opens the message (``budget must …``)."""
-    for name, flag in mapping.items():
-        if "_" in name:
-            message = re.sub(rf"(?<![\w-]){name}(?![\w-])=?", flag, message)
-        else:
-            message = re.sub(rf"(?<![\w-]){name}=", f"{flag} ", message)
-            message = re.sub(rf"^{name}(?=[ :])", flag, message)
-    return message
 
 
 def probe_config(args: argparse.Namespace):

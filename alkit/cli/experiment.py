@@ -25,11 +25,10 @@ def _experiment_message(exc: BaseException) -> str:
     if full is not None:
         return full
     message = flagged(exc, EXPERIMENT_FLAGS)
-    # The checkpoint loader's hint names a Python keyword this command does not have.
-    return message.replace(
-        "if you trust it, load it with trust_checkpoint=True",
-        "if you trust it, extract the features first with `python -m alkit features … --weights FILE "
-        "--trust-checkpoint` (the sweep then finds them in the cache)")
+    if getattr(exc, "param", None) == "trust_checkpoint":   # a switch this command does not have
+        message += ("; with this command, extract the features first with `python -m alkit features … "
+                    "--weights FILE --trust-checkpoint` (the sweep then finds them in the cache)")
+    return message
 
 
 def experiment_main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from alkit.cli.common import (
-    HelpFormatter, _Parser, disk_full_message, non_negative_int, one_line, positive_int, with_flag,
+    HelpFormatter, _Parser, disk_full_message, non_negative_int, one_line, positive_int, flagged,
 )
 
 
@@ -189,7 +189,7 @@ def features_main(argv: list[str] | None = None) -> int:
             where = f" {exc.filename}" if exc.filename else ""
             message = f"cannot read or write{where}: {exc.strerror}"
         else:
-            message = with_flag(exc, FEATURES_FLAGS)
+            message = flagged(exc, FEATURES_FLAGS)
         print(f"{FEATURES_PROG}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -108,6 +108,16 @@ def finetune_command(dataset: str, root: str | None, strategies: str, seeds: str
     return 0
 
 
+#: The parameters that library errors carry (``exc.param``) → the flags of this command.
+FINETUNE_FLAGS = {"dataset": "--dataset", "root": "--root", "data_root": "--root", "strategies": "--strategies",
+                  "strategy": "--strategies", "seeds": "--seeds", "seed": "--seeds", "initial_size": "--initial",
+                  "round_budget": "--budget", "budget": "--budget", "rounds": "--rounds",
+                  "val_per_class": "--val-per-class", "preset": "--preset", "epochs": "--epochs",
+                  "batch_size": "--batch-size", "backbone": "--backbone", "weights": "--weights", "device": "--device",
+                  "resolution": "--resolution", "train_limit": "--train-limit", "test_limit": "--test-limit",
+                  "num_classes": "--num-classes"}
+
+
 def finetune_main(argv: list[str] | None = None) -> int:
     """``python -m alkit finetune …`` (the same as ``python -m alkit finetune …``)."""
     parser = add_finetune_arguments(OneLineParser(prog="python -m alkit finetune", description=FINETUNE_HELP,
@@ -116,7 +126,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     try:
         return run_finetune_args(args)
     except ValueError as exc:
-        print(f"python -m alkit finetune: error: {flagged(exc)}", file=sys.stderr)
+        print(f"python -m alkit finetune: error: {flagged(exc, FINETUNE_FLAGS)}", file=sys.stderr)
         return 2
 
 

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from alkit.cli.common import (
     HelpFormatter, OneLineParser, _csv_type, _executor_arguments, _executor_choice, _non_negative_float,
-    _shown, flagged, one_line, parse_strategies, positive_int, seed_int,
+    _shown, flagged, parse_strategies, positive_int, seed_int,
 )
+
+
+#: The parameters that library errors carry (``exc.param``) → the flags of these commands.
+REPRODUCE_FLAGS = {"weights": "--weights", "datasets": "--datasets", "strategies": "--strategies", "device": "--device",
+                   "data_root": "--data-root", "root": "--data-root", "scale": "--scale", "jobs": "--jobs",
+                   "executor": "--executor", "seeds": "--seeds", "source": "--source", "class_counts": "--class-counts",
+                   "results_dir": "--results"}
 
 
 def reproduce_main(argv: list[str] | None = None) -> int:
@@ -106,8 +113,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
             from alkit.experiments.reproduce import reproduce_finetune
             from alkit.finetune import check_scale_weights, finetune_scale, resolve_device
 
-            flags = {"weights": "--weights", "datasets": "--datasets", "device": "--device",
-                     "data_root": "--data-root", "root": "--data-root", "scale": "--scale"}
+            flags = REPRODUCE_FLAGS
             try:   # every argument checked before any image is read
                 check_scale_weights(finetune_scale(args.scale, args.datasets), args.weights, args.scale)
                 resolve_device(args.device)
@@ -175,7 +181,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
                     where += f"; figures in {_shown('results/figures')}, tables in {_shown('results/tables')}"
     except (ValueError, FileNotFoundError) as exc:   # FileNotFoundError: no data where the scale needs it
         hint = "; pass --data-root (your copy's folder)" if isinstance(exc, FileNotFoundError) else ""
-        print(f"{prog} {args.command}: error: {one_line(exc)}{hint}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {flagged(exc, REPRODUCE_FLAGS)}{hint}", file=sys.stderr)
         return 2
     print(f"done in {time.perf_counter() - started:.0f} s" + (f": {where}" if where else ""))
     return 0

@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from alkit.checks import ParameterError
 from alkit.probe import ProbeConfig
 from alkit.strategies.registry import strategy_names
 
@@ -77,7 +78,7 @@ DATASETS: dict[str, DataSpec] = {
 
 def data_spec(name: str) -> DataSpec:
     if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {name!r}")
+        raise ParameterError(f"dataset must be one of {', '.join(DATASETS)}, got {name!r}", param="dataset")
     return DATASETS[name]
 
 
@@ -198,11 +199,11 @@ def sweep_config(dataset: str, scale: str, **overrides) -> SweepConfig:
     """The configured schedule of ``dataset`` at ``scale``, with keyword overrides
     (e.g. ``seeds=(0,)``, ``strategies=("random", "base")``, ``rounds=3``)."""
     if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        raise ParameterError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}", param="scale")
     data_spec(dataset)
     if dataset not in SCALES[scale]:
-        raise ValueError(f"dataset {dataset!r} has no {scale}-scale configuration; choose one of "
-                         f"{', '.join(SCALES[scale])}")
+        raise ParameterError(f"dataset {dataset!r} has no {scale}-scale configuration; choose one of "
+                             f"{', '.join(SCALES[scale])}", param="dataset")
     config = SCALES[scale][dataset]
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for key in ("seeds", "strategies"):
@@ -210,7 +211,7 @@ def sweep_config(dataset: str, scale: str, **overrides) -> SweepConfig:
             overrides[key] = tuple(overrides[key])
     unknown = set(overrides) - set(SweepConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown sweep setting(s): {', '.join(sorted(unknown))}")
+        raise ParameterError(f"unknown sweep setting(s): {', '.join(sorted(unknown))}", param="overrides")
     return replace(config, **overrides)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from alkit.checks import ParameterError
 from alkit.experiments import catalog, launch, loading, runs
 from alkit.io import array_fingerprint
 from alkit.report import summary_table
@@ -67,7 +68,7 @@ def class_subset(total: int, k: int, seed: int) -> np.ndarray:
     """The K classes of seed ``seed``: sorted, drawn without replacement from ``total`` (all of them,
     in order, when K = total — the full data set, not a shuffle of it)."""
     if not 2 <= k <= total:
-        raise ValueError(f"class count must lie in [2, {total}], got {k}")
+        raise ParameterError(f"class count must lie in [2, {total}], got {k}", param="class_counts")
     if k == total:
         return np.arange(total)
     return np.sort(np.random.default_rng([int(seed), 7, int(k)]).choice(total, size=k, replace=False))
@@ -217,7 +218,8 @@ def class_count_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (K, strategy): Δ AUC of top-1 vs random paired by seed with its 95 % t-interval,
     and the queried batches' balance (means over rounds 1 … R and seeds)."""
     if frame.empty:
-        raise ValueError("frame: no class-count runs to tabulate (run `python -m alkit reproduce class-count`)")
+        raise ParameterError("frame: no class-count runs to tabulate (run `python -m alkit reproduce class-count`)",
+                             param="frame")
     summary = summary_table(frame.drop(columns=["batch_counts"]))
     queried = frame[frame["round"] > 0]
     rows = []

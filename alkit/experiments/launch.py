@@ -31,6 +31,7 @@ import submitit
 import torch
 
 from alkit import io
+from alkit.checks import ParameterError
 from alkit.data.features import FeaturesNotCached
 from alkit.experiments.catalog import sweep_config
 from alkit.experiments.loading import StudyData, load_study_data
@@ -55,13 +56,13 @@ def run_phases(phases, scale: str, out: str, *, source: str = "auto", data_root:
     one job, local for more.  The wall time of an inline or local sweep is appended to
     ``<out>/sweep_times.json``."""
     if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer (worker processes), got {jobs!r}")
+        raise ParameterError(f"jobs must be a positive integer (worker processes), got {jobs!r}", param="jobs")
     executor = executor or ("inline" if jobs == 1 else "local")
     if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+        raise ParameterError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}", param="executor")
     if executor == "inline" and jobs > 1:
-        raise ValueError(f"jobs: the inline executor runs in this one process; for {jobs} workers use the local "
-                         "executor")
+        raise ParameterError(f"jobs: the inline executor runs in this one process; for {jobs} workers use the local "
+                             "executor", param="jobs")
     loaded_commit()   # every run of this sweep records the commit it started from
     pending = []
     for dataset, strategies, *seeds in phases:   # (dataset, strategies[, seeds]): no seeds = the scale's
@@ -385,8 +386,8 @@ def run_slurm(pending, scale: str, out: str, *, source: str = "auto", data_root:
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     except RuntimeError as exc:   # submitit looks for srun first
-        raise ValueError(f"executor: no SLURM on this machine ({exc}); submit from the cluster's login node, or "
-                         "use the local executor") from None
+        raise ParameterError(f"executor: no SLURM on this machine ({exc}); submit from the cluster's login node, or "
+                             "use the local executor", param="executor") from None
     executor.update_parameters(name="alkit-sweep", **{f"slurm_{k}": v for k, v in options.executor_parameters().items()})
     with executor.batch():
         jobs = [executor.submit(RunJob(d, s, seed, scale, out, source, data_root, worker, worker_kwargs))
@@ -442,8 +443,8 @@ def only_phases(phases, scale: str, datasets=None, strategies=None) -> list[tupl
     known_datasets = {d for d, *_ in phases}
     for name in datasets or ():
         if name not in known_datasets:
-            raise ValueError(f"--datasets: {name!r} is not swept at scale {scale!r}; "
-                             f"choose from {', '.join(sorted(known_datasets))}")
+            raise ParameterError(f"datasets: {name!r} is not swept at scale {scale!r}; "
+                                 f"choose from {', '.join(sorted(known_datasets))}", param="datasets")
     kept, known_strategies = [], set()
     for dataset, names, *seeds in phases:
         names = tuple(names or sweep_config(dataset, scale).strategy_list())
@@ -455,6 +456,6 @@ def only_phases(phases, scale: str, datasets=None, strategies=None) -> list[tupl
             kept.append((dataset, names, *seeds))
     for name in strategies or ():
         if name not in known_strategies:
-            raise ValueError(f"--strategies: {name!r} is not swept at scale {scale!r}; "
-                             f"choose from {', '.join(sorted(known_strategies))}")
+            raise ParameterError(f"strategies: {name!r} is not swept at scale {scale!r}; "
+                                 f"choose from {', '.join(sorted(known_strategies))}", param="strategies")
     return kept

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alkit.checks import ParameterError
 from alkit.data.backbones import load_backbone
 from alkit.data.datasets import LongTailSpec, load_dataset, long_tailed_indices, stratified_limit_indices
 from alkit.data.features import FeaturesNotCached, cache_entry_dir, default_preprocessing, get_features, load_feature_set
@@ -167,7 +168,7 @@ def load_study_data(
     """
     spec = data_spec(dataset)
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise ParameterError(f"source must be one of {', '.join(SOURCES)}, got {source!r}", param="source")
     config = config or sweep_config(dataset, scale)
     if spec.loader == "imagenet-synthetic":
         return _imagenet_synthetic(spec, config)
@@ -176,9 +177,10 @@ def load_study_data(
     if source == "synthetic" or (source == "auto" and not have_real and scale == "smoke"):
         return _standin(spec)
     if not have_real:
-        raise ValueError(
+        raise ParameterError(
             f"data_root: no data for {dataset!r} (looked for {spec.archive or 'a folder'} under "
-            f"{root or '$ALKIT_DATA / ../shared/data'}); pass --data-root, or --source synthetic for a stand-in")
+            f"{root or '$ALKIT_DATA / ../shared/data'}); pass --data-root, or --source synthetic for a stand-in",
+                         param="data_root")
     train_x, train_y, train_meta = _real_split(spec, root, "train", backbone, config.train_limit, cache_dir, progress,
                                                extract, weights)
     test_x, test_y, test_meta = _real_split(spec, root, spec.test_split, backbone, config.test_limit, cache_dir,

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from alkit.checks import ParameterError
 from alkit.experiments import catalog, class_count, launch, loading, runs
 from alkit.report import per_seed_auc
 from alkit.stats import difference_interval, mean_interval
@@ -94,7 +95,7 @@ class Cell:
 def cells(scale: str = "cpu") -> list[Cell]:
     """Every cell of the experiment at ``scale`` ("cpu" or "smoke"), in the order they run."""
     if scale not in ("cpu", "smoke"):
-        raise ValueError(f"scale must be 'cpu' or 'smoke', got {scale!r}")
+        raise ParameterError(f"scale must be 'cpu' or 'smoke', got {scale!r}", param="scale")
     smoke = scale == "smoke"
     counts = SMOKE["class_counts"] if smoke else class_count.CLASS_COUNTS
     schedule_counts = SMOKE["schedule_class_counts"] if smoke else SCHEDULE_CLASS_COUNTS
@@ -196,7 +197,7 @@ def run_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = clas
     once); None: inline for one job, local for more."""
     executor = executor or ("local" if jobs > 1 else "inline")
     if executor not in launch.EXECUTORS:
-        raise ValueError(f"executor must be one of {', '.join(launch.EXECUTORS)}, got {executor!r}")
+        raise ParameterError(f"executor must be one of {', '.join(launch.EXECUTORS)}, got {executor!r}", param="executor")
     pending = pending_runs(scale)
     by_name = {c.name: c for c in cells(scale)}
     started, started_epoch = time.perf_counter(), time.time()
@@ -261,8 +262,8 @@ def load_mechanism(out: str | Path = RUNS_DIR, class_count_out: str | Path = cla
                 config = json.loads(stem.with_suffix(".json").read_text())["config"]
                 made = {k: config.get(k) for k in expected}
                 if made != expected:
-                    raise ValueError(f"{stem}.json: made with {made}, not the {cell.label} schedule {expected}; "
-                                     "move it away and run `python -m alkit reproduce mechanism` again")
+                    raise ParameterError(f"{stem}.json: made with {made}, not the {cell.label} schedule {expected}; "
+                                         "move it away and run `python -m alkit reproduce mechanism` again", param="out")
                 frame = pd.read_csv(stem.with_suffix(".csv")).sort_values("round").reset_index(drop=True)
                 with np.load(stem.with_suffix(".npz")) as arrays:
                     counts = arrays["label_counts"]
@@ -300,7 +301,8 @@ def mechanism_table(frame: pd.DataFrame) -> pd.DataFrame:
     batches' KL from the pool's class distribution and (max+1)/(min+1) class-count ratio (means over
     rounds and seeds), and the labelled set's normalised class entropy after the last round."""
     if frame.empty:
-        raise ValueError("frame: no mechanism runs to tabulate (run `python -m alkit reproduce mechanism`)")
+        raise ParameterError("frame: no mechanism runs to tabulate (run `python -m alkit reproduce mechanism`)",
+                             param="frame")
     auc = _auc_by_seed(frame)
     queried = frame[frame["round"] > 0]
     last = frame.loc[frame.groupby(["cell", "strategy", "seed"])["round"].idxmax()]
@@ -338,7 +340,8 @@ def parts_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, S, part): the paired difference of AUC (mean, 95 % t-interval, seeds) for
     each part of :data:`PARTS` whose two strategies both ran in the cell."""
     if frame.empty:
-        raise ValueError("frame: no mechanism runs to tabulate (run `python -m alkit reproduce mechanism`)")
+        raise ParameterError("frame: no mechanism runs to tabulate (run `python -m alkit reproduce mechanism`)",
+                             param="frame")
     auc = _auc_by_seed(frame)
     rows = []
     for name in _cell_order(frame):

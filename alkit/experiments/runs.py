@@ -32,6 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from alkit import finetune
+from alkit.checks import ParameterError
 from alkit.experiments.catalog import DEFAULT_BACKBONE, sweep_config
 from alkit.experiments.loading import StudyData, load_study_data
 from alkit.io import array_fingerprint, atomic_write, loaded_commit, process_alive, provenance, write_json
@@ -133,7 +134,7 @@ def run_sweep(
     ``"skip"`` it (its rows are then missing from the result: a worker sharing a sweep with others).
     """
     if claimed not in ("wait", "skip"):
-        raise ValueError(f"claimed must be 'wait' or 'skip', got {claimed!r}")
+        raise ParameterError(f"claimed must be 'wait' or 'skip', got {claimed!r}", param="claimed")
     trainer = resolve_trainer(trainer, probe)
     ranks = trainer.ranks
     shared = {} if shared is None else shared
@@ -329,7 +330,7 @@ def run_configured_sweep(
     ``claimed``: see :func:`run_sweep`.
     """
     if regime not in REGIMES:
-        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+        raise ParameterError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}", param="regime")
     loaded_commit()   # pin the provenance's commit to the code this process started with
     out_dir = Path(folder) if folder is not None else None if out is None else Path(out) / dataset
     if regime == "finetune":
@@ -362,8 +363,8 @@ def _run_finetune_sweep(dataset: str, scale: str, out_dir: Path | None, *, sourc
     entry = finetune.finetune_scale(scale, [dataset])[dataset]
     unknown = set(overrides) - {f.name for f in fields(entry)}
     if unknown:
-        raise ValueError(f"unknown fine-tuning sweep setting(s) {sorted(unknown)}; choose among "
-                         f"{sorted(f.name for f in fields(entry))}")
+        raise ParameterError(f"unknown fine-tuning sweep setting(s) {sorted(unknown)}; choose among "
+                             f"{sorted(f.name for f in fields(entry))}", param="overrides")
     entry = replace(entry, **overrides)
     finetune.check_scale_weights({dataset: entry}, weights, scale)
     network = finetune.network_source(entry.backbone, weights)
@@ -440,10 +441,12 @@ def results_for(
             if not frame.empty and overrides.get("seeds") is not None:
                 frame = frame[frame["seed"].isin([int(s) for s in overrides["seeds"]])]
         if frame.empty and regime == "finetune":
-            raise ValueError(f"results_dir: no finished fine-tuning runs of {dataset!r} under {results_dir}; run "
-                             f"`python -m alkit reproduce finetune --scale {scale} --out {results_dir}`")
+            raise ParameterError(f"results_dir: no finished fine-tuning runs of {dataset!r} under {results_dir}; run "
+                                 f"`python -m alkit reproduce finetune --scale {scale} --out {results_dir}`",
+                                 param="results_dir")
         if frame.empty:
-            raise ValueError(f"results_dir: no finished runs of {dataset!r} under {results_dir}; run "
-                             f"`python -m alkit experiment --scale {scale} --dataset {dataset} --out {results_dir}`")
+            raise ParameterError(f"results_dir: no finished runs of {dataset!r} under {results_dir}; run "
+                                 f"`python -m alkit experiment --scale {scale} --dataset {dataset} --out {results_dir}`",
+                                 param="results_dir")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alkit.checks import ParameterError
 from alkit.experiments import loading
 from alkit.io import atomic_write
 
@@ -61,7 +62,8 @@ def load_sample(path: str | Path = SAMPLE_FILE) -> loading.StudyData:
     """The shipped sample as :class:`alkit.experiments.loading.StudyData` (real features, 40 classes)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"path: the feature sample {path} is missing; rebuild it with `python -m alkit samples`")
+        raise ParameterError(f"path: the feature sample {path} is missing; rebuild it with `python -m alkit samples`",
+                             param="path")
     with np.load(path) as arrays:
         data = {k: arrays[k] for k in arrays.files}
     k = int(data["source_classes"].size)

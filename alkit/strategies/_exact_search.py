@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from alkit.checks import ParameterError
 from alkit.strategies._dense import TIE_RTOL, RowStore, as_device, d2_draw, feature_store, row_sqnorms, sqdist64
 
 
@@ -88,7 +89,7 @@ def ball_graph(store: RowStore, delta: float, max_edges: int, block_rows: int = 
     if search == "auto":
         search = "faiss" if store.device.type == "cpu" else "torch"
     if search not in ("faiss", "torch"):
-        raise ValueError(f"search must be 'faiss', 'torch' or 'auto', got {search!r}")
+        raise ParameterError(f"search must be 'faiss', 'torch' or 'auto', got {search!r}", param="search")
     sq = row_sqnorms(store, torch.float64)
     sq_np = sq.cpu().numpy()
     slack = 2.0 * TIE_RTOL * float(sq_np.max(initial=0.0))

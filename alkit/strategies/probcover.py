@@ -44,7 +44,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from alkit.checks import check_float, check_int
+from alkit.checks import ParameterError, check_float, check_int
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.strategies._dense import DEFAULT_CACHE_BYTES, RowStore, as_device, gather_rows, sqdist64
 from alkit.strategies._exact_search import ball_graph
@@ -82,7 +82,7 @@ def row_cache_bytes(cache_bytes: int | None, device: str | torch.device | None) 
     of its free memory, since re-reading rows per block pair would leave it waiting on the host)."""
     if cache_bytes is not None:
         if cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be >= 0 or None, got {cache_bytes}")
+            raise ParameterError(f"cache_bytes must be >= 0 or None, got {cache_bytes}", param="cache_bytes")
         return int(cache_bytes)
     dev = as_device(device)
     if dev.type == "cuda":
@@ -145,7 +145,7 @@ def estimate_delta(
 
 def check_ties(ties: str) -> None:
     if ties not in ("random", "first"):
-        raise ValueError(f"ties must be 'random' or 'first', got {ties!r}")
+        raise ParameterError(f"ties must be 'random' or 'first', got {ties!r}", param="ties")
 
 
 def purity_delta(
@@ -273,7 +273,7 @@ def probcover(
             if kept is not None:
                 kept[delta_key] = delta
     if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+        raise ParameterError(f"delta must be positive, got {delta}", param="delta")
     graph_key = (*GRAPH_KEY, key, float(delta), int(max_edges))
     if kept is not None and graph_key in kept:
         graph = kept[graph_key]

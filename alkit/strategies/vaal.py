@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alkit.checks import ParameterError
 from alkit.pool import PoolState
 from alkit.scores import take_smallest
 from alkit.strategies.registry import register
@@ -108,8 +109,8 @@ def kaiming_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
 def _check_size(size: int, crop: int) -> int:
     size = min(int(size), int(crop))
     if size < 16 or size % 16:
-        raise ValueError(f"vaal: images must be at least 16 px and a multiple of 16 after the {crop}-px crop, got "
-                         f"{size} px; resize the pool's images (PoolImages resolution) or change crop=")
+        raise ParameterError(f"vaal: images must be at least 16 px and a multiple of 16 after the {crop}-px crop, got "
+                             f"{size} px; resize the pool's images (PoolImages resolution) or change crop=", param="images")
     return size
 
 
@@ -145,7 +146,8 @@ def train_vaal(pool: PoolState, rng: np.random.Generator, *, epochs: int, batch_
     (in eval mode).  Every draw (initialisation, batches, crops, noise) comes from ``rng``."""
     labelled, unlabelled = pool.labeled_indices(), pool.eligible_indices()
     if labelled.size == 0:
-        raise ValueError("vaal needs labelled images to train its discriminator on; label a few points first")
+        raise ParameterError("vaal needs labelled images to train its discriminator on; label a few points first",
+                             param="labels")
     dev = _device_of(pool, device)
     probe = pool.images(labelled[:1])
     size = _check_size(min(probe.shape[2], probe.shape[3]), crop)
@@ -216,10 +218,11 @@ def vaal_scores(pool: PoolState, rng: np.random.Generator, **options) -> tuple[n
     settings = {**VAAL_DEFAULTS, "device": None, **options}
     unknown = set(settings) - set(VAAL_DEFAULTS) - {"device"}
     if unknown:
-        raise ValueError(f"vaal: unknown option(s) {sorted(unknown)}; choose among {sorted(VAAL_DEFAULTS)}, device")
+        raise ParameterError(f"vaal: unknown option(s) {sorted(unknown)}; choose among {sorted(VAAL_DEFAULTS)}, device",
+                             param="options")
     for key in ("epochs", "batch_size", "latent_dim", "width"):
         if int(settings[key]) < 1:
-            raise ValueError(f"vaal: {key} must be a positive integer, got {settings[key]!r}")
+            raise ParameterError(f"vaal: {key} must be a positive integer, got {settings[key]!r}", param=key)
     vae, disc = train_vaal(pool, rng, **settings)
     idx = pool.eligible_indices()
     return idx, discriminator_scores(vae, disc, pool, idx, crop=settings["crop"], device=settings["device"])
