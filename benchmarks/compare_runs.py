@@ -8,7 +8,7 @@ For every run present in both folders: whether every round labelled the same set
 order inside a round may differ on exact score ties), the difference of the final top-1, and each
 run's wall time (provenance).  Per data set × strategy: runs compared, runs with identical labelled
 sets, the largest |Δ final top-1|, the torch thread counts on each side and the summed wall minutes.
-Results: results/benchmarks/rerun_comparison.{json,md}.
+Results: results/benchmarks/rerun_comparison.{json,md}, or ``--out STEM``.
 """
 from __future__ import annotations
 
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", required=True)
     parser.add_argument("--old-label", default="old")
     parser.add_argument("--new-label", default="new")
+    parser.add_argument("--out", default=str(OUT), help="stem of the .json and .md written (default: the rerun "
+                        "comparison page)")
     args = parser.parse_args(argv)
     runs = compare(Path(args.old), Path(args.new))
     if runs.empty:
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in table.itertuples(index=False):
         lines.append(f"| {r.dataset} | {r.strategy} | {r.runs} | {r.same} | {r.max_abs_final_top1_diff:.4f} | "
                      f"{r.threads_old} | {r.threads_new} | {r.wall_min_old:.1f} | {r.wall_min_new:.1f} |")
-    M.save(OUT, {"command": command, "runs": runs.to_dict("records"), "provenance": provenance()},
+    M.save(Path(args.out), {"command": command, "runs": runs.to_dict("records"), "provenance": provenance()},
            "\n".join(lines) + "\n")
     return 0
 
