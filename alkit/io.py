@@ -397,8 +397,21 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join([program.name if program.is_absolute() else str(program), *args])
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what ``platform`` says).  Float32 and bfloat16
+    kernels differ between CPU families, so a run repeats bit for bit only on the same kind of CPU."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(**extra: Any) -> dict:
-    """Where a result came from: command, commit, versions, hardware, time."""
+    """Where a result came from: command, commit, versions, hardware (the CPU model too), time."""
     info = {
         "command": launch_command(),
         "git_commit": loaded_commit(),
@@ -407,6 +420,7 @@ def provenance(**extra: Any) -> dict:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -77,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if runs.empty:
         raise SystemExit(f"--old / --new: no run is in both {args.old} and {args.new}")
     table = summarise(runs)
-    command = "python benchmarks/compare_runs.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    from alkit.io import command_line   # absolute paths among the arguments made portable (committed page)
+
+    command = "python " + command_line([str(Path(__file__).resolve()), *(argv if argv is not None else sys.argv[1:])])
     lines = [f"# The same sweep twice: {args.old_label} against {args.new_label}", "",
              f"Command: `{command}`.", "",
              f"Runs compared: {len(runs)}; every round labelled the same points in {int(runs['same_labelled_sets'].sum())}.",

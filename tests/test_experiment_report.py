@@ -31,7 +31,8 @@ def test_sweep_writes_one_result_per_run_with_provenance(tmp_path):
     stems = experiment.finished_runs(tmp_path)
     assert sorted(s.name for s in stems) == ["margin__seed0", "margin__seed1", "random__seed0", "random__seed1"]
     meta = json.loads(stems[0].with_suffix(".json").read_text())
-    assert {"git_commit", "python", "torch", "time_utc", "wall_seconds", "command"} <= set(meta["provenance"])
+    assert {"git_commit", "python", "torch", "time_utc", "wall_seconds", "command", "cpu"} <= set(meta["provenance"])
+    assert meta["provenance"]["cpu"]   # kernels differ between CPU families: a rerun must know the CPU
     assert meta["run_key"]["strategy"] == stems[0].name.split("__")[0]
     assert not list(tmp_path.glob(".*.tmp"))
     with np.load(stems[0].with_suffix(".npz")) as arrays:
