@@ -44,14 +44,12 @@ def profiled_run(cell_name: str, strategy: str, seed: int) -> dict:
 
     torch.set_num_threads(1)
     from alkit.experiments import class_count, loading, mechanism
-    from alkit.io import array_fingerprint
 
     cell = {c.name: c for c in mechanism.cells("cpu")}[cell_name]
     data = loading.load_study_data(cell.dataset, "cpu", extract=False, progress=False)
     # What a sweep's worker does once per data set, not per run: the float32 copy and the fingerprints.
     data.loop_features()
-    data.meta["fingerprints"] = (array_fingerprint(data.train_features, data.train_labels),
-                                 array_fingerprint(data.test_features, data.test_labels))
+    data.fingerprints()
     committed = mechanism.run_folder(cell, strategy, "cpu", M.ROOT / mechanism.RUNS_DIR,
                                      M.ROOT / class_count.RUNS_DIR, M.ROOT / class_count.SWEEP_DIR)
     import pandas as pd

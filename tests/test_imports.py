@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "alkit"
+#: Modules that import no other alkit module but each other.
+BOTTOM = ("alkit.io", "alkit.checks", "alkit.rows", "alkit.stats", "alkit.metrics")
 
 
 def _modules() -> dict[str, Path]:
@@ -90,9 +92,8 @@ def test_no_import_cycle_in_the_package():
 
 def test_the_layers_point_down():
     graph = import_graph()
-    bottom = ("alkit.io", "alkit.checks", "alkit.rows", "alkit.stats", "alkit.metrics")
-    for module in bottom:
-        assert not {t for t in graph[module] if t not in bottom}, (module, graph[module])
+    for module in BOTTOM:
+        assert not {t for t in graph[module] if t not in BOTTOM}, (module, graph[module])
     for module, targets in graph.items():   # nothing but `python -m alkit` imports the command line
         if not is_cli(module) and module != "alkit.__main__":
             assert not [t for t in targets if is_cli(t)], module
@@ -111,13 +112,12 @@ def test_the_folders_are_the_layers():
     imports no data loader and no experiment; the pool imports no trainer; the report and the
     catalog import no loader; below alkit/experiments/ only the light catalog is imported."""
     graph = import_graph()
-    bottom = ("alkit.io", "alkit.checks", "alkit.rows", "alkit.stats", "alkit.metrics")
     core = ("alkit.pool", "alkit.scores", "alkit.rows", "alkit.probe", "alkit.logreg", "alkit.strategies")
     for module, targets in graph.items():
         if _within(module, "alkit.data"):
-            assert all(t in bottom or _within(t, "alkit.data") for t in targets), (module, targets)
+            assert all(t in BOTTOM or _within(t, "alkit.data") for t in targets), (module, targets)
         if any(_within(module, c) for c in core):
-            above = [t for t in targets if not (t in bottom or any(_within(t, c) for c in core))]
+            above = [t for t in targets if not (t in BOTTOM or any(_within(t, c) for c in core))]
             assert not above, (module, above)
         if not (_within(module, "alkit.experiments") or is_cli(module)
                 or module in ("alkit.__main__", "alkit.experiment")):

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 
 from alkit.checks import ParameterError
 from alkit.experiments import catalog, launch, loading, runs
-from alkit.io import array_fingerprint
 from alkit.report import summary_table
 from alkit.strategies.registry import resolve_strategy
 
@@ -105,11 +104,9 @@ def run_one(data: loading.StudyData, k: int, strategy: str, seed: int, out: str 
         train_features, test_features = data.loop_features()
         x, y = restrict(train_features, data.train_labels, classes)
         tx, ty = restrict(test_features, data.test_labels, classes)
-        if "fingerprints" not in data.meta:
-            data.meta["fingerprints"] = (array_fingerprint(data.train_features, data.train_labels),
-                                         array_fingerprint(data.test_features, data.test_labels))
-        meta = {"source": data.source, "of": SOURCE_DATASET, "train_fingerprint": data.meta["fingerprints"][0],
-                "test_fingerprint": data.meta["fingerprints"][1], "scale": scale, "num_classes": k,
+        train_fp, test_fp = data.fingerprints()
+        meta = {"source": data.source, "of": SOURCE_DATASET, "train_fingerprint": train_fp,
+                "test_fingerprint": test_fp, "scale": scale, "num_classes": k,
                 "classes": classes.tolist()}
         probe = catalog.sweep_config(SOURCE_DATASET, scale).probe
         frame = runs.run_sweep(x, y, tx, ty, k, [strategy], [seed], **schedule(k, per_class), probe=probe,

@@ -27,6 +27,7 @@ from alkit.experiments.catalog import (
     data_spec,
     sweep_config,
 )
+from alkit.io import array_fingerprint
 
 
 @dataclass
@@ -57,6 +58,14 @@ class StudyData:
             self._in_memory["train"] = in_memory_float32(self.train_features)
             self._in_memory["test"] = in_memory_float32(self.test_features)
         return self._in_memory["train"], self._in_memory["test"]
+
+    def fingerprints(self) -> tuple[str, str]:
+        """(train, test) fingerprints of the features and labels, as the run files record them;
+        hashed once per StudyData (100 k × 1280 features take a second)."""
+        if "fingerprints" not in self.meta:
+            self.meta["fingerprints"] = (array_fingerprint(self.train_features, self.train_labels),
+                                         array_fingerprint(self.test_features, self.test_labels))
+        return self.meta["fingerprints"]
 
 
 #: Largest feature matrix (as float32) that a sweep converts once and keeps in memory.  Every

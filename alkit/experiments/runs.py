@@ -35,7 +35,7 @@ from alkit import finetune
 from alkit.checks import ParameterError
 from alkit.experiments.catalog import DEFAULT_BACKBONE, sweep_config
 from alkit.experiments.loading import StudyData, load_study_data
-from alkit.io import array_fingerprint, atomic_write, loaded_commit, process_alive, provenance, write_json
+from alkit.io import atomic_write, loaded_commit, process_alive, provenance, write_json
 from alkit.loop import RunResult, Trainer, resolve_trainer, run_active_learning
 from alkit.probe import ProbeConfig
 from alkit.strategies.registry import Strategy, resolve_strategy
@@ -340,10 +340,7 @@ def run_configured_sweep(
     data = data or load_study_data(dataset, scale, source=source, data_root=data_root, backbone=backbone,
                                    cache_dir=cache_dir, config=config, progress=progress, extract=extract,
                                    weights=weights)
-    if "fingerprints" not in data.meta:  # hashing 100 k × 1280 features takes a second: once per StudyData
-        data.meta["fingerprints"] = (array_fingerprint(data.train_features, data.train_labels),
-                                     array_fingerprint(data.test_features, data.test_labels))
-    train_fp, test_fp = data.meta["fingerprints"]
+    train_fp, test_fp = data.fingerprints()
     data_meta = {"source": data.source, "train_fingerprint": train_fp, "test_fingerprint": test_fp, "scale": scale,
                  "num_classes": data.num_classes, **({"note": config.note} if config.note else {})}
     train_features, test_features = data.loop_features()

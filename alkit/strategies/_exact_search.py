@@ -37,7 +37,10 @@ import scipy.sparse as sp
 import torch
 
 from alkit.checks import ParameterError
-from alkit.strategies._dense import TIE_RTOL, RowStore, as_device, d2_draw, feature_store, row_sqnorms, sqdist64
+from alkit.pool import DEFAULT_CHUNK_ROWS
+from alkit.strategies._dense import (
+    DEFAULT_CACHE_BYTES, TIE_RTOL, RowStore, as_device, d2_draw, feature_store, row_sqnorms, sqdist64,
+)
 
 
 
@@ -189,6 +192,12 @@ def _symmetric_csr(n: int, found_r: list[np.ndarray], found_c: list[np.ndarray])
 
 
 # ------------------------------------------------------------------------------ k-means
+#: The rows k-means is fitted on (both k-means here): this many per cluster, as faiss samples them,
+#: and at most this many in all.
+POINTS_PER_CENTROID = 256
+MAX_FIT_POINTS = 131_072
+
+
 def fit_positions(n: int, k: int, rng: np.random.Generator, points_per_centroid: int, max_fit_points: int) -> np.ndarray:
     """Sorted positions of the rows k-means is fitted on: min(``points_per_centroid``·k,
     ``max_fit_points``) drawn with ``rng`` (at least k), or all n if that is fewer."""
@@ -241,13 +250,13 @@ def kmeans_faiss(
     n_clusters: int,
     rng: np.random.Generator,
     *,
-    max_iter: int,
-    points_per_centroid: int,
-    max_fit_points: int,
-    normalize: bool,
-    chunk_rows: int,
-    cache_bytes: int,
-    device: str | None,
+    max_iter: int = 20,
+    points_per_centroid: int = POINTS_PER_CENTROID,
+    max_fit_points: int = MAX_FIT_POINTS,
+    normalize: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    device: str | None = None,
     return_centroids: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Seeded k-means of ``features[indices]`` (TypiClust's): the fit rows and the k-means++ seeds

@@ -16,10 +16,9 @@ import torch
 
 from alkit.pool import DEFAULT_CHUNK_ROWS
 from alkit.strategies._dense import DEFAULT_CACHE_BYTES, as_device, feature_store, row_sqnorms
-from alkit.strategies._exact_search import centred_fit_rows, fit_positions, kmeans_pp_seeds
-
-POINTS_PER_CENTROID = 256   # fit rows per cluster, as faiss samples them
-MAX_FIT_POINTS = 131_072    # and at most this many in all
+from alkit.strategies._exact_search import (
+    MAX_FIT_POINTS, POINTS_PER_CENTROID, centred_fit_rows, fit_positions, kmeans_pp_seeds,
+)
 
 
 def lloyd_kmeans(

@@ -20,10 +20,9 @@ import hashlib
 
 import numpy as np
 
-from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
-from alkit.strategies._dense import DEFAULT_CACHE_BYTES, gather_rows, with_well_scaled_features
+from alkit.pool import PoolState
+from alkit.strategies._dense import gather_rows, with_well_scaled_features
 from alkit.strategies._exact_search import ClusterKNN, kmeans_faiss
-from alkit.strategies._kmeans import MAX_FIT_POINTS, POINTS_PER_CENTROID
 
 NO_POINTS = np.empty(0, np.int64)   # the members of a cluster without eligible points
 
@@ -69,29 +68,8 @@ def cluster_count(pool: PoolState, budget: int, max_clusters: int, n_rows: int) 
 
 
 # ------------------------------------------------------------------------------ 2. the clustering
-def typiclust_kmeans(
-    features: np.ndarray,
-    indices: np.ndarray,
-    n_clusters: int,
-    rng: np.random.Generator,
-    *,
-    max_iter: int = 20,
-    points_per_centroid: int = POINTS_PER_CENTROID,
-    max_fit_points: int = MAX_FIT_POINTS,
-    normalize: bool = False,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    cache_bytes: int = DEFAULT_CACHE_BYTES,
-    device: str | None = None,
-) -> np.ndarray:
-    """Seeded k-means of ``features[indices]``: a cluster id per index (deterministic given ``rng``).
-
-    k-means++ seeds and up to ``max_iter`` Lloyd iterations in faiss on at most
-    min(``points_per_centroid``·K, ``max_fit_points``) rows drawn with ``rng`` (all if fewer), then
-    every row assigned to its nearest centroid (:func:`kmeans_faiss`).  ``normalize`` clusters the
-    L2-normalised rows."""
-    return kmeans_faiss(features, indices, n_clusters, rng, max_iter=max_iter, points_per_centroid=points_per_centroid,
-                        max_fit_points=max_fit_points, normalize=normalize, chunk_rows=chunk_rows,
-                        cache_bytes=cache_bytes, device=device)
+#: TypiClust's clustering: the seeded faiss k-means (its docstring: fit rows, seeds, iterations).
+typiclust_kmeans = kmeans_faiss
 
 
 def run_clustering(pool: PoolState, rows: np.ndarray, n_clusters: int, rng: np.random.Generator,
