@@ -114,11 +114,18 @@ def test_score_strategies_check_the_rows_they_score_in_their_own_pass(strategy):
         return PoolState(features=features, labeled=labeled, held_out=np.zeros(300, bool), labels=labels,
                          num_classes=4, weight=w, bias=b)
 
+    # MASE and BASE test a row by its largest logit: every kind of bad value, through weights of
+    # one sign, of both signs and with a zero in the bad feature's column, must show there.
+    w[:, 3] = [0.5, 0.7, 0.2, 0.9]
+    w[:, 4] = [0.5, -0.7, 0.2, -0.9]
+    w[:, 5] = [0.5, 0.0, -0.2, 0.9]
     clean = alkit.select(pool(x), strategy, 10, seed=0)
-    in_pool = x.copy()
-    in_pool[150, 2] = np.inf
-    with pytest.raises(ValueError, match=r"features contains NaN or inf \(first at row 150"):
-        alkit.select(pool(in_pool), strategy, 10, seed=0)
+    for column in (2, 3, 4, 5):
+        for bad in (np.inf, -np.inf, np.nan):
+            in_pool = x.copy()
+            in_pool[150, column] = bad
+            with pytest.raises(ValueError, match=r"features contains NaN or inf \(first at row 150"):
+                alkit.select(pool(in_pool), strategy, 10, seed=0)
     labelled_row = x.copy()
     labelled_row[5, 1] = np.nan
     np.testing.assert_array_equal(alkit.select(pool(labelled_row), strategy, 10, seed=0), clean)

@@ -26,7 +26,8 @@ import torch
 
 from alkit.checks import check_finite_logits
 from alkit.pool import PoolState
-from alkit.scores import auto_chunk_rows, boundary_distances_, class_weight_distances, iter_logits, take_smallest
+from alkit.scores import (SCORE_BLOCK_ROWS, auto_chunk_rows, boundary_distances_, class_weight_distances, iter_logits,
+                          take_smallest)
 from alkit.strategies.uncertainty import class_quotas
 
 
@@ -72,7 +73,8 @@ def boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_c
     pred = np.empty(idx.size, np.int64)
     dist = np.empty(idx.size, np.float32)
     top = np.empty(idx.size, np.float32)
-    scratch = torch.empty(min(chunk_rows, max(idx.size, 1)) * pool.num_classes, dtype=torch.float32)
+    scratch = torch.empty(min(chunk_rows, SCORE_BLOCK_ROWS, max(idx.size, 1)) * pool.num_classes, dtype=torch.float32)
+    given_logits = pool.logits is not None
     logits_s = 0.0
     with torch.no_grad():
         chunks = iter_logits(pool, idx, chunk_rows)
@@ -83,12 +85,23 @@ def boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_c
             if item is None:
                 break
             start, chunk, r = item
-            check_finite_logits(r, chunk, "features" if pool.logits is None else "logits")
-            p, d, t = boundary_distances_(r, weight_dist, zero_off, scratch)
-            stop = start + chunk.size
-            pred[start:stop], dist[start:stop], top[start:stop] = p.numpy(), d.numpy(), t.numpy()
+            # A cache-sized block of rows at a time (the numbers are per row, so the same): the
+            # finiteness test and the distances then read the block from cache, not memory.
+            for b0 in range(0, chunk.size, SCORE_BLOCK_ROWS):
+                block, rows = r[b0:b0 + SCORE_BLOCK_ROWS], chunk[b0:b0 + SCORE_BLOCK_ROWS]
+                if given_logits:
+                    check_finite_logits(block, rows, "logits")
+                p, d, t = boundary_distances_(block, weight_dist, zero_off, scratch)
+                if not given_logits:
+                    # Through a head, a non-finite feature makes the row's largest logit non-finite:
+                    # ±inf, or NaN (0·inf, inf − inf), which argmax takes for the largest.  So ℓ_ŷ
+                    # tests the row, without a pass over every logit.
+                    check_finite_logits(t[:, None], rows, "features")
+                at, stop = start + b0, start + b0 + block.shape[0]
+                pred[at:stop], dist[at:stop], top[at:stop] = p.numpy(), d.numpy(), t.numpy()
             if on_chunk is not None:
-                on_chunk(start, r, p, d)
+                stop = start + chunk.size
+                on_chunk(start, r, torch.from_numpy(pred[start:stop]), torch.from_numpy(dist[start:stop]))
     if times is not None:
         times.logits_s += logits_s
         times.pass_s += time.perf_counter() - started

@@ -237,15 +237,16 @@ SMALL_WORK = 1 << 22
 
 
 class torch_threads:
-    """Context: run torch on one thread when a call is small (``work`` < :data:`SMALL_WORK`).
+    """Context: run torch on one thread when a call is small (``work`` < :data:`SMALL_WORK`), or
+    when asked (``one``).
 
     The previous thread count is restored on exit; nothing changes for large calls or GPUs.
-    Used once, by :func:`alkit.strategies.registry.select` around the strategy call (a strategy
+    Used by :func:`alkit.strategies.registry.select` around the strategy call (a strategy
     itself never changes the process-wide thread count).
     """
 
-    def __init__(self, work: int, device: str | torch.device | None = None) -> None:
-        self.small = as_device(device).type == "cpu" and work < SMALL_WORK
+    def __init__(self, work: int, device: str | torch.device | None = None, one: bool = False) -> None:
+        self.small = as_device(device).type == "cpu" and (work < SMALL_WORK or one)
         self.saved = None
 
     def __enter__(self) -> "torch_threads":

@@ -160,7 +160,7 @@ def class_matched(strategy: str | Strategy) -> Strategy:
 
 
 for _name in ("confidence", "margin", "entropy"):
-    register(f"{_name}_balanced", variant_of=_name,
+    register(f"{_name}_balanced", variant_of=_name, numpy_product=True,
              reference="Emam et al. 2021 (BASE's quotas); cf. small-text's ClassBalancer")(class_balanced(_name))
-    register(f"{_name}_class_matched", oracle=True, variant_of=_name,
+    register(f"{_name}_class_matched", oracle=True, variant_of=_name, numpy_product=True,
              reference="alkit's control for Emam et al. 2021, claim 1")(class_matched(_name))

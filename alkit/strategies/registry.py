@@ -38,6 +38,11 @@ class StrategyInfo:
     #: own scan of every feature, a second pass over the pool (rows it never reads cannot change
     #: its picks).
     checks_inputs: bool = False
+    #: The strategy scores, in torch, logits that numpy's BLAS product has just made (a linear head
+    #: on features): ``select`` runs torch on one thread for it.  After each product numpy's BLAS
+    #: threads go on spinning on the cores for a while, and torch's own threads would fight them
+    #: (the scores took twice as long on 2 cores); the product keeps numpy's threads.
+    numpy_product: bool = False
 
 
 _REGISTRY: dict[str, StrategyInfo] = {}
@@ -53,14 +58,15 @@ NEEDS = ("images",)
 
 
 def register(name: str, *, oracle: bool = False, reference: str = "",
-             needs: tuple[str, ...] = (), variant_of: str = "", checks_inputs: bool = False
-             ) -> Callable[[Strategy], Strategy]:
+             needs: tuple[str, ...] = (), variant_of: str = "", checks_inputs: bool = False,
+             numpy_product: bool = False) -> Callable[[Strategy], Strategy]:
     """Decorator: register ``fn`` under ``name``.  ``oracle=True`` marks a baseline that reads
     true labels of unlabelled points (it receives ``pool.oracle_labels``); ``needs=("images",)``
     one that trains on the pool's images (``pool.images``), which only loops holding the images
     can run; ``variant_of`` a controlled variant of a registered strategy (an experiment's knob,
     not in the default sweeps); ``checks_inputs`` one that checks the rows it reads itself
-    (:attr:`StrategyInfo.checks_inputs`)."""
+    (:attr:`StrategyInfo.checks_inputs`); ``numpy_product`` one that scores the logits of numpy's
+    product in torch (:attr:`StrategyInfo.numpy_product`)."""
     if variant_of and variant_of not in _REGISTRY:
         raise ParameterError(f"variant_of must name a registered strategy, got {variant_of!r}", param="variant_of")
     unknown = set(needs) - set(NEEDS)
@@ -71,7 +77,7 @@ def register(name: str, *, oracle: bool = False, reference: str = "",
         if name in _REGISTRY:
             raise ParameterError(f"strategy name {name!r} is already registered", param="name")
         _REGISTRY[name] = StrategyInfo(name, fn, oracle, _first_line(fn.__doc__), reference, tuple(needs), variant_of,
-                                       checks_inputs)
+                                       checks_inputs, numpy_product)
         fn.strategy_name = name  # type: ignore[attr-defined]
         fn.oracle = oracle  # type: ignore[attr-defined]
         fn.needs = tuple(needs)  # type: ignore[attr-defined]
@@ -183,8 +189,10 @@ def select(
     want = min(budget, n_eligible)
     # Here, and never inside a strategy, a selection changes a process-wide setting: on a small pool
     # torch runs this call on one thread (restored after), as threading tiny products costs
-    # milliseconds per call on a busy CPU.  Sweep workers run one thread each anyway.
-    with torch_threads(pool.size * (pool.dim + pool.num_classes)):
+    # milliseconds per call on a busy CPU; so does a strategy scoring numpy's product (its
+    # StrategyInfo.numpy_product).  Sweep workers run one thread each anyway.
+    one_thread = info.numpy_product and pool.logits is None and pool.weight is not None
+    with torch_threads(pool.size * (pool.dim + pool.num_classes), one=one_thread):
         picks = np.asarray(info.fn(pool, want, rng))
     return check_picks(picks, pool, want, info.name)
 

@@ -16,6 +16,7 @@ whole pool is scored in bounded memory.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -24,7 +25,8 @@ import torch
 from alkit.checks import ParameterError, check_finite_logits
 from alkit.pool import DEFAULT_CHUNK_ROWS, PoolState
 from alkit.rows import read_rows
-from alkit.scores import entropy, least_confidence_scores, margin_scores, take_smallest
+from alkit.scores import (SCORE_BLOCK_ROWS, count_logits_time, entropy, least_confidence_scores, margin_scores,
+                          take_smallest)
 from alkit.strategies.registry import register
 
 
@@ -43,11 +45,16 @@ def score_eligible(
     idx = pool.eligible_indices()
     scores = np.empty(idx.size, np.float64)
     predicted = np.empty(idx.size, np.int64) if predictions else None
+    source = "features" if pool.logits is None else "logits"
     for start, logits in _logit_chunks(pool, idx, chunk_rows):
-        check_finite_logits(logits, idx[start:start + logits.shape[0]], "features" if pool.logits is None else "logits")
-        scores[start:start + logits.shape[0]] = score_fn(logits)
-        if predictions:
-            predicted[start:start + logits.shape[0]] = logits.argmax(axis=1)
+        # One cache-sized block of rows at a time (SCORE_BLOCK_ROWS): the same numbers, faster.
+        for s0 in range(0, logits.shape[0], SCORE_BLOCK_ROWS):
+            block = logits[s0:s0 + SCORE_BLOCK_ROWS]
+            at = start + s0
+            check_finite_logits(block, idx[at:at + block.shape[0]], source)
+            scores[at:at + block.shape[0]] = score_fn(block)
+            if predictions:
+                predicted[at:at + block.shape[0]] = block.argmax(axis=1)
     return (idx, scores, predicted) if predictions else (idx, scores)
 
 
@@ -65,8 +72,11 @@ def _logit_chunks(pool: PoolState, idx: np.ndarray, chunk_rows: int):
     for start in range(0, idx.size, chunk_rows):
         chunk = idx[start:start + chunk_rows]
         logits = logits_buffer[:chunk.size]
-        np.matmul(read_rows(pool.features, chunk, feature_buffer).numpy(), weight_t, out=logits)
+        started = time.perf_counter()
+        with np.errstate(invalid="ignore", over="ignore"):   # a bad row is refused by name just after
+            np.matmul(read_rows(pool.features, chunk, feature_buffer).numpy(), weight_t, out=logits)
         logits += bias
+        count_logits_time(started)
         yield start, logits
 
 
@@ -124,7 +134,8 @@ def class_quotas(budget: int, num_classes: int, rng: np.random.Generator) -> np.
     return quotas
 
 
-@register("confidence", reference="Lewis & Gale 1994; Emam et al. 2021 (Confidence)", checks_inputs=True)
+@register("confidence", reference="Lewis & Gale 1994; Emam et al. 2021 (Confidence)",
+          checks_inputs=True, numpy_product=True)
 def least_confidence(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Least confidence: the ``budget`` points with the smallest max_k p_k, p = softmax(ℓ)."""
     pool.require_model("confidence")
@@ -132,7 +143,8 @@ def least_confidence(pool: PoolState, budget: int, rng: np.random.Generator) -> 
     return idx[take_smallest(scores, budget, rng)]
 
 
-@register("margin", reference="Scheffer et al. 2001; Emam et al. 2021 (Margin)", checks_inputs=True)
+@register("margin", reference="Scheffer et al. 2001; Emam et al. 2021 (Margin)",
+          checks_inputs=True, numpy_product=True)
 def margin(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Margin: the ``budget`` points with the smallest p₍₁₎ − p₍₂₎ (top-two softmax gap)."""
     pool.require_model("margin")
@@ -140,7 +152,8 @@ def margin(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray
     return idx[take_smallest(scores, budget, rng)]
 
 
-@register("entropy", reference="Shannon entropy sampling (Settles 2009 survey)", checks_inputs=True)
+@register("entropy", reference="Shannon entropy sampling (Settles 2009 survey)",
+          checks_inputs=True, numpy_product=True)
 def max_entropy(pool: PoolState, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Entropy: the ``budget`` points with the largest H(p) = −Σ_k p_k log p_k."""
     pool.require_model("entropy")

@@ -102,6 +102,21 @@ def test_base_streaming_equals_reference(seed, chunk):
             np.testing.assert_array_equal(ref, base_authors_form(pool, budget, np.random.default_rng(seed)))
 
 
+@pytest.mark.parametrize("chunk", [1500, 100_000])
+def test_mase_and_base_score_blocks_inside_a_chunk_equal_the_references(chunk):
+    """Pools of a few thousand rows: each chunk is scored in several SCORE_BLOCK_ROWS blocks."""
+    from alkit.scores import SCORE_BLOCK_ROWS
+    from alkit.strategies.boundary import mase_reference
+
+    pool, _ = build_pool(num_classes=9, n_max=400, dim=6, n_labeled=40, n_held=20, seed=3)
+    assert pool.eligible_indices().size > 2 * SCORE_BLOCK_ROWS
+    for budget in (5, 250):
+        np.testing.assert_array_equal(mase(pool, budget, np.random.default_rng(1), chunk_rows=chunk),
+                                      mase_reference(pool, budget, np.random.default_rng(1)))
+        np.testing.assert_array_equal(base(pool, budget, np.random.default_rng(1), chunk_rows=chunk),
+                                      base_reference(pool, budget, np.random.default_rng(1)))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mase_streaming_equals_reference_and_radii_match_the_perturbation(seed):
     from alkit.strategies.boundary import boundary_radii, mase_reference
