@@ -164,7 +164,12 @@ class RowStore:
         )
 
     def chunks(self, chunk_rows: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(start, stop, rows)`` over the store, ``chunk_rows`` rows at a time (default: the store's);
+        outside the float32 cache a chunk is a fresh float32 copy, so never more than the store's
+        ``chunk_rows`` (balancing once asked for 2²⁴ rows: a 10 GB copy per pass at 1.28 M)."""
         step = self.chunk_rows if chunk_rows is None else max(1, int(chunk_rows))
+        if self._f32 is None:
+            step = min(step, self.chunk_rows)
         for start in range(0, self.n, step):
             stop = min(start + step, self.n)
             yield start, stop, self.block(start, stop)

@@ -205,3 +205,30 @@ def test_balancing_on_constant_features_matches_the_reference():
             got = balancing_greedy(x, lab, labels[:13], cand, 3, 5, np.random.default_rng(0), gram=gram,
                                    tie_rtol=tie_rtol)
             np.testing.assert_array_equal(got, expected)
+
+
+def test_streamed_balancing_never_copies_more_than_a_chunk(monkeypatch):
+    # Streamed rows (the cache too small) are copied to float32 one chunk at a time: the numerator's
+    # one-class pass once asked for 2²⁴ rows, a 10 GB copy per step at 1.28 M.
+    from alkit.strategies._dense import RowStore
+
+    rng = np.random.default_rng(3)
+    n, d, c = 600, 5, 4
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    perm = rng.permutation(n)
+    lab, cand = perm[:40], perm[40:]
+    lab_y = np.minimum(rng.geometric(0.4, 40) - 1, c - 1)
+    predicted = rng.integers(0, c, n)
+    largest = []
+    block = RowStore.block
+
+    def spy(self, start, stop):
+        largest.append(stop - start)
+        return block(self, start, stop)
+
+    monkeypatch.setattr(RowStore, "block", spy)
+    fast = balancing_greedy(x, lab, lab_y, cand, c, 30, np.random.default_rng(0), predicted, chunk_rows=50,
+                            cache_bytes=0, gram=False)
+    np.testing.assert_array_equal(fast, balancing_reference(x, lab, lab_y, cand, c, 30, np.random.default_rng(0),
+                                                            predicted))
+    assert largest and max(largest) <= 50
