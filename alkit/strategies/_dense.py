@@ -17,7 +17,7 @@ from scipy.spatial.distance import cdist
 
 from alkit.checks import ParameterError
 from alkit.pool import DEFAULT_CHUNK_ROWS
-from alkit.rows import gather_rows
+from alkit.rows import as_tensor, gather_rows, read_rows
 
 #: Default memory budget (bytes) for rows cached by a strategy (features, or p − e_ŷ).
 DEFAULT_CACHE_BYTES = 2 * 1024**3
@@ -108,12 +108,14 @@ class RowStore:
         device: torch.device | str | None = None,
         native: tuple[Callable[[int, int], np.ndarray], Callable[[torch.Tensor], torch.Tensor], int] | None = None,
         take: Callable[[np.ndarray], np.ndarray] | None = None,
+        load_into: Callable[[int, int, torch.Tensor], None] | None = None,
     ) -> None:
         self.n, self.width = int(n), int(width)
         self.chunk_rows = max(1, int(chunk_rows))
         self.device = as_device(device)
         self._load = load
         self._take = take
+        self._load_into = load_into if self.device.type == "cpu" else None
         self._f32: torch.Tensor | None = None
         self._native: torch.Tensor | None = None
         self._native_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -170,6 +172,16 @@ class RowStore:
         step = self.chunk_rows if chunk_rows is None else max(1, int(chunk_rows))
         if self._f32 is None:
             step = min(step, self.chunk_rows)
+        if self.mode == "streamed" and self._load_into is not None:
+            # Streamed (given ``load_into``): the chunks of one pass share one float32 buffer, each
+            # valid until the next is drawn; a fresh 100 MB array per chunk cost more in page faults
+            # than the read itself.
+            buffer = torch.empty((min(step, self.n), self.width), dtype=torch.float32)
+            for start in range(0, self.n, step):
+                stop = min(start + step, self.n)
+                self._load_into(start, stop, buffer[: stop - start])
+                yield start, stop, buffer[: stop - start]
+            return
         for start in range(0, self.n, step):
             stop = min(start + step, self.n)
             yield start, stop, self.block(start, stop)
@@ -212,10 +224,45 @@ def feature_store(
         t = t.to(torch.float32)
         return t - shift_t if shift_t is not None else t
 
+    def load_into(start: int, stop: int, out: torch.Tensor) -> None:
+        """``load(start, stop)`` written into ``out``: the same float32 numbers, no new array."""
+        wanted = indices[start:stop]
+        runs = _contiguous_runs(wanted)
+        if runs is not None:   # sorted rows with few gaps (a pool less its labelled points): each run
+            span = as_tensor(features[int(wanted[0]):int(wanted[-1]) + 1])   # is read and converted once
+            base = int(wanted[0])
+            for a, b in runs:
+                out[a:b].copy_(span[int(wanted[a]) - base:int(wanted[b - 1]) - base + 1])
+        else:
+            rows = read_rows(features, wanted, out)
+            if rows.data_ptr() != out.data_ptr():   # float32 features come back as a view or a copy
+                out.copy_(rows)
+        if normalize:
+            block = out.numpy()
+            norm = np.linalg.norm(block, axis=1, keepdims=True)
+            block /= np.where(norm > 0, norm, 1.0)
+        if shift_t is not None:
+            out.sub_(shift_t)   # one rounding per element, as numpy's: the same numbers
+
     itemsize = np.dtype(features.dtype).itemsize
     native = (native_load, native_fn, itemsize) if itemsize < 4 and not normalize else None
     return RowStore(indices.size, features.shape[1], load, chunk_rows=chunk_rows, cache_bytes=cache_bytes,
-                    device=dev, native=native, take=lambda positions: take(indices[positions]))
+                    device=dev, native=native, take=lambda positions: take(indices[positions]), load_into=load_into)
+
+
+def _contiguous_runs(rows: np.ndarray, max_runs_share: float = 1 / 32) -> list[tuple[int, int]] | None:
+    """``[(a, b), ...]``: positions of the runs of consecutive ids in the ascending ``rows``; None
+    when they are not ascending or there are too many runs (then gathering is cheaper)."""
+    if rows.size == 0:
+        return None
+    steps = np.diff(rows)
+    if (steps <= 0).any():
+        return None
+    breaks = np.flatnonzero(steps != 1) + 1
+    if breaks.size + 1 > max(1, int(rows.size * max_runs_share)):
+        return None
+    edges = np.concatenate(([0], breaks, [rows.size]))
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
 def row_sqnorms(store: RowStore, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -220,13 +220,14 @@ def test_streamed_balancing_never_copies_more_than_a_chunk(monkeypatch):
     lab_y = np.minimum(rng.geometric(0.4, 40) - 1, c - 1)
     predicted = rng.integers(0, c, n)
     largest = []
-    block = RowStore.block
+    chunks = RowStore.chunks
 
-    def spy(self, start, stop):
-        largest.append(stop - start)
-        return block(self, start, stop)
+    def spy(self, chunk_rows=None):
+        for start, stop, rows in chunks(self, chunk_rows):
+            largest.append(rows.shape[0])
+            yield start, stop, rows
 
-    monkeypatch.setattr(RowStore, "block", spy)
+    monkeypatch.setattr(RowStore, "chunks", spy)
     fast = balancing_greedy(x, lab, lab_y, cand, c, 30, np.random.default_rng(0), predicted, chunk_rows=50,
                             cache_bytes=0, gram=False)
     np.testing.assert_array_equal(fast, balancing_reference(x, lab, lab_y, cand, c, 30, np.random.default_rng(0),

@@ -1,0 +1,53 @@
+"""The shared row store of the distance engines (alkit/strategies/_dense.py): streamed chunks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alkit.strategies._dense import RowStore, _contiguous_runs, feature_store
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("rows", ["few gaps", "many gaps", "unsorted"])
+@pytest.mark.parametrize("transform", ["none", "center", "normalize"])
+def test_streamed_chunks_equal_the_cached_rows(tmp_path, dtype, rows, transform):
+    # A streamed pass writes each chunk into one reused buffer (runs of consecutive rows read and
+    # converted in place, else a gather); every number must equal the float32 cache's.
+    rng = np.random.default_rng(0)
+    n, d = 3000, 7
+    path = tmp_path / "x.npy"
+    np.save(path, (rng.standard_normal((n, d)) * 3).astype(dtype))
+    features = np.load(path, mmap_mode="r")
+    if rows == "few gaps":
+        indices = np.setdiff1d(np.arange(n), rng.choice(n, 40, replace=False))
+    elif rows == "many gaps":
+        indices = np.sort(rng.choice(n, 900, replace=False))
+    else:
+        indices = rng.permutation(n)[:1200]
+    options = {"center": rng.standard_normal(d).astype(np.float32)} if transform == "center" else \
+        {"normalize": True} if transform == "normalize" else {}
+    cached = feature_store(features, indices, chunk_rows=256, cache_bytes=1 << 30, **options)
+    streamed = feature_store(features, indices, chunk_rows=256, cache_bytes=0, **options)
+    assert cached.mode == "float32 cache" and streamed.mode == "streamed"
+    whole = torch.cat([block.clone() for _, _, block in cached.chunks()])
+    pieces = [(start, stop, block.clone()) for start, stop, block in streamed.chunks()]
+    assert all(stop - start <= 256 for start, stop, _ in pieces)
+    assert torch.equal(torch.cat([block for _, _, block in pieces]), whole)
+    assert torch.equal(streamed.block(5, 300), whole[5:300])
+
+
+def test_contiguous_runs():
+    assert _contiguous_runs(np.array([3, 4, 5, 9, 10, 12]), max_runs_share=1.0) == [(0, 3), (3, 5), (5, 6)]
+    assert _contiguous_runs(np.array([3, 5, 4]), max_runs_share=1.0) is None   # not ascending
+    assert _contiguous_runs(np.arange(0, 200, 2)) is None                       # too many runs: gather
+    assert _contiguous_runs(np.arange(100, 164)) == [(0, 64)]
+
+
+def test_a_row_store_without_load_into_still_streams_fresh_chunks():
+    data = np.arange(60, dtype=np.float32).reshape(20, 3)
+    store = RowStore(20, 3, lambda a, b: data[a:b], chunk_rows=6, cache_bytes=0)
+    assert store.mode == "streamed"
+    got = [(a, b, block.clone()) for a, b, block in store.chunks(100)]
+    assert [(a, b) for a, b, _ in got] == [(0, 6), (6, 12), (12, 18), (18, 20)]
+    assert torch.equal(torch.cat([block for *_, block in got]), torch.from_numpy(data))
