@@ -51,3 +51,17 @@ def test_a_row_store_without_load_into_still_streams_fresh_chunks():
     got = [(a, b, block.clone()) for a, b, block in store.chunks(100)]
     assert [(a, b) for a, b, _ in got] == [(0, 6), (6, 12), (12, 18), (18, 20)]
     assert torch.equal(torch.cat([block for *_, block in got]), torch.from_numpy(data))
+
+
+@pytest.mark.parametrize("dim", [3, 64, 2048])
+def test_row_sqnorms_are_each_rows_float64_sum(dim):
+    # Squared in cache-sized blocks of rows: every row's norm must be the one its own float64 sum
+    # gives (BADGE's draws follow these bits), at any number of rows and threads.
+    from alkit.strategies._dense import row_sqnorms
+
+    rng = np.random.default_rng(dim)
+    x = (rng.standard_normal((1000, dim)) * 5).astype(np.float32)
+    store = feature_store(x, np.arange(1000), chunk_rows=700, cache_bytes=1 << 30)
+    expected = torch.stack([(torch.from_numpy(row).double() ** 2).sum() for row in x])
+    assert torch.equal(row_sqnorms(store, torch.float64), expected)
+    assert torch.equal(row_sqnorms(store), expected.float())
