@@ -203,19 +203,25 @@ def feature_store(
     indices = np.asarray(indices, np.int64)
     shift = None if center is None else np.asarray(center, np.float32)
     dev = as_device(device)
-    shift_t = None if shift is None else torch.from_numpy(shift).to(dev)
+    shift_cpu = None if shift is None else torch.from_numpy(shift)
+    shift_t = None if shift is None else shift_cpu.to(dev)
 
     def load(start: int, stop: int) -> np.ndarray:
         return take(indices[start:stop])
 
     def take(rows: np.ndarray) -> np.ndarray:
         block = gather_rows(features, rows, chunk_rows)
+        transform_(torch.from_numpy(block))
+        return block
+
+    def transform_(rows: torch.Tensor) -> None:
+        """Normalise (if asked), then centre, float32 CPU rows in place."""
         if normalize:
+            block = rows.numpy()
             norm = np.linalg.norm(block, axis=1, keepdims=True)
             block /= np.where(norm > 0, norm, 1.0)
-        if shift is not None:
-            block -= shift
-        return block
+        if shift_cpu is not None:
+            rows.sub_(shift_cpu)   # one rounding per element, as numpy's subtraction: the same numbers
 
     def native_load(start: int, stop: int) -> np.ndarray:
         return gather_rows(features, indices[start:stop], chunk_rows, dtype=features.dtype)
@@ -237,12 +243,7 @@ def feature_store(
             rows = read_rows(features, wanted, out)
             if rows.data_ptr() != out.data_ptr():   # float32 features come back as a view or a copy
                 out.copy_(rows)
-        if normalize:
-            block = out.numpy()
-            norm = np.linalg.norm(block, axis=1, keepdims=True)
-            block /= np.where(norm > 0, norm, 1.0)
-        if shift_t is not None:
-            out.sub_(shift_t)   # one rounding per element, as numpy's: the same numbers
+        transform_(out)
 
     itemsize = np.dtype(features.dtype).itemsize
     native = (native_load, native_fn, itemsize) if itemsize < 4 and not normalize else None
@@ -265,19 +266,20 @@ def _contiguous_runs(rows: np.ndarray, max_runs_share: float = 1 / 32) -> list[t
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
+#: Rows squared at a time by :func:`row_sqnorms`: their float64 copy (4 MB at D = 2048) stays in cache.
+_SQNORM_ROWS = 256
+
+
 def row_sqnorms(store: RowStore, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """‖row‖² of every row of ``store`` (float64 accumulation, result in ``dtype``)."""
     out = torch.empty(store.n, dtype=dtype, device=store.device)
     for start, stop, block in store.chunks():
-        # 256 rows at a time: their float64 copy (4 MB at D = 2048) stays in cache, 15x faster
-        # than squaring a whole chunk's; each row's sum is the same either way.
+        # In cache-sized blocks: 15x faster than squaring a whole chunk's float64 copy, and each
+        # row's sum is the same either way.
         for b0 in range(0, stop - start, _SQNORM_ROWS):
             part = block[b0:b0 + _SQNORM_ROWS].double()
             out[start + b0:start + b0 + part.shape[0]] = (part ** 2).sum(1).to(dtype)
     return out
-
-
-_SQNORM_ROWS = 256
 
 
 def mean_rows(features: np.ndarray, indices: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
