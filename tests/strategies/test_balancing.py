@@ -233,3 +233,80 @@ def test_streamed_balancing_never_copies_more_than_a_chunk(monkeypatch):
     np.testing.assert_array_equal(fast, balancing_reference(x, lab, lab_y, cand, c, 30, np.random.default_rng(0),
                                                             predicted))
     assert largest and max(largest) <= 50
+
+
+@pytest.mark.parametrize("seed_rows", [1, 16])
+@pytest.mark.parametrize("rounded", [False, True])
+def test_lazy_denominator_rescores_few_rows_and_keeps_the_reference_picks(rounded, seed_rows, monkeypatch):
+    # A pool large enough that a step rescores a few rows against the majority, not all of them
+    # (the bounds at work), while picks predicted as majority classes keep moving their centres
+    # and the mean's rise keeps moving classes out of the majority; with rows on a grid (exact
+    # ties) the near-tie re-ranking must still see every tied row.  One seed row leaves the
+    # search for the lowest row to the bounds alone.
+    from alkit.strategies import _balancing_engine
+
+    monkeypatch.setattr(_balancing_engine, "_SEED_ROWS", seed_rows)
+    rng = np.random.default_rng(31)
+    n, d, c = 3000, 4, 12
+    y = rng.integers(0, c, n)
+    x = (2.5 * rng.standard_normal((c, d))[y] + rng.standard_normal((n, d))).astype(np.float32)
+    if rounded:
+        x = np.round(2 * x) / 2
+    lab, cand = np.arange(300), np.arange(300, n)
+    lab_y = np.minimum(rng.geometric(0.2, lab.size) - 1, c - 1)
+    predicted = np.where(rng.random(n) < 0.7, rng.integers(0, 4, n), rng.integers(0, c, n))  # mostly big classes
+    k = 400
+    ref = balancing_reference(x, lab, lab_y, cand, c, k, np.random.default_rng(1), predicted)
+    for gram in (True, False):
+        reports = []
+        fast = balancing_greedy(x, lab, lab_y, cand, c, k, np.random.default_rng(1), predicted, chunk_rows=256,
+                                gram=gram, report=reports.append)
+        np.testing.assert_array_equal(fast, ref)
+        (stats,) = reports
+        assert stats.balancing_steps >= 200
+        assert stats.full_passes <= stats.balancing_steps // 4, stats       # not a pass per step
+        assert 0 < stats.rows_rescored < stats.balancing_steps * n // 20, stats  # a few rows per step
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lazy_denominator_bounds_never_fall_below_the_true_distance(seed):
+    # The invariant the lazy denominator rests on, checked row by row before every balancing step:
+    # (bound + how far the row's class moved since)² ≥ the float64 distance² to the nearest
+    # majority centre now (∞ where the class left the majority); and the lower bounds on the
+    # scores that it keeps from step to step stay below the float64 scores.
+    import torch
+
+    from alkit.strategies import _balancing_engine as engine
+    from alkit.strategies._dense import sqdist64
+
+    rng = np.random.default_rng(50 + seed)
+    n, d, c = 2500, 5, 10
+    y = rng.integers(0, c, n)
+    x = (2.0 * rng.standard_normal((c, d))[y] + rng.standard_normal((n, d))).astype(np.float32)
+    lab, cand = np.arange(250), np.arange(250, n)
+    lab_y = np.minimum(rng.geometric(0.25, lab.size) - 1, c - 1)
+    predicted = np.where(rng.random(n) < 0.7, rng.integers(0, 3, n), rng.integers(0, c, n))
+    s = engine._start(x, lab, lab_y, cand, c, use_gram=False, chunk_rows=128, center_block=4, cache_bytes=1 << 30,
+                      device=None, tie_rtol=engine.TIE_RTOL)
+    k, checked, rescored = 300, 0, 0
+    for step in range(k):
+        if not engine._is_balancing_step(s.counts, k - step):
+            engine._take(s, engine._random_pick(s, np.random.default_rng(step)), predicted)
+            continue
+        majors = np.flatnonzero(s.counts > s.counts.mean())
+        true = sqdist64(x[cand].astype(np.float64), s.sums[majors] / s.counts[majors, None]).min(axis=1)
+        if s.geo is not None and s.geo.bound is not None:
+            hi = engine._upper_bounds(s, s.geo, majors, torch.arange(cand.size)).numpy()
+            assert np.all(hi >= true * (1 - 1e-9)), step
+            checked += 1
+        before = s.rows_rescored
+        j = engine._balanced_pick(s)
+        rescored += s.rows_rescored > before
+        # and the step's lower bounds on the scores, kept from step to step, hold
+        r = int(np.argmin(s.counts))
+        num = sqdist64(x[cand].astype(np.float64), (s.sums[r] / s.counts[r])[None])[:, 0] if s.counts[r] else 1.0
+        if s.geo.low is not None:
+            free = s.avail.numpy()
+            assert np.all(s.geo.low.numpy()[free] <= (num / true)[free] * (1 + 1e-9)), step
+        engine._take(s, j, predicted)
+    assert checked >= 100 and rescored >= 50
