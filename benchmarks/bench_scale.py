@@ -15,7 +15,7 @@ mapped feature file; "extra anon" is what the strategy allocated).
 Coreset and BADGE at 1.28 M (``--extrapolate``): k-center greedy and k-means++ cost one pass
 over the candidates per pick, so 10 k picks take hours here.  Balancing (``--extrapolate
 balancing``) runs its own call until ``--picks`` balancing steps are timed and extrapolates the rest
-in place of the whole call, which does not finish here.  They run ``--picks`` picks and
+in place of the whole call (a quick estimate; the whole call is the default).  They run ``--picks`` picks and
 the rest is extrapolated linearly, labelled as such; the coreset set-up against the 30 k
 labelled centres is timed on one block of 1024 centres and scaled.  For each such pick the
 JSON records the bytes it streams and the bandwidth it reaches, next to the machine's measured
@@ -484,8 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             data["bandwidth"][str(n)] = M.run_isolated(bandwidth_task, timeout=args.timeout, n_total=n)
         for name in names:
             if n > 200_000 and name == "balancing" and name in extrapolate and not args.quick:
-                # The whole call cannot finish here (about one pass over the pool per step): the
-                # extrapolated row is the table's cell.
+                # A quick estimate in place of the whole call: the extrapolated row is the table's cell.
                 print(f"balancing ({args.picks} steps) @ N = {n:,} ...", flush=True)
                 row = M.run_isolated(balancing_extrapolated_task, timeout=args.timeout, n_total=n, picks=args.picks,
                                      seed=args.seed, cache_bytes=cache)
