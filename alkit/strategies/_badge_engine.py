@@ -267,13 +267,14 @@ def kmeans_pp_gradient(
             update(zc, rc, gc, rows_per_block)
     elif cent is not None:
         add_center(int(rng.integers(cand.size)))
-    else:
+    elif not _first_centre_lazily(lazy and not return_d2, rs):
         add_center(int(torch.argmax(gnorm2)))
     last = None
     t1 = time.perf_counter()
     counters = {"rejections": 0, "refreshes": 0, "full_passes": 0}
-    if lazy and not return_d2 and len(picks) < k:
-        _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, counters)
+    if lazy and not return_d2:
+        first = int(torch.argmax(gnorm2)) if cent is None and _first_centre_lazily(True, rs) else None
+        _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, counters, first=first)
     while len(picks) < k:
         last = d2.cpu().numpy().copy()  # the draw's weights (the tensor is updated in place next)
         last[chosen] = 0.0
@@ -292,16 +293,39 @@ def kmeans_pp_gradient(
 
 #: Rejected proposals in one lazy pick before every candidate is brought up to date at once.
 LAZY_MAX_TRIALS = 32
+#: Relative pad of the first centre's Cauchy–Schwarz bounds (float32 products round by ~1e-7).
+_BOUND_PAD = 1e-5
 
 
-def _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, counters) -> None:
-    """The lazy pick loop of :func:`kmeans_pp_gradient` (``d2`` is exact for every candidate on entry)."""
+def _first_centre_lazily(lazy: bool, rs: RowStore) -> bool:
+    """Whether Ash et al.'s first centre (largest ‖g‖) joins the lazy loop without a pass over the rows.
+
+    Every candidate then starts from the bound (‖g‖ + ‖g_c‖)² ≥ ‖g − g_c‖² (Cauchy–Schwarz on both
+    factors), which its first proposal tightens.  Only when r is streamed: that pass recomputes
+    every logit (at 1.28 M, about a minute); with r cached it is cheap, and making it keeps the
+    picks of earlier versions for the same seed (the draws' law is the same either way)."""
+    return lazy and rs.mode == "streamed"
+
+
+def _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, counters, first: int | None = None) -> None:
+    """The lazy pick loop of :func:`kmeans_pp_gradient`: ``d2`` is exact for every candidate on entry,
+    except with ``first`` (the first centre, not yet compared with anyone: ``d2`` becomes its bound)."""
     dev = d2.device
     zc = torch.empty((k, zs.width), dtype=torch.float32, device=dev)
     rc = torch.empty((k, rs.width), dtype=torch.float32, device=dev)
     gc = torch.empty(k, dtype=torch.float64, device=dev)
     n_new = 0                                        # centres picked in this loop: zc[:n_new]
     seen = np.zeros(d2.shape[0], np.int64)           # centres of this loop each candidate has seen
+    if first is not None:
+        zc[0], rc[0], gc[0] = zs.rows(np.array([first]))[0], rs.rows(np.array([first]))[0], gnorm2[first]
+        n_new = 1
+        # (‖g‖ + ‖g_c‖)², padded so that the float32 products' rounding cannot push the exact
+        # value above it (the acceptance ratio must stay ≤ 1)
+        torch.minimum(d2, (gnorm2.sqrt() + gc[0].sqrt()) ** 2 * (1 + _BOUND_PAD), out=d2)
+        chosen[first] = True
+        d2[first] = 0.0
+        seen[first] = n_new
+        picks.append(first)
     weights = d2.cpu().numpy().copy()
     weights[chosen] = 0.0
     sampler = BoundedD2Sampler(weights)
