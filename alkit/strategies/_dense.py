@@ -35,14 +35,18 @@ def check_indices(candidate_indices: np.ndarray, center_indices: np.ndarray | No
     vectors within ``[0, n_rows)``, no repeats, disjoint (``center_indices`` None stays None)."""
     cand = np.asarray(candidate_indices, np.int64).ravel()
     cent = None if center_indices is None else np.asarray(center_indices, np.int64).ravel()
+    marks = {}   # per set, a mask over the rows: repeats and overlaps in O(n_rows), without sorting
     for name, idx in (("candidate_indices", cand), ("center_indices", cent)):
         if idx is None or not idx.size:
             continue
         if idx.min() < 0 or idx.max() >= n_rows:
             raise ParameterError(f"{name} must lie in [0, {n_rows}) (rows of features)", param=name)
-        if np.unique(idx).size != idx.size:
+        mark = np.zeros(n_rows, bool)
+        mark[idx] = True
+        if np.count_nonzero(mark) != idx.size:
             raise ParameterError(f"{name} must not repeat an index", param=name)
-    if cent is not None and cand.size and cent.size and np.intersect1d(cand, cent).size:
+        marks[name] = mark
+    if len(marks) == 2 and np.count_nonzero(marks["candidate_indices"][cent]):
         raise ParameterError("candidate_indices and center_indices must be disjoint", param="candidate_indices")
     return cand, cent
 

@@ -65,3 +65,20 @@ def test_row_sqnorms_are_each_rows_float64_sum(dim):
     expected = torch.stack([(torch.from_numpy(row).double() ** 2).sum() for row in x])
     assert torch.equal(row_sqnorms(store, torch.float64), expected)
     assert torch.equal(row_sqnorms(store), expected.float())
+
+
+def test_check_indices_refuses_out_of_range_repeated_and_shared_rows():
+    from alkit.checks import ParameterError
+    from alkit.strategies._dense import check_indices
+
+    cand, cent = check_indices([4, 0, 2], [1, 3], 5)
+    assert cand.dtype == np.int64 and cand.tolist() == [4, 0, 2] and cent.tolist() == [1, 3]
+    assert check_indices(np.arange(3), None, 3)[1] is None
+    assert check_indices([], [], 3)[0].size == 0
+    cases = [(([0, 5], None), "candidate_indices", "lie in"), (([0], [-1]), "center_indices", "lie in"),
+             (([0, 2, 0], None), "candidate_indices", "repeat"), (([0], [1, 2, 1]), "center_indices", "repeat"),
+             (([0, 3], [2, 3]), "candidate_indices", "disjoint")]
+    for (cand_idx, cent_idx), param, words in cases:
+        with pytest.raises(ParameterError, match=words) as err:
+            check_indices(cand_idx, cent_idx, 5)
+        assert err.value.param == param
