@@ -53,6 +53,9 @@ from alkit.strategies._dense import (
 
 #: At most this many near-tied candidates are re-ranked exactly per pick (duplicates aside, 1–3).
 MAX_REFINE = 1024
+#: A candidate re-ranked before is brought up to date in float64 against the centres added since,
+#: if at most this many, instead of shortlisting every centre again.
+_EXACT_CATCH_UP = 256
 #: Candidates with the largest stored minima kept aside, so that a pick scans these, not all N.
 TOP_ROWS = 4096
 #: Stale candidates brought up to date together when the current maximum is stale (one GEMM).
@@ -157,6 +160,7 @@ class Counters:
     refreshed_rows: int = 0
     full_passes: int = 0
     lone_refined: int = 0     # near-tied candidates re-ranked against their one nearest centre
+    caught_up: int = 0        # ... re-ranked from an earlier re-ranking and the centres added since
     refresh_s: float = 0.0
     refine_s: float = 0.0
 
@@ -181,6 +185,7 @@ class CoresetStats:
     refreshed_rows: int = 0
     full_passes: int = 0
     lone_refined: int = 0
+    caught_up: int = 0
     refresh_s: float = 0.0
     refine_s: float = 0.0
 
@@ -219,6 +224,9 @@ class KCenterState:
     pass_floor: int = 0            # no candidate has seen fewer centres than this (cost of a full pass)
     picks: list[int] = field(default_factory=list)   # positions, in pick order
     counters: Counters = field(default_factory=Counters)
+    # Float64 min-distances of re-ranked candidates, each with the number of centres it covers: the
+    # same candidates are near-tied pick after pick, and then only the centres added since count.
+    exact_known: dict[int, tuple[float, int]] = field(default_factory=dict)
     top: TopSet = field(init=False)
 
     def __post_init__(self) -> None:
@@ -539,6 +547,31 @@ def exact_min_sqdist(state: KCenterState, positions: np.ndarray, tol: float) -> 
     features, cand, chunk_rows, n_centers = s.features, s.cand, s.chunk_rows, s.n_centers
     center_ids = s.centre_ids()
     out = np.empty(positions.size)
+    # Known before: the min over the centres added since is folded in (the same pair function, so
+    # the same numbers as a fresh computation; a minimum does not depend on the order).
+    known = np.array([p in s.exact_known and n_centers - s.exact_known[p][1] <= _EXACT_CATCH_UP for p in positions.tolist()],
+                     bool)
+    for i in np.flatnonzero(known):
+        value, covered = s.exact_known[int(positions[i])]
+        if covered < n_centers:
+            raw = gather_rows(features, cand[positions[i:i + 1]], chunk_rows, np.float64)
+            value = min(value, float(sqdist64(raw, gather_rows(features, center_ids[covered:n_centers], chunk_rows,
+                                                                np.float64)).min()))
+        out[i] = value
+    s.counters.caught_up += int(known.sum())
+    todo = np.flatnonzero(~known)
+    out[todo] = _exact_min_afresh(s, positions[todo], tol, center_ids)
+    for p, value in zip(positions.tolist(), out.tolist()):
+        s.exact_known[p] = (value, n_centers)
+    return out
+
+
+def _exact_min_afresh(s: KCenterState, positions: np.ndarray, tol: float, center_ids: np.ndarray) -> np.ndarray:
+    """:func:`exact_min_sqdist` for candidates with nothing known: shortlist in float32, then float64."""
+    features, cand, chunk_rows, n_centers = s.features, s.cand, s.chunk_rows, s.n_centers
+    out = np.empty(positions.size)
+    if positions.size == 0:
+        return out
     if s.tracked is not None:   # a runner-up beyond 2·tol: the argmin is the only centre to check
         pos_t = torch.from_numpy(positions).to(s.device)
         lone = (s.tracked[2][pos_t] > s.tracked[0][pos_t] + 2.0 * tol).cpu().numpy()
