@@ -73,8 +73,9 @@ LAZY_SETUP_RATIO = 64
 #: Each pending labelled centre joins the groups of this many of its nearest pivots (see
 #: :func:`tighten_by_pivot_groups`): on a 4,000-candidate sample of the 1.28 M pool with 1,024
 #: pivots, 1 → 24 % of starting bounds exact, 8 → 84 %, 16 → 95 % (work ∝ this number;
-#: ``benchmarks/coreset_pivot_bounds.py``).
-PIVOT_SHARE = 16
+#: ``benchmarks/coreset_pivot_bounds.py``).  8: for 10 k picks at 1.28 M, halving the set-up's
+#: group products saves more than the extra refreshes of the looser bounds cost (same picks).
+PIVOT_SHARE = 8
 #: Row × centre distances computed per GEMM block (float32: 16 MB).
 BLOCK_PAIRS = 1 << 22
 #: Up to this many candidate × dimension entries (a 16 MB float32 pass), or for at most
