@@ -105,13 +105,13 @@ class _Geometry:
     # Per row a lower bound on its score, from the bounds above (∞ once taken), valid for `low_key`
     # (the numerator's key and tol) and the counts and majority of the last step (`seen`).
     low: torch.Tensor | None = None
+    low_key: tuple | None = None
+    seen_counts: np.ndarray | None = None
+    seen_major: np.ndarray | None = None
     # The centred float32 centres of the classes met so far, and the counts they were computed at.
     centres: torch.Tensor | None = None
     centre_sq: torch.Tensor | None = None
     centre_counts: np.ndarray | None = None
-    low_key: tuple | None = None
-    seen_counts: np.ndarray | None = None
-    seen_major: np.ndarray | None = None
     # The numerator: distance² to the rarest class's centre, valid for `num_key` (class, its count).
     num: torch.Tensor | None = None
     num_key: tuple[int, int] | None = None
@@ -299,14 +299,14 @@ def _denominator(s: _State, geo: _Geometry, num: torch.Tensor, majors: np.ndarra
         return torch.where(d > 0, (num[rows] + tn) / d.clamp(min=torch.finfo(torch.float64).tiny), geo.inf)
 
     if geo.bound is None:
-        return _rescore_all(s, geo, centres, lower)
+        return _rescore_all(s, geo, majors, lower)
     _update_lower_bounds(s, geo, majors, (geo.num_key, tol), lower)
     low = geo.low
     exact_rows, exact_den = [], []
     exact = torch.zeros(s.n, dtype=torch.bool, device=s.device)
     seeds = torch.topk(low, min(_SEED_ROWS, s.n), largest=False).indices
     seeds = seeds[torch.isfinite(low[seeds])]
-    den = _rescore(s, geo, centres, seeds)
+    den = _rescore(s, geo, majors, seeds)
     exact_rows.append(seeds), exact_den.append(den)
     exact[seeds] = True
     low[seeds] = lower(seeds, den)
@@ -319,7 +319,7 @@ def _denominator(s: _State, geo: _Geometry, num: torch.Tensor, majors: np.ndarra
         need = torch.nonzero(low <= threshold).flatten()
         need = need[~exact[need]]
         if need.numel() > s.n // 4:  # cheaper as one pass than row by row
-            return _rescore_all(s, geo, centres, lower)
+            return _rescore_all(s, geo, majors, lower)
         need = need[torch.argsort(low[need])]
         for b0 in range(0, need.numel(), _BATCH_ROWS):
             batch = need[b0:b0 + _BATCH_ROWS]
@@ -330,7 +330,7 @@ def _denominator(s: _State, geo: _Geometry, num: torch.Tensor, majors: np.ndarra
             batch = batch[low[batch] <= threshold]
             if batch.numel() == 0:
                 continue
-            den = _rescore(s, geo, centres, batch)
+            den = _rescore(s, geo, majors, batch)
             exact_rows.append(batch), exact_den.append(den)
             exact[batch] = True
             low[batch] = lower(batch, den)
@@ -345,10 +345,10 @@ def _denominator(s: _State, geo: _Geometry, num: torch.Tensor, majors: np.ndarra
         threshold = max(threshold, reach)
 
 
-def _rescore_all(s: _State, geo: _Geometry, centres, lower) -> tuple[torch.Tensor, torch.Tensor]:
+def _rescore_all(s: _State, geo: _Geometry, majors: np.ndarray, lower) -> tuple[torch.Tensor, torch.Tensor]:
     """Every row rescored in one pass: (all positions, their exact denominators); the lower bounds renewed."""
     rows = torch.arange(s.n, device=s.device)
-    den = _rescore(s, geo, centres)
+    den = _rescore(s, geo, majors)
     geo.low = lower(rows, den)
     return rows, den
 
@@ -405,29 +405,17 @@ def _tighten(s: _State, geo: _Geometry, centres, majors: np.ndarray, positions: 
     return out
 
 
-def _rescore(s: _State, geo: _Geometry, centres, positions: torch.Tensor | None = None) -> torch.Tensor:
+def _rescore(s: _State, geo: _Geometry, majors: np.ndarray, positions: torch.Tensor | None = None) -> torch.Tensor:
     """min_{c∈M} ‖z − μ_c‖² of the rows at ``positions`` (default: all, one pass), float64; renews their bounds."""
-    cen, csq, cls_t = centres
+    if positions is not None and positions.numel() == 0:
+        return torch.empty(0, dtype=torch.float64, device=s.device)
+    best, arg = _distances_streamed(s, geo, majors, positions)
     if positions is None:
-        best = torch.empty(s.n, dtype=torch.float32, device=s.device)
-        arg = torch.empty(s.n, dtype=torch.int64, device=s.device)
-        for start, stop, block in geo.store.chunks(max(1, (1 << 24) // max(cls_t.numel(), 1))):
-            best[start:stop], arg[start:stop] = _nearest_centre(block, geo.sq32[start:stop], cen, csq, cls_t,
-                                                                s.center_block)
-        s.full_passes += 1
         positions = torch.arange(s.n, device=s.device)
         geo.bound = torch.empty(s.n, dtype=torch.float64, device=s.device)
         geo.arg = torch.empty(s.n, dtype=torch.int64, device=s.device)
         geo.ref = torch.empty(s.n, dtype=torch.float64, device=s.device)
-    elif positions.numel() == 0:
-        return torch.empty(0, dtype=torch.float64, device=s.device)
     else:
-        parts = []
-        for i in range(0, positions.numel(), s.chunk_rows):
-            p = positions[i:i + s.chunk_rows]
-            parts.append(_nearest_centre(geo.store.rows(p.cpu().numpy()), geo.sq32[p], cen, csq, cls_t,
-                                         s.center_block))
-        best, arg = torch.cat([b for b, _ in parts]), torch.cat([a for _, a in parts])
         s.rows_rescored += positions.numel()
     den = best.double()
     geo.bound[positions] = _padded_root(s, geo, den)
@@ -558,8 +546,9 @@ def _distances_streamed(s: _State, geo: _Geometry, classes: np.ndarray, position
         blocks = geo.store.chunks(max(1, (1 << 24) // max(len(classes), 1)))
         sq, m = geo.sq32, s.n
         s.full_passes += 1
-    else:
-        blocks = [(0, positions.numel(), geo.store.rows(positions.cpu().numpy()))]
+    else:   # gathered a chunk at a time: the float32 copy of the rows stays bounded
+        blocks = ((i, min(i + s.chunk_rows, positions.numel()), geo.store.rows(positions[i:i + s.chunk_rows].cpu().numpy()))
+                  for i in range(0, positions.numel(), s.chunk_rows))
         sq, m = geo.sq32[positions], positions.numel()
     best = torch.empty(m, dtype=torch.float32, device=s.device)
     arg = torch.empty_like(best, dtype=torch.int64)
