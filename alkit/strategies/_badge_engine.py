@@ -257,6 +257,8 @@ def kmeans_pp_gradient(
         chosen[pos] = True
         picks.append(pos)
 
+    # Ash et al.'s first centre joins the lazy loop from bounds, without a pass (see the helper).
+    first_lazily = cent is None and lazy and not return_d2 and _first_centre_lazily(rs)
     if cent is not None and cent.size:
         rows_per_block = max(1, min(chunk_rows, (1 << 23) // max(center_block, 1)))
         for c0 in range(0, cent.size, center_block):
@@ -267,13 +269,13 @@ def kmeans_pp_gradient(
             update(zc, rc, gc, rows_per_block)
     elif cent is not None:
         add_center(int(rng.integers(cand.size)))
-    elif not _first_centre_lazily(lazy and not return_d2, rs):
+    elif not first_lazily:
         add_center(int(torch.argmax(gnorm2)))
     last = None
     t1 = time.perf_counter()
     counters = {"rejections": 0, "refreshes": 0, "full_passes": 0}
     if lazy and not return_d2:
-        first = int(torch.argmax(gnorm2)) if cent is None and _first_centre_lazily(True, rs) else None
+        first = int(torch.argmax(gnorm2)) if first_lazily else None
         _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, counters, first=first)
     while len(picks) < k:
         last = d2.cpu().numpy().copy()  # the draw's weights (the tensor is updated in place next)
@@ -297,14 +299,14 @@ LAZY_MAX_TRIALS = 32
 _BOUND_PAD = 1e-5
 
 
-def _first_centre_lazily(lazy: bool, rs: RowStore) -> bool:
+def _first_centre_lazily(rs: RowStore) -> bool:
     """Whether Ash et al.'s first centre (largest ‖g‖) joins the lazy loop without a pass over the rows.
 
     Every candidate then starts from the bound (‖g‖ + ‖g_c‖)² ≥ ‖g − g_c‖² (Cauchy–Schwarz on both
     factors), which its first proposal tightens.  Only when r is streamed: that pass recomputes
     every logit (at 1.28 M, about a minute); with r cached it is cheap, and making it keeps the
     picks of earlier versions for the same seed (the draws' law is the same either way)."""
-    return lazy and rs.mode == "streamed"
+    return rs.mode == "streamed"
 
 
 def _lazy_picks(k, rng, zs, rs, gnorm2, d2, chosen, picks, counters, first: int | None = None) -> None:
