@@ -13,9 +13,7 @@ process; peak memory as in ``_measure`` (peak RSS includes the touched pages of 
 mapped feature file; "extra anon" is what the strategy allocated).
 
 Coreset and BADGE at 1.28 M (``--extrapolate``): k-center greedy and k-means++ cost one pass
-over the candidates per pick, so 10 k picks take hours here.  Balancing (``--extrapolate
-balancing``) runs its own call until ``--picks`` balancing steps are timed and extrapolates the rest
-in place of the whole call (a quick estimate; the whole call is the default).  They run ``--picks`` picks and
+over the candidates per pick, so 10 k picks take hours here.  They run ``--picks`` picks and
 the rest is extrapolated linearly, labelled as such; the coreset set-up against the 30 k
 labelled centres is timed on one block of 1024 centres and scaled.  For each such pick the
 JSON records the bytes it streams and the bandwidth it reaches, next to the machine's measured
@@ -146,62 +144,6 @@ def badge_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: in
         bytes_per_pick=z_bytes + r_bytes, gb_per_s_per_pick=(z_bytes + r_bytes) / per_pick / 1e9,
         r_recomputed_each_pick=stats.r_cache == "streamed",
         extrapolated_seconds=stats.setup_s + per_pick * (budget - 1),
-    )
-    return record
-
-
-def balancing_extrapolated_task(n_total: int, picks: int, seed: int, cache_bytes: int) -> dict:
-    """Greedy balancing at full size: the real 10 k-step call (the engine's own steps, in its
-    order) run until ``picks`` balancing steps are timed, the rest extrapolated at their mean.
-
-    The call starts with random steps (cheap: no distance) while the labelled classes are balanced
-    enough for the remaining budget.  Each balancing step needs the distances of every candidate to
-    the rarest class's centre, which the step before moved (streamed from the float16 file when the
-    rows do not fit the cache): one pass per step.  The extrapolation counts every later step as a
-    balancing step, as every one of the 781 steps was at N = 100 k."""
-    from alkit.pool import DEFAULT_CHUNK_ROWS
-    from alkit.strategies import _balancing_engine as engine
-    from alkit.strategies._dense import DEFAULT_CENTER_BLOCK, TIE_RTOL
-
-    pool = M.imagenet_like(n_total)
-    n_labeled, budget = M.schedule(n_total)
-    labeled, weight, bias = M.labeled_and_head(pool, n_labeled)
-    state = M.pool_state(pool, labeled, weight, bias)
-    cand = state.eligible_indices()
-    centres = np.flatnonzero(state.labeled & ~state.held_out).astype(np.int64)
-    record: dict = {"strategy": "balancing", "n_total": n_total, "budget": budget, "n_labeled": int(labeled.size),
-                    "mode": "extrapolated", "picks_timed": picks, "cache_bytes": cache_bytes,
-                    "feature_file_bytes": int(pool.features.nbytes)}
-    rng = np.random.default_rng(seed)
-    kinds, seconds = [], []
-    with M.section(record):
-        started = time.perf_counter()
-        use_gram = engine._keeps_products(cand.size, pool.num_classes, budget, cache_bytes, None)
-        s = engine._start(pool.features, centres, state.labels[centres], cand, pool.num_classes, use_gram=use_gram,
-                          chunk_rows=DEFAULT_CHUNK_ROWS, center_block=DEFAULT_CENTER_BLOCK, cache_bytes=cache_bytes,
-                          device=None, tie_rtol=TIE_RTOL)
-        start_s = time.perf_counter() - started
-        for step in range(budget):
-            balancing = engine._is_balancing_step(s.counts, budget - step)
-            if balancing and kinds.count("balancing") == picks:
-                break
-            tick = time.perf_counter()
-            j = engine._balanced_pick(s) if balancing else engine._random_pick(s, rng)
-            engine._take(s, j, lambda rows: state.logits_of(rows).argmax(axis=1))
-            kinds.append("balancing" if balancing else "random")
-            seconds.append(time.perf_counter() - tick)
-    steps = [t for kind, t in zip(kinds, seconds) if kind == "balancing"]
-    # The first balancing step also builds the geometry (pool mean, ‖z‖², one pass each): set-up.
-    per_step = float(np.mean(steps[1:])) if len(steps) > 1 else float("nan")
-    setup = start_s + (steps[0] - per_step if steps else 0.0)
-    random_s = sum(t for kind, t in zip(kinds, seconds) if kind == "random")
-    bytes_per_pick = cand.size * pool.features.shape[1] * (4 if s.geo is not None and s.geo.store.mode == "float32 cache"
-                                                            else 2)
-    record.update(
-        balancing_steps_timed=len(steps), random_steps_timed=len(kinds) - len(steps), random_steps_s=random_s,
-        full_passes=s.full_passes, cache_mode=s.geo.store.mode if s.geo is not None else None, setup_s=setup,
-        seconds_per_pick=per_step, bytes_per_pick=bytes_per_pick, gb_per_s_per_pick=bytes_per_pick / per_step / 1e9,
-        extrapolated_seconds=setup + random_s + per_step * (budget - len(kinds) + max(len(steps) - 1, 0)),
     )
     return record
 
@@ -379,12 +321,9 @@ def markdown(data: dict) -> str:
             extra = (f"; measured on this machine: {ref_bw:.2f} GB/s to stream the same float16 file (convert + sum)"
                      if ref_bw else "") + (f", {ram_bw:.1f} GB/s for a float32 matrix-vector product in RAM"
                                            if ram_bw else "")
-            steps = (f"; the call took {r['random_steps_timed']:,} random steps first ({r['random_steps_s']:.1f} s), "
-                     f"then {r['balancing_steps_timed']} balancing steps were timed (set-up {r['setup_s']:.1f} s) and "
-                     f"every later step is counted as one" if "random_steps_timed" in r else "")
             notes.append(f"- {key}: {r['seconds_per_pick']:.2f} s per pick, {M.fmt_bytes(r['bytes_per_pick'])} streamed per "
                          f"pick = {r['gb_per_s_per_pick']:.2f} GB/s ({r.get('cache_mode') or r.get('z_cache')}"
-                         f"{', r: ' + r['r_cache'] if 'r_cache' in r else ''}){extra}{steps}.")
+                         f"{', r: ' + r['r_cache'] if 'r_cache' in r else ''}){extra}.")
         if "error" in r:
             notes.append(f"- {key}: {r['error'][:200]}")
         t = r.get("timings")
@@ -453,8 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1500, help="seconds per (strategy, N) before giving up")
     parser.add_argument("--extrapolate", default="",
                         help="also time the eager (pass per pick) versions of these (coreset,badge) on --picks picks "
-                             "at N > 200 k and extrapolate: the per-pick bandwidth; balancing: its own first "
-                             "--picks steps, extrapolated in place of the whole call")
+                             "at N > 200 k and extrapolate: the per-pick bandwidth")
     parser.add_argument("--lazy-vs-eager", default="",
                         help="N at which to time coreset and BADGE lazy against eager in one process (e.g. 100000)")
     parser.add_argument("--picks", type=int, default=20)
@@ -483,16 +421,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.bandwidth and not args.quick:
             data["bandwidth"][str(n)] = M.run_isolated(bandwidth_task, timeout=args.timeout, n_total=n)
         for name in names:
-            if n > 200_000 and name == "balancing" and name in extrapolate and not args.quick:
-                # A quick estimate in place of the whole call: the extrapolated row is the table's cell.
-                print(f"balancing ({args.picks} steps) @ N = {n:,} ...", flush=True)
-                row = M.run_isolated(balancing_extrapolated_task, timeout=args.timeout, n_total=n, picks=args.picks,
-                                     seed=args.seed, cache_bytes=cache)
-                row.update(n_total=n, command=command)
-                data["rows"][f"balancing@{n}"] = row
-                write_json(OUT.with_suffix(".json"), data)
-                write_text(OUT.with_suffix(".md"), markdown(data))
-                continue
             if n > 200_000 and name in extrapolate and not args.quick:
                 print(f"{name} (eager, {args.picks} picks) @ N = {n:,} ...", flush=True)
                 task = coreset_extrapolated_task if name == "coreset" else badge_extrapolated_task
