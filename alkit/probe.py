@@ -69,6 +69,11 @@ class ProbeConfig:
     #: strongest λ), fit its grid neighbours and walk towards better validation accuracy until it
     #: drops.
     grid_search: str = "local"
+    #: "local" only: walk the grid every ``search_every`` rounds; in the rounds between, refit only
+    #: the kept λ (warm).  1 (the default) walks every round.  λ moves little from round to round
+    #: (it drifts down as labels accumulate), and the walk costs about three fits a round, so 4
+    #: makes a run's probe about a third cheaper (benchmarks/probe_cost.py --search-every 4).
+    search_every: int = 1
     #: logreg: "auto" runs the first iterations of each fit with bfloat16 products where the CPU has
     #: native bfloat16 (then finishes in float32: same minimiser, found 2-4× faster); "off": float32.
     fast_products: str = "auto"
@@ -91,7 +96,8 @@ class ProbeConfig:
         if self.optimizer not in ("adam", "sgd"):
             raise ParameterError(f"probe optimizer must be 'adam' or 'sgd', got {self.optimizer!r}", param="optimizer")
         # Checked, never converted: the fields go into run keys as given.
-        for name, low in (("batch_size", 1), ("max_epochs", 1), ("max_iter", 1), ("patience", 0), ("lr_step", 0)):
+        for name, low in (("batch_size", 1), ("max_epochs", 1), ("max_iter", 1), ("patience", 0), ("lr_step", 0),
+                          ("search_every", 1)):
             check_int(getattr(self, name), f"probe {name}", low=low)
         for name in ("lr", "tol"):
             check_float(getattr(self, name), f"probe {name}", low=0, low_open=True)
@@ -130,6 +136,8 @@ class ProbeConfig:
     def as_dict(self) -> dict:
         out = asdict(self)
         out["l2_grid"] = list(self.l2_grid)
+        if self.search_every == 1:   # added after runs were committed: their keys stay as they were
+            del out["search_every"]
         return out
 
 
@@ -166,6 +174,7 @@ class LinearHead:
     #: logreg: (W, b) on raw features for every λ fitted this round — the next round's warm starts.
     solutions: dict = field(default_factory=dict, repr=False)
     validation: str = "given"           # "given", "internal" (a 20 % split of the labels) or "none"
+    rounds_since_search: int = 0        # logreg, local search: rounds since the grid was last walked
 
     def logits(self, features: np.ndarray, chunk_rows: int = 65_536) -> np.ndarray:
         return predict_logits(features, self.weight, self.bias, chunk_rows)
@@ -426,7 +435,10 @@ def _train_logreg(x, y, xv, yv, mean, scale, num_classes: int, config: ProbeConf
         if previous:
             best = start = previous[0]
             fit(start)
-            for step in (-1, 1):
+            since = warm_start.rounds_since_search + 1
+            walk = since >= config.search_every
+            rounds_since_search = 0 if walk else since
+            for step in (-1, 1) if walk else ():
                 j = start + step
                 while 0 <= j < len(grid):
                     if _better(fit(j), fits[best][0]):
@@ -435,6 +447,7 @@ def _train_logreg(x, y, xv, yv, mean, scale, num_classes: int, config: ProbeConf
                     else:
                         break
     if not fits:   # the full grid: no previous choice to start from, or grid_search="full"
+        rounds_since_search = 0
         for k in range(len(grid)):
             fit(k)
     best = None
@@ -458,7 +471,8 @@ def _train_logreg(x, y, xv, yv, mean, scale, num_classes: int, config: ProbeConf
     return LinearHead(weight, bias, "logreg", best_val_accuracy=record["val_top1"],
                       seconds=time.perf_counter() - started, val_loss=record["val_loss"], l2=record["l2"],
                       iterations=record["iterations"], converged=record["converged"],
-                      grid=[fits[k][0] for k in sorted(fits)], solutions=solutions, validation=validation)
+                      grid=[fits[k][0] for k in sorted(fits)], solutions=solutions, validation=validation,
+                      rounds_since_search=rounds_since_search)
 
 
 def _train_early_stopping(x, y, xv, yv, mean, scale, num_classes: int, config: ProbeConfig,

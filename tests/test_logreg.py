@@ -197,6 +197,32 @@ def test_local_search_walks_from_the_previous_choice_to_a_local_best():
         assert all(g["warm"] for g in head.grid)
 
 
+def test_search_every_walks_the_grid_only_every_kth_round():
+    x, y, xv, yv, c = _split(seed=8, sep=1.0)
+    grid = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003)
+    every = ProbeConfig(l2_grid=grid, search_every=3)
+    head = train_linear_probe(x[:150], y[:150], xv, yv, c, every)   # round 0: the whole grid
+    assert len(head.grid) == len(grid) and head.rounds_since_search == 0
+    walked = []
+    for n in (190, 230, 270, 310, 350, 360):
+        previous = head
+        head = train_linear_probe(x[:n], y[:n], xv, yv, c, every, warm_start=previous)
+        walked.append(len(head.grid) > 1)
+        if not walked[-1]:   # between walks: only the kept strength, refitted from its own solution
+            assert [g["l2"] for g in head.grid] == [previous.l2] and head.l2 == previous.l2 and head.grid[0]["warm"]
+            assert head.rounds_since_search == previous.rounds_since_search + 1
+        else:
+            assert head.rounds_since_search == 0
+            # the same walk as the every-round probe makes from the same previous head
+            plain = train_linear_probe(x[:n], y[:n], xv, yv, c, ProbeConfig(l2_grid=grid), warm_start=previous)
+            assert [g["l2"] for g in head.grid] == [g["l2"] for g in plain.grid] and head.l2 == plain.l2
+    assert walked == [False, False, True, False, False, True]
+    # Every round walks by default, and the default leaves the run keys of committed runs as they were.
+    assert "search_every" not in ProbeConfig().as_dict() and every.as_dict()["search_every"] == 3
+    with pytest.raises(ValueError, match="search_every"):
+        ProbeConfig(search_every=0)
+
+
 @pytest.mark.slow
 def test_warm_start_across_rounds_reuses_each_strength():
     x, y, xv, yv, c = _split(seed=9)
