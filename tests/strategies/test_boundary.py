@@ -18,7 +18,7 @@ from alkit.pool import PoolState, linear_logits
 from alkit.scores import boundary_distances, boundary_distances_, class_weight_distances
 from alkit.strategies import select
 from alkit.strategies._boundary_engine import PerClassTopK as _PerClassTopK
-from alkit.strategies._boundary_engine import BoundaryStats, base_picks, mase_distances, mase_picks
+from alkit.strategies._boundary_engine import BoundaryStats, base_picks, class_score_key_order, mase_distances, mase_picks
 from alkit.strategies.boundary import base, base_reference, mase
 from alkit.strategies.uncertainty import class_quotas, score_eligible
 from conftest import build_pool
@@ -202,6 +202,24 @@ def test_per_class_topk_streaming_equals_sorting(chunk):
     for k in range(c):
         expected = np.lexsort((keys, scores[:, k]))[: keep[k]]
         np.testing.assert_array_equal(top.ranked(k), expected)
+
+
+def test_class_score_key_order_is_lexsort():
+    """The packed sort of the per-class lists orders as np.lexsort((key, score, class)): ties of
+    class and score go by key; −0.0 and +0.0 are one score; ±inf and negatives take their places."""
+    rng = np.random.default_rng(5)
+    values = np.array([-2.5, -0.0, 0.0, 0.25, 1.0, 3.0, np.inf, -np.inf], np.float32)
+    for trial in range(200):
+        n = int(rng.integers(0, 200))
+        cls = rng.integers(0, 4, n).astype(np.int32)
+        score = values[rng.integers(0, values.size, n)] if trial % 2 else rng.standard_normal(n).astype(np.float32)
+        key = rng.random(n)
+        np.testing.assert_array_equal(class_score_key_order(cls, score, key), np.lexsort((key, score, cls)))
+    # by hand: class first, then score, then key
+    cls = np.array([1, 0, 1, 0, 1], np.int32)
+    score = np.array([0.5, 2.0, -0.0, 2.0, 0.0], np.float32)
+    key = np.array([0.1, 0.9, 0.8, 0.2, 0.3])
+    np.testing.assert_array_equal(class_score_key_order(cls, score, key), [3, 1, 4, 2, 0])
 
 
 @pytest.mark.parametrize("seed", [0, 1])
