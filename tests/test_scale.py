@@ -13,6 +13,7 @@ from alkit.data import imagenet_pool as ip
 from alkit.data.imagenet_pool import ImageNetPoolSpec, imagenet_class_sizes, load_imagenet_pool, make_imagenet_pool
 from alkit.pool import linear_logits
 from alkit.probe import probe_device
+from alkit.rows import gather_rows
 from alkit.scores import auto_chunk_rows, iter_logits, read_rows
 from conftest import build_pool
 
@@ -114,6 +115,26 @@ def test_read_rows_and_iter_logits_equal_plain_indexing(tmp_path):
     got = np.concatenate([logits.numpy().copy() for _, _, logits in iter_logits(pool, idx, 17)])
     np.testing.assert_allclose(got, linear_logits(pool.features[idx], pool.weight, pool.bias), rtol=1e-5, atol=1e-5)
     assert auto_chunk_rows(1000, 2048) == 4096 and auto_chunk_rows(5) == 16_384 and auto_chunk_rows(10**6) == 256
+
+
+def test_gather_rows_equals_plain_indexing_and_never_aliases(tmp_path):
+    """Every path of gather_rows (in memory and in order: one np.take; any order, chunked, float16
+    memory maps, float64 out) gives features[idx] as a fresh array the caller may write to."""
+    rng = np.random.default_rng(1)
+    x32 = rng.normal(size=(300, 5)).astype(np.float32)
+    np.save(tmp_path / "x16.npy", x32.astype(np.float16))
+    sources = {"float32": x32, "float16 map": np.load(tmp_path / "x16.npy", mmap_mode="r")}
+    for name, x in sources.items():
+        for idx in (np.arange(0, 300, 3), np.array([250, 3, 3, 17]), np.array([7]), np.empty(0, np.int64),
+                    np.sort(rng.choice(300, 120, replace=False))):
+            for chunk in (1000, 7):
+                for dtype in (np.float32, np.float64):
+                    got = gather_rows(x, idx, chunk, dtype)
+                    assert got.dtype == dtype and got.flags.writeable, (name, idx, chunk)
+                    np.testing.assert_array_equal(got, np.asarray(x)[idx].astype(dtype))
+    before = x32.copy()
+    gather_rows(x32, np.arange(10, 60))[:] = 0.0   # a copy: writing it leaves the features alone
+    np.testing.assert_array_equal(x32, before)
 
 
 def test_probe_device_defaults_to_cpu(monkeypatch):
