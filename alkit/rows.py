@@ -38,11 +38,15 @@ def gather_rows(
     out = np.empty((indices.size, features.shape[1]), dtype)
     for start in range(0, indices.size, chunk_rows):
         idx = indices[start:start + chunk_rows]
-        order = np.argsort(idx, kind="stable")
-        block = np.asarray(features[idx[order]])
+        ordered = idx.size < 2 or bool(np.all(idx[1:] >= idx[:-1]))
+        order = None if ordered else np.argsort(idx, kind="stable")
+        block = np.asarray(features[idx if ordered else idx[order]])
         if block.dtype == np.float16 and out.dtype == np.float32:   # torch converts with F16C: same values, faster
             block = torch.from_numpy(block).float().numpy()
-        out[start + order] = block
+        if ordered:   # already in order (a slice of sorted ids): no sort, and a plain copy
+            out[start:start + idx.size] = block
+        else:
+            out[start + order] = block
     return out
 
 

@@ -43,6 +43,7 @@ import torch
 
 from alkit.pool import DEFAULT_CHUNK_ROWS
 from alkit.strategies._dense import (
+    CENTRE_SAMPLE_ROWS,
     DEFAULT_CACHE_BYTES,
     DEFAULT_CENTER_BLOCK,
     TIE_RTOL,
@@ -258,7 +259,7 @@ def _take(s: _State, j: int, predicted: Predictor) -> None:
 def _geometry(s: _State) -> _Geometry:
     """Centre the candidates on their mean; one pass computes ‖z‖² and, when kept, G = Z·Sᵀ."""
     num_classes = s.sums.shape[0]
-    mu = mean_rows(s.features, s.cand, s.chunk_rows).astype(np.float32)
+    mu = mean_rows(s.features, s.cand, s.chunk_rows, CENTRE_SAMPLE_ROWS).astype(np.float32)
     mu64 = mu.astype(np.float64)
     store = feature_store(s.features, s.cand, center=mu, chunk_rows=s.chunk_rows, cache_bytes=s.cache_bytes,
                           device=s.device)

@@ -286,9 +286,20 @@ def row_sqnorms(store: RowStore, dtype: torch.dtype = torch.float32) -> torch.Te
     return out
 
 
-def mean_rows(features: np.ndarray, indices: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-    """Float64 mean of ``features[indices]`` in one chunked pass (zeros if no index)."""
+#: Rows a centring mean is taken over (:func:`mean_rows`): evenly spaced, when there are more.
+CENTRE_SAMPLE_ROWS = 1 << 16
+
+
+def mean_rows(features: np.ndarray, indices: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+              max_rows: int | None = None) -> np.ndarray:
+    """Float64 mean of ``features[indices]`` in one chunked pass (zeros if no index).
+
+    ``max_rows``: average every ⌈n / max_rows⌉-th row only.  Engines that centre their rows for
+    float32 arithmetic need a point near the middle, not the exact mean: distances do not depend
+    on it.  At 1.28 M × 2048 float16 rows the full mean costs 7.6 s, 65,536 rows 0.3 s."""
     indices = np.asarray(indices, np.int64)
+    if max_rows is not None and indices.size > max_rows:
+        indices = indices[::-(-indices.size // max_rows)]
     total = np.zeros(features.shape[1], np.float64)
     for start in range(0, indices.size, chunk_rows):
         total += gather_rows(features, indices[start:start + chunk_rows], chunk_rows, np.float64).sum(0)

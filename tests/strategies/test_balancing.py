@@ -172,6 +172,24 @@ def test_balancing_fast_equals_reference_on_random_shapes(seed, tmp_path):
         np.testing.assert_array_equal(fast, ref)
 
 
+@pytest.mark.parametrize("gram", [True, False])
+def test_balancing_centred_on_a_sampled_mean_equals_the_reference(gram, monkeypatch):
+    # Above CENTRE_SAMPLE_ROWS candidates the rows are centred on a strided sample's mean.
+    import alkit.strategies._balancing_engine as engine
+
+    monkeypatch.setattr(engine, "CENTRE_SAMPLE_ROWS", 5)
+    rng = np.random.default_rng(7)
+    n, d, c = 300, 6, 5
+    y = rng.integers(0, c, n)
+    x = (2.0 * rng.standard_normal((c, d))[y] + rng.standard_normal((n, d)) + 30.0).astype(np.float32)
+    perm = rng.permutation(n)
+    lab, cand = perm[:40], perm[40:]
+    lab_y = np.minimum(rng.geometric(0.4, 40) - 1, c - 1)
+    ref = balancing_reference(x, lab, lab_y, cand, c, 50, np.random.default_rng(1), y)
+    fast = balancing_greedy(x, lab, lab_y, cand, c, 50, np.random.default_rng(1), y, chunk_rows=37, gram=gram)
+    np.testing.assert_array_equal(fast, ref)
+
+
 def test_balancing_reports_its_steps_once_at_the_end():
     from alkit.strategies.balancing import BalancingStats
 

@@ -78,9 +78,15 @@ def test_k_center_greedy_with_duplicate_points_stays_valid(lazy):
 
 @pytest.mark.parametrize("lazy,eager_centers", [(True, None), (True, 0), (True, 3), (False, None)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers, dtype, tmp_path):
+@pytest.mark.parametrize("masked_min_rows", [1, 10**9])
+def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers, dtype, masked_min_rows, tmp_path,
+                                                            monkeypatch):
     # Lazy refreshes (every labelled centre pending, a few compared up front, or all up front) and
-    # the eager pass-per-pick version must all take the reference's picks, in its order.
+    # the eager pass-per-pick version must all take the reference's picks, in its order; the two
+    # nearest centres per row by two reductions (every block) or by topk (none).
+    import alkit.strategies._coreset_engine as engine
+
+    monkeypatch.setattr(engine, "_MASKED_MIN_ROWS", masked_min_rows)
     rng = np.random.default_rng(11)
     x = random_features(rng, 700, 12, dtype, tmp_path)
     perm = rng.permutation(700)
@@ -89,6 +95,21 @@ def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers,
                            lazy=lazy, eager_centers=eager_centers)
     ref = k_center_greedy_reference(x, cent, cand, 80, np.random.default_rng(2))
     np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_k_center_greedy_centred_on_a_sampled_mean_equals_the_reference(lazy, monkeypatch, tmp_path):
+    # Above CENTRE_SAMPLE_ROWS candidates the rows are centred on the mean of a strided sample:
+    # another centre, the same distances, so the same picks (offset rows: centring matters).
+    import alkit.strategies._coreset_engine as engine
+
+    monkeypatch.setattr(engine, "CENTRE_SAMPLE_ROWS", 7)
+    rng = np.random.default_rng(12)
+    x = random_features(rng, 600, 10, np.float16, tmp_path) + np.float16(40)
+    perm = rng.permutation(600)
+    cent, cand = perm[:40], perm[40:]
+    fast = k_center_greedy(x, cent, cand, 60, np.random.default_rng(3), chunk_rows=89, lazy=lazy)
+    np.testing.assert_array_equal(fast, k_center_greedy_reference(x, cent, cand, 60, np.random.default_rng(3)))
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -190,6 +211,30 @@ def test_k_center_greedy_lazy_refreshes_few_rows_on_clustered_data():
     assert stats.refreshed_rows < 100 * 2990 / 20
 
 
+@pytest.mark.parametrize("masked_min_rows", [1, 10**9])
+def test_nearest_two_centres_per_row_equal_a_full_sort(masked_min_rows, monkeypatch):
+    """KCenterState.nearest: per row the smallest squared distance over centres c0:c1, a centre
+    attaining it and the second smallest (by two reductions or by topk, over blocks of centres)."""
+    import alkit.strategies._coreset_engine as engine
+
+    monkeypatch.setattr(engine, "_MASKED_MIN_ROWS", masked_min_rows)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    x[5] = x[6]   # a duplicated centre: its distance is both the min and the runner-up of some rows
+    state = engine.set_up(x, np.arange(40, 400), np.arange(40), 5, chunk_rows=64, center_block=7,
+                          cache_bytes=1 << 30, device=None, lazy=True, eager_centers=0, pivot_bounds=False, carry=None)
+    rows = torch.arange(0, 360, 3)
+    block, block_sq = state.store.rows(rows.numpy()), state.sq[rows]
+    for c0, c1 in ((0, 40), (3, 11), (9, 10)):
+        low, arg, second = state.nearest(block, block_sq, c0, c1)
+        full = block_sq[:, None] + state.center_sq[None, c0:c1] - 2.0 * block @ state.centers[c0:c1].T
+        ordered = torch.sort(full, dim=1).values
+        torch.testing.assert_close(low, ordered[:, 0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(full.gather(1, (arg - c0)[:, None])[:, 0], low, rtol=1e-5, atol=1e-5)
+        want = ordered[:, 1] if c1 - c0 > 1 else torch.full_like(low, float("inf"))
+        torch.testing.assert_close(second, want, rtol=1e-5, atol=1e-5)
+
+
 def test_merge_nearest_hand_cases():
     # (min, argmin, runner-up) per row; the runner-up is the best *other* centre.
     cur = (torch.tensor([1.0, 1.0, 1.0]), torch.tensor([3, 3, 3]), torch.tensor([5.0, 5.0, 5.0]))
@@ -241,9 +286,16 @@ def test_k_center_greedy_near_ties_are_ranked_like_the_reference(eager_centers):
 
 
 @pytest.mark.slow
-def test_k_center_greedy_pivot_bounds_cut_refreshes_and_keep_the_picks():
+@pytest.mark.parametrize("bfloat16", [True, False])
+def test_k_center_greedy_pivot_bounds_cut_refreshes_and_keep_the_picks(bfloat16, monkeypatch):
     # 40 clusters, 400 labelled centres of which 16 become pivots: the pivot groups make most
     # starting bounds exact, so far fewer candidates are refreshed against the pending centres.
+    # The nearest pivot from bfloat16 products (where the CPU has them) or float32 ones.
+    import alkit.strategies._coreset_engine as engine
+
+    if bfloat16 and not engine.fast_products_available("cpu"):
+        pytest.skip("no native bfloat16 products on this CPU")
+    monkeypatch.setattr(engine, "fast_products_available", lambda device: bfloat16)
     rng = np.random.default_rng(3)
     means = rng.standard_normal((40, 24)) * 6
     x = (means[rng.integers(0, 40, 6000)] + rng.standard_normal((6000, 24))).astype(np.float32)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from alkit.strategies._dense import RowStore, _contiguous_runs, feature_store
+from alkit.strategies._dense import RowStore, _contiguous_runs, feature_store, mean_rows
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -82,3 +82,15 @@ def test_check_indices_refuses_out_of_range_repeated_and_shared_rows():
         with pytest.raises(ParameterError, match=words) as err:
             check_indices(cand_idx, cent_idx, 5)
         assert err.value.param == param
+
+
+def test_mean_rows_whole_or_evenly_sampled():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 4)).astype(np.float16)
+    idx = rng.permutation(50)[:23]
+    exact = x[idx].astype(np.float64).mean(0)
+    np.testing.assert_array_equal(mean_rows(x, idx, 5), exact)             # chunked: the same numbers
+    np.testing.assert_array_equal(mean_rows(x, idx, 5, max_rows=23), exact)  # enough rows: all of them
+    # more rows than max_rows: every ⌈23/6⌉ = 4th index, so 6 rows (idx[0], idx[4], …, idx[20])
+    np.testing.assert_allclose(mean_rows(x, idx, 5, max_rows=6), x[idx[::4]].astype(np.float64).mean(0), rtol=1e-12)
+    assert not mean_rows(x, np.empty(0, np.int64)).any()
