@@ -64,7 +64,9 @@ def boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_c
                   times: _PassTimes | None = None):
     """One chunked pass: ``(ŷ, d, ℓ_ŷ)`` for every point of ``idx``.
 
-    ``on_chunk(start, r, pred, d)`` sees each chunk's r (a reused (n × C) tensor, r_ŷ = inf).
+    ``on_chunk(start, r, pred, d)`` sees the r of each block of :data:`SCORE_BLOCK_ROWS` rows of a
+    chunk (a view of a reused (n × C) tensor, r_ŷ = inf) right after its distances, while it is
+    still in cache.
     ``times`` accumulates this pass's ``logits_s`` (reading features + the GEMM) and ``pass_s``.
     """
     started = time.perf_counter()
@@ -99,9 +101,8 @@ def boundary_pass(pool: PoolState, idx: np.ndarray, chunk_rows: int | None, on_c
                     check_finite_logits(t[:, None], rows, "features")
                 at, stop = start + b0, start + b0 + block.shape[0]
                 pred[at:stop], dist[at:stop], top[at:stop] = p.numpy(), d.numpy(), t.numpy()
-            if on_chunk is not None:
-                stop = start + chunk.size
-                on_chunk(start, r, torch.from_numpy(pred[start:stop]), torch.from_numpy(dist[start:stop]))
+                if on_chunk is not None:
+                    on_chunk(at, block, p, d)
     if times is not None:
         times.logits_s += logits_s
         times.pass_s += time.perf_counter() - started
@@ -329,7 +330,8 @@ def base_picks(
     weight_dist = weight_distances(pool)
     _, dist, _ = boundary_pass(pool, idx, chunk_rows, offer, weight_dist, times)
     lists.compact()
-    ranked = {c: lists.ranked(c) for c in range(num_classes)}
+    bounds = np.searchsorted(lists.cls, np.arange(num_classes + 1))   # class c's list: [bounds[c], bounds[c + 1])
+    ranked = {c: lists.pos[bounds[c]:bounds[c + 1]] for c in range(num_classes)}
     truncated = np.array([ranked[c].size >= keep[c] and keep[c] < bound[c] for c in range(num_classes)])
     taken = np.zeros(idx.size, bool)
     picks: list[np.ndarray] = []
