@@ -88,6 +88,11 @@ BLOCK_PAIRS = 1 << 22
 #: 1 k – 100 k × 16 – 2,048 pools: ``benchmarks/bench_coreset_engines.py``).
 PASS_ENGINE_ENTRIES = 1 << 22
 PASS_ENGINE_PICKS = 16
+#: ... or when all the passes together read at most this many entries (picks × candidates ×
+#: dimension): the lazy engine's bookkeeping costs a few tenths of a millisecond per pick whatever
+#: the pool, more than a pass over 10 k × 512 rows (measured: 10 k × 512 and 100 k × 64 with 100
+#: picks, where the pass engine took 0.6× the lazy one's time; with 1,000 picks the lazy one wins).
+PASS_ENGINE_WORK = 1 << 30
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -753,13 +758,14 @@ def _sqnorms(rows: np.ndarray) -> np.ndarray:
 def choose_engine(n_cand: int, dim: int, k: int, lazy: bool | None, carry: bool = False,
                   cache_bytes: int = DEFAULT_CACHE_BYTES, device: str | torch.device | None = None) -> str:
     """"pass" (:func:`pass_greedy`), "lazy" or "eager" (the engine below, ``lazy`` True / False).
-    ``lazy=None`` picks the pass engine for at most :data:`PASS_ENGINE_ENTRIES` candidate entries
-    or :data:`PASS_ENGINE_PICKS` picks when no ``carry`` is kept: within a run, the lazy engine's
+    ``lazy=None`` picks the pass engine for at most :data:`PASS_ENGINE_ENTRIES` candidate entries,
+    :data:`PASS_ENGINE_PICKS` picks or :data:`PASS_ENGINE_WORK` entries read over all the passes,
+    when no ``carry`` is kept: within a run, the lazy engine's
     carried bounds spare every later round the set-up against all labelled points, which the
     pass engine cannot carry.  The pass engine holds the candidates' rows in float32 numpy arrays,
     so never beyond ``cache_bytes`` (the lazy engine then streams them) nor on another device."""
     if lazy is None:
-        small = n_cand * dim <= PASS_ENGINE_ENTRIES or k <= PASS_ENGINE_PICKS
+        small = n_cand * dim <= PASS_ENGINE_ENTRIES or k <= PASS_ENGINE_PICKS or n_cand * dim * k <= PASS_ENGINE_WORK
         fits = n_cand * dim * 4 <= cache_bytes and as_device(device).type == "cpu"
         return "pass" if small and fits and not carry else "lazy"
     return "lazy" if lazy else "eager"
@@ -792,8 +798,9 @@ def k_center_greedy(
     candidates (first candidate on an exact tie) and adds it to the centres.
 
     ``lazy=None`` (the default) chooses by size (:func:`choose_engine`): on the CPU, pools of at
-    most :data:`PASS_ENGINE_ENTRIES` candidate × dimension entries, or asked for at most
-    :data:`PASS_ENGINE_PICKS` picks, run :func:`pass_greedy` (one pass per pick) unless a
+    most :data:`PASS_ENGINE_ENTRIES` candidate × dimension entries, asked for at most
+    :data:`PASS_ENGINE_PICKS` picks, or whose passes read at most :data:`PASS_ENGINE_WORK` entries
+    in all, run :func:`pass_greedy` (one pass per pick) unless a
     ``carry`` is kept; the others the lazy engine.  ``lazy=True`` (exact): stored minima are upper bounds, refreshed only for the largest stale
     candidates (see the module docstring).  A new centre lowers few candidates' minima in
     practice (1.0 refreshes per pick on the 100 k ImageNet-shaped pool, ``bench_scale.py

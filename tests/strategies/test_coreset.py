@@ -137,11 +137,15 @@ def test_pass_engine_equals_the_reference_with_ties_and_duplicates(seed):
 
 
 def test_engine_choice_by_size():
-    from alkit.strategies._coreset_engine import PASS_ENGINE_ENTRIES, PASS_ENGINE_PICKS, choose_engine
+    from alkit.strategies._coreset_engine import PASS_ENGINE_ENTRIES, PASS_ENGINE_PICKS, PASS_ENGINE_WORK, choose_engine
 
-    many = PASS_ENGINE_PICKS + 1
+    many = PASS_ENGINE_WORK // PASS_ENGINE_ENTRIES + 1   # picks enough that all passes cost more than the work bound
+    assert many > PASS_ENGINE_PICKS
     assert choose_engine(PASS_ENGINE_ENTRIES // 64, 64, many, None) == "pass"
     assert choose_engine(PASS_ENGINE_ENTRIES // 64 + 1, 64, many, None) == "lazy"
+    # Beyond the entries bound, passes that read at most PASS_ENGINE_WORK entries in all
+    assert choose_engine(10_000, 512, PASS_ENGINE_WORK // (10_000 * 512), None) == "pass"
+    assert choose_engine(10_000, 512, PASS_ENGINE_WORK // (10_000 * 512) + 1, None) == "lazy"
     assert choose_engine(10 ** 5, 2048, PASS_ENGINE_PICKS, None) == "pass"   # few picks: a pass each is cheaper
     assert choose_engine(10 ** 5, 2048, PASS_ENGINE_PICKS, None, cache_bytes=10 ** 8) == "lazy"   # rows must fit
     assert choose_engine(100, 64, 5, None, carry=True) == "lazy"   # a run's rounds carry their bounds
