@@ -78,6 +78,9 @@ LAZY_SETUP_RATIO = 64
 #: ``benchmarks/coreset_pivot_bounds.py``).  8: for 10 k picks at 1.28 M, halving the set-up's
 #: group products saves more than the extra refreshes of the looser bounds cost (same picks).
 PIVOT_SHARE = 8
+#: Runner-ups are tracked when the centres hold more than this many entries (centres × dimension):
+#: then re-ranking a near tie against every centre costs more than a second reduction per block.
+RUNNER_UP_ENTRIES = 1 << 20
 #: From this many rows per block, the nearest two centres per row come from two reductions, not topk.
 _MASKED_MIN_ROWS = 1024
 #: Row × centre distances computed per GEMM block (float32: 16 MB).
@@ -225,6 +228,10 @@ class KCenterState:
     eager: int                     # labelled centres compared with every candidate up front
     use_pivots: bool               # ... which then serve as pivots (see `tighten_by_pivot_groups`)
     resumed: bool                  # started from a carry
+    # Lazy: whether ``tracked`` keeps true runner-ups, which let a near-tied candidate be re-ranked
+    # against its one nearest centre; where every centre costs little to re-rank against (few
+    # centres or few dimensions) they are not worth a second reduction per distance block.
+    runner_ups: bool
     chunk_rows: int
     center_block: int
     device: torch.device
@@ -253,7 +260,9 @@ class KCenterState:
 
     def nearest(self, block: torch.Tensor, block_sq: torch.Tensor, c0: int, c1: int) -> tuple[torch.Tensor, ...]:
         """Per row of ``block``, over centres c0:c1 (float32): the smallest ‖row − centre‖², the
-        centre attaining it, and the second smallest (+inf with one centre)."""
+        centre attaining it, and the second smallest (+inf with one centre); without
+        ``runner_ups``, the smallest again (a near tie is then always possible: see
+        :func:`_exact_min_afresh`)."""
         with torch_threads(block.shape[0] * max(c1 - c0, 0) * block.shape[1], self.device):
             return self._nearest(block, block_sq, c0, c1)
 
@@ -269,6 +278,9 @@ class KCenterState:
             if b1 - b0 == 1:
                 low, runner_up = d2[:, 0], torch.full_like(block_sq, float("inf"))
                 idx = torch.zeros_like(block_sq, dtype=torch.int64)
+            elif not self.runner_ups:
+                low, idx = torch.min(d2, dim=1)
+                runner_up = low
             elif block.shape[0] >= _MASKED_MIN_ROWS:
                 # The two smallest per row as a min, then a min with the argmin masked out: two
                 # vectorised reductions, 1.4× faster than topk(2) on 4,096 × 1,024 blocks (and
@@ -394,7 +406,8 @@ def set_up(features: np.ndarray, cand: np.ndarray, cent: np.ndarray, k: int, *, 
                    torch.full((cand.size,), float("inf"), dtype=torch.float32, device=dev)) if lazy else None
     state = KCenterState(features=features, cand=cand, cent=cent, mu=mu, store=store, sq=sq, centers=centers,
                          center_sq=center_sq, n_centers=cent.size, mind=mind, seen=seen, tracked=tracked, lazy=lazy,
-                         eager=eager, use_pivots=use_pivots, resumed=resumed is not None, chunk_rows=chunk_rows,
+                         eager=eager, use_pivots=use_pivots, resumed=resumed is not None,
+                         runner_ups=(cent.size + k) * features.shape[1] > RUNNER_UP_ENTRIES, chunk_rows=chunk_rows,
                          center_block=center_block, device=dev)
     compare_first_centres(state)
     state.pass_floor = int(state.seen.min())

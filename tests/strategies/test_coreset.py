@@ -78,15 +78,17 @@ def test_k_center_greedy_with_duplicate_points_stays_valid(lazy):
 
 @pytest.mark.parametrize("lazy,eager_centers", [(True, None), (True, 0), (True, 3), (False, None)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("masked_min_rows", [1, 10**9])
-def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers, dtype, masked_min_rows, tmp_path,
-                                                            monkeypatch):
+@pytest.mark.parametrize("masked_min_rows,runner_up_entries", [(1, 0), (10**9, 0), (10**9, 10**9)])
+def test_k_center_greedy_lazy_and_eager_equal_the_reference(lazy, eager_centers, dtype, masked_min_rows,
+                                                            runner_up_entries, tmp_path, monkeypatch):
     # Lazy refreshes (every labelled centre pending, a few compared up front, or all up front) and
     # the eager pass-per-pick version must all take the reference's picks, in its order; the two
-    # nearest centres per row by two reductions (every block) or by topk (none).
+    # nearest centres per row by two reductions (every block) or by topk (none), or runner-ups
+    # not tracked (near ties then re-ranked against every centre).
     import alkit.strategies._coreset_engine as engine
 
     monkeypatch.setattr(engine, "_MASKED_MIN_ROWS", masked_min_rows)
+    monkeypatch.setattr(engine, "RUNNER_UP_ENTRIES", runner_up_entries)
     rng = np.random.default_rng(11)
     x = random_features(rng, 700, 12, dtype, tmp_path)
     perm = rng.permutation(700)
@@ -215,10 +217,12 @@ def test_k_center_greedy_lazy_refreshes_few_rows_on_clustered_data():
     assert stats.refreshed_rows < 100 * 2990 / 20
 
 
+@pytest.mark.parametrize("runner_ups", [True, False])
 @pytest.mark.parametrize("masked_min_rows", [1, 10**9])
-def test_nearest_two_centres_per_row_equal_a_full_sort(masked_min_rows, monkeypatch):
+def test_nearest_two_centres_per_row_equal_a_full_sort(masked_min_rows, runner_ups, monkeypatch):
     """KCenterState.nearest: per row the smallest squared distance over centres c0:c1, a centre
-    attaining it and the second smallest (by two reductions or by topk, over blocks of centres)."""
+    attaining it and the second smallest (by two reductions or by topk, over blocks of centres);
+    without runner-ups the smallest again, so that no near tie is ruled out."""
     import alkit.strategies._coreset_engine as engine
 
     monkeypatch.setattr(engine, "_MASKED_MIN_ROWS", masked_min_rows)
@@ -227,6 +231,7 @@ def test_nearest_two_centres_per_row_equal_a_full_sort(masked_min_rows, monkeypa
     x[5] = x[6]   # a duplicated centre: its distance is both the min and the runner-up of some rows
     state = engine.set_up(x, np.arange(40, 400), np.arange(40), 5, chunk_rows=64, center_block=7,
                           cache_bytes=1 << 30, device=None, lazy=True, eager_centers=0, pivot_bounds=False, carry=None)
+    state.runner_ups = runner_ups
     rows = torch.arange(0, 360, 3)
     block, block_sq = state.store.rows(rows.numpy()), state.sq[rows]
     for c0, c1 in ((0, 40), (3, 11), (9, 10)):
@@ -236,7 +241,10 @@ def test_nearest_two_centres_per_row_equal_a_full_sort(masked_min_rows, monkeypa
         torch.testing.assert_close(low, ordered[:, 0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(full.gather(1, (arg - c0)[:, None])[:, 0], low, rtol=1e-5, atol=1e-5)
         want = ordered[:, 1] if c1 - c0 > 1 else torch.full_like(low, float("inf"))
-        torch.testing.assert_close(second, want, rtol=1e-5, atol=1e-5)
+        if runner_ups:
+            torch.testing.assert_close(second, want, rtol=1e-5, atol=1e-5)
+        else:   # never above the true runner-up (so never rules a near tie out), never below the minimum
+            assert bool((second <= want + 1e-4).all()) and bool((second >= low).all())
 
 
 def test_merge_nearest_hand_cases():
@@ -270,11 +278,15 @@ def test_merge_nearest_over_blocks_equals_the_whole_row():
 
 
 @pytest.mark.parametrize("eager_centers", [None, 0, 2])
-def test_k_center_greedy_near_ties_are_ranked_like_the_reference(eager_centers):
+def test_k_center_greedy_near_ties_are_ranked_like_the_reference(eager_centers, monkeypatch):
     # Candidates at exactly equal float64 distance from the centres (signed unit vectors times 3
     # and 6, lengths jittered by < 1e-4, centres at the origin and far away): every pick is a near
     # tie that float32 cannot settle.  Each candidate's nearest centre is unique, so the float64
-    # re-ranking needs one pair per candidate; the picks must still be the reference's.
+    # re-ranking needs one pair per candidate; the picks must still be the reference's.  (Runner-ups
+    # tracked whatever the size, as on large pools.)
+    import alkit.strategies._coreset_engine as engine
+
+    monkeypatch.setattr(engine, "RUNNER_UP_ENTRIES", 0)
     dim = 12
     jitter = 1.0 + np.random.default_rng(5).uniform(0.0, 1e-4, (2 * dim, 1))
     axes = np.concatenate([np.eye(dim), -np.eye(dim)]) * 3.0 * jitter
