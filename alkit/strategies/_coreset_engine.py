@@ -526,6 +526,7 @@ class Effort:
 
     pairs: int = 0     # row × centre comparisons
     retries: int = 0   # calls of `bring_up_to_date`
+    near: torch.Tensor | None = None   # the last call's rows at or above its threshold, if it took them all
 
 
 def bring_up_to_date(state: KCenterState, threshold: float, best: int, effort: Effort) -> bool:
@@ -541,12 +542,15 @@ def bring_up_to_date(state: KCenterState, threshold: float, best: int, effort: E
         width = min(REFRESH_ROWS, 8 * 4 ** effort.retries, s.cand.size)
     effort.retries += 1
     rows = s.top.at_least(threshold) if threshold > float("-inf") else None
+    effort.near = rows
     if rows is None or rows.numel() > width:
-        rows = s.top.largest(width)
-    rows = torch.cat([rows, torch.tensor([best], device=rows.device)]).unique()
+        rows, effort.near = s.top.largest(width), None
+    if not bool((rows == best).any()):   # rows are distinct: add `best` only if it is not among them
+        rows = torch.cat([rows, rows.new_tensor([best])])
+    rows = torch.sort(rows).values
     stale = rows[s.seen[rows] < s.n_centers]
     if stale.numel() == 0:
-        return True
+        return True   # nothing refreshed: `effort.near` is still every row at or above the threshold
     effort.pairs += int(stale.numel()) * (s.n_centers - int(s.seen[stale].min()))
     if effort.pairs > s.cand.size * max(s.n_centers - s.pass_floor, 1):
         full_pass(s)   # refreshes cost more than one pass would: do the pass
@@ -571,14 +575,17 @@ def pick_next(state: KCenterState, tie_rtol: float) -> int:
             continue
         break
     if tie_rtol > 0:
-        best = rerank_near_ties(state, best, tol)
+        best = rerank_near_ties(state, best, tol, effort.near)
     return best
 
 
-def rerank_near_ties(state: KCenterState, best: int, tol: float) -> int:
+def rerank_near_ties(state: KCenterState, best: int, tol: float, near: torch.Tensor | None = None) -> int:
     """Among the candidates within 2·tol of the float32 maximum (if 2 to :data:`MAX_REFINE` of
-    them), the one with the largest float64 min-distance (the first one on an exact tie)."""
-    near = state.top.at_least(float(state.mind[best]) - 2.0 * tol).cpu().numpy()
+    them), the one with the largest float64 min-distance (the first one on an exact tie).
+    ``near``: those candidates, ascending, when the caller already has them."""
+    if near is None:
+        near = state.top.at_least(float(state.mind[best]) - 2.0 * tol)
+    near = near.cpu().numpy()
     if 1 < near.size <= MAX_REFINE:
         state.counters.refined += 1
         started = time.perf_counter()
