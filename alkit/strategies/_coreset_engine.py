@@ -267,33 +267,40 @@ class KCenterState:
             return self._nearest(block, block_sq, c0, c1)
 
     def _nearest(self, block: torch.Tensor, block_sq: torch.Tensor, c0: int, c1: int) -> tuple[torch.Tensor, ...]:
+        if 0 < c1 - c0 <= self.center_block:   # one block (every refresh but the first of a row): no merging
+            low, idx, runner_up = self._block_nearest(block, c0, c1)
+            return low + block_sq, idx + c0, runner_up + block_sq
         best = torch.full((block.shape[0],), float("inf"), dtype=torch.float32, device=self.device)
         arg = torch.zeros(block.shape[0], dtype=torch.int64, device=self.device)
         second = best.clone()
         for b0 in range(c0, c1, self.center_block):
             b1 = min(b0 + self.center_block, c1)
-            # ‖c‖² − 2⟨x, c⟩ ranks the centres of a row as ‖x − c‖² does: ‖x‖² is added to the
-            # two smallest only, not to every pair.
-            d2 = torch.addmm(self.center_sq[b0:b1], block, self.centers[b0:b1].T, alpha=-2.0)
-            if b1 - b0 == 1:
-                low, runner_up = d2[:, 0], torch.full_like(block_sq, float("inf"))
-                idx = torch.zeros_like(block_sq, dtype=torch.int64)
-            elif not self.runner_ups:
-                low, idx = torch.min(d2, dim=1)
-                runner_up = low
-            elif block.shape[0] >= _MASKED_MIN_ROWS:
-                # The two smallest per row as a min, then a min with the argmin masked out: two
-                # vectorised reductions, 1.4× faster than topk(2) on 4,096 × 1,024 blocks (and
-                # slower on a few rows, where topk stays).
-                low, idx = torch.min(d2, dim=1)
-                d2.scatter_(1, idx[:, None], float("inf"))
-                runner_up = torch.amin(d2, dim=1)
-            else:
-                values, indices = torch.topk(d2, 2, dim=1, largest=False)
-                low, idx, runner_up = values[:, 0], indices[:, 0], values[:, 1]
+            low, idx, runner_up = self._block_nearest(block, b0, b1)
             best, arg, second = merge_nearest((best, arg, second),
                                               (low + block_sq, idx + b0, runner_up + block_sq))
         return best, arg, second
+
+    def _block_nearest(self, block: torch.Tensor, b0: int, b1: int) -> tuple[torch.Tensor, ...]:
+        """Per row, over centres b0:b1: the smallest ‖c‖² − 2⟨x, c⟩, its centre (from b0), the
+        second smallest (see :meth:`nearest`)."""
+        # ‖c‖² − 2⟨x, c⟩ ranks the centres of a row as ‖x − c‖² does: ‖x‖² is added to the
+        # two smallest only, not to every pair.
+        d2 = torch.addmm(self.center_sq[b0:b1], block, self.centers[b0:b1].T, alpha=-2.0)
+        if b1 - b0 == 1:
+            return d2[:, 0], torch.zeros(block.shape[0], dtype=torch.int64, device=self.device), \
+                torch.full((block.shape[0],), float("inf"), dtype=torch.float32, device=self.device)
+        if not self.runner_ups:
+            low, idx = torch.min(d2, dim=1)
+            return low, idx, low
+        if block.shape[0] >= _MASKED_MIN_ROWS:
+            # The two smallest per row as a min, then a min with the argmin masked out: two
+            # vectorised reductions, 1.4× faster than topk(2) on 4,096 × 1,024 blocks (and
+            # slower on a few rows, where topk stays).
+            low, idx = torch.min(d2, dim=1)
+            d2.scatter_(1, idx[:, None], float("inf"))
+            return low, idx, torch.amin(d2, dim=1)
+        values, indices = torch.topk(d2, 2, dim=1, largest=False)
+        return values[:, 0], indices[:, 0], values[:, 1]
 
     def track(self, positions: torch.Tensor | slice, found: tuple[torch.Tensor, ...]) -> None:
         """Fold (min, argmin, runner-up) over newly met centres into the stored values at ``positions``."""
