@@ -179,6 +179,7 @@ class PerClassTopK:
         self.kept = 0  # the first `kept` entries: the compacted lists, by (class, score, key)
         self.size = 0  # entries in use
         self._mask: torch.Tensor | None = None
+        self._starts = np.zeros(self.keep.size + 1, np.int64)   # per class, where its list starts (compact)
 
     def _allocate(self, capacity: int) -> None:
         old = (self._cls, self._score, self._pos) if hasattr(self, "_cls") else None
@@ -232,7 +233,8 @@ class PerClassTopK:
         self.kept = self.size = m
         # A class whose list is full only admits candidates at or below its last entry.
         counts = np.bincount(self.cls, minlength=self.keep.size)
-        ends = np.cumsum(counts) - 1
+        self._starts[1:] = np.cumsum(counts)   # class c's list: [starts[c], starts[c + 1])
+        ends = self._starts[1:] - 1
         full = (counts >= self.keep) & (self.keep > 0)
         self.threshold[torch.from_numpy(full)] = torch.from_numpy(self.score[ends[full]])
         self.unfilled = (self.keep > 0) & ~full
@@ -251,8 +253,7 @@ class PerClassTopK:
 
     def ranked(self, c: int) -> np.ndarray:
         """Positions of class ``c``'s list, best first (after :meth:`compact`)."""
-        lo, hi = np.searchsorted(self.cls, [c, c + 1])
-        return self.pos[lo:hi]
+        return self.pos[self._starts[c]:self._starts[c + 1]]
 
 
 def default_slack(quotas: np.ndarray) -> np.ndarray:
@@ -330,8 +331,7 @@ def base_picks(
     weight_dist = weight_distances(pool)
     _, dist, _ = boundary_pass(pool, idx, chunk_rows, offer, weight_dist, times)
     lists.compact()
-    bounds = np.searchsorted(lists.cls, np.arange(num_classes + 1))   # class c's list: [bounds[c], bounds[c + 1])
-    ranked = {c: lists.pos[bounds[c]:bounds[c + 1]] for c in range(num_classes)}
+    ranked = {c: lists.ranked(c) for c in range(num_classes)}
     truncated = np.array([ranked[c].size >= keep[c] and keep[c] < bound[c] for c in range(num_classes)])
     taken = np.zeros(idx.size, bool)
     picks: list[np.ndarray] = []
